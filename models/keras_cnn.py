@@ -1,0 +1,124 @@
+"""Subclassed Keras CNNs built from a planned architecture (see ``models/architecture.py``)."""
+
+import keras
+
+from models import architecture as A
+
+
+def _bn(name, dtype):
+    return keras.layers.BatchNormalization(momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, name=name, dtype=dtype)
+
+
+class ConvBlock(keras.layers.Layer):
+    """Convolution + ReLU, or convolution without bias -> batch norm -> ReLU."""
+
+    def __init__(self, spec, dtype=None):
+        super().__init__(name=spec.name, dtype=dtype)
+        self.conv = keras.layers.Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding=spec.padding,
+                                        use_bias=not spec.batch_norm, name="conv", dtype=dtype)
+        self.bn = _bn("bn", dtype) if spec.batch_norm else None
+
+    def call(self, x, training=False):
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        return keras.ops.relu(x)
+
+
+class ResidualBlock(keras.layers.Layer):
+    """He et al. (2016) basic block: relu(skip(x) + bn2(conv2(relu(bn1(conv1(x))))))."""
+
+    def __init__(self, spec, dtype=None):
+        super().__init__(name=spec.name, dtype=dtype)
+
+        def conv(name, size):
+            return keras.layers.Conv2D(spec.filters, size, padding="same", use_bias=False, name=name, dtype=dtype)
+
+        self.conv1, self.bn1 = conv("conv1", 3), _bn("bn1", dtype)
+        self.conv2, self.bn2 = conv("conv2", 3), _bn("bn2", dtype)
+        self.proj = self.proj_bn = None
+        if spec.projection:
+            self.proj, self.proj_bn = conv("proj", 1), _bn("proj_bn", dtype)
+
+    def call(self, x, training=False):
+        skip = x if self.proj is None else self.proj_bn(self.proj(x), training=training)
+        y = keras.ops.relu(self.bn1(self.conv1(x), training=training))
+        y = self.bn2(self.conv2(y), training=training)
+        return keras.ops.relu(skip + y)
+
+
+def _layer_for(spec, dtype):
+    if isinstance(spec, A.Conv):
+        return ConvBlock(spec, dtype)
+    if isinstance(spec, A.Residual):
+        return ResidualBlock(spec, dtype)
+    if isinstance(spec, A.Pool):
+        pool = keras.layers.MaxPooling2D if spec.kind == "max" else keras.layers.AveragePooling2D
+        return pool(spec.size, name=spec.name, dtype=dtype)
+    if isinstance(spec, A.GlobalPool):
+        pool = keras.layers.GlobalMaxPooling2D if spec.kind == "max" else keras.layers.GlobalAveragePooling2D
+        return pool(name=spec.name, dtype=dtype)
+    if isinstance(spec, A.Flatten):
+        return keras.layers.Flatten(name=spec.name, dtype=dtype)
+    if isinstance(spec, A.Dense):
+        activation = "relu" if spec.activation else None
+        return keras.layers.Dense(spec.units, activation=activation, name=spec.name, dtype=dtype)
+    if isinstance(spec, A.Dropout):
+        return keras.layers.Dropout(spec.rate, name=spec.name, dtype=dtype)
+    raise TypeError(f"no Keras layer for {spec!r}")
+
+
+class CNN(keras.Model):
+    """A feed-forward classifier built from an architecture string; ``call`` returns logits."""
+
+    def __init__(self, arch, input_shape, num_classes, dtype=None, **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+        self.arch = A.resolve(arch)
+        self.image_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.plan = A.plan(self.arch, self.image_shape, num_classes)
+        self.stack = [_layer_for(layer.spec, dtype) for layer in self.plan]
+
+    def call(self, images, training=False):
+        x = images
+        for layer in self.stack:
+            x = layer(x, training=training)
+        return x
+
+    def get_config(self):
+        return {"arch": self.arch, "input_shape": self.image_shape, "num_classes": self.num_classes,
+                "dtype": self.dtype_policy.name, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model(arch, input_shape, num_classes, dtype=None, name="cnn"):
+    """Returns a built ``CNN`` for ``arch`` (string or preset) on images of ``input_shape`` (H, W, C).
+
+    ``dtype`` is a Keras dtype policy name ("float32", "float64", "mixed_float16", ...); None uses the global
+    policy. Raises ``ValueError`` naming the token and the shapes when ``arch`` is malformed or does not fit.
+    """
+    model = CNN(arch, input_shape, num_classes, dtype=dtype, name=name)
+    # Keras 3 builds the variables of a subclassed model on its first call; calling once eagerly here means
+    # optimizers and strategies see every variable before the first train step.
+    model(keras.ops.zeros((1, *model.image_shape), dtype=model.compute_dtype), training=False)
+    return model
+
+
+def named_weights(model):
+    """Maps ``"<layer>/<sublayer>/<variable>"`` to each variable of a ``CNN``, BN moving statistics included.
+
+    These names are the contract with ``reference/``: the low-level network uses the same keys.
+    """
+    named = {}
+    for layer in model.stack:
+        for variable in layer.weights:
+            named[_relative_path(variable.path, layer.name)] = variable
+    return named
+
+
+def _relative_path(path, layer_name):
+    parts = path.split("/")
+    return "/".join(parts[parts.index(layer_name):])

@@ -1,0 +1,216 @@
+"""A low-level CNN that mirrors the Keras models op for op, for equivalence tests.
+
+Built from the same ``architecture.plan`` as ``models/keras_cnn.py`` with explicit ``tf.Variable``s and
+``tf.nn`` ops only. Variables carry the Keras names (``conv1/conv/kernel``, ``res1/bn2/moving_mean``, ...),
+kernels are HWIO and dense kernels (in, out), and flatten is NHWC, so weight transfer is a plain copy.
+"""
+
+import math
+
+import tensorflow as tf
+
+from models import architecture as A
+
+
+class ReferenceCNN(tf.Module):
+    """A feed-forward classifier; ``__call__(images, training=False)`` returns logits."""
+
+    def __init__(self, arch, input_shape, num_classes, seed=0, dtype=tf.float32, compute_dtype=None,
+                 name="reference_cnn"):
+        super().__init__(name=name)
+        self.arch = A.resolve(arch)
+        self.plan = A.plan(self.arch, tuple(input_shape), num_classes)
+        self.dtype = tf.as_dtype(dtype)  # variable dtype
+        self.compute_dtype = tf.as_dtype(compute_dtype or dtype)
+        # Keras computes batch norm in result_type(inputs, float32): float16/bfloat16 are upcast, float64 stays.
+        self.bn_dtype = tf.float64 if self.compute_dtype == tf.float64 else tf.float32
+        self._seed = seed
+        self._kernels_drawn = 0  # each kernel gets its own stateless seed (seed, k)
+        self._weights = {}  # name -> tf.Variable, in plan order (the order of models.named_weights)
+        for layer in self.plan:
+            self._create_layer(layer)
+        self._dropout_rng = tf.random.Generator.from_seed(seed)
+
+    # Variables -------------------------------------------------------------------------------------------
+
+    def named_weights(self):
+        """Maps each Keras-style name to its ``tf.Variable``, BN moving statistics included, in plan order."""
+        return dict(self._weights)
+
+    # tf.Module sorts attributes when it collects variables; these keep the plan order of the Keras model.
+    @property
+    def variables(self):
+        return tuple(self._weights.values())
+
+    @property
+    def trainable_variables(self):
+        return tuple(v for v in self._weights.values() if v.trainable)
+
+    def _variable(self, name, initial, trainable=True):
+        self._weights[name] = tf.Variable(initial, trainable=trainable, name=name)
+
+    def _glorot(self, name, shape, fan_in, fan_out):
+        """Glorot (Xavier) uniform, as Keras' default kernel initializer."""
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        seed = (self._seed, self._kernels_drawn)
+        self._kernels_drawn += 1
+        self._variable(name, tf.random.stateless_uniform(shape, seed, -limit, limit, dtype=self.dtype))
+
+    def _create_conv(self, name, size, channels_in, filters, bias):
+        area = size * size  # Keras' receptive field: fan_in = kh*kw*in, fan_out = kh*kw*out
+        self._glorot(f"{name}/kernel", (size, size, channels_in, filters), area * channels_in, area * filters)
+        if bias:
+            self._variable(f"{name}/bias", tf.zeros((filters,), self.dtype))
+
+    def _create_bn(self, name, channels):
+        # Same creation order as keras.layers.BatchNormalization.build.
+        self._variable(f"{name}/gamma", tf.ones((channels,), self.dtype))
+        self._variable(f"{name}/beta", tf.zeros((channels,), self.dtype))
+        self._variable(f"{name}/moving_mean", tf.zeros((channels,), self.dtype), trainable=False)
+        self._variable(f"{name}/moving_variance", tf.ones((channels,), self.dtype), trainable=False)
+
+    def _create_layer(self, layer):
+        spec, channels_in = layer.spec, layer.input_shape[-1]
+        if isinstance(spec, A.Conv):
+            self._create_conv(f"{spec.name}/conv", spec.kernel_size, channels_in, spec.filters,
+                              bias=not spec.batch_norm)
+            if spec.batch_norm:
+                self._create_bn(f"{spec.name}/bn", spec.filters)
+        elif isinstance(spec, A.Residual):
+            # Same order as the attributes of models.keras_cnn.ResidualBlock: conv1, bn1, conv2, bn2, proj, proj_bn.
+            self._create_conv(f"{spec.name}/conv1", 3, channels_in, spec.filters, bias=False)
+            self._create_bn(f"{spec.name}/bn1", spec.filters)
+            self._create_conv(f"{spec.name}/conv2", 3, spec.filters, spec.filters, bias=False)
+            self._create_bn(f"{spec.name}/bn2", spec.filters)
+            if spec.projection:
+                self._create_conv(f"{spec.name}/proj", 1, channels_in, spec.filters, bias=False)
+                self._create_bn(f"{spec.name}/proj_bn", spec.filters)
+        elif isinstance(spec, A.Dense):
+            self._glorot(f"{spec.name}/kernel", (channels_in, spec.units), channels_in, spec.units)
+            self._variable(f"{spec.name}/bias", tf.zeros((spec.units,), self.dtype))
+        # Pool, GlobalPool, Flatten and Dropout have no variables.
+
+    # Forward pass ----------------------------------------------------------------------------------------
+
+    def __call__(self, images, training=False):
+        """(B, H, W, C) images -> (B, num_classes) logits in ``compute_dtype``."""
+        x = tf.cast(images, self.compute_dtype)
+        for layer in self.plan:
+            x = self._apply(layer, x, training)
+        return x
+
+    def _get(self, name):
+        """A variable read in the compute dtype, as Keras autocasts variables under mixed precision."""
+        return tf.cast(self._weights[name], self.compute_dtype)
+
+    def _conv(self, x, name, stride, padding):
+        # (B, H, W, C_in) -> (B, H', W', C_out); TF's `same` puts the odd padding row/column at the bottom/right.
+        return tf.nn.conv2d(x, self._get(f"{name}/kernel"), stride, padding.upper())
+
+    def _batch_norm(self, x, name, training):
+        """keras.layers.BatchNormalization: biased batch moments in training, moving statistics otherwise."""
+        x = tf.cast(x, self.bn_dtype)
+        moving_mean_var = self._weights[f"{name}/moving_mean"]
+        moving_variance_var = self._weights[f"{name}/moving_variance"]
+        moving_mean = tf.cast(moving_mean_var, self.bn_dtype)
+        moving_variance = tf.cast(moving_variance_var, self.bn_dtype)
+        if training:
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])  # (C,) each; variance divides by N, not N - 1
+            # Written exactly as Keras does, so float64 trajectories agree to the last bits.
+            moving_mean_var.assign(tf.cast(moving_mean * A.BN_MOMENTUM + mean * (1.0 - A.BN_MOMENTUM),
+                                           moving_mean_var.dtype))
+            moving_variance_var.assign(tf.cast(moving_variance * A.BN_MOMENTUM + variance * (1.0 - A.BN_MOMENTUM),
+                                               moving_variance_var.dtype))
+        else:
+            mean, variance = moving_mean, moving_variance
+        gamma = tf.cast(self._weights[f"{name}/gamma"], self.bn_dtype)
+        beta = tf.cast(self._weights[f"{name}/beta"], self.bn_dtype)
+        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, A.BN_EPSILON)
+        return tf.cast(y, self.compute_dtype)
+
+    def _apply(self, layer, x, training):
+        spec = layer.spec
+        if isinstance(spec, A.Conv):
+            x = self._conv(x, f"{spec.name}/conv", spec.stride, spec.padding)
+            if spec.batch_norm:
+                x = self._batch_norm(x, f"{spec.name}/bn", training)
+            else:
+                x = tf.nn.bias_add(x, self._get(f"{spec.name}/conv/bias"))
+            return tf.nn.relu(x)
+        if isinstance(spec, A.Residual):
+            n = spec.name
+            skip = x
+            if spec.projection:  # 1x1 conv + BN so the skip has `filters` channels
+                skip = self._batch_norm(self._conv(x, f"{n}/proj", 1, "same"), f"{n}/proj_bn", training)
+            y = tf.nn.relu(self._batch_norm(self._conv(x, f"{n}/conv1", 1, "same"), f"{n}/bn1", training))
+            y = self._batch_norm(self._conv(y, f"{n}/conv2", 1, "same"), f"{n}/bn2", training)
+            return tf.nn.relu(skip + y)
+        if isinstance(spec, A.Pool):
+            pool = tf.nn.max_pool2d if spec.kind == "max" else tf.nn.avg_pool2d
+            return pool(x, spec.size, spec.size, "VALID")  # (B, H, W, C) -> (B, H // size, W // size, C)
+        if isinstance(spec, A.GlobalPool):  # (B, H, W, C) -> (B, C)
+            if spec.kind == "max":
+                return tf.reduce_max(x, axis=[1, 2])
+            # Keras averages float16/bfloat16 in float32 to avoid overflow, then casts back.
+            return tf.cast(tf.reduce_mean(tf.cast(x, self.bn_dtype), axis=[1, 2]), x.dtype)
+        if isinstance(spec, A.Flatten):
+            return tf.reshape(x, (-1, math.prod(layer.input_shape)))  # (B, H, W, C) -> (B, H*W*C)
+        if isinstance(spec, A.Dense):
+            x = tf.matmul(x, self._get(f"{spec.name}/kernel")) + self._get(f"{spec.name}/bias")
+            return tf.nn.relu(x) if spec.activation else x
+        if isinstance(spec, A.Dropout):
+            if not training or spec.rate == 0:  # Keras' Dropout is the identity then too
+                return x
+            seed = self._dropout_rng.make_seeds(1)[:, 0]  # a fresh mask on every call
+            return tf.nn.experimental.stateless_dropout(x, spec.rate, seed)
+        raise TypeError(f"no reference layer for {spec!r}")
+
+
+def build_reference(arch, input_shape, num_classes, seed=0, dtype=tf.float32, compute_dtype=None):
+    """Returns a ``ReferenceCNN`` for ``arch`` (string or preset) on images of ``input_shape`` (H, W, C).
+
+    ``dtype`` is the variable dtype; ``compute_dtype`` (default ``dtype``) is the dtype of the forward pass,
+    e.g. float16 with float32 variables as under Keras mixed precision. Raises the same ``ValueError`` as
+    ``models.build_model`` when ``arch`` is malformed or does not fit the input.
+    """
+    return ReferenceCNN(arch, input_shape, num_classes, seed=seed, dtype=dtype, compute_dtype=compute_dtype)
+
+
+def _named(model):
+    """Name -> variable for a ``ReferenceCNN`` or a Keras CNN from ``models.build_model``.
+
+    The Keras side is read by duck typing (``stack`` of layers whose variables have a ``path`` like
+    ``cnn/conv1/conv/kernel``), the same rule as ``models.keras_cnn.named_weights``, so this module never
+    imports Keras.
+    """
+    if hasattr(model, "named_weights"):
+        return model.named_weights()
+    named = {}
+    for layer in model.stack:
+        for variable in layer.weights:
+            parts = variable.path.split("/")
+            named["/".join(parts[parts.index(layer.name):])] = variable
+    return named
+
+
+def copy_weights(src, dst):
+    """Copies every weight, BN moving statistics included, from ``src`` to ``dst`` (Keras or reference).
+
+    Raises ``ValueError`` naming the first variable that is missing on either side or differs in shape.
+    """
+    src_named, dst_named = _named(src), _named(dst)
+    for name, variable in src_named.items():
+        if name not in dst_named:
+            raise ValueError(f"copy_weights: layer '{name}' exists in the source but not in the destination")
+        src_shape, dst_shape = tuple(variable.shape), tuple(dst_named[name].shape)
+        if src_shape != dst_shape:
+            raise ValueError(f"copy_weights: layer '{name}' has shape {src_shape} in the source but {dst_shape} "
+                             f"in the destination")
+    for name in dst_named:
+        if name not in src_named:
+            raise ValueError(f"copy_weights: layer '{name}' exists in the destination but not in the source")
+    if list(src_named) != list(dst_named):
+        raise ValueError(f"copy_weights: same variables in a different order: {list(src_named)} in the source, "
+                         f"{list(dst_named)} in the destination")
+    for name, variable in src_named.items():
+        dst_named[name].assign(tf.cast(variable, dst_named[name].dtype))

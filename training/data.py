@@ -1,0 +1,178 @@
+"""Datasets as in-memory arrays, and tf.data pipelines over them.
+
+Sources, in order: ``<data_dir>/<dataset>.npz`` (arrays ``x_train, y_train, x_test, y_test`` as
+``tf.keras.datasets`` returns them), then ``tf.keras.datasets`` (its cache, else a download), then, for MNIST
+only, the subset bundled with this repository.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+# (height, width, channels, classes) of each dataset the loader knows.
+DATASETS = {
+    "mnist": (28, 28, 1, 10),
+    "fashion_mnist": (28, 28, 1, 10),
+    "cifar10": (32, 32, 3, 10),
+    "cifar100": (32, 32, 3, 100),
+}
+REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+BUNDLED_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundled_data",
+                             "mnist_subset.npz")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be found or does not hold what it should; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Images as uint8 NHWC and labels as int32 (n,), with where they came from."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    @property
+    def image_shape(self):
+        return self.x_train.shape[1:]
+
+    @property
+    def num_classes(self):
+        return DATASETS[self.name][3]
+
+
+def load(name, data_dir=None, allow_download=True):
+    """Returns the ``Dataset`` called ``name`` from the first source that has it (see the module docstring)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
+    if data_dir:
+        path = os.path.join(data_dir, f"{name}.npz")
+        if os.path.exists(path):
+            return _from_npz(name, path, source=path)
+    arrays = _from_keras(name, allow_download)
+    if arrays is not None:
+        return _validated(name, arrays, "tf.keras.datasets", source=f"tf.keras.datasets.{name}")
+    if name == "mnist" and os.path.exists(BUNDLED_MNIST):
+        logging.warning("full MNIST was neither found nor downloadable: training on the bundled subset (10,000 "
+                        "training images, the official 10,000 test images) from %s", BUNDLED_MNIST)
+        return _from_npz(name, BUNDLED_MNIST, source=f"bundled MNIST subset {BUNDLED_MNIST}")
+    where = os.path.join(data_dir, f"{name}.npz") if data_dir else f"<data_dir>/{name}.npz"
+    raise DataError(f"dataset '{name}' not found: put {where} (arrays {', '.join(REQUIRED_KEYS)}) there and "
+                    f"pass --data_dir, or allow tf.keras.datasets to download it")
+
+
+def _from_keras(name, allow_download):
+    """Arrays from ``tf.keras.datasets``; only its cache unless ``allow_download``. None when unavailable."""
+    if not allow_download and not _in_keras_cache(name):
+        return None
+    try:
+        (x_train, y_train), (x_test, y_test) = getattr(tf.keras.datasets, name).load_data()
+    except Exception:  # No network, a partial download, a server error: all mean "not available here".
+        return None
+    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def _in_keras_cache(name):
+    cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "datasets")
+    entries = {"mnist": "mnist.npz", "fashion_mnist": "fashion-mnist", "cifar10": "cifar-10-batches-py",
+               "cifar100": "cifar-100-python"}
+    return os.path.exists(os.path.join(cache, entries[name]))
+
+
+def _from_npz(name, path, source):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [key for key in REQUIRED_KEYS if key not in npz.files]
+            if missing:
+                raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
+            arrays = {key: npz[key] for key in REQUIRED_KEYS}
+    except (OSError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    return _validated(name, arrays, path, source)
+
+
+def _validated(name, arrays, where, source):
+    """Checks shapes, dtypes and label range; returns a ``Dataset`` with NHWC uint8 images, int32 labels."""
+    height, width, channels, num_classes = DATASETS[name]
+    split = {}
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.dtype != np.uint8:
+            raise DataError(f"{where}: x_{part} has dtype {x.dtype}, expected uint8 pixels in [0, 255]")
+        if x.ndim == 3 and channels == 1:
+            x = x[..., np.newaxis]  # MNIST-style (n, 28, 28) -> (n, 28, 28, 1)
+        if x.shape[1:] != (height, width, channels):
+            raise DataError(f"{where}: x_{part} has shape {x.shape}, expected (n, {height}, {width}, {channels})")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.reshape(-1)  # CIFAR labels come as (n, 1)
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{where}: y_{part} has shape {y.shape}, expected ({len(x)},) to match x_{part}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: y_{part} has dtype {y.dtype}, expected integer class labels")
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise DataError(f"{where}: y_{part} holds labels in [{y.min()}, {y.max()}], expected "
+                            f"[0, {num_classes}) for {name}")
+        if len(x) == 0:
+            raise DataError(f"{where}: x_{part} is empty")
+        split[part] = (x, y.astype(np.int32))
+    return Dataset(name, *split["train"], *split["test"], source=source)
+
+
+def channel_stats(images):
+    """Per-channel mean and standard deviation of uint8 images, on the [0, 1] scale."""
+    scaled = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return scaled.mean(axis=0).astype(np.float32), scaled.std(axis=0).astype(np.float32)
+
+
+def make_preprocess(mean=None, std=None, augment=False, dtype=tf.float32):
+    """Returns ``fn(images_uint8, labels) -> (images, labels)`` for batches of NHWC images.
+
+    Images go to [0, 1], then ``(x - mean) / std`` per channel when both are given. ``augment`` adds the
+    standard CIFAR augmentation: a random crop of the image padded by 4 pixels, and a random horizontal flip.
+    """
+
+    def preprocess(images, labels):
+        x = tf.cast(images, tf.float32) / 255.0
+        if mean is not None:
+            x = (x - mean) / std
+        if augment:
+            x = _random_crop_and_flip(x, padding=4)
+        return tf.cast(x, dtype), labels
+
+    return preprocess
+
+
+def _random_crop_and_flip(images, padding):
+    batch, height, width, channels = tf.unstack(tf.shape(images))
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode="REFLECT")
+    cropped = tf.image.random_crop(padded, tf.stack([batch, height, width, channels]))
+    return tf.image.random_flip_left_right(cropped)
+
+
+def train_pipeline(x, y, batch_size, seed, preprocess, skip_batches=0):
+    """An endless tf.data pipeline of shuffled training batches of ``batch_size`` (the remainder dropped).
+
+    The order depends only on ``seed``, so a run resumed at step ``skip_batches`` sees the batches that the
+    uninterrupted run would have seen.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_pipeline(x, y, batch_size, preprocess):
+    """Every test example exactly once, in order, in minibatches of ``batch_size`` (the last one smaller)."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.cache().prefetch(tf.data.AUTOTUNE)
