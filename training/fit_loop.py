@@ -1,0 +1,82 @@
+"""``--loop=fit``: the same model, data, optimizer and run directory, trained by Keras ``compile``/``fit``.
+
+It exists as a cross-check of the custom loop: same initial weights (same seed), same batches in the same
+order, same loss and optimizer, so the two should agree to rounding.
+"""
+
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from training import trainer
+from training.losses import classification_loss
+
+
+class _RunDirectoryCallback(keras.callbacks.Callback):
+    """Writes train/ scalars, checkpoints and (optionally) test-set evaluations at the end of each chunk."""
+
+    def __init__(self, config, total_steps, checkpoint, manager, step, writers, evaluate_fn):
+        super().__init__()
+        self.config, self.total_steps = config, total_steps
+        self.checkpoint, self.manager, self.step, self.writers = checkpoint, manager, step, writers
+        self.evaluate_fn = evaluate_fn
+        self.tick = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.tick = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        begin = int(self.step)
+        now = int(self.model.optimizer.iterations)
+        self.step.assign(now)
+        seconds = time.time() - self.tick
+        rate = (now - begin) * self.config.batch_size / seconds
+        learning_rate = float(trainer.current_learning_rate(self.model.optimizer))
+        trainer.write_scalars(self.writers["train"], now, loss=logs["loss"], accuracy=logs["accuracy"],
+                              learning_rate=learning_rate, images_per_second=rate)
+        if self.config.eval_every and now // self.config.eval_every > begin // self.config.eval_every:
+            self.evaluate_fn(now)
+        if now == self.total_steps or now // self.config.checkpoint_every > begin // self.config.checkpoint_every:
+            self.manager.save(checkpoint_number=now)
+
+
+def train_with_fit(config, dataset, strategy, total_steps, start):
+    """Trains a Keras model with ``fit`` in chunks of ``config.log_every`` steps; returns a ``TrainResult``."""
+    with strategy.scope():
+        model = trainer.build_network("keras", config.arch, dataset.image_shape, dataset.num_classes, config.seed)
+        optimizer = trainer.make_optimizer(config, total_steps, model.trainable_variables)
+        model.compile(optimizer=optimizer,
+                      loss=classification_loss(dataset.num_classes, config.label_smoothing),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                      steps_per_execution=config.steps_per_loop, jit_compile=config.jit_compile)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.logdir, "checkpoints"), max_to_keep=3)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    eval_pipeline = trainer.make_pipelines(config, dataset, 0).eval
+    writers = {part: tf.summary.create_file_writer(os.path.join(config.logdir, part)) for part in ("train", "eval")}
+
+    def evaluate_and_log(at_step):
+        loss, accuracy = model.evaluate(eval_pipeline, verbose=0)
+        trainer.write_scalars(writers["eval"], at_step, loss=loss, accuracy=accuracy)
+        return loss, accuracy
+
+    callback = _RunDirectoryCallback(config, total_steps, checkpoint, manager, step, writers, evaluate_and_log)
+    # One Keras "epoch" is one chunk of log_every steps; a shorter last chunk gets a fit call of its own, on a
+    # pipeline that starts at the batch the custom loop would be at.
+    while int(step) < total_steps:
+        chunk = min(config.log_every, total_steps - int(step))
+        train_pipeline = trainer.make_pipelines(config, dataset, int(step)).train
+        model.fit(train_pipeline, epochs=(total_steps - int(step)) // chunk, steps_per_epoch=chunk,
+                  callbacks=[callback], verbose=0, shuffle=False)
+    test_loss, test_accuracy = evaluate_and_log(int(step))
+    results = dict(
+        test_accuracy=float(test_accuracy), test_loss=float(test_loss), train_steps=int(step),
+        wall_seconds=round(time.time() - start, 2), params=trainer.count_params(model), dataset=config.dataset,
+        arch=config.arch, impl="keras", loop="fit", batch_size=config.batch_size, seed=config.seed,
+        data_source=dataset.source, num_replicas=strategy.num_replicas_in_sync)
+    trainer.write_results(config.logdir, results)
+    return trainer.TrainResult(results, model)
