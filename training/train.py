@@ -5,33 +5,21 @@ neither found nor downloaded) and writes TensorBoard logs, checkpoints, flags.tx
 """
 
 import os
-import sys
 
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging  # noqa: E402  (after the environment is set)
 
-from flags import train_flags  # noqa: E402
+from flags import cli, train_flags  # noqa: E402
 
 train_flags.define_flags()
 FLAGS = flags.FLAGS
 
 
-def parse_flags(argv):
-    """absl's parser, with a one-line error and exit status 2 for bad flags instead of a usage dump."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        print(f"{os.path.basename(argv[0])}: error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv):
     if len(argv) > 1:
-        print(f"train: error: unexpected arguments {' '.join(argv[1:])}; flags look like --name=value",
-              file=sys.stderr)
-        sys.exit(2)
+        cli.fail("train", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
     from training import data, trainer
 
     config = train_flags.config_from_flags(FLAGS)
@@ -39,9 +27,8 @@ def main(argv):
         trainer.train(config, flagfile=train_flags.flagfile_text(FLAGS, config))
     except (data.DataError, trainer.RunError) as error:
         logging.flush()
-        print(f"train: error: {error}", file=sys.stderr)
-        sys.exit(1)
+        cli.fail("train", error)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_or_exit)
