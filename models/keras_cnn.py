@@ -6,7 +6,10 @@ from models import architecture as A
 
 
 def _bn(name, dtype):
-    return keras.layers.BatchNormalization(momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, name=name, dtype=dtype)
+    # Synchronized: under a multi-replica strategy the statistics are those of the global batch, so a run on
+    # N devices computes what a run on one device does.
+    return keras.layers.BatchNormalization(momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, synchronized=True,
+                                           name=name, dtype=dtype)
 
 
 class ConvBlock(keras.layers.Layer):

@@ -58,8 +58,7 @@ def custom_runner(config, dataset, impl, jit_compile):
         model = trainer.build_network(impl, config.arch, dataset.image_shape, dataset.num_classes, config.seed)
         optimizer = trainer.make_optimizer(config, 10**6, model.trainable_variables)
         metrics = trainer.make_metrics("train")
-    pipeline = trainer.make_pipelines(config, dataset, 0).train
-    iterator = iter(tf.distribute.get_strategy().experimental_distribute_dataset(pipeline))
+    iterator = iter(trainer.make_pipelines(config, dataset, tf.distribute.get_strategy(), 0).train)
     loss = classification_loss(dataset.num_classes, reduction=None)
     train_loop = loop_lib.make_train_loop(model, optimizer, loss, metrics, tf.distribute.get_strategy(),
                                           config.batch_size, jit_compile)
@@ -78,7 +77,8 @@ def fit_runner(config, dataset, jit_compile):
                   loss=classification_loss(dataset.num_classes),
                   metrics=[keras.metrics.SparseCategoricalAccuracy()],
                   steps_per_execution=config.steps_per_loop, jit_compile=jit_compile)
-    pipeline = trainer.make_pipelines(config, dataset, 0).train
+    train_preprocess, _ = trainer.make_preprocessors(config, dataset)
+    pipeline = data_lib.train_pipeline(dataset.x_train, dataset.y_train, config.batch_size, 0, train_preprocess)
 
     def run_steps(steps):
         model.fit(pipeline, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)

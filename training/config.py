@@ -41,6 +41,11 @@ class TrainConfig:
     deterministic: bool = False  # bit-reproducible kernels (slower)
     jit_compile: bool = False  # compile the train step with XLA
 
+    # Devices and numerics.
+    strategy: str = "default"  # auto | default | one_device | mirrored | multi_worker (training/distribute.py)
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 (float32 variables in every case)
+    profile_steps: tuple = ()  # (first, last) training steps, 1-based, to record a profiler trace of
+
     # Where the run lives.
     logdir: str = "runs/default"
     resume: bool = True  # continue from the last checkpoint in logdir; False refuses a non-empty logdir

@@ -158,17 +158,55 @@ def _random_crop_and_flip(images, padding):
     return tf.image.random_flip_left_right(cropped)
 
 
-def train_pipeline(x, y, batch_size, seed, preprocess, skip_batches=0):
+def train_pipeline(x, y, batch_size, seed, preprocess, skip_batches=0, replicas=(0, 1, 1)):
     """An endless tf.data pipeline of shuffled training batches of ``batch_size`` (the remainder dropped).
 
     The order depends only on ``seed``, so a run resumed at step ``skip_batches`` sees the batches that the
-    uninterrupted run would have seen.
+    uninterrupted run would have seen. ``replicas=(first, count, total)`` cuts each global batch into
+    ``total`` equal parts and yields parts ``first .. first + count - 1`` one after another: what one
+    worker's ``count`` replicas take in a distributed run (see ``distributed_train_dataset``).
     """
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
+    first, count, total = replicas
+    if total > 1:
+        part = batch_size // total
+
+        def this_workers_parts(images, labels):
+            # (B, ...) -> (count, B / total, ...): this worker's replicas' slices of the global batch, in order.
+            take = slice(first * part, (first + count) * part)
+            return tf.data.Dataset.from_tensor_slices(
+                (tf.reshape(images[take], [count, part, *images.shape[1:]]), tf.reshape(labels[take], [count, part])))
+
+        dataset = dataset.flat_map(this_workers_parts)
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def distributed_train_dataset(strategy, x, y, batch_size, seed, preprocess, skip_batches=0):
+    """``train_pipeline`` distributed so that replica r of the run gets part r of every global batch.
+
+    Every worker shuffles identically, so the replicas together see exactly the batches of a one-device run
+    with the same seed, whatever the number of workers and devices.
+    """
+
+    def dataset_fn(context):
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        replicas = (context.input_pipeline_id * local, local, context.num_replicas_in_sync)
+        return train_pipeline(x, y, batch_size, seed, preprocess, skip_batches, replicas)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def distributed_eval_dataset(strategy, x, y, batch_size, preprocess):
+    """The test set split across workers, in per-replica batches; every example is evaluated once."""
+
+    def dataset_fn(context):
+        shard = slice(context.input_pipeline_id, None, context.num_input_pipelines)
+        return eval_pipeline(x[shard], y[shard], context.get_per_replica_batch_size(batch_size), preprocess)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def eval_pipeline(x, y, batch_size, preprocess):

@@ -10,6 +10,7 @@ import time
 import keras
 import tensorflow as tf
 
+from training import data as data_lib
 from training import trainer
 from training.losses import classification_loss
 
@@ -45,7 +46,8 @@ class _RunDirectoryCallback(keras.callbacks.Callback):
 def train_with_fit(config, dataset, strategy, total_steps, start):
     """Trains a Keras model with ``fit`` in chunks of ``config.log_every`` steps; returns a ``TrainResult``."""
     with strategy.scope():
-        model = trainer.build_network("keras", config.arch, dataset.image_shape, dataset.num_classes, config.seed)
+        model = trainer.build_network("keras", config.arch, dataset.image_shape, dataset.num_classes, config.seed,
+                                      config.precision)
         optimizer = trainer.make_optimizer(config, total_steps, model.trainable_variables)
         model.compile(optimizer=optimizer,
                       loss=classification_loss(dataset.num_classes, config.label_smoothing),
@@ -56,7 +58,8 @@ def train_with_fit(config, dataset, strategy, total_steps, start):
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.logdir, "checkpoints"), max_to_keep=3)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    eval_pipeline = trainer.make_pipelines(config, dataset, 0).eval
+    train_preprocess, eval_preprocess = trainer.make_preprocessors(config, dataset)
+    eval_pipeline = data_lib.eval_pipeline(dataset.x_test, dataset.y_test, config.eval_batch_size, eval_preprocess)
     writers = {part: tf.summary.create_file_writer(os.path.join(config.logdir, part)) for part in ("train", "eval")}
 
     def evaluate_and_log(at_step):
@@ -69,7 +72,8 @@ def train_with_fit(config, dataset, strategy, total_steps, start):
     # pipeline that starts at the batch the custom loop would be at.
     while int(step) < total_steps:
         chunk = min(config.log_every, total_steps - int(step))
-        train_pipeline = trainer.make_pipelines(config, dataset, int(step)).train
+        train_pipeline = data_lib.train_pipeline(dataset.x_train, dataset.y_train, config.batch_size, config.seed,
+                                                 train_preprocess, skip_batches=int(step))
         model.fit(train_pipeline, epochs=(total_steps - int(step)) // chunk, steps_per_epoch=chunk,
                   callbacks=[callback], verbose=0, shuffle=False)
     test_loss, test_accuracy = evaluate_and_log(int(step))

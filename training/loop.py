@@ -12,7 +12,9 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
 
     ``loss_fn`` gives one loss per example; each replica divides its sum by the *global* batch size, so the
     gradients summed across replicas are those of the mean loss over the global batch. ``metrics`` is a
-    ``(mean_loss, accuracy)`` pair of Keras metrics created in ``strategy.scope()``.
+    ``(mean_loss, accuracy)`` pair of Keras metrics created in ``strategy.scope()``. A Keras
+    ``LossScaleOptimizer`` scales the loss in the tape and unscales the gradients in ``apply_gradients``; for
+    other optimizers ``scale_loss`` returns the loss unchanged.
     """
     mean_loss, accuracy = metrics
 
@@ -21,8 +23,9 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
             logits = tf.cast(model(images, training=True), tf.float32)
             per_example_loss = loss_fn(labels, logits)
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
+            scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
         mean_loss.update_state(per_example_loss)
         accuracy.update_state(labels, logits)
         return loss
