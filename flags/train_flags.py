@@ -56,6 +56,17 @@ def define_flags():
     flags.DEFINE_integer("seed", d.seed, "Seed of weight initialisation, data order, dropout and augmentation.")
     flags.DEFINE_bool("deterministic", d.deterministic, "Use deterministic kernels: bit-reproducible, slower.")
     flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the train step with XLA.")
+    flags.DEFINE_enum("strategy", d.strategy, ["auto", "default", "one_device", "mirrored", "multi_worker"],
+                      "tf.distribute strategy. auto: mirrored on 2+ GPUs, one_device on 1 GPU, default on CPU; "
+                      "multi_worker reads TF_CONFIG.")
+    flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into this many logical devices (mirrored training "
+                         "over CPU replicas).")
+    flags.DEFINE_enum("precision", d.precision, ["float32", "mixed_float16", "mixed_bfloat16"],
+                      "Compute dtype; variables stay float32. mixed_float16 scales the loss dynamically.")
+    flags.DEFINE_list("profile_steps", [], "FIRST,LAST: record a TensorBoard profile of these training steps "
+                      "(1-based, inclusive) into <logdir>/plugins/profile.")
+    flags.DEFINE_bool("tf32", True, "Allow TensorFloat-32 matmuls and convolutions on Ampere and newer GPUs "
+                      "(TensorFlow's default).")
     flags.DEFINE_string("logdir", "", "Run directory for TensorBoard logs, checkpoints, flags and results.json; "
                         "default runs/<dataset>-<arch>-<impl>-<loop>.")
     flags.DEFINE_bool("resume", d.resume, "Continue from the last checkpoint in --logdir; --noresume refuses a "
@@ -82,6 +93,9 @@ def _register_validators():
     _check("train_steps", lambda v: v >= 0, "must be a positive integer")
     _check("epochs", lambda v: v > 0, "must be > 0")
     _check("piecewise_boundaries", _valid_boundaries, "must be increasing fractions in (0, 1), e.g. 0.5,0.75")
+    _check("num_cpu_devices", lambda v: v > 0, "must be a positive integer")
+    _check("profile_steps", lambda v: not v or _profile_range(v) is not None,
+           "must be FIRST,LAST with 1 <= FIRST <= LAST, e.g. 5,10")
 
     @flags.multi_flags_validator(["train_steps", "epochs"],
                                  message="give either --train_steps or --epochs, not both")
@@ -112,6 +126,14 @@ def _valid_boundaries(values):
     return all(0 < f < 1 for f in fractions) and fractions == sorted(set(fractions))
 
 
+def _profile_range(values):
+    try:
+        first, last = (int(v) for v in values)
+    except ValueError:
+        return None
+    return (first, last) if 1 <= first <= last else None
+
+
 def config_from_flags(values):
     """The ``TrainConfig`` described by parsed flag ``values`` (``flags.FLAGS``)."""
     logdir = values.logdir or os.path.join("runs", f"{values.dataset}-{values.arch}-{values.impl}-{values.loop}")
@@ -125,7 +147,9 @@ def config_from_flags(values):
         train_steps=values.train_steps if values["train_steps"].present else 0, epochs=values.epochs,
         eval_every=values.eval_every, log_every=values.log_every, checkpoint_every=values.checkpoint_every,
         steps_per_loop=values.steps_per_loop, loop=values.loop, eval_batch_size=values.eval_batch_size,
-        seed=values.seed, deterministic=values.deterministic, jit_compile=values.jit_compile, logdir=logdir,
+        seed=values.seed, deterministic=values.deterministic, jit_compile=values.jit_compile,
+        strategy=values.strategy, precision=values.precision,
+        profile_steps=_profile_range(values.profile_steps) if values.profile_steps else (), logdir=logdir,
         resume=values.resume)
 
 

@@ -45,6 +45,9 @@ def make_strategy(name, gpus=None, cpus=None):
     ``gpus`` and ``cpus`` are logical device names; by default those TensorFlow sees. ``mirrored`` replicates
     over all GPUs, or over all logical CPUs when there is no GPU.
     """
+    if name == "multi_worker":
+        # Before anything lists logical devices: that starts the runtime, and collectives must be set up first.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")] if gpus is None else gpus
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")] if cpus is None else cpus
     name = resolve_strategy_name(name, len(gpus))
@@ -57,8 +60,6 @@ def make_strategy(name, gpus=None, cpus=None):
             return tf.distribute.MirroredStrategy(gpus)
         # NCCL all-reduce needs GPUs; on CPUs reduce through one device.
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
 
 

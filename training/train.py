@@ -20,9 +20,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail("train", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
-    from training import data, trainer
+    from training import data, distribute, trainer
 
     config = train_flags.config_from_flags(FLAGS)
+    distribute.configure_devices(FLAGS.num_cpu_devices, FLAGS.tf32)
     try:
         trainer.train(config, flagfile=train_flags.flagfile_text(FLAGS, config))
     except (data.DataError, trainer.RunError) as error:

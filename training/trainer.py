@@ -154,7 +154,7 @@ def log_training(writer, state, step, total_steps, progress):
     scalars = dict(loss=loss, accuracy=accuracy, learning_rate=learning_rate,
                    images_per_second=progress.images_per_second())
     if isinstance(state.optimizer, keras.optimizers.LossScaleOptimizer):
-        scalars["loss_scale"] = float(state.optimizer.dynamic_scale)
+        scalars["loss_scale"] = float(state.optimizer.dynamic_scale.numpy())
     write_scalars(writer, step, **scalars)
     logging.info("step %d/%d: loss %.4f, accuracy %.2f%%, lr %.3g, %s", step, total_steps, loss, 100 * accuracy,
                  learning_rate, progress.describe())
