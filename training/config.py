@@ -30,7 +30,7 @@ class TrainConfig:
     # Budget and loop.
     batch_size: int = 128  # global batch size across all replicas
     train_steps: int = 0  # total optimizer steps; 0: use epochs
-    epochs: float = 5.0  # passes over the training set, used when train_steps is 0
+    epochs: float = 10.0  # passes over the training set, used when train_steps is 0
     eval_every: int = 0  # steps between evaluations on the test set; 0: only at the end
     log_every: int = 100  # steps between console lines and train/ scalars
     checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)

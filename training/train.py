@@ -1,6 +1,6 @@
 """Train a CNN: ``python -m training.train [--flags]`` (``--helpfull`` lists them).
 
-With no flags it trains the default MNIST CNN for 5 epochs on MNIST (the bundled subset when full MNIST can be
+With no flags it trains the default MNIST CNN for 10 epochs on MNIST (the bundled subset when full MNIST can be
 neither found nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.json under runs/.
 """
 
