@@ -125,3 +125,17 @@ def named_weights(model):
 def _relative_path(path, layer_name):
     parts = path.split("/")
     return "/".join(parts[parts.index(layer_name):])
+
+
+def checkpoint_state(model):
+    """What ``tf.train.Checkpoint`` should hold of a ``CNN``: every weight and each dropout layer's RNG state.
+
+    Keras 3 hides layers kept in a Python list (``model.stack``) from ``tf.train.Checkpoint``, so they are
+    listed here by their stable names. The dropout seed state is kept so that a resumed run draws the masks
+    the uninterrupted run would have drawn.
+    """
+    state = dict(named_weights(model))
+    for layer in model.stack:
+        if getattr(layer, "seed_generator", None) is not None:
+            state[f"{layer.name}/seed_generator_state"] = layer.seed_generator.state
+    return state

@@ -13,7 +13,7 @@ from models import architecture as A
 
 
 class ReferenceCNN(tf.Module):
-    """A feed-forward classifier; ``__call__(images, training=False)`` returns logits."""
+    """The low-level twin of ``models.CNN``; ``__call__(images, training=False)`` returns logits."""
 
     def __init__(self, arch, input_shape, num_classes, seed=0, dtype=tf.float32, compute_dtype=None,
                  name="reference_cnn"):
@@ -108,14 +108,14 @@ class ReferenceCNN(tf.Module):
         return tf.nn.conv2d(x, self._get(f"{name}/kernel"), stride, padding.upper())
 
     def _batch_norm(self, x, name, training):
-        """keras.layers.BatchNormalization: biased batch moments in training, moving statistics otherwise."""
+        """keras.layers.BatchNormalization(synchronized=True): batch moments in training, moving ones otherwise."""
         x = tf.cast(x, self.bn_dtype)
         moving_mean_var = self._weights[f"{name}/moving_mean"]
         moving_variance_var = self._weights[f"{name}/moving_variance"]
         moving_mean = tf.cast(moving_mean_var, self.bn_dtype)
         moving_variance = tf.cast(moving_variance_var, self.bn_dtype)
         if training:
-            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])  # (C,) each; variance divides by N, not N - 1
+            mean, variance = _global_batch_moments(x)
             # Written exactly as Keras does, so float64 trajectories agree to the last bits.
             moving_mean_var.assign(tf.cast(moving_mean * A.BN_MOMENTUM + mean * (1.0 - A.BN_MOMENTUM),
                                            moving_mean_var.dtype))
@@ -135,7 +135,7 @@ class ReferenceCNN(tf.Module):
             if spec.batch_norm:
                 x = self._batch_norm(x, f"{spec.name}/bn", training)
             else:
-                x = tf.nn.bias_add(x, self._get(f"{spec.name}/conv/bias"))
+                x = x + self._get(f"{spec.name}/conv/bias")  # a broadcast add, as Keras' ops.add
             return tf.nn.relu(x)
         if isinstance(spec, A.Residual):
             n = spec.name
@@ -155,7 +155,8 @@ class ReferenceCNN(tf.Module):
             return tf.cast(tf.reduce_mean(tf.cast(x, self.bn_dtype), axis=[1, 2]), x.dtype)
         if isinstance(spec, A.Flatten):
             return tf.reshape(x, (-1, math.prod(layer.input_shape)))  # (B, H, W, C) -> (B, H*W*C)
-        if isinstance(spec, A.Dense):
+        if isinstance(spec, A.Dense):  # (B, in) -> (B, units)
+            # A broadcast add as Keras' ops.add (not tf.nn.bias_add), so the bias gradient is the same reduction.
             x = tf.matmul(x, self._get(f"{spec.name}/kernel")) + self._get(f"{spec.name}/bias")
             return tf.nn.relu(x) if spec.activation else x
         if isinstance(spec, A.Dropout):
@@ -164,6 +165,28 @@ class ReferenceCNN(tf.Module):
             seed = self._dropout_rng.make_seeds(1)[:, 0]  # a fresh mask on every call
             return tf.nn.experimental.stateless_dropout(x, spec.rate, seed)
         raise TypeError(f"no reference layer for {spec!r}")
+
+
+def _global_batch_moments(x):
+    """Mean and biased variance over (B, H, W) of the global batch: (B, H, W, C) -> (C,), (C,).
+
+    Written as Keras' synchronized batch norm computes them (keras/src/backend/tensorflow/nn.py,
+    ``_compute_moments_sync``): sums all-reduced over replicas, variance = E[x^2] - E[x]^2 clipped at 0. Outside
+    a strategy the default replica context makes the all-reduce an identity; in a cross-replica context Keras
+    falls back to ``tf.nn.moments``. In float32 the two formulas differ in the last bits, which is enough for
+    ReLUs to flip within a few Adam steps, so the reference follows Keras' choice exactly.
+    """
+    replica = tf.distribute.get_replica_context()
+    if replica is None:
+        return tf.nn.moments(x, axes=[0, 1, 2])
+
+    def global_sum(t):  # (B, H, W, C) -> (1, 1, 1, C), summed over all replicas
+        return replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(t, axis=[0, 1, 2], keepdims=True))
+
+    total, total_sq, count = global_sum(x), global_sum(tf.square(x)), global_sum(tf.ones_like(x))
+    mean = tf.math.divide_no_nan(total, count)
+    variance = tf.maximum(tf.math.divide_no_nan(total_sq, count) - tf.square(mean), 0.0)
+    return tf.squeeze(mean, [0, 1, 2]), tf.squeeze(variance, [0, 1, 2])
 
 
 def build_reference(arch, input_shape, num_classes, seed=0, dtype=tf.float32, compute_dtype=None):
@@ -196,7 +219,8 @@ def _named(model):
 def copy_weights(src, dst):
     """Copies every weight, BN moving statistics included, from ``src`` to ``dst`` (Keras or reference).
 
-    Raises ``ValueError`` naming the first variable that is missing on either side or differs in shape.
+    Names, order and shapes must match exactly; values are cast to the destination's variable dtype. Raises
+    ``ValueError`` naming the first variable that is missing on either side or differs in shape.
     """
     src_named, dst_named = _named(src), _named(dst)
     for name, variable in src_named.items():

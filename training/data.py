@@ -7,6 +7,7 @@ only, the subset bundled with this repository.
 
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -93,9 +94,9 @@ def _from_npz(name, path, source):
             if missing:
                 raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
             arrays = {key: npz[key] for key in REQUIRED_KEYS}
-    except (OSError, ValueError) as error:
-        if isinstance(error, DataError):
-            raise
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
     return _validated(name, arrays, path, source)
 

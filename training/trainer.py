@@ -50,7 +50,15 @@ class TrainState:
     eval_metrics: tuple
 
     def checkpoint(self):
-        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        return tf.train.Checkpoint(model=checkpoint_state(self.model), optimizer=self.optimizer, step=self.step)
+
+
+def checkpoint_state(model):
+    """The trackable state of ``model``: the reference ``tf.Module`` itself, or the Keras CNN's listed state."""
+    if isinstance(model, keras.Model):
+        from models import keras_cnn
+        return keras_cnn.checkpoint_state(model)
+    return model
 
 
 def train(config, dataset=None, strategy=None, flagfile=None):

@@ -1,0 +1,105 @@
+"""Runs ``training.trainer.train`` for the distribution tests in a fresh process; not a test itself.
+
+Logical CPU devices must be configured before TensorFlow initialises its devices, and
+MultiWorkerMirroredStrategy must be created at start-up, so the tests run these in subprocesses:
+
+    python3 tests/distributed_job.py --spec spec.json
+
+``spec.json`` holds ``num_cpu_devices``, the tiny data cut (``train_size``, ``test_size``), ``out`` (where the
+summary JSON goes) and ``runs``: a list of ``{"name", "config": {TrainConfig fields}, "weights": path.npz}``
+trained one after another in this process. Each run saves every weight (``models.named_weights`` for Keras,
+``named_weights()`` for the reference network) to its .npz; the summary maps each run name to its results,
+its log lines, and, for replicated variables, the largest difference between replica copies.
+"""
+
+import argparse
+import json
+import logging as py_logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from absl import logging  # noqa: E402
+
+from training import data as data_lib  # noqa: E402
+from training import distribute  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+
+_TUPLE_FIELDS = ("profile_steps", "piecewise_boundaries")  # JSON has lists; the frozen config holds tuples
+
+
+class _Records(py_logging.Handler):
+    """Collects the formatted absl log lines of one run."""
+
+    def __init__(self):
+        super().__init__(level=py_logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def tiny_mnist(train_size, test_size):
+    """The first images of the bundled MNIST subset (KERAS_HOME should point at an empty folder)."""
+    full = data_lib.load("mnist", allow_download=False)
+    return data_lib.Dataset("mnist", full.x_train[:train_size], full.y_train[:train_size], full.x_test[:test_size],
+                            full.y_test[:test_size], source=f"{full.source}, first {train_size}/{test_size}")
+
+
+def named_weights(model):
+    if hasattr(model, "named_weights"):  # the reference network
+        return model.named_weights()
+    import models
+    return models.named_weights(model)
+
+
+def replica_spread(variables):
+    """Largest |difference| between any replica's copy of a variable and the first copy (0 when unreplicated)."""
+    spread = 0.0
+    for variable in variables.values():
+        inner = getattr(variable, "_value", variable)  # a Keras variable wraps the tf.Variable
+        copies = [np.asarray(copy.numpy()) for copy in getattr(inner, "values", ())]
+        for copy in copies[1:]:
+            spread = max(spread, float(np.max(np.abs(copy - copies[0]))))
+    return spread
+
+
+def run_one(run, dataset):
+    from training import trainer
+
+    fields = {key: tuple(value) if key in _TUPLE_FIELDS else value for key, value in run["config"].items()}
+    config = TrainConfig(**fields)
+    records = _Records()
+    py_logging.getLogger("absl").addHandler(records)
+    try:
+        result = trainer.train(config, dataset=dataset)
+    finally:
+        py_logging.getLogger("absl").removeHandler(records)
+    variables = named_weights(result.model)
+    np.savez(run["weights"], **{name: np.asarray(v.numpy()) for name, v in variables.items()})
+    return dict(results=result.results, log=records.lines, replica_spread=replica_spread(variables),
+                dtypes=sorted({str(np.asarray(v.numpy()).dtype) for v in variables.values()}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="JSON file describing the runs")
+    spec_path = parser.parse_args().spec
+    with open(spec_path) as file:
+        spec = json.load(file)
+    logging.set_verbosity(logging.INFO)
+    distribute.configure_devices(spec.get("num_cpu_devices", 1), tf32=False)
+    dataset = tiny_mnist(spec["train_size"], spec["test_size"])
+    summary = {}
+    for run in spec["runs"]:
+        summary[run["name"]] = run_one(run, dataset)
+        with open(spec["out"] + ".tmp", "w") as file:  # written after every run, so a failure keeps the rest
+            json.dump(summary, file, indent=2)
+        os.replace(spec["out"] + ".tmp", spec["out"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Mixed precision trains both implementations with float32 variables; XLA compiles the same train step.
+
+Everything here runs in the test process with the default strategy on tiny MNIST (conftest ``tiny_mnist``).
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import loop as loop_lib
+from training import trainer
+from training.config import TrainConfig
+from training.losses import classification_loss
+
+IMPLS = ("keras", "reference")
+# Two convolutions, one with batch norm (kept in float32 inside a float16 network, as Keras does), and a dense
+# layer: batch norm and the loss are where reduced precision usually goes wrong.
+ARCH = "c8k3-m2-c8k3b-m2-d32"
+BATCH_SIZE = 32
+EVAL_BATCH_SIZE = 128  # tiny_mnist's 256 test images in 2 batches
+# 30 Adam steps (lr 1e-3) logged every 10: the mean loss over steps 21-30 must be below that over steps 1-10 by
+# this much. Measured drops were 0.68-0.72 (Keras) and 1.05-1.06 (reference) in float32, float16 and bfloat16
+# alike, from ~2.4; a run whose gradients underflow or are never unscaled stays near 2.3 or goes to inf/nan.
+MIN_LOSS_DROP = 0.3
+# XLA fuses and reorders the float32 arithmetic of the same step; the first 5 losses (each a mean over 32
+# examples, 2.2-3.1) were measured to agree within 1e-6 (Keras) and 2.4e-6 (reference). 1e-4 still catches a
+# different batch, a skipped update or a changed learning rate, each of which moves the second loss by 1e-3 or
+# more.
+XLA_LOSS_ATOL = 1e-4
+XLA_STEPS = 5
+
+
+def config_for(tmp_path, **overrides):
+    fields = dict(dataset="mnist", allow_download=False, arch=ARCH, batch_size=BATCH_SIZE,
+                  eval_batch_size=EVAL_BATCH_SIZE, train_steps=30, log_every=10, steps_per_loop=10,
+                  logdir=str(tmp_path / "run"), seed=0)
+    return TrainConfig(**{**fields, **overrides})
+
+
+def read_scalars(folder):
+    """``{tag: {step: value}}`` from the TensorBoard event files in ``folder``."""
+    scalars = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
+
+
+def named_weights(model):
+    if hasattr(model, "named_weights"):
+        return model.named_weights()
+    import models
+    return models.named_weights(model)
+
+
+@pytest.mark.parametrize("precision, compute_dtype", [("mixed_float16", tf.float16), ("mixed_bfloat16", tf.bfloat16)])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mixed_precision_trains_with_float32_variables(tmp_path, tiny_mnist, impl, precision, compute_dtype):
+    config = config_for(tmp_path, impl=impl, precision=precision)
+    result = trainer.train(config, dataset=tiny_mnist)
+
+    train_scalars = read_scalars(tmp_path / "run" / "train")
+    loss = train_scalars["loss"]
+    assert sorted(loss) == [10, 20, 30]
+    assert all(math.isfinite(value) for value in loss.values()), loss
+    assert loss[30] < loss[10] - MIN_LOSS_DROP, loss
+    eval_loss = read_scalars(tmp_path / "run" / "eval")["loss"]
+    assert sorted(eval_loss) == [30] and math.isfinite(eval_loss[30])
+    assert result.results["precision"] == precision
+
+    # Dynamic loss scaling only for float16 (bfloat16 has float32's exponent range). Keras starts the scale at
+    # 2**15 and only ever doubles or halves it.
+    if precision == "mixed_float16":
+        scales = train_scalars["loss_scale"]
+        assert sorted(scales) == [10, 20, 30]
+        assert all(value >= 1 and math.log2(value).is_integer() for value in scales.values()), scales
+    else:
+        assert "loss_scale" not in train_scalars
+
+    variables = named_weights(result.model)
+    assert {name: v.dtype for name, v in variables.items()} == {name: tf.float32 for name in variables}
+    assert all(v.dtype == tf.float32 for v in result.model.trainable_variables)
+    images = tf.cast(tiny_mnist.x_test[:2], tf.float32) / 255.0
+    assert result.model(images, training=False).dtype == compute_dtype
+
+
+def first_losses(dataset, impl, jit_compile):
+    """The per-step losses of the first ``XLA_STEPS`` steps, from the trainer's own pieces; also returns whether
+    the compiled loop holds a function that XLA must compile."""
+    config = TrainConfig(dataset="mnist", arch=ARCH, impl=impl, batch_size=BATCH_SIZE, seed=0,
+                         jit_compile=jit_compile)
+    strategy = tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        state = trainer.build_state(config, dataset, total_steps=XLA_STEPS)
+    pipelines = trainer.make_pipelines(config, dataset, strategy, start_step=0)
+    loss_fn = classification_loss(dataset.num_classes, reduction=None)
+    train_loop = loop_lib.make_train_loop(state.model, state.optimizer, loss_fn, state.train_metrics, strategy,
+                                          BATCH_SIZE, jit_compile)
+    iterator = iter(pipelines.train)
+    losses = train_loop(iterator, tf.constant(XLA_STEPS)).numpy()
+    library = train_loop.get_concrete_function(iterator, tf.constant(XLA_STEPS)).graph.as_graph_def().library
+    uses_xla = any(function.attr["_XlaMustCompile"].b for function in library.function)
+    return losses, uses_xla
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_xla_gives_the_losses_of_the_plain_train_step(tiny_mnist, impl):
+    plain, plain_uses_xla = first_losses(tiny_mnist, impl, jit_compile=False)
+    compiled, compiled_uses_xla = first_losses(tiny_mnist, impl, jit_compile=True)
+    assert (plain_uses_xla, compiled_uses_xla) == (False, True)
+    assert plain.shape == (XLA_STEPS,) and np.all(np.isfinite(plain))
+    assert len(set(plain.tolist())) == XLA_STEPS  # the steps differ, so agreeing is not trivial
+    np.testing.assert_allclose(compiled, plain, rtol=0, atol=XLA_LOSS_ATOL)
+
+
+def test_jit_compile_reaches_the_train_step_through_train(tmp_path, tiny_mnist):
+    """``train(jit_compile=True)`` logs the mean of the first losses of the plain step."""
+    plain, _ = first_losses(tiny_mnist, "keras", jit_compile=False)
+    config = config_for(tmp_path, impl="keras", jit_compile=True, train_steps=XLA_STEPS, log_every=XLA_STEPS,
+                        steps_per_loop=XLA_STEPS)
+    trainer.train(config, dataset=tiny_mnist)
+    logged = read_scalars(tmp_path / "run" / "train")["loss"]
+    # Equal batches, so the mean over all examples of 5 steps is the mean of the 5 per-step mean losses.
+    assert logged == {XLA_STEPS: pytest.approx(float(np.mean(plain)), abs=XLA_LOSS_ATOL)}

@@ -1,0 +1,164 @@
+"""A profiled run records its chosen steps as steps, and TensorBoard serves its scalars and profile.
+
+One tiny run (in this process, default strategy) profiles steps 3 to 5 of 6; the tests read its XSpace
+protobuf directly, then through a real TensorBoard server on a free localhost port.
+"""
+
+import gzip
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from training import trainer
+from training.config import TrainConfig
+from training.profiling import StepProfiler
+
+PROFILE_STEPS = (3, 5)
+TRAIN_STEPS = 6
+LOG_EVERY = 3  # train/ and eval/ scalars at steps 3 and 6
+# TensorBoard imports TensorFlow and the profile plugin before it answers: ~4 s idle, more on a busy machine.
+TENSORBOARD_START_SECONDS = 90
+TENSORBOARD_STOP_SECONDS = 20
+
+
+@pytest.fixture(scope="module")
+def profiled_run(tmp_path_factory, tiny_mnist):
+    logdir = tmp_path_factory.mktemp("profiled") / "run"
+    config = TrainConfig(dataset="mnist", allow_download=False, arch="c4k3-m2-d16", batch_size=32,
+                         eval_batch_size=128, train_steps=TRAIN_STEPS, log_every=LOG_EVERY, eval_every=LOG_EVERY,
+                         steps_per_loop=10, profile_steps=PROFILE_STEPS, logdir=str(logdir), seed=0)
+    trainer.train(config, dataset=tiny_mnist)
+    return logdir
+
+
+def xplane_pb2():
+    try:
+        from tsl.profiler.protobuf import xplane_pb2 as module
+    except ImportError:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2 as module
+    return module
+
+
+def profile_sessions(logdir):
+    return sorted(path for path in (logdir / "plugins" / "profile").iterdir() if path.is_dir())
+
+
+def host_events(xspace):
+    """``(line, name, stats, start_ps, end_ps)`` of every event on the host plane's lines."""
+    (plane,) = [plane for plane in xspace.planes if plane.name == "/host:CPU"]
+    event_names = {key: metadata.name for key, metadata in plane.event_metadata.items()}
+    stat_names = {key: metadata.name for key, metadata in plane.stat_metadata.items()}
+    events = []
+    for line in plane.lines:
+        for event in line.events:
+            stats = {stat_names[stat.metadata_id]: getattr(stat, stat.WhichOneof("value")) for stat in event.stats}
+            start = line.timestamp_ns * 1000 + event.offset_ps
+            events.append((line.id, event_names[event.metadata_id], stats, start, start + event.duration_ps))
+    return events
+
+
+def test_profile_holds_one_session_with_an_xspace(profiled_run):
+    (session,) = profile_sessions(profiled_run)
+    assert len(list(session.glob("*.xplane.pb"))) == 1
+
+
+def test_profiled_steps_are_marked_as_steps(profiled_run):
+    (session,) = profile_sessions(profiled_run)
+    (path,) = session.glob("*.xplane.pb")
+    xspace = xplane_pb2().XSpace()
+    xspace.ParseFromString(path.read_bytes())
+    events = host_events(xspace)
+    steps = [event for event in events if event[1] == "train"]
+    # Trace("train", step_num=s, _r=1): _r=1 marks a root event, which the profiler's step grouping starts from.
+    assert sorted(stats["step_num"] for _, _, stats, _, _ in steps) == [3, 4, 5]
+    assert all(stats.get("_r") == 1 for _, _, stats, _, _ in steps)
+    # Each profiled step is its own call of the compiled loop, inside its step marker; steps 1, 2 and 6 ran
+    # outside the trace.
+    loop_calls = [event for event in events if event[1] == "train_loop"]
+    assert len(loop_calls) == 3
+    for line, _, stats, start, end in steps:
+        inside = [call for call in loop_calls if call[0] == line and start <= call[3] and call[4] <= end]
+        assert len(inside) == 1, f"step {stats['step_num']}: {len(inside)} train_loop calls inside"
+
+
+def test_profiled_steps_run_one_per_call():
+    profiler = StepProfiler("unused", 3, 5)
+    calls, step = [], 0
+    while step < 12:
+        num_steps = profiler.steps_before_boundary(step, min(10, 12 - step))
+        calls.append((step + 1, step + num_steps))
+        step += num_steps
+    assert calls == [(1, 2), (3, 3), (4, 4), (5, 5), (6, 12)]
+
+
+# --- A real TensorBoard server --------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(port, path, timeout=30):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+        body = response.read()
+        if response.headers.get("Content-Encoding") == "gzip":  # the profile plugin compresses its answers
+            body = gzip.decompress(body)
+    return json.loads(body)
+
+
+@pytest.fixture
+def tensorboard(profiled_run, tmp_path):
+    """A TensorBoard server over the profiled run; yields its port, and always stops it."""
+    port = free_port()
+    log = open(tmp_path / "tensorboard.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(profiled_run), "--port",
+                               str(port), "--host", "127.0.0.1", "--load_fast=false"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + TENSORBOARD_START_SECONDS
+        while True:
+            if server.poll() is not None:
+                output = (tmp_path / "tensorboard.log").read_text()
+                pytest.fail(f"TensorBoard exited with {server.returncode}: {output}")
+            try:
+                get_json(port, "/data/runs", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"TensorBoard did not answer within {TENSORBOARD_START_SECONDS} s")
+                time.sleep(0.5)
+        yield port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=TENSORBOARD_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def test_tensorboard_serves_the_scalars_and_the_profile(profiled_run, tensorboard):
+    port = tensorboard
+    assert sorted(get_json(port, "/data/runs")) == ["eval", "train"]
+    tags = get_json(port, "/data/plugin/scalars/tags")
+    assert sorted(tags["train"]) == ["accuracy", "images_per_second", "learning_rate", "loss"]
+    assert sorted(tags["eval"]) == ["accuracy", "loss"]
+    # Each point is [wall_time, step, value].
+    assert [point[1] for point in get_json(port, "/data/plugin/scalars/scalars?run=train&tag=loss")] == [3, 6]
+    assert [point[1] for point in get_json(port, "/data/plugin/scalars/scalars?run=eval&tag=accuracy")] == [3, 6]
+
+    (session,) = profile_sessions(profiled_run)
+    assert get_json(port, "/data/plugin/profile/runs") == [session.name]
+    tools = get_json(port, f"/data/plugin/profile/run_tools?run={session.name}")
+    assert {"overview_page", "trace_viewer@"} <= set(tools), tools
+    (host,) = session.glob("*.xplane.pb")
+    hosts = get_json(port, f"/data/plugin/profile/hosts?run={session.name}&tag=overview_page")
+    assert [entry["hostname"] for entry in hosts] == [host.name[:-len(".xplane.pb")]]
