@@ -90,7 +90,7 @@ def _register_validators():
         _check(name, lambda v: v > 0, "must be a positive integer")
     for name in ("warmup_steps", "eval_every", "seed"):
         _check(name, lambda v: v >= 0, "must be a non-negative integer")
-    _check("train_steps", lambda v: v >= 0, "must be a positive integer")
+    _check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: use --epochs)")
     _check("epochs", lambda v: v > 0, "must be > 0")
     _check("piecewise_boundaries", _valid_boundaries, "must be increasing fractions in (0, 1), e.g. 0.5,0.75")
     _check("num_cpu_devices", lambda v: v > 0, "must be a positive integer")

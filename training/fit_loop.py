@@ -4,6 +4,7 @@ It exists as a cross-check of the custom loop: same initial weights (same seed),
 order, same loss and optimizer, so the two should agree to rounding.
 """
 
+import math
 import os
 import time
 
@@ -24,6 +25,13 @@ class _RunDirectoryCallback(keras.callbacks.Callback):
         self.checkpoint, self.manager, self.step, self.writers = checkpoint, manager, step, writers
         self.evaluate_fn = evaluate_fn
         self.tick = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Raise rather than stop (as TerminateOnNaN does): on_epoch_end would still save the bad weights.
+        # logs["loss"] is a running mean, so with steps_per_execution > 1 the step named is the last of its group.
+        if not math.isfinite(logs["loss"]):
+            raise trainer.RunError(f"loss became {logs['loss']} at step {int(self.model.optimizer.iterations)}; "
+                                   f"stopped, the last good checkpoint in {self.manager.directory} is kept")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.tick = time.time()

@@ -71,13 +71,15 @@ def train(config, dataset=None, strategy=None, flagfile=None):
     strategy = strategy or distribute.make_strategy(config.strategy)
     check_batch_sizes(config, strategy.num_replicas_in_sync)
     if distribute.is_chief(strategy):
+        check_logdir(config)
+    dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
+    logging.info("data: %s (%d train, %d test images)", dataset.source, len(dataset.x_train), len(dataset.x_test))
+    total_steps = resolve_train_steps(config, len(dataset.x_train))
+    if distribute.is_chief(strategy):  # only once the data is good, so a failed start leaves no run behind
         prepare_logdir(config, flagfile)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
-    logging.info("data: %s (%d train, %d test images)", dataset.source, len(dataset.x_train), len(dataset.x_test))
-    total_steps = resolve_train_steps(config, len(dataset.x_train))
     if config.loop == "fit":
         from training.fit_loop import train_with_fit
         return train_with_fit(config, dataset, strategy, total_steps, start)
@@ -222,12 +224,9 @@ def count_params(model):
     return int(sum(np.prod(v.shape) for v in model.named_weights().values()))
 
 
-def prepare_logdir(config, flagfile=None):
-    """Creates the run directory with config.json (and flags.txt when ``flagfile`` text is given).
-
-    Refuses a directory that holds a run unless resuming, and refuses to resume a run of another model or data,
-    so no earlier run is overwritten or mixed into.
-    """
+def check_logdir(config):
+    """Refuses a run directory that holds a run unless resuming, and refuses to resume a run of another model
+    or data, so no earlier run is overwritten or mixed into."""
     logdir = config.logdir
     config_path = os.path.join(logdir, "config.json")
     if os.path.isdir(logdir) and os.listdir(logdir):
@@ -240,6 +239,13 @@ def prepare_logdir(config, flagfile=None):
                 if earlier.get(field, getattr(config, field)) != getattr(config, field):
                     raise RunError(f"--logdir {logdir} holds a run with --{field}={earlier.get(field)}, not "
                                    f"{getattr(config, field)}; choose a new --logdir")
+
+
+def prepare_logdir(config, flagfile=None):
+    """Checks the run directory (``check_logdir``), then creates it with config.json, and flags.txt when
+    ``flagfile`` text is given."""
+    check_logdir(config)
+    logdir, config_path = config.logdir, os.path.join(config.logdir, "config.json")
     os.makedirs(logdir, exist_ok=True)
     with open(config_path, "w") as file:
         json.dump(dataclasses.asdict(config), file, indent=2)

@@ -1,0 +1,262 @@
+"""``train(config, dataset=...)`` on tiny MNIST: summaries, resuming, divergence, refusals; schedules and loss."""
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from training import trainer
+from training.losses import classification_loss
+from training.optimization import Schedule, build_optimizer, exclude_from_decay
+from training.trainer import RunError, train
+
+# With deterministic kernels a resumed run repeats the uninterrupted one bit for bit; 1e-6 only allows for
+# float32 rounding of the O(0.1) weights should a kernel ever change.
+RESUME_ATOL = 1e-6
+# Learning rates are float32 arithmetic on values <= 0.1: rounding errors are ~1e-8.
+SCHEDULE_ATOL = 1e-6
+# A cross-entropy of O(1) computed by Keras in float32 against float64 NumPy.
+LOSS_ATOL = 1e-6
+# One float32 update of weights equal to 2: rounding is ~2e-7.
+WEIGHT_DECAY_ATOL = 1e-6
+# How long the killed run may take to write its first checkpoint (it imports TensorFlow first).
+FIRST_CHECKPOINT_TIMEOUT_SECONDS = 120
+
+
+def _scalars(event_dir):
+    """``{tag: {step: value}}`` of every scalar summary in the event files of ``event_dir``."""
+    scalars = {}
+    for path in sorted(event_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
+
+
+def _numpy_weights(model):
+    return {name: variable.numpy() for name, variable in models.named_weights(model).items()}
+
+
+def _checkpoint_numbers(logdir):
+    return sorted(int(re.search(r"ckpt-(\d+)\.index", p.name)[1]) for p in (logdir / "checkpoints").glob("*.index"))
+
+
+def test_summaries_hold_the_expected_scalars_at_the_expected_steps(tmp_path, tiny_config, tiny_mnist):
+    peak = 1e-2
+    config = tiny_config(tmp_path, learning_rate=peak, lr_schedule="cosine", eval_every=10)
+    result = train(config, dataset=tiny_mnist)
+
+    train_scalars = _scalars(tmp_path / "train")
+    assert {tag: sorted(steps) for tag, steps in train_scalars.items()} == {
+        "loss": [10, 20], "accuracy": [10, 20], "learning_rate": [10, 20], "images_per_second": [10, 20]}
+    # The rate the next update would use: cosine from the peak to 0 over 20 steps.
+    assert train_scalars["learning_rate"][10] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 10 / 20)),
+                                                               abs=SCHEDULE_ATOL)
+    assert train_scalars["learning_rate"][20] == pytest.approx(0.0, abs=SCHEDULE_ATOL)
+    # The first loop call (tracing) is left out of the throughput; the second is timed.
+    assert train_scalars["images_per_second"][10] == 0.0
+    assert train_scalars["images_per_second"][20] > 0.0
+    # Ten untrained steps of 10 classes start near the uniform guess's loss, ln 10 = 2.303; then it falls.
+    assert 1.5 < train_scalars["loss"][10] < math.log(10) + 0.2
+    assert train_scalars["loss"][20] < train_scalars["loss"][10]
+    assert 0.0 <= train_scalars["accuracy"][10] <= 1.0
+
+    eval_scalars = _scalars(tmp_path / "eval")
+    assert {tag: sorted(steps) for tag, steps in eval_scalars.items()} == {"loss": [10, 20], "accuracy": [10, 20]}
+    assert eval_scalars["loss"][20] == pytest.approx(result.results["test_loss"], abs=LOSS_ATOL)
+    assert eval_scalars["accuracy"][20] == pytest.approx(result.results["test_accuracy"], abs=LOSS_ATOL)
+    # Accuracy over all 256 test images: k / 256, which float32 holds exactly.
+    assert (result.results["test_accuracy"] * len(tiny_mnist.y_test)).is_integer()
+    assert json.loads((tmp_path / "results.json").read_text()) == result.results
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mnist_dir, start_cli, run_cli):
+    args = ["--arch=c4k3-m2-d16", "--train_steps=200", "--checkpoint_every=10", "--deterministic",
+            f"--data_dir={tiny_mnist_dir}"]
+    interrupted_dir, straight_dir = tmp_path / "interrupted", tmp_path / "straight"
+    straight = start_cli(*args, f"--logdir={straight_dir}")
+    interrupted = start_cli(*args, f"--logdir={interrupted_dir}")
+    try:
+        _kill_after_first_checkpoint(interrupted, interrupted_dir / "checkpoints")
+        _, straight_stderr = straight.communicate(timeout=FIRST_CHECKPOINT_TIMEOUT_SECONDS)
+    finally:
+        for process in (straight, interrupted):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert not (interrupted_dir / "results.json").exists(), "the run finished before it was killed"
+    assert straight.returncode == 0, straight_stderr
+
+    resumed = run_cli(*args, f"--logdir={interrupted_dir}")
+    assert resumed.returncode == 0, resumed.stderr
+    match = re.search(r"resumed from (\S+)/ckpt-(\d+) at step (\d+)\n", resumed.stderr)
+    assert match, resumed.stderr
+    assert match[1] == str(interrupted_dir / "checkpoints") and match[2] == match[3]
+    assert 0 < int(match[3]) < 200 and int(match[3]) % 10 == 0
+    resumed_results = json.loads((interrupted_dir / "results.json").read_text())
+    straight_results = json.loads((straight_dir / "results.json").read_text())
+    assert resumed_results["train_steps"] == straight_results["train_steps"] == 200
+    assert resumed_results["test_loss"] == pytest.approx(straight_results["test_loss"], abs=RESUME_ATOL)
+    # Every saved value (weights, optimizer slots, step counters) of the final checkpoints.
+    resumed_ckpt = tf.train.load_checkpoint(str(interrupted_dir / "checkpoints" / "ckpt-200"))
+    straight_ckpt = tf.train.load_checkpoint(str(straight_dir / "checkpoints" / "ckpt-200"))
+    names = sorted(set(straight_ckpt.get_variable_to_shape_map()) - {"_CHECKPOINTABLE_OBJECT_GRAPH"})
+    assert names == sorted(set(resumed_ckpt.get_variable_to_shape_map()) - {"_CHECKPOINTABLE_OBJECT_GRAPH"})
+    assert len(names) > 10
+    for name in names:
+        np.testing.assert_allclose(resumed_ckpt.get_tensor(name), straight_ckpt.get_tensor(name), atol=RESUME_ATOL,
+                                   err_msg=name)
+
+
+def _kill_after_first_checkpoint(process, checkpoint_dir):
+    """SIGKILLs ``process`` as soon as its first checkpoint is complete."""
+    # CheckpointManager writes the "checkpoint" state file last, once the checkpoint's own files are written.
+    state_file = checkpoint_dir / "checkpoint"
+    deadline = time.monotonic() + FIRST_CHECKPOINT_TIMEOUT_SECONDS
+    while not state_file.exists():
+        assert process.poll() is None, f"exited before its first checkpoint:\n{process.communicate()[1]}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("arch", [
+    "c4k3-m2-d16",
+    # Batch-norm moving statistics and the dropout seed state must be in the checkpoint too.
+    "c4k3b-m2-d16-drop0.5",
+])
+def test_resuming_in_process_matches_a_straight_run(tmp_path, tiny_config, tiny_mnist, caplog, arch):
+    caplog.set_level(logging.INFO, logger="absl")
+    config = tiny_config(tmp_path / "resumed", arch=arch)
+    after_20 = _numpy_weights(train(config, dataset=tiny_mnist).model)
+    resumed = train(dataclasses.replace(config, train_steps=40), dataset=tiny_mnist)
+    assert f"resumed from {tmp_path}/resumed/checkpoints/ckpt-20 at step 20" in caplog.text
+    straight = train(tiny_config(tmp_path / "straight", arch=arch, train_steps=40), dataset=tiny_mnist)
+
+    assert resumed.results["train_steps"] == 40
+    assert _checkpoint_numbers(tmp_path / "resumed") == [20, 40]
+    resumed_weights, straight_weights = _numpy_weights(resumed.model), _numpy_weights(straight.model)
+    assert list(resumed_weights) == list(straight_weights)
+    # The 20 extra steps moved the weights far more than the tolerance, so a resume that skipped them fails.
+    assert max(np.abs(straight_weights[n] - after_20[n]).max() for n in after_20) > 1000 * RESUME_ATOL
+    for name, value in straight_weights.items():
+        np.testing.assert_allclose(resumed_weights[name], value, atol=RESUME_ATOL, err_msg=name)
+    assert resumed.results["test_loss"] == pytest.approx(straight.results["test_loss"], abs=RESUME_ATOL)
+
+
+@pytest.mark.parametrize("loop", ["custom", "fit"])
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, tiny_config, tiny_mnist,
+                                                                             loop):
+    # SGD at 1e20 per update: the first step is finite, its update makes the weights ~1e20 and the logits
+    # overflow float32, so the loss of step 2 or 3 is not finite. One step per loop and a checkpoint each step
+    # make the last good checkpoint the step before.
+    config = tiny_config(tmp_path, optimizer="sgd", learning_rate=1e20, loop=loop, steps_per_loop=1,
+                         checkpoint_every=1, log_every=1)
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(RunError, match=rf"^loss became (nan|inf|-inf) at step \d+; stopped, the last good "
+                                       rf"checkpoint in {re.escape(str(checkpoints))} is kept$") as caught:
+        train(config, dataset=tiny_mnist)
+    bad_step = int(re.search(r"at step (\d+)", str(caught.value))[1])
+    assert bad_step >= 2
+    assert _checkpoint_numbers(tmp_path)[-1] == bad_step - 1
+    last_good = tf.train.load_checkpoint(str(checkpoints / f"ckpt-{bad_step - 1}"))
+    for name, dtype in last_good.get_variable_to_dtype_map().items():
+        if dtype.is_floating:
+            assert np.isfinite(last_good.get_tensor(name)).all(), name
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_an_occupied_logdir_is_refused_without_resume(tmp_path, tiny_config, tiny_mnist):
+    config = tiny_config(tmp_path)
+    trainer.prepare_logdir(config)  # what a started run leaves: config.json
+    with pytest.raises(RunError, match=re.escape(f"--logdir {tmp_path} already holds a run; resume it (--resume) "
+                                                 "or choose a new --logdir")):
+        train(dataclasses.replace(config, resume=False), dataset=tiny_mnist)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize("field,value,earlier", [
+    ("arch", "c8k3-m2-d16", "c4k3-m2-d16"),
+    ("optimizer", "sgd", "adam"),
+    ("batch_size", 32, 64),
+])
+def test_resuming_a_different_run_is_refused(tmp_path, tiny_config, tiny_mnist, field, value, earlier):
+    config = tiny_config(tmp_path)
+    trainer.prepare_logdir(config)
+    with pytest.raises(RunError, match=re.escape(f"--logdir {tmp_path} holds a run with --{field}={earlier}, not "
+                                                 f"{value}; choose a new --logdir")):
+        train(dataclasses.replace(config, **{field: value}), dataset=tiny_mnist)
+    assert json.loads((tmp_path / "config.json").read_text())[field] == earlier  # not overwritten
+
+
+def _rates(schedule, steps):
+    return [float(schedule(step)) for step in steps]
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    (Schedule("constant", 0.1, 100), {0: 0.1, 50: 0.1, 100: 0.1, 500: 0.1}),
+    (Schedule("cosine", 0.1, 100), {
+        0: 0.1, 25: 0.05 * (1 + math.cos(math.pi / 4)), 50: 0.05, 100: 0.0, 150: 0.0}),
+    # Warmup to the peak over 10 steps, then cosine over the 90 that remain.
+    (Schedule("cosine", 0.1, 100, warmup_steps=10), {
+        0: 0.01, 4: 0.05, 9: 0.1, 10: 0.1, 55: 0.05, 100: 0.0}),
+    # x0.5 every 10 steps, continuously, counted after the warmup.
+    (Schedule("exponential", 0.1, 100, decay_rate=0.5, decay_steps=10), {
+        0: 0.1, 10: 0.05, 25: 0.1 * 0.5 ** 2.5, 100: 0.1 * 0.5 ** 10}),
+    (Schedule("exponential", 0.1, 100, warmup_steps=5, decay_rate=0.5, decay_steps=10), {
+        4: 0.1, 15: 0.05}),
+    # x0.1 at half and at three quarters of the run.
+    (Schedule("piecewise", 0.1, 100, decay_rate=0.1, boundaries=(0.5, 0.75)), {
+        0: 0.1, 49: 0.1, 50: 0.01, 74: 0.01, 75: 0.001, 99: 0.001}),
+    # Linear warmup: step k (counted from 0) uses (k + 1) / warmup_steps of the peak, so the first update is
+    # not wasted at rate 0 and step warmup_steps - 1 reaches the peak.
+    (Schedule("constant", 0.1, 100, warmup_steps=4), {0: 0.025, 1: 0.05, 2: 0.075, 3: 0.1, 4: 0.1, 99: 0.1}),
+], ids=["constant", "cosine", "cosine_warmup", "exponential", "exponential_warmup", "piecewise", "warmup"])
+def test_schedule_values(schedule, expected):
+    np.testing.assert_allclose(_rates(schedule, expected), list(expected.values()), atol=SCHEDULE_ATOL)
+    clone = Schedule(**schedule.get_config())
+    np.testing.assert_allclose(_rates(clone, expected), list(expected.values()), atol=SCHEDULE_ATOL)
+
+
+def test_unknown_schedule_and_optimizer_are_rejected():
+    with pytest.raises(ValueError, match=re.escape("unknown schedule 'linear'; choose one of constant, cosine, "
+                                                   "exponential, piecewise")):
+        Schedule("linear", 0.1, 100)
+    with pytest.raises(ValueError, match=re.escape("unknown optimizer 'rmsprop'; choose one of adam, sgd")):
+        build_optimizer("rmsprop", 0.1)
+
+
+def test_weight_decay_shrinks_kernels_only():
+    kernel = tf.Variable(np.full((2, 2), 2.0, np.float32))
+    bias = tf.Variable(np.full((2,), 2.0, np.float32))
+    optimizer = build_optimizer("sgd", 0.1, momentum=0.0, weight_decay=0.5)
+    exclude_from_decay(optimizer, [kernel, bias])
+    optimizer.apply_gradients([(tf.zeros_like(kernel), kernel), (tf.zeros_like(bias), bias)])
+    # Decoupled decay with a zero gradient: w -= learning_rate * weight_decay * w = 2 - 0.1 * 0.5 * 2 = 1.9.
+    np.testing.assert_allclose(kernel.numpy(), 1.9, atol=WEIGHT_DECAY_ATOL)
+    np.testing.assert_allclose(bias.numpy(), 2.0, atol=WEIGHT_DECAY_ATOL)
+
+
+def test_label_smoothing_mixes_the_target_with_uniform():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], np.float32)
+    labels = np.array([0, 2], np.int32)
+    smoothing = 0.3
+    log_probs = logits - np.log(np.exp(logits.astype(np.float64)).sum(axis=1, keepdims=True))
+    target = np.full((2, 3), smoothing / 3) + (1 - smoothing) * np.eye(3)[labels]
+    expected = -(target * log_probs).sum(axis=1)
+    per_example = classification_loss(3, smoothing, reduction=None)(labels, logits)
+    np.testing.assert_allclose(np.asarray(per_example), expected, atol=LOSS_ATOL)
+    mean = classification_loss(3, smoothing)(labels, logits)
+    assert float(mean) == pytest.approx(expected.mean(), abs=LOSS_ATOL)
+    plain = classification_loss(3)(labels, logits)
+    assert float(plain) == pytest.approx(-log_probs[[0, 1], labels].mean(), abs=LOSS_ATOL)
