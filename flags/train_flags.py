@@ -117,6 +117,19 @@ def _register_validators():
     def _fit_needs_keras(values):
         return not (values["impl"] == "reference" and values["loop"] == "fit")
 
+    @flags.multi_flags_validator(["loop", "strategy"], message="--loop=fit runs on one machine; use "
+                                 "--loop=custom with --strategy=multi_worker")
+    def _fit_on_one_machine(values):
+        return not (values["loop"] == "fit" and values["strategy"] == "multi_worker")
+
+    @flags.multi_flags_validator(["strategy", "num_cpu_devices", "batch_size", "eval_batch_size"],
+                                 message="--batch_size and --eval_batch_size are global and must divide by "
+                                 "--num_cpu_devices under --strategy=mirrored")
+    def _batches_divide_over_cpus(values):
+        if values["strategy"] != "mirrored":
+            return True  # other counts of replicas are known only once devices are up; train() checks them
+        return all(values[name] % values["num_cpu_devices"] == 0 for name in ("batch_size", "eval_batch_size"))
+
 
 def _valid_boundaries(values):
     try:

@@ -24,6 +24,7 @@ class _RunDirectoryCallback(keras.callbacks.Callback):
         self.config, self.total_steps = config, total_steps
         self.checkpoint, self.manager, self.step, self.writers = checkpoint, manager, step, writers
         self.evaluate_fn = evaluate_fn
+        self.progress = trainer.Progress(total_steps, int(step), config.batch_size)
         self.tick = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -40,11 +41,10 @@ class _RunDirectoryCallback(keras.callbacks.Callback):
         begin = int(self.step)
         now = int(self.model.optimizer.iterations)
         self.step.assign(now)
-        seconds = time.time() - self.tick
-        rate = (now - begin) * self.config.batch_size / seconds
+        self.progress.record(now - begin, time.time() - self.tick)
         learning_rate = float(trainer.current_learning_rate(self.model.optimizer))
         trainer.write_scalars(self.writers["train"], now, loss=logs["loss"], accuracy=logs["accuracy"],
-                              learning_rate=learning_rate, images_per_second=rate)
+                              learning_rate=learning_rate, images_per_second=self.progress.images_per_second())
         if self.config.eval_every and now // self.config.eval_every > begin // self.config.eval_every:
             self.evaluate_fn(now)
         if now == self.total_steps or now // self.config.checkpoint_every > begin // self.config.checkpoint_every:
@@ -85,10 +85,7 @@ def train_with_fit(config, dataset, strategy, total_steps, start):
         model.fit(train_pipeline, epochs=(total_steps - int(step)) // chunk, steps_per_epoch=chunk,
                   callbacks=[callback], verbose=0, shuffle=False)
     test_loss, test_accuracy = evaluate_and_log(int(step))
-    results = dict(
-        test_accuracy=float(test_accuracy), test_loss=float(test_loss), train_steps=int(step),
-        wall_seconds=round(time.time() - start, 2), params=trainer.count_params(model), dataset=config.dataset,
-        arch=config.arch, impl="keras", loop="fit", batch_size=config.batch_size, seed=config.seed,
-        data_source=dataset.source, num_replicas=strategy.num_replicas_in_sync)
+    results = trainer.run_results(config, dataset, strategy, model, int(step), start, test_loss, test_accuracy,
+                                  callback.progress.images_per_second())
     trainer.write_results(config.logdir, results)
     return trainer.TrainResult(results, model)

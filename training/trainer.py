@@ -93,12 +93,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
     restore_latest(checkpoint, config.logdir, state.step)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(own_logdir, "checkpoints"), max_to_keep=3)
     trained = run_training(config, dataset, strategy, state, manager, own_logdir, total_steps)
-    results = dict(
-        test_accuracy=trained["test_accuracy"], test_loss=trained["test_loss"], train_steps=int(state.step),
-        wall_seconds=round(time.time() - start, 2), params=count_params(state.model), dataset=config.dataset,
-        arch=config.arch, impl=config.impl, loop=config.loop, batch_size=config.batch_size, seed=config.seed,
-        images_per_second=trained["images_per_second"], data_source=dataset.source, precision=config.precision,
-        strategy=type(strategy).__name__, num_replicas=strategy.num_replicas_in_sync)
+    results = run_results(config, dataset, strategy, state.model, int(state.step), start, **trained)
     if own_logdir == config.logdir:
         write_results(config.logdir, results)
     distribute.remove_worker_logdir(config.logdir, own_logdir)
@@ -146,8 +141,18 @@ def run_training(config, dataset, strategy, state, manager, logdir, total_steps)
         if due(config.checkpoint_every):
             manager.save(checkpoint_number=now)
     test_loss, test_accuracy = evaluate_and_log(int(state.step))
-    return dict(test_loss=test_loss, test_accuracy=test_accuracy,
-                images_per_second=round(progress.images_per_second(), 1))
+    return dict(test_loss=test_loss, test_accuracy=test_accuracy, images_per_second=progress.images_per_second())
+
+
+def run_results(config, dataset, strategy, model, train_steps, start, test_loss, test_accuracy,
+                images_per_second):
+    """What results.json records of a finished run."""
+    return dict(
+        test_accuracy=float(test_accuracy), test_loss=float(test_loss), train_steps=train_steps,
+        wall_seconds=round(time.time() - start, 2), params=count_params(model), dataset=config.dataset,
+        arch=config.arch, impl=config.impl, loop=config.loop, batch_size=config.batch_size, seed=config.seed,
+        images_per_second=round(images_per_second, 1), data_source=dataset.source, precision=config.precision,
+        strategy=type(strategy).__name__, num_replicas=strategy.num_replicas_in_sync)
 
 
 def check_finite(losses, begin, checkpoint_dir):

@@ -1,0 +1,38 @@
+"""Where the parameters and multiply-adds of a network sit: ``python -m training.analyze [--flags]``.
+
+Prints a markdown table per layer (parameters, share, multiply-adds per image) with subtotals for the early
+convolutions, the late convolutions and the dense layers; then the same for the MLP with as many parameters
+(``--nocompare_mlp`` leaves it out) and a one-line comparison. Nothing is built or trained: the counts come from
+the architecture plan (``models/analysis.py``).
+"""
+
+import os
+
+# Hide TensorFlow's C++ start-up INFO lines (training.data imports TensorFlow); warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app, flags  # noqa: E402  (after the environment is set)
+
+from flags import analyze_flags, cli  # noqa: E402
+
+analyze_flags.define_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail("analyze", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+    from models import analysis
+    from training import data
+
+    height, width, channels, num_classes = data.DATASETS[FLAGS.dataset]
+    try:
+        text = analysis.report(FLAGS.arch, (height, width, channels), num_classes, compare_mlp=FLAGS.compare_mlp,
+                               mlp_depth=FLAGS.mlp_depth)
+    except ValueError as error:
+        cli.fail("analyze", f"{error}; --nocompare_mlp prints the table of --arch alone")
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_or_exit)

@@ -1,0 +1,203 @@
+"""Look inside a trained CNN: ``python -m training.inspect_run --run_dir=runs/X [--layers=conv1,conv2]``.
+
+Restores the run's latest checkpoint and writes into ``<run_dir>/inspect/``, as PNGs and as TensorBoard image
+summaries (``tensorboard --logdir <run_dir>/inspect``):
+
+| file | tag | what it shows |
+| --- | --- | --- |
+| ``filters_<first conv>.png`` | ``filters/<layer>`` | the first conv layer's kernels, one tile per filter |
+| ``feature_maps_<layer>.png`` | ``feature_maps/<layer>`` | per test image: the image, then each filter's map |
+| ``top_k_<layer>.png`` | ``top_k/<layer>`` | per filter: the test images with its largest mean activation |
+
+Every tile is scaled by its own min/max. ``inspect_run(run_dir, ...)`` does the same from Python.
+"""
+
+import dataclasses
+import json
+import os
+
+# Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import numpy as np  # noqa: E402  (after the environment is set)
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from flags import cli, inspect_flags  # noqa: E402
+from models import architecture  # noqa: E402
+from training import data as data_lib  # noqa: E402
+from training import trainer, visuals  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+
+FLAGS = flags.FLAGS
+PROGRAM = "inspect_run"
+BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
+
+
+class InspectError(ValueError):
+    """A run that cannot be inspected as asked (no checkpoint, an unknown layer); the message says why."""
+
+
+@dataclasses.dataclass
+class RestoredRun:
+    config: TrainConfig
+    model: object  # a Keras CNN (models.CNN) holding the checkpoint's weights
+    checkpoint: str  # path prefix of the restored checkpoint
+    step: int  # training step of that checkpoint
+
+
+def load_config(run_dir):
+    """The ``TrainConfig`` saved in ``<run_dir>/config.json``; JSON lists become tuples again."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise InspectError(f"run directory {run_dir} does not exist")
+    if not os.path.exists(path):
+        raise InspectError(f"{run_dir} holds no config.json; pass a run directory written by training.train")
+    try:
+        with open(path) as file:
+            saved = json.load(file)
+    except (OSError, ValueError) as error:
+        raise InspectError(f"{path}: not readable JSON ({error})") from None
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(saved) - set(fields))
+    if unknown:  # a run of another version of the code; inspection needs only the model and data fields
+        logging.warning("%s: ignoring fields TrainConfig does not know: %s", path, ", ".join(unknown))
+    values = {name: tuple(value) if isinstance(fields[name].default, tuple) else value
+              for name, value in saved.items() if name in fields}
+    return TrainConfig(**values)
+
+
+def restore_run(run_dir):
+    """The run's model with the weights of its latest checkpoint, as a float32-variable Keras CNN.
+
+    A reference-network run is restored as such, then its weights are copied into the equivalent Keras CNN
+    (``reference.copy_weights`` is exact), so activations are always read from ``model.stack``.
+    """
+    config = load_config(run_dir)
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if not latest:
+        raise InspectError(f"{os.path.join(run_dir, 'checkpoints')} holds no checkpoint yet; wait for the run's "
+                           f"first one (--checkpoint_every)")
+    height, width, channels, num_classes = data_lib.DATASETS[config.dataset]
+    image_shape = (height, width, channels)
+    model = trainer.build_network(config.impl, config.arch, image_shape, num_classes, config.seed, config.precision)
+    try:
+        # The optimizer and step are not needed: expect_partial; every model weight must be found, though.
+        status = tf.train.Checkpoint(model=trainer.checkpoint_state(model)).restore(latest).expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise InspectError(f"{latest} does not hold the weights of arch={config.arch} from {run_dir}/config.json "
+                           f"({first_line})") from None
+    if config.impl == "reference":
+        import reference
+        keras_model = trainer.build_network("keras", config.arch, image_shape, num_classes, config.seed)
+        reference.copy_weights(model, keras_model)
+        model = keras_model
+    return RestoredRun(config, model, latest, _checkpoint_step(latest))
+
+
+def _checkpoint_step(checkpoint):
+    reader = tf.train.load_checkpoint(checkpoint)
+    key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+    return int(reader.get_tensor(key)) if reader.has_tensor(key) else 0
+
+
+def conv_blocks(model):
+    """Names of the model's conv and residual blocks, in order."""
+    return [layer.spec.name for layer in model.plan if isinstance(layer.spec, (architecture.Conv,
+                                                                                 architecture.Residual))]
+
+
+def choose_layers(model, names):
+    """``names`` checked against the model, or every conv and residual block when ``names`` is empty."""
+    blocks = conv_blocks(model)
+    if not blocks:
+        raise InspectError(f"arch {model.arch} has no conv or residual block to look inside")
+    specs = {layer.spec.name: layer.spec for layer in model.plan}
+    for name in names:
+        if name not in specs:
+            raise InspectError(f"the model has no layer '{name}'; its conv and residual blocks are "
+                               f"{', '.join(blocks)}")
+        if name not in blocks:
+            raise InspectError(f"layer '{name}' is a {type(specs[name]).__name__} layer, not a conv or residual "
+                               f"block; choose from {', '.join(blocks)}")
+    return list(names) or blocks
+
+
+def first_kernel(model):
+    """``(name, kernel)`` of the first conv or residual block: its (first) convolution's HWIO kernel."""
+    name = conv_blocks(model)[0]
+    block = next(layer for layer in model.stack if layer.name == name)
+    conv = getattr(block, "conv", None) or block.conv1  # ConvBlock.conv, or ResidualBlock.conv1
+    return name, np.asarray(conv.kernel, np.float32)
+
+
+def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_images=2000, max_filters=32):
+    """Writes the pictures of the module docstring for the run in ``run_dir``; returns the PNG paths written.
+
+    ``data_dir`` overrides the run's own; feature maps use the first ``num_images`` test images and the top
+    ``top_k`` images per filter are searched among the first ``max_images``. Layers with more than
+    ``max_filters`` filters are drawn with their first ``max_filters``. Raises ``InspectError`` (and
+    ``data.DataError``) with a one-line reason.
+    """
+    run = restore_run(run_dir)
+    model, config = run.model, run.config
+    layers = choose_layers(model, layers)
+    dataset = data_lib.load(config.dataset, data_dir or config.data_dir, allow_download=False)
+    logging.info("inspecting %s (arch %s, step %d) on %s", run.checkpoint, config.arch, run.step, dataset.source)
+    preprocess = trainer.make_preprocessors(config, dataset)[1]
+    images = dataset.x_test[:max_images]
+    batches = (preprocess(tf.constant(images[i:i + BATCH_SIZE]), None)[0] for i in range(0, len(images),
+                                                                                       BATCH_SIZE))
+    means = visuals.mean_activations(model, batches, layers)  # {layer: (N, F)}
+    shown = dataset.x_test[:num_images]
+    maps = visuals.block_outputs(model, preprocess(tf.constant(shown), None)[0], layers)  # {layer: (n, H, W, F)}
+
+    kernel_layer, kernel = first_kernel(model)
+    pictures = {("filters", kernel_layer): visuals.filter_grid(kernel)}
+    for name in layers:
+        filters = maps[name].shape[-1]
+        if filters > max_filters:
+            logging.info("layer %s has %d filters; drawing the first %d (--max_filters)", name, filters,
+                         max_filters)
+        pictures["feature_maps", name] = visuals.feature_map_grid(shown, maps[name][..., :max_filters])
+        best = visuals.top_k_indices(means[name][:, :max_filters], top_k)  # (F, k)
+        pictures["top_k", name] = visuals.top_k_grid(images, best)
+    return write_pictures(os.path.join(run_dir, "inspect"), pictures, run.step)
+
+
+def write_pictures(folder, pictures, step):
+    """Writes each ``{(kind, layer): uint8 HWC image}`` as ``<folder>/<kind>_<layer>.png`` and as a TensorBoard
+    image summary tagged ``<kind>/<layer>`` at ``step``; returns the PNG paths."""
+    os.makedirs(folder, exist_ok=True)
+    writer = tf.summary.create_file_writer(folder)
+    paths = []
+    with writer.as_default(step=step):
+        for (kind, layer), image in pictures.items():
+            path = os.path.join(folder, f"{kind}_{layer}.png")
+            tf.io.write_file(path, tf.io.encode_png(image))
+            tf.summary.image(f"{kind}/{layer}", image[np.newaxis])
+            paths.append(path)
+    writer.close()
+    return paths
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+    try:
+        paths = inspect_run(FLAGS.run_dir, FLAGS.data_dir, FLAGS.layers, FLAGS.num_images, FLAGS.top_k,
+                            FLAGS.max_images, FLAGS.max_filters)
+    except (InspectError, data_lib.DataError) as error:
+        logging.flush()
+        cli.fail(PROGRAM, error)
+    for path in paths:
+        print(path)
+
+
+if __name__ == "__main__":
+    # Defined here rather than at import, so tests and notebooks can import inspect_run() without claiming
+    # flag names (--data_dir) that training.train defines too.
+    inspect_flags.define_flags()
+    app.run(main, flags_parser=cli.parse_or_exit)
