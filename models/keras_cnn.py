@@ -3,6 +3,7 @@
 import keras
 
 from models import architecture as A
+from models.naming import named_layer_weights
 
 
 def _bn(name, dtype):
@@ -115,16 +116,7 @@ def named_weights(model):
 
     These names are the contract with ``reference/``: the low-level network uses the same keys.
     """
-    named = {}
-    for layer in model.stack:
-        for variable in layer.weights:
-            named[_relative_path(variable.path, layer.name)] = variable
-    return named
-
-
-def _relative_path(path, layer_name):
-    parts = path.split("/")
-    return "/".join(parts[parts.index(layer_name):])
+    return named_layer_weights(model.stack)
 
 
 def checkpoint_state(model):

@@ -10,6 +10,7 @@ import math
 import tensorflow as tf
 
 from models import architecture as A
+from models.naming import named_layer_weights
 
 
 class ReferenceCNN(tf.Module):
@@ -202,18 +203,12 @@ def build_reference(arch, input_shape, num_classes, seed=0, dtype=tf.float32, co
 def _named(model):
     """Name -> variable for a ``ReferenceCNN`` or a Keras CNN from ``models.build_model``.
 
-    The Keras side is read by duck typing (``stack`` of layers whose variables have a ``path`` like
-    ``cnn/conv1/conv/kernel``), the same rule as ``models.keras_cnn.named_weights``, so this module never
-    imports Keras.
+    The Keras side is read by duck typing (``models.naming``, the rule ``models.keras_cnn.named_weights``
+    uses), so this module never imports Keras.
     """
     if hasattr(model, "named_weights"):
         return model.named_weights()
-    named = {}
-    for layer in model.stack:
-        for variable in layer.weights:
-            parts = variable.path.split("/")
-            named["/".join(parts[parts.index(layer.name):])] = variable
-    return named
+    return named_layer_weights(model.stack)
 
 
 def copy_weights(src, dst):
