@@ -181,8 +181,20 @@ def train_pipeline(x, y, batch_size, seed, preprocess, skip_batches=0, replicas=
                 (tf.reshape(images[take], [count, part, *images.shape[1:]]), tf.reshape(labels[take], [count, part])))
 
         dataset = dataset.flat_map(this_workers_parts)
-    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _parallel_map_and_prefetch(dataset, preprocess)
+
+
+def _parallel_map_and_prefetch(dataset, preprocess):
+    """Preprocesses batches on all cores and keeps two ready, with tf.data's autotuning off.
+
+    The pipelines are in-memory slicing and scaling, which fixed settings serve well; and in TensorFlow 2.21
+    the autotuning thread of a long-lived iterator can hold up the iterator's deletion (the end of a run) for
+    up to a minute.
+    """
+    dataset = dataset.map(preprocess, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
 
 
 def distributed_train_dataset(strategy, x, y, batch_size, seed, preprocess, skip_batches=0):
@@ -213,5 +225,4 @@ def distributed_eval_dataset(strategy, x, y, batch_size, preprocess):
 def eval_pipeline(x, y, batch_size, preprocess):
     """Every test example exactly once, in order, in minibatches of ``batch_size`` (the last one smaller)."""
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.cache().prefetch(tf.data.AUTOTUNE)
+    return _parallel_map_and_prefetch(dataset, preprocess)
