@@ -6,10 +6,13 @@ summaries (``tensorboard --logdir <run_dir>/inspect``):
 | file | tag | what it shows |
 | --- | --- | --- |
 | ``filters_<first conv>.png`` | ``filters/<layer>`` | the first conv layer's kernels, one tile per filter |
+| ``filters_change_<first conv>.png`` | ``filters_change/<layer>`` | the same kernels minus their initial values |
 | ``feature_maps_<layer>.png`` | ``feature_maps/<layer>`` | per test image: the image, then each filter's map |
 | ``top_k_<layer>.png`` | ``top_k/<layer>`` | per filter: the test images with its largest mean activation |
 
-Every tile is scaled by its own min/max. ``inspect_run(run_dir, ...)`` does the same from Python.
+Every tile is scaled by its own min/max. After a short run the first-layer kernels are still mostly their
+random initialisation, so the change picture is the one that shows what training added.
+``inspect_run(run_dir, ...)`` does the same from Python.
 """
 
 import dataclasses
@@ -19,7 +22,8 @@ import os
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-import numpy as np  # noqa: E402  (after the environment is set)
+import keras  # noqa: E402  (after the environment is set)
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
@@ -78,29 +82,36 @@ def restore_run(run_dir):
     if not latest:
         raise InspectError(f"{os.path.join(run_dir, 'checkpoints')} holds no checkpoint yet; wait for the run's "
                            f"first one (--checkpoint_every)")
-    height, width, channels, num_classes = data_lib.DATASETS[config.dataset]
-    image_shape = (height, width, channels)
-    model = trainer.build_network(config.impl, config.arch, image_shape, num_classes, config.seed, config.precision)
+    model = _build(config, config.impl)
+    reader = tf.train.load_checkpoint(latest)
     try:
         # The optimizer and step are not needed: expect_partial; every model weight must be found, though.
         status = tf.train.Checkpoint(model=trainer.checkpoint_state(model)).restore(latest).expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         first_line = str(error).strip().splitlines()[0]
-        raise InspectError(f"{latest} does not hold the weights of arch={config.arch} from {run_dir}/config.json "
-                           f"({first_line})") from None
-    if config.impl == "reference":
-        import reference
-        keras_model = trainer.build_network("keras", config.arch, image_shape, num_classes, config.seed)
-        reference.copy_weights(model, keras_model)
-        model = keras_model
-    return RestoredRun(config, model, latest, _checkpoint_step(latest))
+        raise InspectError(f"{latest} does not hold the weights of arch={config.arch} from "
+                           f"{run_dir}/config.json ({first_line})") from None
+    step_key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+    step = int(reader.get_tensor(step_key)) if reader.has_tensor(step_key) else 0
+    return RestoredRun(config, _as_keras(model, config), latest, step)
 
 
-def _checkpoint_step(checkpoint):
-    reader = tf.train.load_checkpoint(checkpoint)
-    key = "step/.ATTRIBUTES/VARIABLE_VALUE"
-    return int(reader.get_tensor(key)) if reader.has_tensor(key) else 0
+def _build(config, impl):
+    """The run's network as ``impl`` ("keras" or "reference") builds it, with freshly initialised weights."""
+    height, width, channels, num_classes = data_lib.DATASETS[config.dataset]
+    return trainer.build_network(impl, config.arch, (height, width, channels), num_classes, config.seed,
+                                 config.precision)
+
+
+def _as_keras(model, config):
+    """``model`` itself, or for a reference network the Keras CNN holding its weights (an exact copy)."""
+    if config.impl != "reference":
+        return model
+    import reference
+    keras_model = _build(config, "keras")
+    reference.copy_weights(model, keras_model)
+    return keras_model
 
 
 def conv_blocks(model):
@@ -133,6 +144,13 @@ def first_kernel(model):
     return name, np.asarray(conv.kernel, np.float32)
 
 
+def initial_kernel(config):
+    """The first conv kernel as ``trainer.train`` initialised it: the model rebuilt right after seeding Keras
+    with ``config.seed``, as ``train`` does. Seeds Python's, NumPy's and TensorFlow's global generators."""
+    keras.utils.set_random_seed(config.seed)
+    return first_kernel(_as_keras(_build(config, config.impl), config))[1]
+
+
 def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_images=2000, max_filters=32):
     """Writes the pictures of the module docstring for the run in ``run_dir``; returns the PNG paths written.
 
@@ -155,7 +173,8 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
     maps = visuals.block_outputs(model, preprocess(tf.constant(shown), None)[0], layers)  # {layer: (n, H, W, F)}
 
     kernel_layer, kernel = first_kernel(model)
-    pictures = {("filters", kernel_layer): visuals.filter_grid(kernel)}
+    pictures = {("filters", kernel_layer): visuals.filter_grid(kernel),
+                ("filters_change", kernel_layer): visuals.filter_grid(kernel - initial_kernel(config))}
     for name in layers:
         filters = maps[name].shape[-1]
         if filters > max_filters:
@@ -171,6 +190,8 @@ def write_pictures(folder, pictures, step):
     """Writes each ``{(kind, layer): uint8 HWC image}`` as ``<folder>/<kind>_<layer>.png`` and as a TensorBoard
     image summary tagged ``<kind>/<layer>`` at ``step``; returns the PNG paths."""
     os.makedirs(folder, exist_ok=True)
+    for earlier in tf.io.gfile.glob(os.path.join(folder, "events.out.tfevents.*")):
+        os.remove(earlier)  # TensorBoard shows one image per tag and step; keep only this inspection's
     writer = tf.summary.create_file_writer(folder)
     paths = []
     with writer.as_default(step=step):

@@ -16,6 +16,9 @@ IMAGE_TILE_PIXELS = 56  # the top-k images: an MNIST digit at 2x, a CIFAR image 
 FILTER_COLUMNS = 8  # tiles per row in the kernel grid
 SEPARATOR = 1  # pixels between tiles
 SEPARATOR_VALUE = 255  # white lines: they stand out against the dark (zero) background of ReLU maps and digits
+# Kernel tiles span black to white, so no gray line would stand out between them: kernel grids are RGB with
+# coloured lines (gray tiles for 1-channel kernels).
+FILTER_SEPARATOR_RGB = (230, 60, 40)
 
 
 def integer_scale(size, target_pixels):
@@ -40,7 +43,8 @@ def upscale(tile, factor):
 
 def image_grid(tiles, columns, scale=1, separator=SEPARATOR, separator_value=SEPARATOR_VALUE):
     """Lays out equal-size uint8 tiles ``(N, h, w, c)`` row by row, ``columns`` to a row, each upscaled by
-    ``scale``, with ``separator`` pixels of ``separator_value`` between tiles (none around the border).
+    ``scale``, with ``separator`` pixels of ``separator_value`` (a number, or one per channel) between tiles
+    (none around the border).
 
     Returns a ``(rows * h * scale + (rows - 1) * separator, columns * w * scale + (columns - 1) * separator, c)``
     uint8 image with ``rows = ceil(N / columns)``; slots after the last tile are left at ``separator_value``.
@@ -62,14 +66,16 @@ def image_grid(tiles, columns, scale=1, separator=SEPARATOR, separator_value=SEP
 def filter_grid(kernel, columns=FILTER_COLUMNS, tile_pixels=FILTER_TILE_PIXELS):
     """The kernels ``(kh, kw, in, out)`` of a first layer as a grid, one tile per output filter.
 
-    1-channel kernels give a grayscale grid and 3-channel kernels an RGB one, each tile scaled by its own
-    min/max over all its channels (so colours keep their balance within a filter).
+    Each tile is scaled by its own min/max over all its channels (so colours keep their balance within a
+    filter); 1-channel kernels are drawn gray, 3-channel kernels in colour. Returns an RGB image.
     """
     kernel = np.asarray(kernel)
     if kernel.ndim != 4 or kernel.shape[2] not in (1, 3):
         raise ValueError(f"filter_grid draws kernels of shape (kh, kw, 1 or 3, filters), got {kernel.shape}")
     tiles = np.stack([normalize_tile(kernel[..., f]) for f in range(kernel.shape[-1])])  # (out, kh, kw, in)
-    return image_grid(tiles, min(columns, len(tiles)), integer_scale(kernel.shape[0], tile_pixels))
+    tiles = np.repeat(tiles, 3 // tiles.shape[-1], axis=-1)  # gray -> gray RGB
+    return image_grid(tiles, min(columns, len(tiles)), integer_scale(kernel.shape[0], tile_pixels),
+                      separator_value=FILTER_SEPARATOR_RGB)
 
 
 def _resize_nearest(image, height, width):
