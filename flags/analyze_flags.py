@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from flags import cli
 from models import architecture
 from training import data
 
@@ -19,11 +20,4 @@ def define_flags():
     flags.register_validator("mlp_depth", lambda v: v is None or v > 0,
                              message="--mlp_depth must be a positive integer")
 
-    @flags.multi_flags_validator(["arch", "dataset"], message="")
-    def _arch_fits(values):
-        height, width, channels, num_classes = data.DATASETS[values["dataset"]]
-        try:
-            architecture.plan(values["arch"], (height, width, channels), num_classes)
-        except ValueError as error:
-            raise flags.ValidationError(f"--arch {error}") from None
-        return True
+    cli.register_arch_validator()

@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from flags import cli
 from models import architecture
 from training import data
 
@@ -21,6 +22,7 @@ def define_flags():
         flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
     flags.register_validator("variants", lambda v: v and set(v) <= set(VARIANT_NAMES),
                              message=f"--variants must be a comma-separated subset of {','.join(VARIANT_NAMES)}")
+    cli.register_arch_validator()
     flags.register_multi_flags_validator(["steps", "steps_per_loop"], lambda v: v["steps"] % v["steps_per_loop"] == 0,
                                          message="--steps must be a multiple of --steps_per_loop")
 

@@ -19,3 +19,19 @@ def fail(program, message, status=1):
     """Prints ``<program>: error: <message>`` on stderr and exits with ``status``."""
     print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
+    """Refuses, at parse time, an architecture that is malformed or does not fit the dataset's images; the
+    message names the token and the shapes (from ``models.architecture.plan``)."""
+    from models import architecture
+    from training.data import DATASETS
+
+    @flags.multi_flags_validator([arch_flag, dataset_flag], message="")
+    def _arch_fits(values):
+        height, width, channels, num_classes = DATASETS[values[dataset_flag]]
+        try:
+            architecture.plan(values[arch_flag], (height, width, channels), num_classes)
+        except ValueError as error:
+            raise flags.ValidationError(f"--{arch_flag} {error}") from None
+        return True

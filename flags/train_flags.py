@@ -7,6 +7,7 @@ import os
 
 from absl import flags
 
+from flags import cli
 from models import architecture
 from training import data, optimization
 from training.config import TrainConfig
@@ -103,14 +104,7 @@ def _register_validators():
         del values  # Whether a flag was given matters here, not its value.
         return not (flags.FLAGS["train_steps"].present and flags.FLAGS["epochs"].present)
 
-    @flags.multi_flags_validator(["arch", "dataset"], message="")
-    def _arch_fits(values):
-        height, width, channels, num_classes = data.DATASETS[values["dataset"]]
-        try:
-            architecture.plan(values["arch"], (height, width, channels), num_classes)
-        except ValueError as error:
-            raise flags.ValidationError(f"--arch {error}") from None
-        return True
+    cli.register_arch_validator()
 
     @flags.multi_flags_validator(["impl", "loop"], message="--loop=fit trains Keras models only; use "
                                  "--impl=keras with --loop=fit, or --loop=custom with --impl=reference")
