@@ -14,6 +14,7 @@ from training import loop as loop_lib
 from training import trainer
 from training.config import TrainConfig
 from training.losses import classification_loss
+from tests.event_files import read_scalars
 
 IMPLS = ("keras", "reference")
 # Two convolutions, one with batch norm (kept in float32 inside a float16 network, as Keras does), and a dense
@@ -38,16 +39,6 @@ def config_for(tmp_path, **overrides):
                   eval_batch_size=EVAL_BATCH_SIZE, train_steps=30, log_every=10, steps_per_loop=10,
                   logdir=str(tmp_path / "run"), seed=0)
     return TrainConfig(**{**fields, **overrides})
-
-
-def read_scalars(folder):
-    """``{tag: {step: value}}`` from the TensorBoard event files in ``folder``."""
-    scalars = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-    return scalars
 
 
 def named_weights(model):

@@ -17,6 +17,7 @@ from training import trainer
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
 from training.trainer import RunError, train
+from tests.event_files import read_scalars
 
 # With deterministic kernels a resumed run repeats the uninterrupted one bit for bit; 1e-6 only allows for
 # float32 rounding of the O(0.1) weights should a kernel ever change.
@@ -29,16 +30,6 @@ LOSS_ATOL = 1e-6
 WEIGHT_DECAY_ATOL = 1e-6
 # How long the killed run may take to write its first checkpoint (it imports TensorFlow first).
 FIRST_CHECKPOINT_TIMEOUT_SECONDS = 120
-
-
-def _scalars(event_dir):
-    """``{tag: {step: value}}`` of every scalar summary in the event files of ``event_dir``."""
-    scalars = {}
-    for path in sorted(event_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-    return scalars
 
 
 def _numpy_weights(model):
@@ -54,7 +45,7 @@ def test_summaries_hold_the_expected_scalars_at_the_expected_steps(tmp_path, tin
     config = tiny_config(tmp_path, learning_rate=peak, lr_schedule="cosine", eval_every=10)
     result = train(config, dataset=tiny_mnist)
 
-    train_scalars = _scalars(tmp_path / "train")
+    train_scalars = read_scalars(tmp_path / "train")
     assert {tag: sorted(steps) for tag, steps in train_scalars.items()} == {
         "loss": [10, 20], "accuracy": [10, 20], "learning_rate": [10, 20], "images_per_second": [10, 20]}
     # The rate the next update would use: cosine from the peak to 0 over 20 steps.
@@ -69,7 +60,7 @@ def test_summaries_hold_the_expected_scalars_at_the_expected_steps(tmp_path, tin
     assert train_scalars["loss"][20] < train_scalars["loss"][10]
     assert 0.0 <= train_scalars["accuracy"][10] <= 1.0
 
-    eval_scalars = _scalars(tmp_path / "eval")
+    eval_scalars = read_scalars(tmp_path / "eval")
     assert {tag: sorted(steps) for tag, steps in eval_scalars.items()} == {"loss": [10, 20], "accuracy": [10, 20]}
     assert eval_scalars["loss"][20] == pytest.approx(result.results["test_loss"], abs=LOSS_ATOL)
     assert eval_scalars["accuracy"][20] == pytest.approx(result.results["test_accuracy"], abs=LOSS_ATOL)
