@@ -1,0 +1,44 @@
+"""Every flagfile preset under flags/ parses with the training flags into the run it says it is."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((REPO_ROOT / "flags").glob("*.cfg"))
+
+# Parses each preset with the real flag definitions and validators (a fresh process: absl flags are global)
+# and prints the TrainConfig fields each one sets.
+_PARSE_ALL = """
+import json, sys
+from absl import flags
+from flags import train_flags
+train_flags.define_flags()
+configs = {}
+for path in sys.argv[1:]:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", f"--flagfile={path}"])
+    config = train_flags.config_from_flags(flags.FLAGS)
+    configs[path] = {k: v for k, v in vars(config).items() if isinstance(v, (str, int, float, bool))}
+print(json.dumps(configs))
+"""
+
+
+def test_every_preset_parses_into_the_run_its_comment_names():
+    assert [p.name for p in PRESETS] == ["cifar10_resnet_small.cfg", "mnist_full.cfg"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    configs = json.loads(completed.stdout.strip().splitlines()[-1])
+    cifar = configs[str(REPO_ROOT / "flags" / "cifar10_resnet_small.cfg")]
+    assert (cifar["dataset"], cifar["arch"], cifar["optimizer"], cifar["lr_schedule"]) == (
+        "cifar10", "resnet_small", "sgd", "cosine")
+    assert (cifar["augment"], cifar["standardize"], cifar["nesterov"]) == (True, True, True)
+    assert (cifar["epochs"], cifar["train_steps"], cifar["label_smoothing"]) == (30.0, 0, 0.1)
+    mnist = configs[str(REPO_ROOT / "flags" / "mnist_full.cfg")]
+    assert (mnist["dataset"], mnist["arch"], mnist["epochs"], mnist["lr_schedule"]) == (
+        "mnist", "mnist_cnn", 12.0, "cosine")
+    assert mnist["logdir"] == "runs/mnist_full"
