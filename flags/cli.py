@@ -21,6 +21,11 @@ def fail(program, message, status=1):
     sys.exit(status)
 
 
+def check(name, predicate, message):
+    """Registers a parse-time check of flag ``name``; a failure reads ``--<name> <message>``."""
+    flags.register_validator(name, predicate, message=f"--{name} {message}")
+
+
 def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
     """Refuses, at parse time, an architecture that is malformed or does not fit the dataset's images; the
     message names the token and the shapes (from ``models.architecture.plan``)."""

@@ -4,6 +4,7 @@ import os
 
 from absl import flags
 
+from flags import cli
 from training import data, sweeps
 
 
@@ -24,12 +25,8 @@ def define_flags():
     _register_validators()
 
 
-def _check(name, predicate, message):
-    flags.register_validator(name, predicate, message=f"--{name} {message}")
-
-
 def _register_validators():
-    _check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
-    _check("seeds", lambda v: v > 0, "must be a positive integer")
-    _check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: the grid's budget)")
-    _check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")
+    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check("seeds", lambda v: v > 0, "must be a positive integer")
+    cli.check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: the grid's budget)")
+    cli.check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")

@@ -75,27 +75,23 @@ def define_flags():
     _register_validators()
 
 
-def _check(name, predicate, message):
-    flags.register_validator(name, predicate, message=f"--{name} {message}")
-
-
 def _register_validators():
-    _check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
-    _check("learning_rate", lambda v: v > 0, "must be > 0")
-    _check("momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
-    _check("decay_rate", lambda v: 0 < v <= 1, "must be in (0, 1]")
-    _check("weight_decay", lambda v: v >= 0, "must be >= 0")
-    _check("label_smoothing", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check("learning_rate", lambda v: v > 0, "must be > 0")
+    cli.check("momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    cli.check("decay_rate", lambda v: 0 < v <= 1, "must be in (0, 1]")
+    cli.check("weight_decay", lambda v: v >= 0, "must be >= 0")
+    cli.check("label_smoothing", lambda v: 0 <= v < 1, "must be in [0, 1)")
     for name in ("batch_size", "eval_batch_size", "steps_per_loop", "log_every", "checkpoint_every",
                  "decay_steps"):
-        _check(name, lambda v: v > 0, "must be a positive integer")
+        cli.check(name, lambda v: v > 0, "must be a positive integer")
     for name in ("warmup_steps", "eval_every", "seed"):
-        _check(name, lambda v: v >= 0, "must be a non-negative integer")
-    _check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: use --epochs)")
-    _check("epochs", lambda v: v > 0, "must be > 0")
-    _check("piecewise_boundaries", _valid_boundaries, "must be increasing fractions in (0, 1), e.g. 0.5,0.75")
-    _check("num_cpu_devices", lambda v: v > 0, "must be a positive integer")
-    _check("profile_steps", lambda v: not v or _profile_range(v) is not None,
+        cli.check(name, lambda v: v >= 0, "must be a non-negative integer")
+    cli.check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: use --epochs)")
+    cli.check("epochs", lambda v: v > 0, "must be > 0")
+    cli.check("piecewise_boundaries", _valid_boundaries, "must be increasing fractions in (0, 1), e.g. 0.5,0.75")
+    cli.check("num_cpu_devices", lambda v: v > 0, "must be a positive integer")
+    cli.check("profile_steps", lambda v: not v or _profile_range(v) is not None,
            "must be FIRST,LAST with 1 <= FIRST <= LAST, e.g. 5,10")
 
     @flags.multi_flags_validator(["train_steps", "epochs"],

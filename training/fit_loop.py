@@ -19,10 +19,10 @@ from training.losses import classification_loss
 class _RunDirectoryCallback(keras.callbacks.Callback):
     """Writes train/ scalars, checkpoints and (optionally) test-set evaluations at the end of each chunk."""
 
-    def __init__(self, config, total_steps, checkpoint, manager, step, writers, evaluate_fn):
+    def __init__(self, config, total_steps, manager, step, writers, evaluate_fn):
         super().__init__()
         self.config, self.total_steps = config, total_steps
-        self.checkpoint, self.manager, self.step, self.writers = checkpoint, manager, step, writers
+        self.manager, self.step, self.writers = manager, step, writers
         self.evaluate_fn = evaluate_fn
         self.progress = trainer.Progress(total_steps, int(step), config.batch_size)
         self.tick = None
@@ -75,7 +75,7 @@ def train_with_fit(config, dataset, strategy, total_steps, start):
         trainer.write_scalars(writers["eval"], at_step, loss=loss, accuracy=accuracy)
         return loss, accuracy
 
-    callback = _RunDirectoryCallback(config, total_steps, checkpoint, manager, step, writers, evaluate_and_log)
+    callback = _RunDirectoryCallback(config, total_steps, manager, step, writers, evaluate_and_log)
     # One Keras "epoch" is one chunk of log_every steps; a shorter last chunk gets a fit call of its own, on a
     # pipeline that starts at the batch the custom loop would be at.
     while int(step) < total_steps:
