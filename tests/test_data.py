@@ -191,3 +191,22 @@ def test_standardize_uses_per_channel_training_statistics():
     # (x / 255 - mean) / std per channel.
     np.testing.assert_allclose(out.numpy()[0, :, 0], [[-1.0, 2.0], [1.0, 2.0]], atol=PIXEL_ATOL)
     assert np.asarray(labels).tolist() == [7]
+
+
+def test_augment_gives_each_image_its_own_crop_window_and_flip():
+    # 256 copies of one 8x8 image whose pixels all differ. Each output must be an 8x8 window of the image padded
+    # by 4 reflected pixels, flipped or not; with 81 windows x 2 flips to draw from, a batch that shared one
+    # window would hold at most 2 distinct images, while per-image draws give dozens.
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    batch = np.repeat(image[np.newaxis, :, :, np.newaxis], 256, axis=0)
+    out, _ = data_lib.make_preprocess(augment=True)(batch, np.zeros(256, np.int32))
+    out = np.rint(out.numpy()[..., 0] * 255)
+    padded = np.pad(image.astype(np.float64), 4, mode="reflect")  # NumPy's "reflect" is TF's REFLECT
+    windows = [padded[r:r + 8, c:c + 8] for r in range(9) for c in range(9)]
+    windows += [np.fliplr(window) for window in windows]
+    for crop in out:
+        assert any(np.array_equal(crop, window) for window in windows)
+    assert len({crop.tobytes() for crop in out}) > 40
+    # Some crops match no unflipped window (so they were flipped), and some match one.
+    matches_unflipped = sum(any(np.array_equal(crop, window) for window in windows[:81]) for crop in out)
+    assert 0 < matches_unflipped < 256

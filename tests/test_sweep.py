@@ -84,6 +84,23 @@ def test_table_rows_hold_every_figure():
                         "| 12,770 | 1,500 | 3.0 |")
 
 
+def test_commit_label_marks_code_changes_but_not_sweep_tables(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("add", "model.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "filter_size-mnist.md").write_text("# a table\n")
+    assert sweeps.git_commit(tmp_path) == head
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert sweeps.git_commit(tmp_path) == f"{head} +uncommitted changes"
+
+
 def test_grid_refuses_reserved_overrides_and_repeated_labels():
     with pytest.raises(ValueError, match="cannot override"):
         sweeps.Grid("bad", "", (("a", dict(seed=3)),))

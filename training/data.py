@@ -138,7 +138,8 @@ def make_preprocess(mean=None, std=None, augment=False, dtype=tf.float32):
     """Returns ``fn(images_uint8, labels) -> (images, labels)`` for batches of NHWC images.
 
     Images go to [0, 1], then ``(x - mean) / std`` per channel when both are given. ``augment`` adds the
-    standard CIFAR augmentation: a random crop of the image padded by 4 pixels, and a random horizontal flip.
+    standard CIFAR augmentation: each image is padded by 4 pixels (reflected), cropped back to its size at a
+    random offset, and flipped left-right with probability 1/2.
     """
 
     def preprocess(images, labels):
@@ -153,9 +154,19 @@ def make_preprocess(mean=None, std=None, augment=False, dtype=tf.float32):
 
 
 def _random_crop_and_flip(images, padding):
-    batch, height, width, channels = tf.unstack(tf.shape(images))
+    """Each image gets its own crop window and its own coin flip.
+
+    ``tf.image.random_crop`` on a whole batch would draw one window for all of it, so the offsets are drawn
+    per image and the windows are cut with two batched gathers (rows, then columns).
+    """
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
     padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode="REFLECT")
-    cropped = tf.image.random_crop(padded, tf.stack([batch, height, width, channels]))
+    offsets = tf.random.uniform([batch, 2], minval=0, maxval=2 * padding + 1, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[tf.newaxis, :]
+    cols = offsets[:, 1:] + tf.range(width)[tf.newaxis, :]
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
     return tf.image.random_flip_left_right(cropped)
 
 
