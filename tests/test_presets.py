@@ -27,7 +27,7 @@ print(json.dumps(configs))
 
 
 def test_every_preset_parses_into_the_run_its_comment_names():
-    assert [p.name for p in PRESETS] == ["cifar10_resnet_small.cfg", "mnist_full.cfg"]
+    assert [p.name for p in PRESETS] == ["cifar10_resnet_small.cfg", "fashion_mnist_resnet_small.cfg", "mnist_full.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120)
@@ -38,6 +38,11 @@ def test_every_preset_parses_into_the_run_its_comment_names():
         "cifar10", "resnet_small", "sgd", "cosine")
     assert (cifar["augment"], cifar["standardize"], cifar["nesterov"]) == (True, True, True)
     assert (cifar["epochs"], cifar["train_steps"], cifar["label_smoothing"]) == (30.0, 0, 0.1)
+    fashion = configs[str(REPO_ROOT / "flags" / "fashion_mnist_resnet_small.cfg")]
+    assert (fashion["dataset"], fashion["arch"], fashion["augment"], fashion["epochs"]) == (
+        "fashion_mnist", "resnet_small", True, 10.0)
+    # One epoch of warmup: 60,000 images at batch 128 make 468 full batches.
+    assert (fashion["warmup_steps"], fashion["batch_size"]) == (468, 128)
     mnist = configs[str(REPO_ROOT / "flags" / "mnist_full.cfg")]
     assert (mnist["dataset"], mnist["arch"], mnist["epochs"], mnist["lr_schedule"]) == (
         "mnist", "mnist_cnn", 12.0, "cosine")
