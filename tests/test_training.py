@@ -126,13 +126,14 @@ def _kill_after_first_checkpoint(process, checkpoint_dir):
     # Batch-norm moving statistics and the dropout seed state must be in the checkpoint too.
     "c4k3b-m2-d16-drop0.5",
 ])
-def test_resuming_in_process_matches_a_straight_run(tmp_path, tiny_config, tiny_mnist, caplog, arch):
+@pytest.mark.parametrize("loop", ["custom", "fit"])
+def test_resuming_in_process_matches_a_straight_run(tmp_path, tiny_config, tiny_mnist, caplog, arch, loop):
     caplog.set_level(logging.INFO, logger="absl")
-    config = tiny_config(tmp_path / "resumed", arch=arch)
+    config = tiny_config(tmp_path / "resumed", arch=arch, loop=loop)
     after_20 = _numpy_weights(train(config, dataset=tiny_mnist).model)
     resumed = train(dataclasses.replace(config, train_steps=40), dataset=tiny_mnist)
     assert f"resumed from {tmp_path}/resumed/checkpoints/ckpt-20 at step 20" in caplog.text
-    straight = train(tiny_config(tmp_path / "straight", arch=arch, train_steps=40), dataset=tiny_mnist)
+    straight = train(tiny_config(tmp_path / "straight", arch=arch, loop=loop, train_steps=40), dataset=tiny_mnist)
 
     assert resumed.results["train_steps"] == 40
     assert _checkpoint_numbers(tmp_path / "resumed") == [20, 40]
@@ -251,3 +252,26 @@ def test_label_smoothing_mixes_the_target_with_uniform():
     assert float(mean) == pytest.approx(expected.mean(), abs=LOSS_ATOL)
     plain = classification_loss(3)(labels, logits)
     assert float(plain) == pytest.approx(-log_probs[[0, 1], labels].mean(), abs=LOSS_ATOL)
+
+
+@pytest.mark.parametrize("loop", ["custom", "fit"])
+def test_a_checkpoint_without_the_model_weights_is_refused_in_one_line(tmp_path, tiny_config, tiny_mnist, loop):
+    # A checkpoint holding only the step must not resume the run from freshly initialised weights.
+    config = dataclasses.replace(tiny_config(tmp_path), loop=loop)
+    trainer.prepare_logdir(config)
+    tf.train.Checkpoint(step=tf.Variable(5, dtype=tf.int64)).save(str(tmp_path / "checkpoints" / "ckpt"))
+    with pytest.raises(RunError, match=r"checkpoints/ckpt-1 does not hold this run's state \(.+\); "
+                                       r"choose a new --logdir$"):
+        train(config, dataset=tiny_mnist)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_checkpoint_with_values_the_run_has_no_variable_for_is_refused(tmp_path):
+    # Every variable of the run finds its value here, but one saved value would be silently dropped.
+    saved = dict(w=tf.Variable(2.0), extra=tf.Variable(3.0))
+    tf.train.Checkpoint(model=saved, step=tf.Variable(4, dtype=tf.int64)).save(str(tmp_path / "checkpoints" / "ckpt"))
+    step, weight = tf.Variable(0, dtype=tf.int64), tf.Variable(1.0)
+    with pytest.raises(RunError, match="does not hold this run's state"):
+        trainer.restore_latest(tf.train.Checkpoint(model=dict(w=weight), step=step), str(tmp_path), step)
+    trainer.restore_latest(tf.train.Checkpoint(model=dict(saved), step=step), str(tmp_path), step)
+    assert (int(step), float(saved["w"])) == (4, 2.0)

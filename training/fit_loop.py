@@ -64,8 +64,7 @@ def train_with_fit(config, dataset, strategy, total_steps, start):
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=trainer.checkpoint_state(model), optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.logdir, "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    trainer.restore_latest(checkpoint, config.logdir, step)
     train_preprocess, eval_preprocess = trainer.make_preprocessors(config, dataset)
     eval_pipeline = data_lib.eval_pipeline(dataset.x_test, dataset.y_test, config.eval_batch_size, eval_preprocess)
     writers = {part: tf.summary.create_file_writer(os.path.join(config.logdir, part)) for part in ("train", "eval")}

@@ -215,10 +215,18 @@ def build_state(config, dataset, total_steps):
 
 
 def restore_latest(checkpoint, logdir, step):
-    """Restores the newest checkpoint of the run in ``logdir`` (the chief's, which every worker reads)."""
+    """Restores the newest checkpoint of the run in ``logdir`` (the chief's, which every worker reads).
+
+    Every value in the checkpoint must find its variable and every variable its value, so a checkpoint that
+    lacks the model's weights stops the run instead of resuming it from freshly initialised ones.
+    """
     latest = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        try:
+            checkpoint.restore(latest).assert_consumed()
+        except AssertionError as error:
+            reason = str(error).strip().splitlines()[0][:200]
+            raise RunError(f"{latest} does not hold this run's state ({reason}); choose a new --logdir") from None
         logging.info("resumed from %s at step %d", latest, int(step))
 
 
