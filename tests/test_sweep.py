@@ -84,7 +84,7 @@ def test_table_rows_hold_every_figure():
                         "| 12,770 | 1,500 | 3.0 |")
 
 
-def test_commit_label_marks_code_changes_but_not_sweep_tables(tmp_path):
+def test_commit_label_marks_code_changes_but_not_markdown(tmp_path):
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
@@ -96,6 +96,7 @@ def test_commit_label_marks_code_changes_but_not_sweep_tables(tmp_path):
                           text=True, check=True).stdout.strip()
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "filter_size-mnist.md").write_text("# a table\n")
+    (tmp_path / "NOTES.md").write_text("# notes\n")
     assert sweeps.git_commit(tmp_path) == head
     (tmp_path / "model.py").write_text("x = 2\n")
     assert sweeps.git_commit(tmp_path) == f"{head} +uncommitted changes"

@@ -286,15 +286,15 @@ def machine_record(repo_dir=REPO_DIR):
 def git_commit(repo_dir):
     """``git rev-parse --short HEAD``, marked "+uncommitted changes" when ``git status --porcelain`` lists any.
 
-    The sweep tables in ``sweeps/`` do not count: they are this command's output, and one sweep's new table
-    would otherwise mark every sweep run after it.
+    Markdown files do not count: they cannot change a result, and the sweep tables in ``sweeps/`` are this
+    command's own output (one sweep's new table would otherwise mark every sweep run after it).
     """
     def git(*args):
         return subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         head = git("rev-parse", "--short", "HEAD")
-        changes = git("status", "--porcelain", "--", ".", ":(exclude)sweeps")
+        changes = git("status", "--porcelain", "--", ".", ":(exclude,glob)**/*.md")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"{head} +uncommitted changes" if changes else head
