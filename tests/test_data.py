@@ -202,11 +202,11 @@ def test_augment_gives_each_image_its_own_crop_window_and_flip():
     out, _ = data_lib.make_preprocess(augment=True)(batch, np.zeros(256, np.int32))
     out = np.rint(out.numpy()[..., 0] * 255)
     padded = np.pad(image.astype(np.float64), 4, mode="reflect")  # NumPy's "reflect" is TF's REFLECT
-    windows = [padded[r:r + 8, c:c + 8] for r in range(9) for c in range(9)]
-    windows += [np.fliplr(window) for window in windows]
+    unflipped = [padded[r:r + 8, c:c + 8] for r in range(9) for c in range(9)]
+    windows = unflipped + [np.fliplr(window) for window in unflipped]
     for crop in out:
         assert any(np.array_equal(crop, window) for window in windows)
     assert len({crop.tobytes() for crop in out}) > 40
     # Some crops match no unflipped window (so they were flipped), and some match one.
-    matches_unflipped = sum(any(np.array_equal(crop, window) for window in windows[:81]) for crop in out)
+    matches_unflipped = sum(any(np.array_equal(crop, window) for window in unflipped) for crop in out)
     assert 0 < matches_unflipped < 256

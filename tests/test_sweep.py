@@ -86,14 +86,13 @@ def test_table_rows_hold_every_figure():
 
 def test_commit_label_marks_code_changes_but_not_markdown(tmp_path):
     def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
 
     git("init", "-q")
     (tmp_path / "model.py").write_text("x = 1\n")
     git("add", "model.py")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True,
-                          text=True, check=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD")
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "filter_size-mnist.md").write_text("# a table\n")
     (tmp_path / "NOTES.md").write_text("# notes\n")

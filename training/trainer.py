@@ -217,8 +217,8 @@ def build_state(config, dataset, total_steps):
 def restore_latest(checkpoint, logdir, step):
     """Restores the newest checkpoint of the run in ``logdir`` (the chief's, which every worker reads).
 
-    Every value in the checkpoint must find its variable and every variable its value, so a checkpoint that
-    lacks the model's weights stops the run instead of resuming it from freshly initialised ones.
+    Every variable must find its value (else the run would go on from fresh weights) and every saved value its
+    variable (else part of the saved run would be silently dropped); a mismatch is a one-line ``RunError``.
     """
     latest = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
     if latest:
