@@ -34,9 +34,9 @@ def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
 
     @flags.multi_flags_validator([arch_flag, dataset_flag], message="")
     def _arch_fits(values):
-        height, width, channels, num_classes = DATASETS[values[dataset_flag]]
+        info = DATASETS[values[dataset_flag]]
         try:
-            architecture.plan(values[arch_flag], (height, width, channels), num_classes)
+            architecture.plan(values[arch_flag], info.image_shape, info.num_classes)
         except ValueError as error:
             raise flags.ValidationError(f"--{arch_flag} {error}") from None
         return True

@@ -1,14 +1,15 @@
-"""Keras CNNs built from the architecture language.
+"""CNNs built from the architecture language, behind one ``Network`` protocol.
 
-``models.architecture`` imports without Keras (the low-level reference builds on it); the Keras models load
-on first use of ``CNN``, ``build_model``, ``named_weights`` or ``keras_cnn``.
+``models.architecture`` and ``models.network`` import without Keras (the low-level reference builds on them);
+the Keras models load on first use of ``CNN``, ``build_model`` or ``keras_cnn``.
 """
 
 import importlib
 
 from models.architecture import DEFAULT_ARCH, PRESETS, plan, resolve
+from models.network import IMPLEMENTATIONS, PRECISIONS, Network, build_network
 
-_KERAS_NAMES = ("CNN", "build_model", "named_weights")
+_KERAS_NAMES = ("CNN", "build_model")
 
 
 def __getattr__(name):

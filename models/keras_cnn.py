@@ -3,7 +3,6 @@
 import keras
 
 from models import architecture as A
-from models.naming import named_layer_weights
 
 
 def _bn(name, dtype):
@@ -89,6 +88,33 @@ class CNN(keras.Model):
             x = layer(x, training=training)
         return x
 
+    def named_weights(self):
+        """Maps ``"<layer>/<sublayer>/<variable>"`` to each variable, BN moving statistics included.
+
+        These names are the contract with ``reference/``: the low-level network uses the same keys.
+        """
+        named = {}
+        for layer in self.stack:
+            for variable in layer.weights:
+                # A Keras variable's path is <model>/<layer>/.../<variable>; dropping the model's part keeps the
+                # name the same whatever the model is called.
+                parts = variable.path.split("/")
+                named["/".join(parts[parts.index(layer.name):])] = variable
+        return named
+
+    def checkpoint_state(self):
+        """What ``tf.train.Checkpoint`` should hold: every weight and each dropout layer's RNG state.
+
+        Keras 3 hides layers kept in a Python list (``self.stack``) from ``tf.train.Checkpoint``, so they are
+        listed here by their stable names. The dropout seed state is kept so that a resumed run draws the masks
+        the uninterrupted run would have drawn.
+        """
+        state = dict(self.named_weights())
+        for layer in self.stack:
+            if getattr(layer, "seed_generator", None) is not None:
+                state[f"{layer.name}/seed_generator_state"] = layer.seed_generator.state
+        return state
+
     def get_config(self):
         return {"arch": self.arch, "input_shape": self.image_shape, "num_classes": self.num_classes,
                 "dtype": self.dtype_policy.name, "name": self.name}
@@ -109,25 +135,3 @@ def build_model(arch, input_shape, num_classes, dtype=None, name="cnn"):
     # optimizers and strategies see every variable before the first train step.
     model(keras.ops.zeros((1, *model.image_shape), dtype=model.compute_dtype), training=False)
     return model
-
-
-def named_weights(model):
-    """Maps ``"<layer>/<sublayer>/<variable>"`` to each variable of a ``CNN``, BN moving statistics included.
-
-    These names are the contract with ``reference/``: the low-level network uses the same keys.
-    """
-    return named_layer_weights(model.stack)
-
-
-def checkpoint_state(model):
-    """What ``tf.train.Checkpoint`` should hold of a ``CNN``: every weight and each dropout layer's RNG state.
-
-    Keras 3 hides layers kept in a Python list (``model.stack``) from ``tf.train.Checkpoint``, so they are
-    listed here by their stable names. The dropout seed state is kept so that a resumed run draws the masks
-    the uninterrupted run would have drawn.
-    """
-    state = dict(named_weights(model))
-    for layer in model.stack:
-        if getattr(layer, "seed_generator", None) is not None:
-            state[f"{layer.name}/seed_generator_state"] = layer.seed_generator.state
-    return state

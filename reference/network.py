@@ -10,7 +10,6 @@ import math
 import tensorflow as tf
 
 from models import architecture as A
-from models.naming import named_layer_weights
 
 
 class ReferenceCNN(tf.Module):
@@ -27,7 +26,7 @@ class ReferenceCNN(tf.Module):
         self.bn_dtype = tf.float64 if self.compute_dtype == tf.float64 else tf.float32
         self._seed = seed
         self._kernels_drawn = 0  # each kernel gets its own stateless seed (seed, k)
-        self._weights = {}  # name -> tf.Variable, in plan order (the order of models.named_weights)
+        self._weights = {}  # name -> tf.Variable, in plan order (the order of the Keras CNN's named_weights)
         for layer in self.plan:
             self._create_layer(layer)
         self._dropout_rng = tf.random.Generator.from_seed(seed)
@@ -37,6 +36,14 @@ class ReferenceCNN(tf.Module):
     def named_weights(self):
         """Maps each Keras-style name to its ``tf.Variable``, BN moving statistics included, in plan order."""
         return dict(self._weights)
+
+    def checkpoint_state(self):
+        """What ``tf.train.Checkpoint`` holds: the module itself (its variables and dropout generator)."""
+        return self
+
+    def count_params(self):
+        """Number of weights, batch-norm moving statistics included (as Keras' ``count_params``)."""
+        return sum(math.prod(v.shape) for v in self._weights.values())
 
     # tf.Module sorts attributes when it collects variables; these keep the plan order of the Keras model.
     @property
@@ -200,24 +207,13 @@ def build_reference(arch, input_shape, num_classes, seed=0, dtype=tf.float32, co
     return ReferenceCNN(arch, input_shape, num_classes, seed=seed, dtype=dtype, compute_dtype=compute_dtype)
 
 
-def _named(model):
-    """Name -> variable for a ``ReferenceCNN`` or a Keras CNN from ``models.build_model``.
-
-    The Keras side is read by duck typing (``models.naming``, the rule ``models.keras_cnn.named_weights``
-    uses), so this module never imports Keras.
-    """
-    if hasattr(model, "named_weights"):
-        return model.named_weights()
-    return named_layer_weights(model.stack)
-
-
 def copy_weights(src, dst):
     """Copies every weight, BN moving statistics included, from ``src`` to ``dst`` (Keras or reference).
 
     Names, order and shapes must match exactly; values are cast to the destination's variable dtype. Raises
     ``ValueError`` naming the first variable that is missing on either side or differs in shape.
     """
-    src_named, dst_named = _named(src), _named(dst)
+    src_named, dst_named = src.named_weights(), dst.named_weights()
     for name, variable in src_named.items():
         if name not in dst_named:
             raise ValueError(f"copy_weights: layer '{name}' exists in the source but not in the destination")

@@ -7,8 +7,8 @@ MultiWorkerMirroredStrategy must be created at start-up, so the tests run these 
 
 ``spec.json`` holds ``num_cpu_devices``, the tiny data cut (``train_size``, ``test_size``), ``out`` (where the
 summary JSON goes) and ``runs``: a list of ``{"name", "config": {TrainConfig fields}, "weights": path.npz}``
-trained one after another in this process. Each run saves every weight (``models.named_weights`` for Keras,
-``named_weights()`` for the reference network) to its .npz; the summary maps each run name to its results,
+trained one after another in this process. Each run saves every weight (``named_weights()``, the same for both
+implementations) to its .npz; the summary maps each run name to its results,
 its log lines, and, for replicated variables, the largest difference between replica copies.
 """
 
@@ -49,13 +49,6 @@ def tiny_mnist(train_size, test_size):
                             full.y_test[:test_size], source=f"{full.source}, first {train_size}/{test_size}")
 
 
-def named_weights(model):
-    if hasattr(model, "named_weights"):  # the reference network
-        return model.named_weights()
-    import models
-    return models.named_weights(model)
-
-
 def replica_spread(variables):
     """Largest |difference| between any replica's copy of a variable and the first copy (0 when unreplicated)."""
     spread = 0.0
@@ -78,7 +71,7 @@ def run_one(run, dataset):
         result = trainer.train(config, dataset=dataset)
     finally:
         py_logging.getLogger("absl").removeHandler(records)
-    variables = named_weights(result.model)
+    variables = result.model.named_weights()
     np.savez(run["weights"], **{name: np.asarray(v.numpy()) for name, v in variables.items()})
     return dict(results=result.results, log=records.lines, replica_spread=replica_spread(variables),
                 dtypes=sorted({str(np.asarray(v.numpy()).dtype) for v in variables.values()}))

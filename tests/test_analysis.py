@@ -44,7 +44,7 @@ ARCHS = [
 def _params_by_layer(model):
     """Sum of the sizes of each top-level layer's variables, keyed by the layer name of the plan."""
     sizes = collections.Counter()
-    for name, variable in models.named_weights(model).items():
+    for name, variable in model.named_weights().items():
         sizes[name.split("/")[0]] += int(np.prod(variable.shape))
     return sizes
 

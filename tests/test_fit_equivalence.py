@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import models
-from training import trainer
 from training.trainer import train
 
 # The spec's tolerance. Both loops run the same kernels on the same batches and here agree bit for bit; 1e-4
@@ -36,8 +35,8 @@ def test_fit_matches_the_custom_loop(tmp_path, tiny_config, tiny_mnist, override
     assert custom.results["train_steps"] == fit.results["train_steps"] == 20
     assert fit.results["loop"] == "fit"
 
-    custom_weights = {n: v.numpy() for n, v in models.named_weights(custom.model).items()}
-    fit_weights = {n: v.numpy() for n, v in models.named_weights(fit.model).items()}
+    custom_weights = {n: v.numpy() for n, v in custom.model.named_weights().items()}
+    fit_weights = {n: v.numpy() for n, v in fit.model.named_weights().items()}
     assert list(custom_weights) == list(fit_weights)
     for name, value in custom_weights.items():
         np.testing.assert_allclose(fit_weights[name], value, atol=WEIGHT_ATOL, rtol=0, err_msg=name)
@@ -46,6 +45,6 @@ def test_fit_matches_the_custom_loop(tmp_path, tiny_config, tiny_mnist, override
     # The initial weights train() started from (same seed, same construction), to show the 20 steps moved
     # the weights far beyond the tolerance.
     keras.utils.set_random_seed(0)
-    initial = trainer.build_network("keras", custom.model.arch, tiny_mnist.image_shape, tiny_mnist.num_classes)
-    moved = max(np.abs(custom_weights[n] - v.numpy()).max() for n, v in models.named_weights(initial).items())
+    initial = models.build_network("keras", custom.model.arch, tiny_mnist.image_shape, tiny_mnist.num_classes)
+    moved = max(np.abs(custom_weights[n] - v.numpy()).max() for n, v in initial.named_weights().items())
     assert moved > 100 * WEIGHT_ATOL

@@ -48,7 +48,7 @@ def test_whole_image_valid_convolution_is_a_dense_layer(rng):
     shape = (28, 28, 2)
     conv_net = models.build_model("c6k28v", shape, NUM_CLASSES, dtype="float32")
     mlp = models.build_model("d6", shape, NUM_CLASSES, dtype="float32")
-    conv_weights, mlp_weights = models.named_weights(conv_net), models.named_weights(mlp)
+    conv_weights, mlp_weights = conv_net.named_weights(), mlp.named_weights()
     _seed_weights(conv_weights, rng)
 
     # The conv kernel is HWIO (28, 28, 2, 6); the flatten of an NHWC image is row-major over (H, W, C), so the
@@ -78,7 +78,7 @@ def test_whole_image_valid_convolution_is_a_dense_layer(rng):
 def test_one_by_one_convolution_is_a_dense_layer_at_every_pixel(rng):
     shape, filters = (7, 5, 3), 5
     model = models.build_model(f"c{filters}k1", shape, NUM_CLASSES, dtype="float32")
-    weights = models.named_weights(model)
+    weights = model.named_weights()
     _seed_weights(weights, rng)
     kernel = weights["conv1/conv/kernel"].numpy()
     bias = weights["conv1/conv/bias"].numpy()

@@ -54,7 +54,7 @@ def test_parameter_counts(arch, total, trainable):
 
 def test_named_weights_follow_the_plan():
     model = models.build_model("c8k3b-r8-r16-gap", MNIST_SHAPE, 10)
-    shapes = {name: tuple(v.shape) for name, v in models.named_weights(model).items()}
+    shapes = {name: tuple(v.shape) for name, v in model.named_weights().items()}
     bn = ("gamma", "beta", "moving_mean", "moving_variance")
     assert shapes == {
         "conv1/conv/kernel": (3, 3, 1, 8), **{f"conv1/bn/{v}": (8,) for v in bn},
@@ -78,8 +78,8 @@ def test_config_round_trip_builds_the_same_network():
     clone = CNN.from_config(config)
     clone(np.zeros((1, 8, 8, 3), np.float32))  # builds the variables
     assert clone.get_config() == config
-    assert ({name: tuple(v.shape) for name, v in models.named_weights(clone).items()}
-            == {name: tuple(v.shape) for name, v in models.named_weights(model).items()})
+    assert ({name: tuple(v.shape) for name, v in clone.named_weights().items()}
+            == {name: tuple(v.shape) for name, v in model.named_weights().items()})
     assert clone.count_params() == model.count_params()
 
 
@@ -92,7 +92,7 @@ def test_output_is_logits_of_batch_by_classes():
     logits = np.asarray(model(images, training=False))
     assert logits.shape == (7, 4)
 
-    w = {name: v.numpy().astype(np.float64) for name, v in models.named_weights(model).items()}
+    w = {name: v.numpy().astype(np.float64) for name, v in model.named_weights().items()}
     x = images.reshape(7, -1).astype(np.float64)
     x = np.maximum(x @ w["dense1/kernel"] + w["dense1/bias"], 0)
     x = np.maximum(x @ w["dense2/kernel"] + w["dense2/bias"], 0)

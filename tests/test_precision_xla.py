@@ -41,13 +41,6 @@ def config_for(tmp_path, **overrides):
     return TrainConfig(**{**fields, **overrides})
 
 
-def named_weights(model):
-    if hasattr(model, "named_weights"):
-        return model.named_weights()
-    import models
-    return models.named_weights(model)
-
-
 @pytest.mark.parametrize("precision, compute_dtype", [("mixed_float16", tf.float16), ("mixed_bfloat16", tf.bfloat16)])
 @pytest.mark.parametrize("impl", IMPLS)
 def test_mixed_precision_trains_with_float32_variables(tmp_path, tiny_mnist, impl, precision, compute_dtype):
@@ -72,7 +65,7 @@ def test_mixed_precision_trains_with_float32_variables(tmp_path, tiny_mnist, imp
     else:
         assert "loss_scale" not in train_scalars
 
-    variables = named_weights(result.model)
+    variables = result.model.named_weights()
     assert {name: v.dtype for name, v in variables.items()} == {name: tf.float32 for name in variables}
     assert all(v.dtype == tf.float32 for v in result.model.trainable_variables)
     images = tf.cast(tiny_mnist.x_test[:2], tf.float32) / 255.0

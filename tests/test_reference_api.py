@@ -30,7 +30,7 @@ def test_parameter_count_and_names_match_keras(arch, input_shape):
     keras_model = models.build_model(arch, input_shape, 10)
     ref = reference.build_reference(arch, input_shape, 10)
     assert sum(int(np.prod(v.shape)) for v in ref.variables) == keras_model.count_params()
-    keras_named = models.named_weights(keras_model)
+    keras_named = keras_model.named_weights()
     assert list(ref.named_weights()) == list(keras_named)  # same keys, same (plan) order
     for name, variable in ref.named_weights().items():
         assert variable.name == f"{name}:0"
@@ -66,7 +66,7 @@ def test_bad_architecture_raises_the_same_error_as_keras(arch, input_shape, toke
 def test_initialisation_follows_keras():
     ref = reference.build_reference("c16k5b-r16-gap-d32", (12, 12, 3), 10, seed=0)
     keras_model = models.build_model("c16k5b-r16-gap-d32", (12, 12, 3), 10)
-    keras_named = models.named_weights(keras_model)
+    keras_named = keras_model.named_weights()
     for name, variable in ref.named_weights().items():
         value = variable.numpy()
         if name.endswith("kernel"):

@@ -95,7 +95,7 @@ def _loss(logits, labels):
 
 
 def _named_numpy(model):
-    named = model.named_weights() if isinstance(model, reference.ReferenceCNN) else models.named_weights(model)
+    named = model.named_weights()
     return {name: variable.numpy() for name, variable in named.items()}
 
 
@@ -130,7 +130,7 @@ def test_gradients_match_keras(arch, input_shape, dtype, training):
     keras_model, ref = _pair(_without_dropout(arch), input_shape, dtype)
     images, labels = _batch(input_shape, dtype, seed=2)
     grads = {}
-    for side, named in (("keras", models.named_weights(keras_model)), ("reference", ref.named_weights())):
+    for side, named in (("keras", keras_model.named_weights()), ("reference", ref.named_weights())):
         trainable = {name: v for name, v in named.items() if v.trainable}
         model = keras_model if side == "keras" else ref
         with tf.GradientTape() as tape:
@@ -244,7 +244,7 @@ halves = strategy.experimental_distribute_values_from_function(
 for model in (keras_model, ref):
     strategy.run(tf.function(lambda x: model(x, training=True)), (halves,))
 single(images, training=True)
-for named in (models.named_weights(keras_model), ref.named_weights()):
+for named in (keras_model.named_weights(), ref.named_weights()):
     for name, variable in single.named_weights().items():
         np.testing.assert_allclose(named[name], variable, atol={tol}, rtol={tol}, err_msg=name)
 print("ok")

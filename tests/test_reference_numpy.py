@@ -138,7 +138,7 @@ def test_numpy_forward_matches_both_implementations(arch, input_shape, training)
     images = np.random.default_rng(1).normal(size=(BATCH, *input_shape))
 
     expected, expected_stats = np_forward(ref.plan, weights, images, training)
-    for model, named in ((ref, ref.named_weights()), (keras_model, models.named_weights(keras_model))):
+    for model, named in ((ref, ref.named_weights()), (keras_model, keras_model.named_weights())):
         np.testing.assert_allclose(model(tf.constant(images), training=training), expected,
                                    atol=NUMPY_TOL, rtol=NUMPY_TOL)
         for name, value in expected_stats.items():

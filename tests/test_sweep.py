@@ -21,9 +21,9 @@ MLP_PARAMS_RTOL = 0.02
 @pytest.mark.parametrize("name", list(sweeps.GRIDS))
 def test_every_named_grid_fits_every_dataset(name, dataset):
     grid = sweeps.make_grid(name, dataset)
-    height, width, channels, num_classes = data_lib.DATASETS[dataset]
+    info = data_lib.DATASETS[dataset]
     for label, overrides in grid.points:
-        architecture.plan(overrides["arch"], (height, width, channels), num_classes)  # raises if it does not fit
+        architecture.plan(overrides["arch"], info.image_shape, info.num_classes)  # raises if it does not fit
         assert not set(overrides) & {"seed", "train_steps", "logdir", "dataset"}, label
     assert grid.description.strip() and grid.train_steps > 0
 
@@ -45,7 +45,7 @@ def _params(arch, input_shape):
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_similar_mlps_are_within_two_percent_of_their_cnn(dataset):
     points = dict(sweeps.make_grid("cnn_vs_mlp", dataset).points)
-    input_shape = data_lib.DATASETS[dataset][:3]
+    input_shape = data_lib.DATASETS[dataset].image_shape
     for label, overrides in points.items():
         if label.startswith("mlp"):
             cnn = points[label.split("_like_")[1]]["arch"]

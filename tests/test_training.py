@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import models
 from training import trainer
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
@@ -33,7 +32,7 @@ FIRST_CHECKPOINT_TIMEOUT_SECONDS = 120
 
 
 def _numpy_weights(model):
-    return {name: variable.numpy() for name, variable in models.named_weights(model).items()}
+    return {name: variable.numpy() for name, variable in model.named_weights().items()}
 
 
 def _checkpoint_numbers(logdir):

@@ -122,8 +122,8 @@ def test_inspect_writes_each_picture_with_the_size_of_its_grid(tiny_run):
 def test_inspect_restores_the_trained_weights(tiny_run):
     restored = inspect_lib.restore_run(str(tiny_run["logdir"]))
     assert restored.step == 20
-    trained = models.named_weights(tiny_run["model"])
-    for name, variable in models.named_weights(restored.model).items():
+    trained = tiny_run["model"].named_weights()
+    for name, variable in restored.model.named_weights().items():
         np.testing.assert_array_equal(variable.numpy(), trained[name].numpy(), err_msg=name)
 
 

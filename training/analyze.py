@@ -25,9 +25,9 @@ def main(argv):
     from models import analysis
     from training import data
 
-    height, width, channels, num_classes = data.DATASETS[FLAGS.dataset]
+    info = data.DATASETS[FLAGS.dataset]
     try:
-        text = analysis.report(FLAGS.arch, (height, width, channels), num_classes, compare_mlp=FLAGS.compare_mlp,
+        text = analysis.report(FLAGS.arch, info.image_shape, info.num_classes, compare_mlp=FLAGS.compare_mlp,
                                mlp_depth=FLAGS.mlp_depth)
     except ValueError as error:
         cli.fail("analyze", f"{error}; --nocompare_mlp prints the table of --arch alone")

@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from flags import benchmark_flags, cli  # noqa: E402
+from models.network import build_network  # noqa: E402
 from training import data as data_lib  # noqa: E402
 from training import loop as loop_lib  # noqa: E402
 from training import trainer  # noqa: E402
@@ -55,7 +56,7 @@ class Runner:
 
 def custom_runner(config, dataset, impl, jit_compile):
     with tf.distribute.get_strategy().scope():
-        model = trainer.build_network(impl, config.arch, dataset.image_shape, dataset.num_classes, config.seed)
+        model = build_network(impl, config.arch, dataset.image_shape, dataset.num_classes, config.seed)
         optimizer = trainer.make_optimizer(config, 10**6, model.trainable_variables)
         metrics = trainer.make_metrics("train")
     iterator = iter(trainer.make_pipelines(config, dataset, tf.distribute.get_strategy(), 0).train)
@@ -72,7 +73,7 @@ def custom_runner(config, dataset, impl, jit_compile):
 
 
 def fit_runner(config, dataset, jit_compile):
-    model = trainer.build_network("keras", config.arch, dataset.image_shape, dataset.num_classes, config.seed)
+    model = build_network("keras", config.arch, dataset.image_shape, dataset.num_classes, config.seed)
     model.compile(optimizer=trainer.make_optimizer(config, 10**6, model.trainable_variables),
                   loss=classification_loss(dataset.num_classes),
                   metrics=[keras.metrics.SparseCategoricalAccuracy()],

@@ -13,12 +13,40 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-# (height, width, channels, classes) of each dataset the loader knows.
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a report need to know of a dataset before loading it."""
+
+    height: int
+    width: int
+    channels: int
+    num_classes: int
+    class_names: tuple = ()  # one per class, in label order; empty: the label number is the name
+
+    @property
+    def image_shape(self):
+        return (self.height, self.width, self.channels)
+
+
+_CIFAR100_CLASSES = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
+    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
+    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
+    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
+    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
+    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm").split()
+
+# Every dataset the loader knows, with its class names as the datasets' documentation gives them.
 DATASETS = {
-    "mnist": (28, 28, 1, 10),
-    "fashion_mnist": (28, 28, 1, 10),
-    "cifar10": (32, 32, 3, 10),
-    "cifar100": (32, 32, 3, 100),
+    "mnist": DatasetInfo(28, 28, 1, 10, tuple(str(digit) for digit in range(10))),
+    "fashion_mnist": DatasetInfo(28, 28, 1, 10, ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
+                                                 "shirt", "sneaker", "bag", "ankle boot")),
+    "cifar10": DatasetInfo(32, 32, 3, 10, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                           "ship", "truck")),
+    "cifar100": DatasetInfo(32, 32, 3, 100, tuple(_CIFAR100_CLASSES)),
 }
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 BUNDLED_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundled_data",
@@ -45,8 +73,12 @@ class Dataset:
         return self.x_train.shape[1:]
 
     @property
+    def info(self):
+        return DATASETS[self.name]
+
+    @property
     def num_classes(self):
-        return DATASETS[self.name][3]
+        return self.info.num_classes
 
 
 def load(name, data_dir=None, allow_download=True):
@@ -103,7 +135,8 @@ def _from_npz(name, path, source):
 
 def _validated(name, arrays, where, source):
     """Checks shapes, dtypes and label range; returns a ``Dataset`` with NHWC uint8 images, int32 labels."""
-    height, width, channels, num_classes = DATASETS[name]
+    info = DATASETS[name]
+    height, width, channels, num_classes = info.height, info.width, info.channels, info.num_classes
     split = {}
     for part in ("train", "test"):
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]

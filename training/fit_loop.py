@@ -11,6 +11,7 @@ import time
 import keras
 import tensorflow as tf
 
+from models.network import build_network
 from training import data as data_lib
 from training import trainer
 from training.losses import classification_loss
@@ -54,7 +55,7 @@ class _RunDirectoryCallback(keras.callbacks.Callback):
 def train_with_fit(config, dataset, strategy, total_steps, start):
     """Trains a Keras model with ``fit`` in chunks of ``config.log_every`` steps; returns a ``TrainResult``."""
     with strategy.scope():
-        model = trainer.build_network("keras", config.arch, dataset.image_shape, dataset.num_classes, config.seed,
+        model = build_network("keras", config.arch, dataset.image_shape, dataset.num_classes, config.seed,
                                       config.precision)
         optimizer = trainer.make_optimizer(config, total_steps, model.trainable_variables)
         model.compile(optimizer=optimizer,
@@ -62,7 +63,7 @@ def train_with_fit(config, dataset, strategy, total_steps, start):
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                       steps_per_execution=config.steps_per_loop, jit_compile=config.jit_compile)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=trainer.checkpoint_state(model), optimizer=optimizer, step=step)
+    checkpoint = tf.train.Checkpoint(model=model.checkpoint_state(), optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.logdir, "checkpoints"), max_to_keep=3)
     trainer.restore_latest(checkpoint, config.logdir, step)
     train_preprocess, eval_preprocess = trainer.make_preprocessors(config, dataset)

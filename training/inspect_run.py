@@ -29,6 +29,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from flags import cli, inspect_flags  # noqa: E402
 from models import architecture  # noqa: E402
+from models.network import build_network  # noqa: E402
 from training import data as data_lib  # noqa: E402
 from training import trainer, visuals  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -86,7 +87,7 @@ def restore_run(run_dir):
     reader = tf.train.load_checkpoint(latest)
     try:
         # The optimizer and step are not needed: expect_partial; every model weight must be found, though.
-        status = tf.train.Checkpoint(model=trainer.checkpoint_state(model)).restore(latest).expect_partial()
+        status = tf.train.Checkpoint(model=model.checkpoint_state()).restore(latest).expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         first_line = str(error).strip().splitlines()[0]
@@ -99,8 +100,8 @@ def restore_run(run_dir):
 
 def _build(config, impl):
     """The run's network as ``impl`` ("keras" or "reference") builds it, with freshly initialised weights."""
-    height, width, channels, num_classes = data_lib.DATASETS[config.dataset]
-    return trainer.build_network(impl, config.arch, (height, width, channels), num_classes, config.seed,
+    info = data_lib.DATASETS[config.dataset]
+    return build_network(impl, config.arch, info.image_shape, info.num_classes, config.seed,
                                  config.precision)
 
 

@@ -164,8 +164,8 @@ GRIDS = {
 def make_grid(name, dataset_name):
     """The named grid for ``dataset_name`` (a key of ``data.DATASETS``); its description is its docstring."""
     make_points, train_steps = GRIDS[name]
-    height, width, channels, num_classes = data_lib.DATASETS[dataset_name]
-    points = tuple(make_points((height, width, channels), num_classes))
+    info = data_lib.DATASETS[dataset_name]
+    points = tuple(make_points(info.image_shape, info.num_classes))
     return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from models.network import build_network
 from training import data as data_lib
 from training import distribute
 from training import loop as loop_lib
@@ -23,8 +24,6 @@ from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
 from training.profiling import StepProfiler
 
-IMPLS = ("keras", "reference")
-PRECISIONS = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}  # -> compute dtype
 # A run resumed from a checkpoint must agree with it on these; budgets and intervals may change.
 _RESUME_MUST_MATCH = ("dataset", "arch", "impl", "loop", "optimizer", "batch_size", "standardize", "precision")
 
@@ -50,15 +49,7 @@ class TrainState:
     eval_metrics: tuple
 
     def checkpoint(self):
-        return tf.train.Checkpoint(model=checkpoint_state(self.model), optimizer=self.optimizer, step=self.step)
-
-
-def checkpoint_state(model):
-    """The trackable state of ``model``: the reference ``tf.Module`` itself, or the Keras CNN's listed state."""
-    if isinstance(model, keras.Model):
-        from models import keras_cnn
-        return keras_cnn.checkpoint_state(model)
-    return model
+        return tf.train.Checkpoint(model=self.model.checkpoint_state(), optimizer=self.optimizer, step=self.step)
 
 
 def train(config, dataset=None, strategy=None, flagfile=None):
@@ -149,7 +140,7 @@ def run_results(config, dataset, strategy, model, train_steps, start, test_loss,
     """What results.json records of a finished run."""
     return dict(
         test_accuracy=float(test_accuracy), test_loss=float(test_loss), train_steps=train_steps,
-        wall_seconds=round(time.time() - start, 2), params=count_params(model), dataset=config.dataset,
+        wall_seconds=round(time.time() - start, 2), params=int(model.count_params()), dataset=config.dataset,
         arch=config.arch, impl=config.impl, loop=config.loop, batch_size=config.batch_size, seed=config.seed,
         images_per_second=round(images_per_second, 1), data_source=dataset.source, precision=config.precision,
         strategy=type(strategy).__name__, num_replicas=strategy.num_replicas_in_sync)
@@ -191,21 +182,6 @@ def check_batch_sizes(config, num_replicas):
                            f"of the strategy; use a multiple of {num_replicas}")
 
 
-def build_network(impl, arch, image_shape, num_classes, seed=0, precision="float32"):
-    """The Keras CNN or the low-level reference network for ``arch``; both return logits from ``__call__``.
-
-    Variables are float32; ``precision`` names the compute dtype as a Keras policy does.
-    """
-    if impl == "keras":
-        from models import build_model
-        return build_model(arch, image_shape, num_classes, dtype=precision)
-    if impl == "reference":
-        import reference
-        return reference.build_reference(arch, image_shape, num_classes, seed=seed,
-                                         compute_dtype=tf.as_dtype(PRECISIONS[precision]))
-    raise ValueError(f"unknown implementation '{impl}'; choose one of {', '.join(IMPLS)}")
-
-
 def build_state(config, dataset, total_steps):
     """Model, optimizer and metrics (the step counter is set by the caller); call inside ``strategy.scope()``."""
     model = build_network(config.impl, config.arch, dataset.image_shape, dataset.num_classes, config.seed,
@@ -228,13 +204,6 @@ def restore_latest(checkpoint, logdir, step):
             reason = str(error).strip().splitlines()[0][:200]
             raise RunError(f"{latest} does not hold this run's state ({reason}); choose a new --logdir") from None
         logging.info("resumed from %s at step %d", latest, int(step))
-
-
-def count_params(model):
-    """Number of weights, batch-norm moving statistics included (as Keras' ``count_params``)."""
-    if hasattr(model, "count_params"):
-        return int(model.count_params())
-    return int(sum(np.prod(v.shape) for v in model.named_weights().values()))
 
 
 def check_logdir(config):
