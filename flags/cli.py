@@ -3,14 +3,14 @@
 import os
 import sys
 
-from absl import flags
+from absl import flags as absl_flags
 
 
 def parse_or_exit(argv):
     """absl's flag parser for ``app.run``; a bad flag prints ``<program>: error: <why>`` and exits with 2."""
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
+        return absl_flags.FLAGS(argv)
+    except absl_flags.Error as error:
         print(f"{os.path.basename(argv[0])}: error: {error}", file=sys.stderr)
         sys.exit(2)
 
@@ -23,7 +23,7 @@ def fail(program, message, status=1):
 
 def check(name, predicate, message):
     """Registers a parse-time check of flag ``name``; a failure reads ``--<name> <message>``."""
-    flags.register_validator(name, predicate, message=f"--{name} {message}")
+    absl_flags.register_validator(name, predicate, message=f"--{name} {message}")
 
 
 def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
@@ -32,11 +32,11 @@ def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
     from models import architecture
     from training.data import DATASETS
 
-    @flags.multi_flags_validator([arch_flag, dataset_flag], message="")
+    @absl_flags.multi_flags_validator([arch_flag, dataset_flag], message="")
     def _arch_fits(values):
         info = DATASETS[values[dataset_flag]]
         try:
             architecture.plan(values[arch_flag], info.image_shape, info.num_classes)
         except ValueError as error:
-            raise flags.ValidationError(f"--{arch_flag} {error}") from None
+            raise absl_flags.ValidationError(f"--{arch_flag} {error}") from None
         return True

@@ -1,25 +1,25 @@
-"""Flags of ``python -m training.inspect_run``: definitions and parse-time validation."""
+"""Flags of ``python -m experiments.inspect_run``: definitions and parse-time validation."""
 
 import os
 
-from absl import flags
+from absl import flags as absl_flags
 
 
 def define_flags():
-    """Defines the inspection flags on ``flags.FLAGS`` (once per process)."""
-    flags.DEFINE_string("run_dir", None, "Run directory of a finished or running training run (holding "
+    """Defines the inspection flags on ``absl_flags.FLAGS`` (once per process)."""
+    absl_flags.DEFINE_string("run_dir", None, "Run directory of a finished or running training run (holding "
                         "config.json and checkpoints/); the pictures go to <run_dir>/inspect/.")
-    flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz; empty: the run's own --data_dir, then the "
+    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz; empty: the run's own --data_dir, then the "
                         "Keras cache, then the bundled MNIST subset. Never downloads.")
-    flags.DEFINE_list("layers", [], "Conv or residual blocks to draw feature maps and top-k images of, e.g. "
+    absl_flags.DEFINE_list("layers", [], "Conv or residual blocks to draw feature maps and top-k images of, e.g. "
                       "conv1,conv2; empty: every conv and residual block of the model.")
-    flags.DEFINE_integer("num_images", 8, "Test images (the first ones) whose feature maps are drawn, one row each.")
-    flags.DEFINE_integer("top_k", 9, "Images per filter in the top-k pictures.")
-    flags.DEFINE_integer("max_images", 2000, "Test images (the first ones) searched for each filter's top k.")
-    flags.DEFINE_integer("max_filters", 32, "Filters drawn per layer in feature-map and top-k pictures (the first "
+    absl_flags.DEFINE_integer("num_images", 8, "Test images (the first ones) whose feature maps are drawn, one row each.")
+    absl_flags.DEFINE_integer("top_k", 9, "Images per filter in the top-k pictures.")
+    absl_flags.DEFINE_integer("max_images", 2000, "Test images (the first ones) searched for each filter's top k.")
+    absl_flags.DEFINE_integer("max_filters", 32, "Filters drawn per layer in feature-map and top-k pictures (the first "
                          "ones); the log says when a layer has more.")
-    flags.mark_flag_as_required("run_dir")
+    absl_flags.mark_flag_as_required("run_dir")
     for name in ("num_images", "top_k", "max_images", "max_filters"):
-        flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
-    flags.register_validator("data_dir", lambda v: not v or os.path.isdir(v),
+        absl_flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
+    absl_flags.register_validator("data_dir", lambda v: not v or os.path.isdir(v),
                              message="--data_dir must be an existing directory")

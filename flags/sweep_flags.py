@@ -1,27 +1,28 @@
-"""Flags of ``python -m training.sweep``: definitions and parse-time validation."""
+"""Flags of ``python -m experiments.sweep``: definitions and parse-time validation."""
 
 import os
 
-from absl import flags
+from absl import flags as absl_flags
 
 from flags import cli
-from training import data, sweeps
+from experiments import grids
+from training import data
 
 
 def define_flags():
-    """Defines the sweep flags on ``flags.FLAGS`` (once per process)."""
-    flags.DEFINE_enum("grid", None, list(sweeps.GRIDS), "Named grid of points to train (training/sweeps.py).")
-    flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Dataset to train and test on.")
-    flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); "
+    """Defines the sweep flags on ``absl_flags.FLAGS`` (once per process)."""
+    absl_flags.DEFINE_enum("grid", None, list(grids.GRIDS), "Named grid of points to train (experiments/grids.py).")
+    absl_flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Dataset to train and test on.")
+    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); "
                         "empty: tf.keras.datasets, then the MNIST subset bundled in bundled_data/.")
-    flags.DEFINE_integer("seeds", 3, "Runs per point, with seeds 0, 1, ..., seeds-1.")
-    flags.DEFINE_integer("train_steps", 0, "Optimizer steps per run; 0: the grid's own budget "
-                         f"({sweeps.DEFAULT_TRAIN_STEPS} steps of {sweeps.DEFAULT_BATCH_SIZE} images for every "
+    absl_flags.DEFINE_integer("seeds", 3, "Runs per point, with seeds 0, 1, ..., seeds-1.")
+    absl_flags.DEFINE_integer("train_steps", 0, "Optimizer steps per run; 0: the grid's own budget "
+                         f"({grids.DEFAULT_TRAIN_STEPS} steps of {grids.DEFAULT_BATCH_SIZE} images for every "
                          "grid now).")
-    flags.DEFINE_string("out", "", "Markdown file to write; default sweeps/<grid>-<dataset>.md.")
-    flags.DEFINE_string("logdir", os.path.join("runs", "sweeps"), "Root of the run directories: each run lives in "
+    absl_flags.DEFINE_string("out", "", "Markdown file to write; default sweeps/<grid>-<dataset>.md.")
+    absl_flags.DEFINE_string("logdir", os.path.join("runs", "sweeps"), "Root of the run directories: each run lives in "
                         "<logdir>/<grid>/<dataset>/<point>-seed<k>, and a finished one is reused, not retrained.")
-    flags.mark_flag_as_required("grid")
+    absl_flags.mark_flag_as_required("grid")
     _register_validators()
 
 

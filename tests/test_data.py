@@ -1,6 +1,8 @@
-"""Dataset loading (files, the bundled MNIST fallback, errors naming the file) and the tf.data pipelines."""
+"""Dataset loading (files, the bundled MNIST fallback, errors naming the file, CIFAR-100 superclasses), the
+validation split, and the tf.data pipelines with their augmentation options."""
 
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -15,10 +17,10 @@ PIXEL_ATOL = 1e-6
 def _mnist_arrays(num_train=4, num_test=2):
     """A minimal valid MNIST-style set: (n, 28, 28) uint8 images and (n,) uint8 labels, as Keras stores it."""
     rng = np.random.default_rng(0)
-    return dict(x_train=rng.integers(0, 256, (num_train, 28, 28), dtype=np.uint8),
-                y_train=np.arange(num_train, dtype=np.uint8) % 10,
-                x_test=rng.integers(0, 256, (num_test, 28, 28), dtype=np.uint8),
-                y_test=np.arange(num_test, dtype=np.uint8)[::-1] % 10)
+    return {"x_train": rng.integers(0, 256, (num_train, 28, 28), dtype=np.uint8),
+            "y_train": np.arange(num_train, dtype=np.uint8) % 10,
+            "x_test": rng.integers(0, 256, (num_test, 28, 28), dtype=np.uint8),
+            "y_test": np.arange(num_test, dtype=np.uint8)[::-1] % 10}
 
 
 def test_load_reads_the_npz_in_data_dir_and_adds_a_channel_axis(tmp_path):
@@ -155,7 +157,8 @@ def test_train_order_depends_only_on_the_seed():
     first = _train_batches(seed=3, num_batches=3 * BATCHES_PER_EPOCH)
     assert _train_batches(seed=3, num_batches=3 * BATCHES_PER_EPOCH) == first
     assert _train_batches(seed=4, num_batches=3 * BATCHES_PER_EPOCH) != first
-    epochs = [sum(first[e * BATCHES_PER_EPOCH:(e + 1) * BATCHES_PER_EPOCH], []) for e in range(3)]
+    epochs = [[label for batch in first[e * BATCHES_PER_EPOCH:(e + 1) * BATCHES_PER_EPOCH] for label in batch]
+              for e in range(3)]
     for epoch in epochs:
         assert sorted(epoch) == list(range(NUM_EXAMPLES))  # each epoch sees every example once
     assert epochs[0] != epochs[1] != epochs[2]  # and in a new order
@@ -193,20 +196,281 @@ def test_standardize_uses_per_channel_training_statistics():
     assert np.asarray(labels).tolist() == [7]
 
 
+
+# Augmentation options, through the training pipeline that supplies the draws. One 8x8 image whose 64 pixels all
+# differ, so an output says which window of the reflect-padded image it is and whether it was flipped.
+IMAGE = np.arange(64, dtype=np.uint8).reshape(8, 8)
+
+
+def _augmented_copies(num_copies=256, **options):
+    """``num_copies`` copies of IMAGE, augmented as one training batch; (n, 8, 8) float64 pixel values."""
+    batch = np.repeat(IMAGE[np.newaxis, :, :, np.newaxis], num_copies, axis=0)
+    preprocess = data_lib.make_preprocess(augment=True, **options)
+    images, _ = next(iter(data_lib.train_pipeline(batch, np.zeros(num_copies, np.int32), num_copies, 0,
+                                                  preprocess)))
+    return np.rint(images.numpy()[..., 0].astype(np.float64) * 255)
+
+
+def _windows(padding):
+    """The unflipped and the flipped crops of IMAGE padded by ``padding`` reflected pixels."""
+    padded = np.pad(IMAGE.astype(np.float64), padding, mode="reflect")  # NumPy's "reflect" is TF's REFLECT
+    span = 2 * padding + 1
+    unflipped = [padded[r:r + 8, c:c + 8] for r in range(span) for c in range(span)]
+    return unflipped, [np.fliplr(window) for window in unflipped]
+
+
+def _matches(crop, windows):
+    return any(np.array_equal(crop, window) for window in windows)
+
+
 def test_augment_gives_each_image_its_own_crop_window_and_flip():
-    # 256 copies of one 8x8 image whose pixels all differ. Each output must be an 8x8 window of the image padded
-    # by 4 reflected pixels, flipped or not; with 81 windows x 2 flips to draw from, a batch that shared one
-    # window would hold at most 2 distinct images, while per-image draws give dozens.
-    image = np.arange(64, dtype=np.uint8).reshape(8, 8)
-    batch = np.repeat(image[np.newaxis, :, :, np.newaxis], 256, axis=0)
-    out, _ = data_lib.make_preprocess(augment=True)(batch, np.zeros(256, np.int32))
-    out = np.rint(out.numpy()[..., 0] * 255)
-    padded = np.pad(image.astype(np.float64), 4, mode="reflect")  # NumPy's "reflect" is TF's REFLECT
-    unflipped = [padded[r:r + 8, c:c + 8] for r in range(9) for c in range(9)]
-    windows = unflipped + [np.fliplr(window) for window in unflipped]
+    # 81 windows x 2 flips to draw from: a batch that shared one window would hold at most 2 distinct images,
+    # while per-image draws give dozens.
+    out = _augmented_copies()
+    unflipped, flipped = _windows(padding=4)
     for crop in out:
-        assert any(np.array_equal(crop, window) for window in windows)
+        assert _matches(crop, unflipped + flipped)
     assert len({crop.tobytes() for crop in out}) > 40
     # Some crops match no unflipped window (so they were flipped), and some match one.
-    matches_unflipped = sum(any(np.array_equal(crop, window) for window in unflipped) for crop in out)
+    matches_unflipped = sum(_matches(crop, unflipped) for crop in out)
     assert 0 < matches_unflipped < 256
+
+
+def test_flip_none_only_translates():
+    out = _augmented_copies(flip="none")
+    unflipped, _ = _windows(padding=4)
+    assert all(_matches(crop, unflipped) for crop in out)
+    assert len({crop.tobytes() for crop in out}) > 40
+
+
+def test_crop_padding_zero_only_flips():
+    out = _augmented_copies(crop_padding=0)
+    is_flipped = [np.array_equal(crop, np.fliplr(IMAGE)) for crop in out]
+    assert all(flipped or np.array_equal(crop, IMAGE) for crop, flipped in zip(out, is_flipped))
+    assert 0 < sum(is_flipped) < 256
+
+
+def test_crop_padding_two_stays_within_two_pixels():
+    out = _augmented_copies(crop_padding=2, flip="none")
+    unflipped, _ = _windows(padding=2)
+    assert all(_matches(crop, unflipped) for crop in out)
+    assert len({crop.tobytes() for crop in out}) == 25  # all 5 x 5 offsets drawn among 256 images
+
+
+def test_alternating_flip_flips_each_example_on_every_other_epoch():
+    # 10 examples in batches of 4, so batches straddle epochs: example i's flip in epoch e must be its own fixed
+    # coin XOR (e odd). Image i is 1x4 with pixels 10 * column + i: increasing unless flipped.
+    num_examples, batch, num_batches = 10, 4, 8  # 32 draws: epochs 0, 1, 2 whole and 2 examples of epoch 3
+    images = (10 * np.arange(4) + np.arange(num_examples)[:, None]).astype(np.uint8).reshape(num_examples, 1, 4, 1)
+    preprocess = data_lib.make_preprocess(augment=True, crop_padding=0, flip="alternating")
+    pipeline = data_lib.train_pipeline(images, np.arange(num_examples, dtype=np.int32), batch, 5, preprocess)
+    flips = {}  # (example, epoch) -> flipped
+    for k, (out, labels) in enumerate(pipeline.take(num_batches)):
+        pixels = np.rint(out.numpy()[:, 0, :, 0] * 255)
+        for j, (row, label) in enumerate(zip(pixels, labels.numpy())):
+            assert sorted(row) == sorted(images[label, 0, :, 0])  # the example's own pixels, maybe reversed
+            flips[label, (k * batch + j) // num_examples] = bool(row[0] > row[-1])
+    assert len(flips) == num_batches * batch
+    for (example, epoch), flipped in flips.items():
+        assert flipped == flips[example, 0] ^ (epoch % 2 == 1), (example, epoch)
+    assert 0 < sum(flips[example, 0] for example in range(num_examples)) < num_examples  # a coin, not a constant
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"flip": "sometimes"}, "make_preprocess: flip must be one of random, alternating, none, got 'sometimes'"),
+    ({"crop_padding": -1}, "make_preprocess: crop_padding must be a whole number of pixels >= 0, got -1"),
+    ({"crop_padding": 2.5}, "make_preprocess: crop_padding must be a whole number of pixels >= 0, got 2.5"),
+], ids=["flip_mode", "negative_padding", "fractional_padding"])
+def test_bad_augment_options_raise_one_line(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        data_lib.make_preprocess(augment=True, **options)
+
+
+def test_padding_that_cannot_reflect_is_refused_when_the_pipeline_is_built():
+    x, y = _indexed_examples()  # 2x2 images: REFLECT needs padding < 2
+    with pytest.raises(ValueError, match=re.escape("crop_padding 4 must be smaller than the 2x2 images")):
+        data_lib.train_pipeline(x, y, BATCH, 0, data_lib.make_preprocess(augment=True))
+
+
+def test_augmenting_without_the_pipelines_draws_is_refused():
+    with pytest.raises(ValueError, match=re.escape("the function needs each example's draws; pass it to "
+                                                   "train_pipeline")):
+        data_lib.make_preprocess(augment=True)(np.zeros((1, 8, 8, 1), np.uint8), np.int32([0]))
+
+
+# Loading checks that run before any array is read.
+def test_an_empty_file_raises_data_error_naming_it(tmp_path):
+    path = tmp_path / "mnist.npz"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a readable .npz file (it is empty: 0 bytes)")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def test_a_single_npy_array_under_the_npz_name_raises_data_error(tmp_path):
+    path = tmp_path / "mnist.npz"
+    with open(path, "wb") as file:
+        np.save(file, _mnist_arrays()["x_train"])
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a readable .npz file (it holds a single .npy "
+                                                  "array; save the arrays x_train, y_train, x_test, y_test "
+                                                  "together with numpy.savez)")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def _npz_declaring(path, arrays, key, shape):
+    """Writes ``arrays`` as an .npz whose member ``key`` has its real data but a header declaring ``shape``."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                if name == key:
+                    np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(
+                        array.dtype), "fortran_order": False, "shape": shape})
+                    member.write(array.tobytes())
+                else:
+                    np.lib.format.write_array(member, array)
+
+
+def test_a_header_declaring_more_bytes_than_stored_is_refused_before_reading(tmp_path):
+    # 10**12 images of 28x28 would be a MemoryError (or a swapped-out machine) if the loader believed the header.
+    path = tmp_path / "mnist.npz"
+    _npz_declaring(path, _mnist_arrays(), "x_train", (10**12, 28, 28))
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: x_train declares shape (1000000000000, 28, 28) of uint8 (784,000,000,000,000 bytes), but the "
+            "archive stores only 3,136 bytes for it")):  # 4 images x 28 x 28 x 1 byte
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def test_an_array_over_the_size_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_lib, "MAX_ARRAY_BYTES", 1000)
+    np.savez(tmp_path / "mnist.npz", **_mnist_arrays())
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'mnist.npz'}: x_train declares shape (4, 28, 28) "
+                                                  "of uint8 (3,136 bytes), more than the 1,000-byte limit")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def test_object_arrays_are_refused(tmp_path):
+    arrays = _mnist_arrays()
+    arrays["y_train"] = np.array([0, 1, 2, "3"], dtype=object)  # np.savez pickles object arrays
+    path = tmp_path / "mnist.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=re.escape(f"{path}: y_train holds Python objects (dtype object), which are "
+                                                  "not loaded")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+# CIFAR-100 superclass labels. A synthetic mapping (fine label mod 20) stands in for the official one.
+FINE_TO_COARSE = np.arange(100, dtype=np.int64) % 20
+
+
+def _cifar100_arrays():
+    rng = np.random.default_rng(1)
+    y_train, y_test = np.array([99, 0, 42, 57], np.int64), np.array([[7], [20], [63]], np.int64)  # test as (n, 1)
+    return {"x_train": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), "y_train": y_train,
+            "x_test": rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8), "y_test": y_test,
+            "y_train_coarse": FINE_TO_COARSE[y_train], "y_test_coarse": FINE_TO_COARSE[y_test[:, 0]],
+            "fine_to_coarse": FINE_TO_COARSE}
+
+
+def test_cifar100_coarse_labels_are_kept_when_present(tmp_path):
+    np.savez(tmp_path / "cifar100.npz", **_cifar100_arrays())
+    dataset = data_lib.load("cifar100", str(tmp_path), allow_download=False)
+    assert dataset.y_train_coarse.tolist() == [19, 0, 2, 17] and dataset.y_test_coarse.tolist() == [7, 0, 3]
+    assert dataset.y_train_coarse.dtype == np.int32 and dataset.y_test_coarse.dtype == np.int32
+    np.testing.assert_array_equal(dataset.fine_to_coarse, FINE_TO_COARSE)
+    assert dataset.info.num_coarse_classes == 20 and len(dataset.info.class_names) == 100
+    assert dataset.info.coarse_class_names[4] == "fruit_and_vegetables"  # superclass of "apple", fine label 0
+
+
+def test_coarse_labels_default_to_none(tmp_path):
+    arrays = {key: value for key, value in _cifar100_arrays().items() if key in data_lib.REQUIRED_KEYS}
+    np.savez(tmp_path / "cifar100.npz", **arrays)
+    dataset = data_lib.load("cifar100", str(tmp_path), allow_download=False)
+    assert dataset.y_train_coarse is None and dataset.y_test_coarse is None and dataset.fine_to_coarse is None
+
+
+def _short_coarse(arrays):
+    arrays["y_train_coarse"] = arrays["y_train_coarse"][:3]
+
+
+def _coarse_twenty(arrays):
+    arrays["y_test_coarse"] = np.array([7, 20, 3])
+
+
+def _coarse_disagrees(arrays):
+    arrays["y_train_coarse"] = np.array([19, 0, 3, 17])
+
+
+def _no_mapping(arrays):
+    del arrays["fine_to_coarse"]
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (_short_coarse, "y_train_coarse has shape (3,), expected (4,) to match y_train"),
+    (_coarse_twenty, "y_test_coarse holds labels in [3, 20], expected [0, 20) for cifar100"),
+    (_coarse_disagrees, "y_train_coarse[2] is 3, but fine_to_coarse maps its fine label 42 to 2"),
+    (_no_mapping, ("holds y_train_coarse, y_test_coarse but not fine_to_coarse; superclass labels need all of "
+                   "y_train_coarse, y_test_coarse, fine_to_coarse")),
+], ids=["length", "range", "mapping", "partial"])
+def test_malformed_coarse_labels_raise_data_error_naming_the_file(tmp_path, corrupt, message):
+    arrays = _cifar100_arrays()
+    corrupt(arrays)
+    path = tmp_path / "cifar100.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
+        data_lib.load("cifar100", str(tmp_path), allow_download=False)
+
+
+# Validation split, on a Dataset whose training label is the example's index (CIFAR-100 has 100 classes).
+def _indexed_cifar100(num_train=40):
+    x = np.repeat(np.arange(num_train, dtype=np.uint8), 32 * 32 * 3).reshape(num_train, 32, 32, 3)
+    y = np.arange(num_train, dtype=np.int32)
+    return data_lib.Dataset("cifar100", x, y, x[:2], y[:2], source="indexed", y_train_coarse=y % 20,
+                            y_test_coarse=y[:2] % 20, fine_to_coarse=np.arange(100, dtype=np.int32) % 20)
+
+
+def test_split_validation_holds_out_a_disjoint_seeded_subset_of_the_training_set():
+    dataset = _indexed_cifar100()
+    rest, (x_val, y_val) = data_lib.split_validation(dataset, 0.25, seed=3)
+    assert len(y_val) == 10 and len(rest.y_train) == 30  # round(0.25 * 40)
+    assert set(y_val.tolist()).isdisjoint(rest.y_train.tolist())
+    assert sorted(y_val.tolist() + rest.y_train.tolist()) == list(range(40))
+    assert rest.y_train.tolist() == sorted(rest.y_train.tolist())  # the rest keeps its order
+    np.testing.assert_array_equal(x_val[:, 0, 0, 0], y_val)  # images stay with their labels
+    np.testing.assert_array_equal(rest.x_train[:, 0, 0, 0], rest.y_train)
+    np.testing.assert_array_equal(rest.y_train_coarse, rest.y_train % 20)
+    assert rest.x_test is dataset.x_test and rest.y_test is dataset.y_test
+    assert y_val.tolist() != list(range(10))  # drawn, not the first ten
+
+
+def test_split_validation_depends_only_on_the_seed():
+    dataset = _indexed_cifar100()
+    first = data_lib.split_validation(dataset, 0.25, seed=3)
+    again = data_lib.split_validation(dataset, 0.25, seed=3)
+    other = data_lib.split_validation(dataset, 0.25, seed=4)
+    np.testing.assert_array_equal(again[0].x_train, first[0].x_train)
+    np.testing.assert_array_equal(again[1][0], first[1][0])
+    np.testing.assert_array_equal(again[1][1], first[1][1])
+    assert other[1][1].tolist() != first[1][1].tolist()
+
+
+@pytest.mark.parametrize("num_train,fraction,num_val", [(40, 0.1, 4), (23, 0.1, 2), (23, 0.3, 7), (5, 0.5, 2)])
+def test_split_validation_sizes_are_rounded(num_train, fraction, num_val):
+    rest, (x_val, y_val) = data_lib.split_validation(_indexed_cifar100(num_train), fraction, seed=0)
+    assert num_val == round(fraction * num_train)  # Python rounds 2.5 to 2
+    assert len(x_val) == len(y_val) == num_val and len(rest.x_train) == num_train - num_val
+
+
+def test_split_validation_of_zero_returns_the_dataset_unchanged():
+    dataset = _indexed_cifar100()
+    rest, (x_val, y_val) = data_lib.split_validation(dataset, 0, seed=3)
+    assert rest is dataset
+    assert x_val.shape == (0, 32, 32, 3) and y_val.shape == (0,)
+
+
+@pytest.mark.parametrize("fraction,message", [
+    (1.0, "split_validation: fraction must be in [0, 1), got 1.0"),
+    (-0.1, "split_validation: fraction must be in [0, 1), got -0.1"),
+    (0.99, "split_validation: fraction 0.99 of 40 examples leaves none to train on"),
+])
+def test_split_validation_refuses_bad_fractions(fraction, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        data_lib.split_validation(_indexed_cifar100(), fraction, seed=0)

@@ -24,9 +24,23 @@ FAILURES = {
     "optimizer": (["--optimizer=foo"], USAGE_ERROR,
                   "train.py: error: flag --optimizer=foo: value should be one of <adam|sgd>"),
     "batch_size": (["--batch_size=0"], USAGE_ERROR,
-                   "train.py: error: flag --batch_size=0: --batch_size must be a positive integer"),
+                   "train.py: error: flag --batch_size=0: --batch_size must be a positive integer, at most 1048576"),
+    "batch_size_huge": (["--batch_size=1000000000000"], USAGE_ERROR,
+                        "train.py: error: flag --batch_size=1000000000000: --batch_size must be a positive integer, "
+                        "at most 1048576"),
+    "epochs_inf": (["--epochs=inf"], USAGE_ERROR,
+                   "train.py: error: flag --epochs=inf: --epochs must be > 0 and at most 1e6"),
+    "seed_too_big": (["--seed=4294967296"], USAGE_ERROR,
+                     "train.py: error: flag --seed=4294967296: --seed must be a non-negative integer, at most "
+                     "4294967295"),
+    "train_steps_huge": (["--train_steps=100000000000000000000"], USAGE_ERROR,
+                         "train.py: error: flag --train_steps=100000000000000000000: --train_steps must be a "
+                         "non-negative integer, at most 2147483647"),
     "learning_rate": (["--learning_rate=0"], USAGE_ERROR,
-                      "train.py: error: flag --learning_rate=0.0: --learning_rate must be > 0"),
+                      "train.py: error: flag --learning_rate=0.0: --learning_rate must be a finite number > 0"),
+    "stop_without_target": (["--stop_at_target"], USAGE_ERROR,
+                            "train.py: error: flags stop_at_target=True, target_accuracy=0.0: --stop_at_target "
+                            "needs a --target_accuracy above 0"),
     "two_budgets": (["--train_steps=5", "--epochs=2"], USAGE_ERROR,
                     "train.py: error: flags train_steps=5, epochs=2.0: give either --train_steps or --epochs, "
                     "not both"),

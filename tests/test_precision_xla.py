@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from training import data as data_lib
 from training import loop as loop_lib
+from training import parts as parts_lib
 from training import trainer
 from training.config import TrainConfig
-from training.losses import classification_loss
 from tests.event_files import read_scalars
 
 IMPLS = ("keras", "reference")
@@ -80,12 +81,11 @@ def first_losses(dataset, impl, jit_compile):
     strategy = tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        state = trainer.build_state(config, dataset, total_steps=XLA_STEPS)
-    pipelines = trainer.make_pipelines(config, dataset, strategy, start_step=0)
-    loss_fn = classification_loss(dataset.num_classes, reduction=None)
-    train_loop = loop_lib.make_train_loop(state.model, state.optimizer, loss_fn, state.train_metrics, strategy,
-                                          BATCH_SIZE, jit_compile)
-    iterator = iter(pipelines.train)
+        parts = parts_lib.build_parts(config, dataset, total_steps=XLA_STEPS)
+    train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
+                                          parts.train_metrics, strategy, BATCH_SIZE, jit_compile)
+    iterator = iter(data_lib.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, BATCH_SIZE,
+                                                       config.seed, parts.train_preprocess))
     losses = train_loop(iterator, tf.constant(XLA_STEPS)).numpy()
     library = train_loop.get_concrete_function(iterator, tf.constant(XLA_STEPS)).graph.as_graph_def().library
     uses_xla = any(function.attr["_XlaMustCompile"].b for function in library.function)

@@ -27,7 +27,8 @@ print(json.dumps(configs))
 
 
 def test_every_preset_parses_into_the_run_its_comment_names():
-    assert [p.name for p in PRESETS] == ["cifar10_resnet_small.cfg", "fashion_mnist_resnet_small.cfg", "mnist_full.cfg"]
+    assert [p.name for p in PRESETS] == ["cifar10_resnet_small.cfg", "fashion_mnist_resnet_small.cfg",
+                                         "keras_mnist_baseline.cfg", "mnist_full.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120)
@@ -47,3 +48,9 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     assert (mnist["dataset"], mnist["arch"], mnist["epochs"], mnist["lr_schedule"]) == (
         "mnist", "mnist_cnn", 12.0, "cosine")
     assert mnist["logdir"] == "runs/mnist_full"
+    # keras-io: Adam 1e-3, batch 128, 15 epochs on the 54,000 images validation_split=0.1 leaves.
+    keras_io = configs[str(REPO_ROOT / "flags" / "keras_mnist_baseline.cfg")]
+    assert (keras_io["arch"], keras_io["optimizer"], keras_io["learning_rate"], keras_io["lr_schedule"]) == (
+        "keras_convnet", "adam", 0.001, "constant")
+    assert (keras_io["batch_size"], keras_io["epochs"], keras_io["validation_split"], keras_io["augment"]) == (
+        128, 15.0, 0.1, False)

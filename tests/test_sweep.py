@@ -10,7 +10,8 @@ import pytest
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
 from models import analysis, architecture
 from training import data as data_lib
-from training import sweeps
+from experiments import grids, runner
+from experiments import report as report_lib
 from training.config import TrainConfig
 
 # The issue asks for MLPs "of similar parameter count": within 2% of the CNN's weights.
@@ -18,9 +19,9 @@ MLP_PARAMS_RTOL = 0.02
 
 
 @pytest.mark.parametrize("dataset", list(data_lib.DATASETS))
-@pytest.mark.parametrize("name", list(sweeps.GRIDS))
+@pytest.mark.parametrize("name", list(grids.GRIDS))
 def test_every_named_grid_fits_every_dataset(name, dataset):
-    grid = sweeps.make_grid(name, dataset)
+    grid = grids.make_grid(name, dataset)
     info = data_lib.DATASETS[dataset]
     for label, overrides in grid.points:
         architecture.plan(overrides["arch"], info.image_shape, info.num_classes)  # raises if it does not fit
@@ -29,7 +30,7 @@ def test_every_named_grid_fits_every_dataset(name, dataset):
 
 
 def test_filter_size_grid_follows_its_rule_on_mnist():
-    points = dict(sweeps.make_grid("filter_size", "mnist").points)
+    points = dict(grids.make_grid("filter_size", "mnist").points)
     assert [label for label in points if label.startswith("same")] == [
         "same-k1", "same-k3", "same-k5", "same-k7", "same-k9", "same-k14", "same-k28"]
     assert points["same-k28"]["arch"] == "c32k28-m2-d128"
@@ -44,7 +45,7 @@ def _params(arch, input_shape):
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_similar_mlps_are_within_two_percent_of_their_cnn(dataset):
-    points = dict(sweeps.make_grid("cnn_vs_mlp", dataset).points)
+    points = dict(grids.make_grid("cnn_vs_mlp", dataset).points)
     input_shape = data_lib.DATASETS[dataset].image_shape
     for label, overrides in points.items():
         if label.startswith("mlp"):
@@ -63,18 +64,18 @@ def test_similar_mlps_are_within_two_percent_of_their_cnn(dataset):
 def _point(label, accuracies, **overrides):
     results = [dict(test_accuracy=a, params=12_770, images_per_second=1000.0 * (i + 1), wall_seconds=2.0 * (i + 1))
                for i, a in enumerate(accuracies)]
-    return sweeps.PointResult(label, overrides, [sweeps.Run(r, reused=False) for r in results])
+    return runner.PointResult(label, overrides, [runner.RunRecord(r, reused=False) for r in results])
 
 
 def test_accuracy_spread_is_percent_mean_sample_std_and_range():
-    assert sweeps.accuracy_spread([0.98, 0.99, 1.00]) == ("99.00 ± 1.00", "98.00–100.00")
-    assert sweeps.accuracy_spread([0.9712]) == ("97.12", "97.12–97.12")  # one run: no spread to state
+    assert report_lib.accuracy_spread([0.98, 0.99, 1.00]) == ("99.00 ± 1.00", "98.00–100.00")
+    assert report_lib.accuracy_spread([0.9712]) == ("97.12", "97.12–97.12")  # one run: no spread to state
 
 
 def test_table_rows_hold_every_figure():
     points = [_point("adam", [0.98, 0.99, 1.00], arch="c4k3-m2-d16", optimizer="adam"),
               _point("sgd", [0.5, 0.7], arch="mnist_cnn", optimizer="sgd", nesterov=True)]
-    table = sweeps.make_table(["optimizer", "nesterov"], points).splitlines()
+    table = report_lib.make_table(["optimizer", "nesterov"], points).splitlines()
     assert table[0] == ("| point | arch | optimizer | nesterov | test accuracy % (mean ± std) | min–max % | params "
                         "| images/s | s per run |")
     # images/s: mean of 1000, 2000, 3000; s per run: mean of 2, 4, 6; nesterov not set by "adam".
@@ -96,32 +97,32 @@ def test_commit_label_marks_code_changes_but_not_markdown(tmp_path):
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "filter_size-mnist.md").write_text("# a table\n")
     (tmp_path / "NOTES.md").write_text("# notes\n")
-    assert sweeps.git_commit(tmp_path) == head
+    assert report_lib.git_commit(tmp_path) == head
     (tmp_path / "model.py").write_text("x = 2\n")
-    assert sweeps.git_commit(tmp_path) == f"{head} +uncommitted changes"
+    assert report_lib.git_commit(tmp_path) == f"{head} +uncommitted changes"
 
 
 def test_grid_refuses_reserved_overrides_and_repeated_labels():
     with pytest.raises(ValueError, match="cannot override"):
-        sweeps.Grid("bad", "", (("a", dict(seed=3)),))
+        grids.Grid("bad", "", (("a", dict(seed=3)),))
     with pytest.raises(ValueError, match="distinct"):
-        sweeps.Grid("bad", "", (("a", {}), ("a", {})))
+        grids.Grid("bad", "", (("a", {}), ("a", {})))
 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory, tiny_mnist):
     """A 2-point x 2-seed grid of 5-step runs on tiny MNIST, run twice into the same run directories."""
     root = tmp_path_factory.mktemp("sweep")
-    grid = sweeps.Grid("tiny", "Two tiny nets.", (
+    grid = grids.Grid("tiny", "Two tiny nets.", (
         ("conv", dict(arch="c4k3-m2-d16", learning_rate=1e-3)),
         ("mlp", dict(arch="d16", learning_rate=3e-3, deterministic=True))), train_steps=5, batch_size=64)
     args = dict(grid=grid, dataset=tiny_mnist, seeds=2, logdir=str(root / "runs"), out=str(root / "tiny.md"),
-                command="python3 -m training.sweep --grid=tiny")
-    first = sweeps.run_and_report(**args)
+                command="python3 -m experiments.sweep --grid=tiny")
+    first = runner.run_and_report(**args)
     results_files = sorted((root / "runs").glob("tiny/mnist/*/results.json"))
     mtimes = [os.stat(path).st_mtime_ns for path in results_files]
     first_report = (root / "tiny.md").read_text()
-    second = sweeps.run_and_report(**args)
+    second = runner.run_and_report(**args)
     return dict(root=root, first=first, second=second, results_files=results_files, mtimes=mtimes,
                 first_report=first_report, report=(root / "tiny.md").read_text())
 
@@ -140,8 +141,8 @@ def test_tiny_sweep_writes_the_header_and_one_row_per_point(tiny_sweep):
     report = tiny_sweep["first_report"]
     for line in ("# Sweep `tiny` on mnist", "| grid | `tiny`: 2 points x 2 seeds |",
                  "| step budget | 5 steps per run at batch size 64: 320 images, 0.62 epochs |",
-                 "| seeds | 0, 1 |", f"| machine | {os.uname().machine}, {os.cpu_count()} CPUs |",
-                 "| command | `python3 -m training.sweep --grid=tiny` |",
+                 "| seeds | 0, 1 |", f"| machine | {report_lib.cpu_model()} ({os.uname().machine}), {os.cpu_count()} CPUs |",
+                 "| command | `python3 -m experiments.sweep --grid=tiny` |",
                  "| runs | 4 trained, 0 reused from earlier results.json;"):
         assert line in report, line
     assert f"{TINY_TEST:,} test images" in report
@@ -163,16 +164,16 @@ def test_a_second_sweep_reuses_every_finished_run(tiny_sweep):
 def test_a_run_directory_of_another_budget_is_refused(tiny_sweep):
     config = TrainConfig(arch="c4k3-m2-d16", learning_rate=1e-3, batch_size=64, train_steps=7,
                          logdir=str(tiny_sweep["root"] / "runs" / "tiny" / "mnist" / "conv-seed0"))
-    with pytest.raises(sweeps.SweepError, match="holds a run with train_steps=5, not train_steps=7"):
-        sweeps.reusable_results(config)
+    with pytest.raises(runner.SweepError, match="holds a run with train_steps=5, not train_steps=7"):
+        runner.reusable_results(config)
 
 
 def test_cli_rejects_an_unknown_grid_in_one_line():
     completed = subprocess.run(
-        [sys.executable, "-m", "training.sweep", "--grid=bogus"], cwd=REPO_ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "experiments.sweep", "--grid=bogus"], cwd=REPO_ROOT, capture_output=True, text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=CLI_TIMEOUT_SECONDS)
     assert completed.returncode == 2, completed.stderr
     # TensorFlow's C++ start-up lines may come first whatever TF_CPP_MIN_LOG_LEVEL says; the error is the last.
     assert "Traceback" not in completed.stderr and completed.stdout == ""
     assert completed.stderr.splitlines()[-1] == ("sweep.py: error: flag --grid=bogus: value should be one of "
-                                                 f"<{'|'.join(sweeps.GRIDS)}>")
+                                                 f"<{'|'.join(grids.GRIDS)}>")

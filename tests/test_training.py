@@ -15,6 +15,7 @@ import tensorflow as tf
 from training import trainer
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
+from training.rundir import RunDir
 from training.trainer import RunError, train
 from tests.event_files import read_scalars
 
@@ -169,7 +170,7 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
 
 def test_an_occupied_logdir_is_refused_without_resume(tmp_path, tiny_config, tiny_mnist):
     config = tiny_config(tmp_path)
-    trainer.prepare_logdir(config)  # what a started run leaves: config.json
+    RunDir(config.logdir).prepare(config)  # what a started run leaves: config.json
     with pytest.raises(RunError, match=re.escape(f"--logdir {tmp_path} already holds a run; resume it (--resume) "
                                                  "or choose a new --logdir")):
         train(dataclasses.replace(config, resume=False), dataset=tiny_mnist)
@@ -180,14 +181,37 @@ def test_an_occupied_logdir_is_refused_without_resume(tmp_path, tiny_config, tin
     ("arch", "c8k3-m2-d16", "c4k3-m2-d16"),
     ("optimizer", "sgd", "adam"),
     ("batch_size", 32, 64),
+    ("learning_rate", 0.01, 0.001),
+    ("seed", 1, 0),
+    ("augment", True, False),
+    ("lr_schedule", "cosine", "constant"),
 ])
-def test_resuming_a_different_run_is_refused(tmp_path, tiny_config, tiny_mnist, field, value, earlier):
+def test_resuming_with_a_setting_that_changes_the_run_is_refused(tmp_path, tiny_config, tiny_mnist, field, value,
+                                                                 earlier):
     config = tiny_config(tmp_path)
-    trainer.prepare_logdir(config)
+    RunDir(config.logdir).prepare(config)
     with pytest.raises(RunError, match=re.escape(f"--logdir {tmp_path} holds a run with --{field}={earlier}, not "
-                                                 f"{value}; choose a new --logdir")):
+                                                 f"--{field}={value}; resume with the run's own values, pass "
+                                                 "--allow_config_change, or choose a new --logdir")):
         train(dataclasses.replace(config, **{field: value}), dataset=tiny_mnist)
-    assert json.loads((tmp_path / "config.json").read_text())[field] == earlier  # not overwritten
+    assert json.loads((tmp_path / "config.json").read_text())["config"][field] == earlier  # not overwritten
+
+
+def test_budgets_may_change_on_resume_and_config_json_keeps_the_history(tmp_path, tiny_config, tiny_mnist):
+    config = dataclasses.replace(tiny_config(tmp_path), train_steps=10, checkpoint_every=10)
+    train(config, dataset=tiny_mnist)
+    longer = dataclasses.replace(config, train_steps=20, log_every=5)  # FREE fields: no permission needed
+    assert train(longer, dataset=tiny_mnist).results["train_steps"] == 20
+    changed_rate = dataclasses.replace(longer, train_steps=30, learning_rate=0.01, allow_config_change=True)
+    train(changed_rate, dataset=tiny_mnist)
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"]["train_steps"] == 30 and saved["config"]["learning_rate"] == 0.01
+    assert [start["from_step"] for start in saved["history"]] == [0, 10, 20]
+    assert saved["history"][0]["changed"] == {}
+    assert saved["history"][1]["changed"] == {"train_steps": [10, 20], "log_every": [config.log_every, 5]}
+    assert saved["history"][2]["changed"] == {"train_steps": [20, 30], "learning_rate": [0.001, 0.01],
+                                              "allow_config_change": [False, True]}
 
 
 def _rates(schedule, steps):
@@ -257,7 +281,7 @@ def test_label_smoothing_mixes_the_target_with_uniform():
 def test_a_checkpoint_without_the_model_weights_is_refused_in_one_line(tmp_path, tiny_config, tiny_mnist, loop):
     # A checkpoint holding only the step must not resume the run from freshly initialised weights.
     config = dataclasses.replace(tiny_config(tmp_path), loop=loop)
-    trainer.prepare_logdir(config)
+    RunDir(config.logdir).prepare(config)
     tf.train.Checkpoint(step=tf.Variable(5, dtype=tf.int64)).save(str(tmp_path / "checkpoints" / "ckpt"))
     with pytest.raises(RunError, match=r"checkpoints/ckpt-1 does not hold this run's state \(.+\); "
                                        r"choose a new --logdir$"):
@@ -271,6 +295,6 @@ def test_a_checkpoint_with_values_the_run_has_no_variable_for_is_refused(tmp_pat
     tf.train.Checkpoint(model=saved, step=tf.Variable(4, dtype=tf.int64)).save(str(tmp_path / "checkpoints" / "ckpt"))
     step, weight = tf.Variable(0, dtype=tf.int64), tf.Variable(1.0)
     with pytest.raises(RunError, match="does not hold this run's state"):
-        trainer.restore_latest(tf.train.Checkpoint(model=dict(w=weight), step=step), str(tmp_path), step)
-    trainer.restore_latest(tf.train.Checkpoint(model=dict(saved), step=step), str(tmp_path), step)
+        RunDir(str(tmp_path)).restore_latest(tf.train.Checkpoint(model=dict(w=weight), step=step), step)
+    RunDir(str(tmp_path)).restore_latest(tf.train.Checkpoint(model=dict(saved), step=step), step)
     assert (int(step), float(saved["w"])) == (4, 2.0)

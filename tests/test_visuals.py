@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 import models
-from training import inspect_run as inspect_lib
-from training import trainer, visuals
+from experiments import inspection as inspect_lib
+from experiments import visuals
+from training import trainer
 from training.config import TrainConfig
 
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
@@ -193,14 +194,14 @@ def test_inspect_refuses_a_run_without_checkpoint_or_config(tiny_run, tmp_path):
 
 def test_config_json_lists_become_tuples_again(tiny_run):
     config = inspect_lib.load_config(str(tiny_run["logdir"]))
-    saved = json.loads((tiny_run["logdir"] / "config.json").read_text())
+    saved = json.loads((tiny_run["logdir"] / "config.json").read_text())["config"]
     assert dataclasses.asdict(config) == {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     assert isinstance(config.piecewise_boundaries, tuple) and isinstance(config.profile_steps, tuple)
 
 
 def test_cli_names_a_missing_run_directory_in_one_line(tmp_path):
     missing = tmp_path / "no_such_run"
-    process = subprocess.run([sys.executable, "-m", "training.inspect_run", f"--run_dir={missing}"], cwd=REPO_ROOT,
+    process = subprocess.run([sys.executable, "-m", "experiments.inspect_run", f"--run_dir={missing}"], cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
     assert process.returncode == 1, process.stderr
     assert "Traceback" not in process.stderr

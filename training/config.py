@@ -1,51 +1,181 @@
-"""The frozen description of one training run; the entry point builds it from flags, tests build it directly."""
+"""The frozen description of one training run. Each field is declared once, here: type, default, help, the
+values it allows, and whether a resumed run may change it. ``flags/train_flags.py`` generates the flags of
+``python -m training.train`` from these declarations; tests and notebooks build a ``TrainConfig`` directly.
+"""
 
 import dataclasses
+import hashlib
+import math
+import os
+
+from models.architecture import GRAMMAR, PRESETS
+from models.network import IMPLEMENTATIONS, PRECISIONS
+from training import data, distribute, optimization
+from training.loops import LOOPS
+
+# What a resumed run may do with a field. FIXED fields define the computation (weights, data order, update
+# rule): a run directory resumed with another value would no longer be one run, so the change is refused unless
+# the user allows it. FREE fields are budgets, intervals, paths and devices.
+FIXED, FREE = "fixed", "free"
+MAX_STEPS = 2**31 - 1  # step counters and schedules are int32/float32 inside TensorFlow
+MAX_SEED = 2**32 - 1  # keras.utils.set_random_seed and NumPy take seeds below 2**32
+VALIDATION_SPLIT_SEED = 0  # one held-out set for every run, so validation accuracies compare across runs
+MAX_BATCH = 2**20  # images per global batch; far beyond any dataset here, and far below int32 overflow
+
+
+def _field(default, help, *, choices=None, check=None, resume=FIXED, flag=None, item=None):
+    """A ``TrainConfig`` field. ``check`` is ``(predicate, "must be ...")``; ``choices`` an iterable of allowed
+    values (a registry's keys); ``flag`` the flag's name when it is not the field's; ``item`` the element type
+    of a tuple field."""
+    metadata = dict(help=help, choices=tuple(choices) if choices else None, check=check, resume=resume,
+                    flag=flag, item=item)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _positive(limit):
+    return (lambda v: 0 < v <= limit, f"must be a positive integer, at most {limit}")
+
+
+def _non_negative(limit):
+    return (lambda v: 0 <= v <= limit, f"must be a non-negative integer, at most {limit}")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # What to train.
-    dataset: str = "mnist"
-    data_dir: str = ""  # folder holding <dataset>.npz; empty: tf.keras.datasets, then the bundled MNIST subset
-    allow_download: bool = True  # may tf.keras.datasets download a missing dataset
-    arch: str = "mnist_cnn"  # architecture string or preset name (models/architecture.py)
-    impl: str = "keras"  # "keras" (subclassed Keras model) or "reference" (low-level tf.nn)
-    standardize: bool = False  # per-channel (x - mean) / std from the training set, instead of x / 255
-    augment: bool = False  # random crop (4-pixel padding) and horizontal flip
+    dataset: str = _field("mnist", "Dataset to train and test on.", choices=data.DATASETS)
+    data_dir: str = _field("", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); empty: "
+                           "tf.keras.datasets, then the MNIST subset bundled in bundled_data/.", resume=FREE,
+                           check=(lambda v: not v or os.path.isdir(v), "must be an existing directory"))
+    allow_download: bool = _field(True, "Let tf.keras.datasets download a dataset it has not cached.",
+                                  resume=FREE, flag="download")
+    arch: str = _field("mnist_cnn", f"Architecture string ({GRAMMAR}, joined by '-') or a preset: "
+                       f"{', '.join(PRESETS)}.")
+    impl: str = _field("keras", "keras: subclassed Keras model; reference: low-level tf.nn network.",
+                       choices=IMPLEMENTATIONS)
+    standardize: bool = _field(False, "Standardise each channel with the training set's mean and std instead of "
+                               "scaling to [0, 1].")
+    validation_split: float = _field(0.0, "Fraction of the training set held out as a validation set, the same "
+                                     "examples in every run (a permutation fixed by seed 0, not --seed), evaluated "
+                                     "at the end (results.json validation_accuracy); 0: none.",
+                                     check=(lambda v: 0 <= v <= 0.5, "must be in [0, 0.5]"))
+    augment: bool = _field(False, "Random crop (4-pixel padding) and horizontal flip of training images.")
 
     # Optimisation.
-    optimizer: str = "adam"  # "adam" or "sgd"
-    learning_rate: float = 1e-3  # peak step size, per update
-    momentum: float = 0.9  # SGD momentum (ignored by Adam)
-    nesterov: bool = False
-    lr_schedule: str = "constant"  # constant | cosine | exponential | piecewise
-    warmup_steps: int = 0  # linear warmup from 0 to learning_rate over this many steps
-    decay_rate: float = 0.1  # exponential: factor per decay_steps; piecewise: factor at each boundary
-    decay_steps: int = 1000  # exponential decay period, in steps
-    piecewise_boundaries: tuple = ()  # piecewise: fractions of train_steps where the rate is multiplied
-    weight_decay: float = 0.0  # decoupled weight decay on kernels, per update, scaled by learning rate
-    label_smoothing: float = 0.0
+    optimizer: str = _field("adam", "Optimizer.", choices=optimization.OPTIMIZERS)
+    learning_rate: float = _field(1e-3, "Peak learning rate, per update.",
+                                  check=(lambda v: 0 < v < math.inf, "must be a finite number > 0"))
+    momentum: float = _field(0.9, "SGD momentum coefficient, in [0, 1) (ignored by Adam).",
+                             check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    nesterov: bool = _field(False, "Use Nesterov momentum with SGD.")
+    lr_schedule: str = _field("constant", "Decay after the warmup.", choices=optimization.SCHEDULES)
+    warmup_steps: int = _field(0, "Steps of linear warmup from 0 to --learning_rate.", check=_non_negative(MAX_STEPS))
+    decay_rate: float = _field(0.1, "exponential: factor per --decay_steps; piecewise: factor at each boundary. "
+                               "In (0, 1].", check=(lambda v: 0 < v <= 1, "must be in (0, 1]"))
+    decay_steps: int = _field(1000, "Period of the exponential decay, in steps.", check=_positive(MAX_STEPS))
+    piecewise_boundaries: tuple = _field(
+        (0.5, 0.75), "piecewise: increasing fractions of the training steps where the rate is multiplied by "
+        "--decay_rate.", item=float,
+        check=(lambda v: all(0 < f < 1 for f in v) and list(v) == sorted(set(v)),
+               "must be increasing fractions in (0, 1), e.g. 0.5,0.75"))
+    weight_decay: float = _field(0.0, "Decoupled weight decay of conv and dense kernels, per update, scaled by "
+                                 "the learning rate.", check=(lambda v: 0 <= v < math.inf, "must be a finite number >= 0"))
+    label_smoothing: float = _field(0.0, "Label smoothing, in [0, 1).", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
 
     # Budget and loop.
-    batch_size: int = 128  # global batch size across all replicas
-    train_steps: int = 0  # total optimizer steps; 0: use epochs
-    epochs: float = 10.0  # passes over the training set, used when train_steps is 0
-    eval_every: int = 0  # steps between evaluations on the test set; 0: only at the end
-    log_every: int = 100  # steps between console lines and train/ scalars
-    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
-    steps_per_loop: int = 10  # train steps per tf.function call; log/eval/checkpoint intervals round up to it
-    loop: str = "custom"  # "custom" (tf.function loop) or "fit" (Keras compile/fit/evaluate)
-    eval_batch_size: int = 1000
-    seed: int = 0
-    deterministic: bool = False  # bit-reproducible kernels (slower)
-    jit_compile: bool = False  # compile the train step with XLA
+    batch_size: int = _field(128, "Global batch size across all replicas, images per step.",
+                             check=_positive(MAX_BATCH))
+    train_steps: int = _field(0, "Optimizer steps to train for (instead of --epochs); 0: use --epochs.",
+                              resume=FREE, check=_non_negative(MAX_STEPS))
+    epochs: float = _field(10.0, "Passes over the training set (instead of --train_steps).", resume=FREE,
+                           check=(lambda v: 0 < v <= 1e6, "must be > 0 and at most 1e6"))
+    eval_every: int = _field(0, "Steps between test-set evaluations; 0: only at the end.", resume=FREE,
+                             check=_non_negative(MAX_STEPS))
+    eval_every_epochs: float = _field(0.0, "Epochs between test-set evaluations, instead of --eval_every: runs "
+                                      "with different batch sizes are then evaluated after the same numbers of "
+                                      "images.", resume=FREE,
+                                      check=(lambda v: 0 <= v <= 1e6, "must be >= 0 and at most 1e6"))
+    target_accuracy: float = _field(0.0, "Test accuracy in (0, 1] whose first evaluation at or above it is "
+                                    "recorded in results.json (seconds_to_target, steps_to_target, "
+                                    "images_to_target); 0: no target.", resume=FREE,
+                                    check=(lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+    stop_at_target: bool = _field(False, "End the run at the first evaluation that reaches --target_accuracy "
+                                  "(a checkpoint and results.json are still written).", resume=FREE)
+    log_every: int = _field(100, "Steps between console lines and train/ TensorBoard scalars.", resume=FREE,
+                            check=_positive(MAX_STEPS))
+    checkpoint_every: int = _field(1000, "Steps between checkpoints; one is always written at the end.",
+                                   resume=FREE, check=_positive(MAX_STEPS))
+    steps_per_loop: int = _field(10, "Train steps per tf.function call (or fit's steps_per_execution); log, eval "
+                                 "and checkpoint intervals round up to it.", resume=FREE, check=_positive(MAX_STEPS))
+    loop: str = _field("custom", "custom: tf.function training loop; fit: Keras compile/fit/evaluate on the same "
+                       "model, as a cross-check.", choices=LOOPS)
+    eval_batch_size: int = _field(1000, "Global batch size for evaluation.", resume=FREE, check=_positive(MAX_BATCH))
+    seed: int = _field(0, "Seed of weight initialisation, data order, dropout and augmentation.",
+                       check=_non_negative(MAX_SEED))
+    deterministic: bool = _field(False, "Use deterministic kernels: bit-reproducible, slower.", resume=FREE)
+    jit_compile: bool = _field(False, "Compile the train step with XLA.", resume=FREE)
 
     # Devices and numerics.
-    strategy: str = "default"  # auto | default | one_device | mirrored | multi_worker (training/distribute.py)
-    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 (float32 variables in every case)
-    profile_steps: tuple = ()  # (first, last) training steps, 1-based, to record a profiler trace of
+    strategy: str = _field("default", "tf.distribute strategy. auto: mirrored on 2+ GPUs, one_device on 1 GPU, "
+                           "default on CPU; multi_worker reads TF_CONFIG.", choices=distribute.STRATEGIES,
+                           resume=FREE)
+    num_cpu_devices: int = _field(1, "Split the CPU into this many logical devices (mirrored training over CPU "
+                                  "replicas).", resume=FREE, check=_positive(256))
+    tf32: bool = _field(True, "Allow TensorFloat-32 matmuls and convolutions on Ampere and newer GPUs "
+                        "(TensorFlow's default).", resume=FREE)
+    precision: str = _field("float32", "Compute dtype; variables stay float32. mixed_float16 scales the loss "
+                            "dynamically.", choices=PRECISIONS)
+    profile_steps: tuple = _field((), "FIRST,LAST: record a TensorBoard profile of these training steps (1-based, "
+                                  "inclusive) into <logdir>/plugins/profile.", resume=FREE, item=int,
+                                  check=(lambda v: not v or (len(v) == 2 and 1 <= v[0] <= v[1]),
+                                         "must be FIRST,LAST with 1 <= FIRST <= LAST, e.g. 5,10"))
 
     # Where the run lives.
-    logdir: str = "runs/default"
-    resume: bool = True  # continue from the last checkpoint in logdir; False refuses a non-empty logdir
+    logdir: str = _field("", "Run directory for TensorBoard logs, checkpoints, flags and results.json; empty: "
+                         "runs/<dataset>-<arch>-<impl>-<loop>.", resume=FREE)
+    resume: bool = _field(True, "Continue from the last checkpoint in --logdir; --noresume refuses a --logdir that "
+                          "already holds a run.", resume=FREE)
+    allow_config_change: bool = _field(False, "Resume a run although a setting that changes what it computes "
+                                       "(learning rate, seed, augmentation, ...) differs from the run's own; the "
+                                       "change is recorded in config.json.", resume=FREE)
+
+    def __post_init__(self):
+        if not self.logdir:
+            object.__setattr__(self, "logdir", default_logdir(self))
+
+
+def default_logdir(config):
+    """``runs/<dataset>-<arch>-<impl>-<loop>``; a long architecture string is cut and given a short hash, so the
+    directory name stays within what file systems allow."""
+    arch = config.arch
+    if len(arch) > 60:
+        arch = f"{arch[:40]}-{hashlib.sha1(arch.encode()).hexdigest()[:8]}"
+    return os.path.join("runs", f"{config.dataset}-{arch}-{config.impl}-{config.loop}")
+
+
+def fields():
+    """The declared fields, in order."""
+    return dataclasses.fields(TrainConfig)
+
+
+def fixed_changes(earlier, config):
+    """``{field: (earlier value, value)}`` for the FIXED fields on which the saved config dict ``earlier`` and
+    ``config`` differ. A field the earlier run did not record is taken to match (a run of older code)."""
+    now = as_json(config)
+    return {f.name: (earlier[f.name], now[f.name]) for f in fields()
+            if f.metadata["resume"] == FIXED and f.name in earlier and earlier[f.name] != now[f.name]}
+
+
+def as_json(config):
+    """The config as plain JSON values (tuples become lists), as config.json holds it."""
+    return {name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(config).items()}
+
+
+def from_json(saved):
+    """A ``TrainConfig`` from config.json's values; JSON lists become tuples again. Fields this code does not
+    know are returned separately as ``(config, unknown_names)``: a run written by other code can still be read."""
+    declared = {f.name for f in fields()}
+    values = {name: tuple(value) if isinstance(value, list) else value
+              for name, value in saved.items() if name in declared}
+    return TrainConfig(**values), sorted(set(saved) - declared)

@@ -6,11 +6,8 @@ devices (``configure_devices(num_cpu_devices=N)``), which is how the multi-devic
 
 import json
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
-from absl import logging
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
@@ -75,19 +72,7 @@ def is_chief(strategy):
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
-def worker_logdir(logdir, strategy):
-    """Where this process writes: ``logdir`` on the chief, a temporary directory on other workers.
-
-    Every worker must take part in saving a checkpoint under MultiWorkerMirroredStrategy, but only the
-    chief's copy is kept; the others write to a directory that ``remove_worker_logdir`` deletes.
-    """
-    if is_chief(strategy):
-        return logdir
+def task_name():
+    """``worker-<index>`` (or ``<type>-<index>``) from TF_CONFIG: how this process names its temporary files."""
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    return tempfile.mkdtemp(prefix=f"worker-{task.get('type')}-{task.get('index')}-")
-
-
-def remove_worker_logdir(logdir, own_logdir):
-    if own_logdir != logdir:
-        shutil.rmtree(own_logdir, ignore_errors=True)
-        logging.info("removed this worker's temporary run directory %s", own_logdir)
+    return f"{task.get('type', 'worker')}-{task.get('index', 0)}"

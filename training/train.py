@@ -1,7 +1,7 @@
 """Train a CNN: ``python -m training.train [--flags]`` (``--helpfull`` lists them).
 
-With no flags it trains the default MNIST CNN for 10 epochs on MNIST (the bundled subset when full MNIST can be
-neither found nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.json under runs/.
+With no flags it trains the default MNIST CNN on MNIST (the bundled subset when full MNIST can be neither found
+nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.json under runs/.
 """
 
 import os
@@ -9,12 +9,13 @@ import os
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, flags, logging  # noqa: E402  (after the environment is set)
+from absl import app, logging  # noqa: E402  (after the environment is set)
+from absl import flags as absl_flags  # noqa: E402
 
 from flags import cli, train_flags  # noqa: E402
 
 train_flags.define_flags()
-FLAGS = flags.FLAGS
+FLAGS = absl_flags.FLAGS
 
 
 def main(argv):
@@ -23,7 +24,7 @@ def main(argv):
     from training import data, distribute, trainer
 
     config = train_flags.config_from_flags(FLAGS)
-    distribute.configure_devices(FLAGS.num_cpu_devices, FLAGS.tf32)
+    distribute.configure_devices(config.num_cpu_devices, config.tf32)
     try:
         trainer.train(config, flagfile=train_flags.flagfile_text(FLAGS, config))
     except (data.DataError, trainer.RunError) as error:

@@ -1,9 +1,9 @@
 """Train a named grid of points over seeds and write a markdown table of the results.
 
-``python -m training.sweep --grid=filter_size --data_dir=../shared/data [--dataset=mnist] [--seeds=3]
+``python -m experiments.sweep --grid=filter_size --data_dir=../shared/data [--dataset=mnist] [--seeds=3]
 [--train_steps=N] [--out=sweeps/<grid>-<dataset>.md] [--logdir=runs/sweeps]``
 
-The grids are in ``training/sweeps.py``. Every run has its own directory under ``--logdir``; running the same
+The grids are in ``experiments/grids.py``. Every run has its own directory under ``--logdir``; running the same
 command again reuses the finished runs, so an interrupted sweep continues where it stopped.
 """
 
@@ -14,31 +14,33 @@ import sys
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, flags, logging  # noqa: E402  (after the environment is set)
+from absl import app, logging  # noqa: E402  (after the environment is set)
+from absl import flags as absl_flags  # noqa: E402
 
 from flags import cli, sweep_flags  # noqa: E402
 
 sweep_flags.define_flags()
-FLAGS = flags.FLAGS
+FLAGS = absl_flags.FLAGS
 
 
 def command_line(argv):
     """The command that ran, as one could type it again from the repository root."""
-    return shlex.join([os.path.basename(sys.executable), "-m", "training.sweep", *argv[1:]])
+    return shlex.join([os.path.basename(sys.executable), "-m", "experiments.sweep", *argv[1:]])
 
 
 def main(argv):
     if len(argv) > 1:
         cli.fail("sweep", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
-    from training import data, sweeps, trainer
+    from experiments import grids, runner
+    from training import data, trainer
 
-    grid = sweeps.make_grid(FLAGS.grid, FLAGS.dataset)
+    grid = grids.make_grid(FLAGS.grid, FLAGS.dataset)
     out = FLAGS.out or os.path.join("sweeps", f"{grid.name}-{FLAGS.dataset}.md")
     try:
         dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
-        sweeps.run_and_report(grid, dataset, FLAGS.seeds, FLAGS.logdir, out, command_line(sys.argv),
+        runner.run_and_report(grid, dataset, FLAGS.seeds, FLAGS.logdir, out, command_line(sys.argv),
                               train_steps=FLAGS.train_steps or None, data_dir=FLAGS.data_dir)
-    except (data.DataError, trainer.RunError, sweeps.SweepError) as error:
+    except (data.DataError, trainer.RunError, runner.SweepError) as error:
         logging.flush()
         cli.fail("sweep", error)
 

@@ -1,4 +1,4 @@
-"""Look inside a trained CNN: ``python -m training.inspect_run --run_dir=runs/X [--layers=conv1,conv2]``.
+"""Look inside a trained CNN (``python -m experiments.inspect_run --run_dir=runs/X [--layers=conv1,conv2]``).
 
 Restores the run's latest checkpoint and writes into ``<run_dir>/inspect/``, as PNGs and as TensorBoard image
 summaries (``tensorboard --logdir <run_dir>/inspect``):
@@ -16,26 +16,23 @@ random initialisation, so the change picture is the one that shows what training
 """
 
 import dataclasses
-import json
 import os
 
-# Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
 
-import keras  # noqa: E402  (after the environment is set)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from experiments import visuals
+from models import architecture
+from models.network import build_network
+from reference import copy_weights
+from training import data as data_lib
+from training.config import TrainConfig
+from training.errors import RunError
+from training.parts import make_preprocessors
+from training.rundir import CHECKPOINTS, RunDir
 
-from flags import cli, inspect_flags  # noqa: E402
-from models import architecture  # noqa: E402
-from models.network import build_network  # noqa: E402
-from training import data as data_lib  # noqa: E402
-from training import trainer, visuals  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-
-FLAGS = flags.FLAGS
-PROGRAM = "inspect_run"
 BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
 
 
@@ -52,24 +49,11 @@ class RestoredRun:
 
 
 def load_config(run_dir):
-    """The ``TrainConfig`` saved in ``<run_dir>/config.json``; JSON lists become tuples again."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isdir(run_dir):
-        raise InspectError(f"run directory {run_dir} does not exist")
-    if not os.path.exists(path):
-        raise InspectError(f"{run_dir} holds no config.json; pass a run directory written by training.train")
+    """The ``TrainConfig`` saved in ``<run_dir>/config.json``."""
     try:
-        with open(path) as file:
-            saved = json.load(file)
-    except (OSError, ValueError) as error:
-        raise InspectError(f"{path}: not readable JSON ({error})") from None
-    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(saved) - set(fields))
-    if unknown:  # a run of another version of the code; inspection needs only the model and data fields
-        logging.warning("%s: ignoring fields TrainConfig does not know: %s", path, ", ".join(unknown))
-    values = {name: tuple(value) if isinstance(fields[name].default, tuple) else value
-              for name, value in saved.items() if name in fields}
-    return TrainConfig(**values)
+        return RunDir(run_dir).read_config()
+    except RunError as error:
+        raise InspectError(str(error)) from None
 
 
 def restore_run(run_dir):
@@ -79,9 +63,9 @@ def restore_run(run_dir):
     (``reference.copy_weights`` is exact), so activations are always read from ``model.stack``.
     """
     config = load_config(run_dir)
-    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
     if not latest:
-        raise InspectError(f"{os.path.join(run_dir, 'checkpoints')} holds no checkpoint yet; wait for the run's "
+        raise InspectError(f"{os.path.join(run_dir, CHECKPOINTS)} holds no checkpoint yet; wait for the run's "
                            f"first one (--checkpoint_every)")
     model = _build(config, config.impl)
     reader = tf.train.load_checkpoint(latest)
@@ -101,17 +85,14 @@ def restore_run(run_dir):
 def _build(config, impl):
     """The run's network as ``impl`` ("keras" or "reference") builds it, with freshly initialised weights."""
     info = data_lib.DATASETS[config.dataset]
-    return build_network(impl, config.arch, info.image_shape, info.num_classes, config.seed,
-                                 config.precision)
+    return build_network(impl, config.arch, info.image_shape, info.num_classes, config.seed, config.precision)
 
 
 def _as_keras(model, config):
-    """``model`` itself, or for a reference network the Keras CNN holding its weights (an exact copy)."""
-    if config.impl != "reference":
-        return model
-    import reference
+    """A Keras CNN holding ``model``'s weights (an exact copy, whichever implementation ``model`` is), so
+    activations are read from ``keras_model.stack`` alike for both."""
     keras_model = _build(config, "keras")
-    reference.copy_weights(model, keras_model)
+    copy_weights(model, keras_model)
     return keras_model
 
 
@@ -165,7 +146,7 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
     layers = choose_layers(model, layers)
     dataset = data_lib.load(config.dataset, data_dir or config.data_dir, allow_download=False)
     logging.info("inspecting %s (arch %s, step %d) on %s", run.checkpoint, config.arch, run.step, dataset.source)
-    preprocess = trainer.make_preprocessors(config, dataset)[1]
+    preprocess = make_preprocessors(config, dataset)[1]
     images = dataset.x_test[:max_images]
     batches = (preprocess(tf.constant(images[i:i + BATCH_SIZE]), None)[0] for i in range(0, len(images),
                                                                                        BATCH_SIZE))
@@ -203,23 +184,3 @@ def write_pictures(folder, pictures, step):
             paths.append(path)
     writer.close()
     return paths
-
-
-def main(argv):
-    if len(argv) > 1:
-        cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
-    try:
-        paths = inspect_run(FLAGS.run_dir, FLAGS.data_dir, FLAGS.layers, FLAGS.num_images, FLAGS.top_k,
-                            FLAGS.max_images, FLAGS.max_filters)
-    except (InspectError, data_lib.DataError) as error:
-        logging.flush()
-        cli.fail(PROGRAM, error)
-    for path in paths:
-        print(path)
-
-
-if __name__ == "__main__":
-    # Defined here rather than at import, so tests and notebooks can import inspect_run() without claiming
-    # flag names (--data_dir) that training.train defines too.
-    inspect_flags.define_flags()
-    app.run(main, flags_parser=cli.parse_or_exit)

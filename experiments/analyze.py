@@ -1,4 +1,4 @@
-"""Where the parameters and multiply-adds of a network sit: ``python -m training.analyze [--flags]``.
+"""Where the parameters and multiply-adds of a network sit: ``python -m experiments.analyze [--flags]``.
 
 Prints a markdown table per layer (parameters, share, multiply-adds per image) with subtotals for the early
 convolutions, the late convolutions and the dense layers; then the same for the MLP with as many parameters
@@ -11,12 +11,13 @@ import os
 # Hide TensorFlow's C++ start-up INFO lines (training.data imports TensorFlow); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, flags  # noqa: E402  (after the environment is set)
+from absl import app  # noqa: E402  (after the environment is set)
+from absl import flags as absl_flags  # noqa: E402
 
 from flags import analyze_flags, cli  # noqa: E402
 
 analyze_flags.define_flags()
-FLAGS = flags.FLAGS
+FLAGS = absl_flags.FLAGS
 
 
 def main(argv):

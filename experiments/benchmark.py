@@ -1,0 +1,40 @@
+"""Training throughput of the custom loop, ``fit``, the reference network and XLA: ``python -m
+experiments.benchmark [--flags]`` prints a markdown table of images/s per variant and each one's ratio to the
+custom Keras loop (``experiments/throughput.py``).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app  # noqa: E402  (after the environment is set)
+from absl import flags as absl_flags  # noqa: E402
+
+from flags import benchmark_flags, cli  # noqa: E402
+
+benchmark_flags.define_flags()
+FLAGS = absl_flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail("benchmark", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+    import keras
+
+    from experiments import throughput
+    from training import data
+    from training.config import TrainConfig
+
+    config = TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, arch=FLAGS.arch,
+                         batch_size=FLAGS.batch_size, steps_per_loop=FLAGS.steps_per_loop, seed=0)
+    try:
+        dataset = data.load(config.dataset, config.data_dir, allow_download=False)
+    except data.DataError as error:
+        cli.fail("benchmark", error)
+    keras.utils.set_random_seed(0)
+    rates = throughput.measure(config, dataset, FLAGS.variants, FLAGS.steps, FLAGS.rounds)
+    print(throughput.table(rates, config, FLAGS.steps, FLAGS.rounds))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_or_exit)

@@ -1,0 +1,146 @@
+"""Named grids of training runs: each a list of points, a label and the ``TrainConfig`` fields it overrides.
+
+``experiments/runner.py`` trains every point with seeds 0..n-1 at the grid's step budget; ``experiments/report.py``
+writes the markdown table; ``python -m experiments.sweep`` is the command.
+"""
+
+import dataclasses
+import inspect
+import re
+
+from models import analysis, architecture
+from training import data as data_lib
+from training.config import TrainConfig
+
+# Optimizer steps per run: 76,800 images at batch 128 (1.28 MNIST epochs). A small net trains at 5-15k images/s
+# on this project's 2-core machine (~10 s a run), the default mnist_cnn at ~2.5k images/s (~35 s a run).
+DEFAULT_TRAIN_STEPS = 600
+DEFAULT_BATCH_SIZE = 128  # global batch size, images per step
+# Labels name run directories: letters, digits and . _ + - only.
+_LABEL = re.compile(r"[A-Za-z0-9._+-]+")
+# The sweep sets these for every run; a point may not override them.
+_SET_BY_SWEEP = ("dataset", "data_dir", "seed", "train_steps", "epochs", "batch_size", "logdir", "resume")
+SMALL_CNN = "c16k5-m2-c32k5-m2-d128"  # 215,370 weights on MNIST; ~4x cheaper per image than mnist_cnn
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Points to train, each ``(label, overrides)`` with ``overrides`` a dict of ``TrainConfig`` fields."""
+
+    name: str
+    description: str  # what the grid compares and the rule that makes its points
+    points: tuple
+    train_steps: int = DEFAULT_TRAIN_STEPS  # per run, unless the sweep is given another budget
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self):
+        fields = {field.name for field in dataclasses.fields(TrainConfig)}
+        labels = [label for label, _ in self.points]
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"grid {self.name}: labels must be present and distinct, got {labels}")
+        for label, overrides in self.points:
+            if not _LABEL.fullmatch(label):
+                raise ValueError(f"grid {self.name}: label '{label}' may hold only letters, digits and . _ + -")
+            unknown = set(overrides) - fields
+            reserved = set(overrides) & set(_SET_BY_SWEEP)
+            if unknown or reserved:
+                raise ValueError(f"grid {self.name}, point {label}: cannot override {sorted(unknown | reserved)}; "
+                                 f"points set TrainConfig fields other than {', '.join(_SET_BY_SWEEP)}")
+
+    @property
+    def varied(self):
+        """The settings the points override besides ``arch``, in order of first appearance: table columns."""
+        names = []
+        for _, overrides in self.points:
+            names += [name for name in overrides if name != "arch" and name not in names]
+        return names
+
+
+# --- The named grids: each a function of the dataset's image shape (H, W, C) and class count. ---
+
+def filter_size(image_shape, num_classes):
+    """One conv stage with kernel sizes from 1 to the whole image, with `same` and with `valid` padding.
+
+    Kernel sizes k = 1, 3, 5, 7, 9, H/2 and H for H x H images (H = 28 on MNIST: up to 14 and 28).
+    `same-k{k}` is `c32k{k}-m2-d128`: 32 filters, a 2x2 max pool, 128 dense units; the conv output stays
+    H x H, so every k feeds the same dense layer. `valid-k{k}` is `c32k{k}v-m2-d128`: the conv output shrinks
+    to (H-k+1) x (H-k+1), and so does the dense layer's input; when it is smaller than 2x2 the pool is dropped
+    (k = H: `c32k{H}v-d128`, a 1x1 output, i.e. a dense layer of 32 ReLU units in disguise). k = 1 has no
+    valid point: a 1x1 kernel pads nothing, so it is `same-k1`.
+    """
+    del num_classes  # The same networks for any class count.
+    height = min(image_shape[:2])
+    kernels = sorted({1, 3, 5, 7, 9, height // 2, height})
+    points = [(f"same-k{k}", {"arch": f"c32k{k}-m2-d128"}) for k in kernels]
+    for k in kernels[1:]:
+        pool = "-m2" if height - k + 1 >= 2 else ""
+        points.append((f"valid-k{k}", {"arch": f"c32k{k}v{pool}-d128"}))
+    return points
+
+
+def downsampling(image_shape, num_classes):
+    """Two 3x3 conv stages (32, 64 filters) downsampled by max pooling, average pooling, stride 2, or not at all.
+
+    `max`: `c32k3-m2-c64k3-m2-d128`; `avg`: `c32k3-a2-c64k3-a2-d128`; `stride2`: `c32k3s2-c64k3s2-d128` (each
+    halves H and W twice, so the dense layer sees (H/4) x (W/4) x 64 in all three). `none`: `c32k3-c64k3-d128`
+    keeps H x W, so its dense layer is 16x larger (6.4M weights on MNIST) and its second conv, at H x W instead
+    of H/2 x W/2 positions, 4x costlier.
+    """
+    del image_shape, num_classes  # Every dataset here is at least 28x28: all four fit.
+    return [("max", {"arch": "c32k3-m2-c64k3-m2-d128"}), ("avg", {"arch": "c32k3-a2-c64k3-a2-d128"}),
+            ("stride2", {"arch": "c32k3s2-c64k3s2-d128"}), ("none", {"arch": "c32k3-c64k3-d128"})]
+
+
+def cnn_vs_mlp(image_shape, num_classes):
+    """CNNs against MLPs of about the same number of weights (within 2%), with 1 and with 2 hidden layers.
+
+    CNNs: `mnist_cnn` (the default), `keras_convnet` (the Keras example) and `small_cnn`
+    (`c16k5-m2-c32k5-m2-d128`). For each, `mlp1_like_<cnn>` is `d{w}` and `mlp2_like_<cnn>` is `d{w}-d{w}`,
+    with the width w whose weight count (biases included) is closest to the CNN's (`models.analysis.similar_mlp`).
+    An MLP that no width brings within 2% is left out (2 hidden layers like `keras_convnet` on 32x32x3 images,
+    where one more unit adds ~3k weights to its 42k). The CNN presets keep their dropout (`drop0.5`); the MLPs
+    have none.
+    """
+    points = []
+    for label, arch in (("mnist_cnn", "mnist_cnn"), ("keras_convnet", "keras_convnet"), ("small_cnn", SMALL_CNN)):
+        points.append((label, {"arch": architecture.resolve(arch)}))
+        for depth in (1, 2):
+            try:
+                mlp = analysis.similar_mlp(arch, image_shape, num_classes, depth)
+            except ValueError:  # no width within 2%
+                continue
+            points.append((f"mlp{depth}_like_{label}", {"arch": mlp}))
+    return points
+
+
+def optimizer(image_shape, num_classes):
+    """Adam at its usual constant rate against SGD with Nesterov momentum and cosine decay at tuned rates.
+
+    All points train `small_cnn` (`c16k5-m2-c32k5-m2-d128`). `adam-constant`: Adam, learning rate 1e-3,
+    constant. `adam-cosine`: the same with cosine decay to 0, to separate the optimizer from the schedule.
+    `sgd-lr{r}`: SGD, momentum 0.9, Nesterov, cosine decay from r to 0, for r in 0.01, 0.03, 0.1, 0.3
+    (a grid by factors of ~3; its best point should not sit at an end).
+    """
+    del image_shape, num_classes
+    adam = dict(arch=SMALL_CNN, optimizer="adam", learning_rate=1e-3)
+    points = [("adam-constant", dict(adam, lr_schedule="constant")), ("adam-cosine", dict(adam, lr_schedule="cosine"))]
+    for rate in (0.01, 0.03, 0.1, 0.3):
+        points.append((f"sgd-lr{rate:g}", dict(arch=SMALL_CNN, optimizer="sgd", learning_rate=rate,
+                                                lr_schedule="cosine", momentum=0.9, nesterov=True)))
+    return points
+
+
+# name -> (function making the points, default optimizer steps per run)
+GRIDS = {
+    "filter_size": (filter_size, DEFAULT_TRAIN_STEPS),
+    "downsampling": (downsampling, DEFAULT_TRAIN_STEPS),
+    "cnn_vs_mlp": (cnn_vs_mlp, DEFAULT_TRAIN_STEPS),
+    "optimizer": (optimizer, DEFAULT_TRAIN_STEPS),
+}
+
+
+def make_grid(name, dataset_name):
+    """The named grid for ``dataset_name`` (a key of ``data.DATASETS``); its description is its docstring."""
+    make_points, train_steps = GRIDS[name]
+    info = data_lib.DATASETS[dataset_name]
+    points = tuple(make_points(info.image_shape, info.num_classes))
+    return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps)

@@ -1,0 +1,155 @@
+"""A race of training recipes to a target test accuracy, on one machine, in one invocation.
+
+Each recipe is a flagfile of ``python -m training.train``. Runs alternate (baseline seed 0, candidate seed 0,
+..., baseline seed 1, ...), so a change in the machine's load touches every recipe alike, and each run is a
+fresh process that records ``seconds_to_target`` (training time until the first evaluation at the target,
+compilation included, evaluation excluded) in its results.json. The report is a markdown table of medians and
+ranges per recipe, with each median's ratio to the baseline's (the first flagfile).
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import logging
+
+from experiments.report import machine_record
+
+
+class RaceError(RuntimeError):
+    """A race that cannot go on (a run that failed); the message says which and why."""
+
+
+@dataclasses.dataclass
+class Entrant:
+    name: str  # the flagfile's name without .cfg
+    flagfile: str
+    runs: list = dataclasses.field(default_factory=list)  # results.json of each seed, in seed order
+
+
+def entrant_name(flagfile):
+    return os.path.splitext(os.path.basename(flagfile))[0]
+
+
+def train_command(flagfile, seed, target, logdir, data_dir, eval_every_epochs, stop_at_target):
+    """The ``training.train`` command of one run: the flagfile, then what the race sets for every recipe."""
+    command = [sys.executable, "-m", "training.train", f"--flagfile={flagfile}", f"--seed={seed}",
+               f"--target_accuracy={target}", f"--logdir={logdir}", "--noresume"]
+    if data_dir:
+        command.append(f"--data_dir={data_dir}")
+    if eval_every_epochs:
+        command += ["--eval_every=0", f"--eval_every_epochs={eval_every_epochs}"]
+    if stop_at_target:
+        command.append("--stop_at_target")
+    return command
+
+
+def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.0, stop_at_target=False,
+             on_run=None):
+    """Runs every flagfile with seeds 0..seeds-1, alternating; returns the ``Entrant``s with their results.
+
+    Each run lives in ``<logdir>/<recipe>-seed<k>``, which must not exist yet (the times of a race are only
+    comparable within one invocation). ``on_run(entrants)`` is called after every run.
+    """
+    entrants = [Entrant(entrant_name(flagfile), flagfile) for flagfile in flagfiles]
+    for seed in range(seeds):
+        for entrant in entrants:
+            run_dir = os.path.join(logdir, f"{entrant.name}-seed{seed}")
+            command = train_command(entrant.flagfile, seed, target, run_dir, data_dir, eval_every_epochs,
+                                    stop_at_target)
+            logging.info("race: %s seed %d: %s", entrant.name, seed, " ".join(command[1:]))
+            tick = time.time()
+            process = subprocess.run(command, capture_output=True, text=True)
+            if process.returncode != 0:
+                last = (process.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RaceError(f"{entrant.name} seed {seed} failed (exit {process.returncode}): {last}")
+            with open(os.path.join(run_dir, "results.json")) as file:
+                results = json.load(file)
+            entrant.runs.append(results)
+            logging.info("race: %s seed %d: %s to target, test accuracy %.2f%%, %.0f s in all", entrant.name, seed,
+                         _seconds(results["seconds_to_target"]), 100 * results["test_accuracy"], time.time() - tick)
+            if on_run:
+                on_run(entrants)
+    return entrants
+
+
+def _seconds(value):
+    return "not reached" if value is None else f"{value:.1f} s"
+
+
+def _median_range(values, fmt):
+    """``"median (min–max)"`` of the non-None ``values``, or "—" when none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def make_table(entrants, target):
+    columns = ["recipe", "reached", "seconds to target, median (min–max)", "ratio to baseline",
+               "images to target, median (min–max)", "final test accuracy %, median (min–max)",
+               "training s per run, median", "images/s, median"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    baseline = None
+    for index, entrant in enumerate(entrants):
+        runs = entrant.runs
+        seconds = [r["seconds_to_target"] for r in runs]
+        reached = [s for s in seconds if s is not None]
+        median = statistics.median(reached) if reached and len(reached) == len(runs) else None
+        if index == 0:
+            baseline = median
+        ratio = f"{median / baseline:.3f}" if median is not None and baseline else "—"
+        cells = [f"`{entrant.flagfile}`", f"{len(reached)}/{len(runs)}",
+                 _median_range(seconds, lambda v: f"{v:.1f}"), ratio,
+                 _median_range([r["images_to_target"] for r in runs], lambda v: f"{v:,.0f}"),
+                 _median_range([100 * r["test_accuracy"] for r in runs], lambda v: f"{v:.2f}"),
+                 f"{statistics.median(r['train_seconds'] for r in runs):.1f}" if runs else "—",
+                 f"{statistics.median(r['images_per_second'] for r in runs):,.0f}" if runs else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def make_report(entrants, target, seeds, command, record, elapsed_seconds):
+    done = sum(len(e.runs) for e in entrants)
+    lines = [
+        f"# Race to {100 * target:.2f}% test accuracy", "",
+        "| | |", "| --- | --- |",
+        f"| recipes | {', '.join(f'`{e.flagfile}`' for e in entrants)} (the first is the baseline) |",
+        f"| seeds | {', '.join(map(str, range(seeds)))}, run alternately |",
+        f"| machine | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs |",
+        f"| versions | TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']} |",
+        f"| commit | {record['commit']} |",
+        f"| command | `{command}` |",
+        f"| runs | {done} of {len(entrants) * seeds}; {elapsed_seconds:.0f} s of wall time in this command |",
+        f"| written | {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC |", "",
+        make_table(entrants, target), "",
+        "Seconds to target: training time of a run until its first evaluation at or above the target, the first "
+        "(compiling) call included, evaluations excluded (results.json `seconds_to_target`). The ratio compares "
+        "medians with the baseline's and is shown only when every seed of both reached the target. Images to "
+        "target: optimizer steps until that evaluation times the batch size. Final test accuracy: at the end of "
+        "each run. images/s: training throughput without the compiling call.", ""]
+    return "\n".join(lines)
+
+
+def race_and_report(flagfiles, target, seeds, logdir, out, command, data_dir="", eval_every_epochs=0.0,
+                    stop_at_target=False):
+    """``run_race``, rewriting the markdown report ``out`` after every run; returns the ``Entrant``s."""
+    for flagfile in flagfiles:
+        if os.path.exists(os.path.join(logdir, f"{entrant_name(flagfile)}-seed0")):
+            raise RaceError(f"{logdir} already holds runs of {entrant_name(flagfile)}; a race's times compare only "
+                            f"within one invocation, so pass a new --logdir")
+    record, started = machine_record(), time.time()
+
+    def write(entrants):
+        text = make_report(entrants, target, seeds, command, record, time.time() - started)
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out + ".tmp", "w") as file:
+            file.write(text)
+        os.replace(out + ".tmp", out)
+
+    return run_race(flagfiles, target, seeds, logdir, data_dir, eval_every_epochs, stop_at_target, on_run=write)

@@ -1,0 +1,125 @@
+"""The markdown report of a sweep: what was run, where and how, then a table of the points over seeds."""
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+
+import keras
+import tensorflow as tf
+
+from models import architecture
+from training.config import TrainConfig
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def machine_record(repo_dir=REPO_DIR):
+    """What made the numbers: machine, CPU count, library versions and the git commit of ``repo_dir``."""
+    return dict(machine=platform.machine(), cpu_model=cpu_model(), cpus=os.cpu_count(),
+                python=platform.python_version(), tensorflow=tf.__version__, keras=keras.__version__,
+                commit=git_commit(repo_dir))
+
+
+def cpu_model():
+    """The CPU's model name as ``lscpu`` prints it (from /proc/cpuinfo), or the platform's processor field."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def git_commit(repo_dir):
+    """``git rev-parse --short HEAD``, marked "+uncommitted changes" when ``git status --porcelain`` lists any.
+
+    Markdown files do not count: they cannot change a result, and the sweep tables in ``sweeps/`` are this
+    command's own output (one sweep's new table would otherwise mark every sweep run after it).
+    """
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changes = git("status", "--porcelain", "--", ".", ":(exclude,glob)**/*.md")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head} +uncommitted changes" if changes else head
+
+
+def accuracy_spread(accuracies):
+    """``("99.00 ± 1.00", "98.00–100.00")`` for accuracies 0.98, 0.99, 1.00: percent mean ± sample standard
+    deviation (the mean alone for one run), and min–max."""
+    percents = [100 * accuracy for accuracy in accuracies]
+    mean = f"{statistics.fmean(percents):.2f}"
+    spread = f"{mean} ± {statistics.stdev(percents):.2f}" if len(percents) > 1 else mean
+    return spread, f"{min(percents):.2f}–{max(percents):.2f}"
+
+
+def _cell(overrides, name):
+    if name not in overrides:
+        return "—"
+    value = overrides[name]
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def make_table(varied, points):
+    """The markdown table: a row per ``PointResult``, with a column for each name in ``varied``."""
+    columns = ["point", "arch", *varied, "test accuracy % (mean ± std)", "min–max %", "params", "images/s",
+               "s per run"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for point in points:
+        results = [run.results for run in point.runs]
+        spread, extremes = accuracy_spread([r["test_accuracy"] for r in results])
+        images_per_second = statistics.fmean(r["images_per_second"] for r in results)
+        wall_seconds = statistics.fmean(r["wall_seconds"] for r in results)
+        cells = [point.label, f"`{architecture.resolve(point.overrides.get('arch', TrainConfig.arch))}`",
+                 *(_cell(point.overrides, name) for name in varied), spread, extremes, f"{results[0]['params']:,}",
+                 f"{images_per_second:,.0f}", f"{wall_seconds:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def make_report(grid, dataset, train_steps, seeds, points, record, command, elapsed_seconds):
+    """The markdown file of a sweep: what was run, where and how, then the table (of the points done so far)."""
+    images = train_steps * grid.batch_size
+    runs = [run for point in points for run in point.runs]
+    reused = sum(run.reused for run in runs)
+    lines = [
+        f"# Sweep `{grid.name}` on {dataset.name}", "", grid.description, "",
+        "| | |", "| --- | --- |",
+        f"| grid | `{grid.name}`: {len(grid.points)} points x {seeds} seeds |",
+        f"| dataset | {dataset.name} from {dataset.source}: {len(dataset.x_train):,} training, "
+        f"{len(dataset.x_test):,} test images |",
+        f"| step budget | {train_steps:,} steps per run at batch size {grid.batch_size}: {images:,} images, "
+        f"{images / len(dataset.x_train):.2f} epochs |",
+        f"| seeds | {', '.join(map(str, range(seeds)))} |",
+        f"| machine | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs |",
+        f"| versions | TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']} |",
+        f"| commit | {record['commit']} |",
+        f"| command | `{command}` |",
+        f"| runs | {len(runs) - reused} trained, {reused} reused from earlier results.json; {elapsed_seconds:.0f} s "
+        f"of wall time in this command |",
+        f"| written | {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC |", "",
+    ]
+    if len(points) < len(grid.points):
+        lines += [f"**Incomplete: {len(points)} of {len(grid.points)} points done.** Running the command again "
+                  "continues the sweep; finished runs are reused.", ""]
+    lines += [
+        make_table(grid.varied, points), "",
+        "Test accuracy is measured on the whole test set after the last step: mean ± sample standard deviation "
+        "over the seeds, and min–max. images/s is training throughput (the first, compiling call left out), the "
+        "mean over seeds; s per run is the mean wall time of a run, building, compiling and evaluating included "
+        "(for a reused run, as measured when it was trained)." + (
+            " — : the point leaves that setting at the `TrainConfig` default." if grid.varied else ""), ""]
+    return "\n".join(lines)

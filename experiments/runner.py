@@ -1,0 +1,123 @@
+"""Trains every point of a grid over seeds, each run in ``<logdir>/<grid>/<dataset>/<label>-seed<k>``.
+
+A run whose directory already holds results.json of the same configuration is reused instead of trained
+again, so an interrupted sweep continues where it stopped. Everything here takes plain arguments.
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+from absl import logging
+
+from experiments.report import machine_record, make_report
+from training import config as config_lib
+from training import trainer
+from training.config import TrainConfig
+from training.rundir import CONFIG, RunDir
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot go on (a run directory holding another configuration); the message says why."""
+
+
+@dataclasses.dataclass
+class RunRecord:
+    results: dict  # what the run's results.json holds
+    reused: bool  # read from an earlier run's results.json instead of trained now
+
+
+@dataclasses.dataclass
+class PointResult:
+    label: str
+    overrides: dict
+    runs: list  # one RunRecord per seed
+
+
+def run_dir(logdir, grid_name, dataset_name, label, seed):
+    return os.path.join(logdir, grid_name, dataset_name, f"{label}-seed{seed}")
+
+
+def run_config(grid, label, overrides, dataset_name, seed, train_steps, logdir, data_dir=""):
+    """The ``TrainConfig`` of one run of one point."""
+    return dataclasses.replace(
+        TrainConfig(), dataset=dataset_name, data_dir=data_dir, batch_size=grid.batch_size, train_steps=train_steps,
+        seed=seed, logdir=run_dir(logdir, grid.name, dataset_name, label, seed), resume=True, **overrides)
+
+
+def reusable_results(config):
+    """The results of an earlier, finished run of ``config`` in its run directory, or None when it must train.
+
+    An unfinished run of the same configuration is left for ``train`` to resume. A directory holding a run that
+    computes something else (a FIXED ``TrainConfig`` field differs, the rule ``train`` resumes by) or was
+    trained for another step budget (a table compares one budget) raises ``SweepError``.
+    """
+    run = RunDir(config.logdir)
+    if not os.path.exists(run.file(CONFIG)):
+        return None
+    earlier = run.read_saved()["config"]
+    differ = dict(config_lib.fixed_changes(earlier, config))
+    if earlier.get("train_steps", config.train_steps) != config.train_steps:
+        differ["train_steps"] = (earlier["train_steps"], config.train_steps)
+    if differ:
+        found = ", ".join(f"{name}={old}" for name, (old, _) in differ.items())
+        asked = ", ".join(f"{name}={new}" for name, (_, new) in differ.items())
+        raise SweepError(f"{config.logdir} holds a run with {found}, not {asked}; pass another --logdir or remove "
+                         f"that directory")
+    results = run.read_results()
+    return results if results and results.get("train_steps") == config.train_steps else None
+
+
+def run_once(config, dataset, name):
+    """One run: reused from its run directory when it finished before, else trained. Logs one progress line."""
+    results = reusable_results(config)
+    if results is not None:
+        logging.info("sweep: %s: test accuracy %.2f%%, %.1f s when trained; reused %s/results.json, not trained "
+                     "again", name, 100 * results["test_accuracy"], results["wall_seconds"], config.logdir)
+        return RunRecord(results, reused=True)
+    results = trainer.train(config, dataset=dataset).results
+    keras.utils.clear_session()  # drop the finished model's graph state before the next run builds its own
+    logging.info("sweep: %s: test accuracy %.2f%%, %.1f s, trained in %s", name, 100 * results["test_accuracy"],
+                 results["wall_seconds"], config.logdir)
+    return RunRecord(results, reused=False)
+
+
+def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_point=None):
+    """Trains every point of ``grid`` with seeds 0..seeds-1 on ``dataset`` (a ``data.Dataset``), in-process.
+
+    ``train_steps`` replaces the grid's budget. ``on_point(done)`` is called with the ``PointResult``s so far
+    after each point. Returns them all.
+    """
+    steps = train_steps or grid.train_steps
+    done, total = [], len(grid.points) * seeds
+    for label, overrides in grid.points:
+        runs = []
+        for seed in range(seeds):
+            config = run_config(grid, label, overrides, dataset.name, seed, steps, logdir, data_dir)
+            name = f"run {len(done) * seeds + seed + 1}/{total}, point {label}, seed {seed}"
+            runs.append(run_once(config, dataset, name))
+        done.append(PointResult(label, dict(overrides), runs))
+        if on_point:
+            on_point(done)
+    return done
+
+
+def run_and_report(grid, dataset, seeds, logdir, out, command, train_steps=None, data_dir=""):
+    """``run_sweep``, rewriting the markdown report ``out`` after every point; returns the ``PointResult``s."""
+    record = machine_record()
+    steps = train_steps or grid.train_steps
+    started = time.time()
+
+    def write(done):
+        text = make_report(grid, dataset, steps, seeds, done, record, command, time.time() - started)
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out + ".tmp", "w") as file:
+            file.write(text)
+        os.replace(out + ".tmp", out)
+
+    write([])
+    done = run_sweep(grid, dataset, seeds, logdir, train_steps, data_dir, on_point=write)
+    logging.info("sweep: %d points x %d seeds done in %.0f s; table in %s", len(done), seeds,
+                 time.time() - started, out)
+    return done

@@ -1,0 +1,108 @@
+"""Training throughput of the custom loop, ``fit``, the reference network and XLA, measured in one process.
+
+The variants are measured in interleaved rounds (A, B, C, A, B, C, ...) and the median round is reported, so
+background load affects all of them alike. Each variant builds its parts as a training run does
+(``training.parts``), then runs training steps without evaluation, checkpoints or logging.
+"""
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from training import data as data_lib
+from training import loop as loop_lib
+from training import parts as parts_lib
+
+# name -> (implementation, loop, XLA)
+VARIANTS = {
+    "custom": ("keras", "custom", False),
+    "fit": ("keras", "fit", False),
+    "reference": ("reference", "custom", False),
+    "custom_xla": ("keras", "custom", True),
+    "fit_xla": ("keras", "fit", True),
+    "reference_xla": ("reference", "custom", True),
+}
+UNBOUNDED_STEPS = 10**6  # the schedule's horizon: far beyond any benchmark, so the rate stays at its peak
+
+
+@dataclasses.dataclass
+class Runner:
+    """Runs ``steps`` training steps of one variant per call; ``warm_up`` traces and compiles first."""
+
+    run_steps: object
+
+    def warm_up(self, steps):
+        self.run_steps(steps)
+
+    def seconds_for(self, steps):
+        tick = time.perf_counter()
+        self.run_steps(steps)
+        return time.perf_counter() - tick
+
+
+def make_runner(config, dataset, name):
+    """The ``Runner`` of variant ``name`` for ``config`` (a ``TrainConfig``) on ``dataset``."""
+    impl, loop, jit_compile = VARIANTS[name]
+    config = dataclasses.replace(config, impl=impl, loop=loop, jit_compile=jit_compile)
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        parts = parts_lib.build_parts(config, dataset, UNBOUNDED_STEPS)
+    if loop == "fit":
+        return _fit_runner(config, dataset, parts)
+    batches = data_lib.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, config.batch_size,
+                                                 config.seed, parts.train_preprocess)
+    iterator = iter(batches)
+    train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
+                                          parts.train_metrics, strategy, config.batch_size, jit_compile)
+
+    def run_steps(steps):
+        for _ in range(steps // config.steps_per_loop):
+            losses = train_loop(iterator, tf.constant(config.steps_per_loop))
+        losses.numpy()  # wait for the device
+
+    return Runner(run_steps)
+
+
+def _fit_runner(config, dataset, parts):
+    model = parts.network
+    model.compile(optimizer=parts.optimizer, loss=parts.loss, metrics=[keras.metrics.SparseCategoricalAccuracy()],
+                  steps_per_execution=config.steps_per_loop, jit_compile=config.jit_compile)
+    batches = data_lib.train_pipeline(dataset.x_train, dataset.y_train, config.batch_size, config.seed,
+                                      parts.train_preprocess)
+
+    def run_steps(steps):
+        model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+
+    return Runner(run_steps)
+
+
+def measure(config, dataset, variants, steps, rounds):
+    """Median images/s of each variant over ``rounds`` interleaved rounds of ``steps`` steps."""
+    runners = {}
+    for name in variants:
+        runners[name] = make_runner(config, dataset, name)
+        runners[name].warm_up(2 * config.steps_per_loop)
+    seconds = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            seconds[name].append(runner.seconds_for(steps))
+    return {name: steps * config.batch_size / statistics.median(times) for name, times in seconds.items()}
+
+
+def table(rates, config, steps, rounds):
+    base = rates.get("custom")
+    lines = [f"arch `{config.arch}`, global batch {config.batch_size}, {config.steps_per_loop} steps per call, "
+             f"median of {rounds} interleaved rounds of {steps} steps; {platform.machine()}, "
+             f"{os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}", "",
+             "| variant | implementation | loop | XLA | images/s | ratio to custom |",
+             "| --- | --- | --- | --- | ---: | ---: |"]
+    for name, rate in rates.items():
+        impl, loop, jit_compile = VARIANTS[name]
+        ratio = f"{rate / base:.3f}" if base else "-"
+        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {rate:.0f} | {ratio} |")
+    return "\n".join(lines)

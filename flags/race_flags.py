@@ -1,0 +1,29 @@
+"""Flags of ``python -m experiments.race``: definitions and parse-time validation."""
+
+import os
+
+from absl import flags as absl_flags
+
+from flags import cli
+
+
+def define_flags():
+    """Defines the race flags on ``absl.flags.FLAGS`` (once per process)."""
+    absl_flags.DEFINE_list("flagfiles", None, "Two or more training flagfiles; the first is the baseline.")
+    absl_flags.DEFINE_float("target_accuracy", None, "Test accuracy in (0, 1] every recipe races to.")
+    absl_flags.DEFINE_integer("seeds", 3, "Runs per recipe, with seeds 0, 1, ..., seeds-1, run alternately.")
+    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz, passed to every run.")
+    absl_flags.DEFINE_float("eval_every_epochs", 0.0, "Evaluate every run after this many epochs, overriding the "
+                            "flagfiles, so every recipe is checked after the same numbers of images; 0: each "
+                            "flagfile's own interval.")
+    absl_flags.DEFINE_bool("stop_at_target", False, "End each run at its first evaluation at the target.")
+    absl_flags.DEFINE_string("logdir", os.path.join("runs", "races", "race"), "Root of the run directories "
+                             "<logdir>/<recipe>-seed<k>; must not hold runs of these recipes yet.")
+    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/race.md.")
+    absl_flags.mark_flags_as_required(["flagfiles", "target_accuracy"])
+    cli.check("flagfiles", lambda v: v is None or (len(v) >= 2 and all(os.path.isfile(f) for f in v)),
+              "must name two or more existing flagfiles, the baseline first")
+    cli.check("target_accuracy", lambda v: v is None or 0 < v <= 1, "must be in (0, 1]")
+    cli.check("seeds", lambda v: v > 0, "must be a positive integer")
+    cli.check("eval_every_epochs", lambda v: v >= 0, "must be >= 0")
+    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")

@@ -1,0 +1,66 @@
+"""The code's shape: no import circle among the project's modules, and entry points apart from the library."""
+
+import ast
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = ("models", "reference", "training", "experiments", "flags")
+
+
+def module_name(path):
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_imports(path, modules):
+    """Every project module ``path`` imports, at the top or inside a function (a lazy import counts too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in modules}
+    return found
+
+
+def import_graph():
+    paths = [path for package in PACKAGES for path in (REPO_ROOT / package).rglob("*.py")]
+    modules = {module_name(path): path for path in paths}
+    # A package's __init__ re-exporting its modules is how Python packages work, not a circle: leave it out.
+    return {name: project_imports(path, modules) - {name} for name, path in modules.items()
+            if path.name != "__init__.py"}, modules
+
+
+def test_no_module_imports_a_module_that_imports_it_back():
+    graph, _ = import_graph()
+    graph = {name: {dep for dep in deps if dep in graph} for name, deps in graph.items()}
+    state, cycles = {}, []
+
+    def visit(name, stack):
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "import circles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_run_machinery_never_imports_experiment_tooling_or_entry_points():
+    graph, _ = import_graph()
+    entry_points = {"training.train", "experiments.sweep", "experiments.inspect_run", "experiments.benchmark",
+                    "experiments.analyze"}
+    for name, deps in graph.items():
+        if name.startswith(("models", "reference", "training")) and name not in entry_points:
+            assert not {dep for dep in deps if dep.startswith(("experiments", "flags"))}, name
+        assert not deps & entry_points, f"{name} imports an entry point"
+    assert graph["training.trainer"] >= {"training.loops"}
+    assert "training.trainer" not in graph["training.fit_loop"] | graph["training.custom_loop"]

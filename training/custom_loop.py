@@ -1,0 +1,64 @@
+"""``--loop=custom``: the compiled multi-step train function of ``training/loop.py`` driven chunk by chunk."""
+
+import contextlib
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from training import loop as loop_lib
+from training import parts as parts_lib
+from training.errors import RunError
+from training.profiling import StepProfiler
+from training.progress import Bookkeeper
+
+
+def train(run):
+    """Trains ``run`` (a ``parts.Run``) from its restored step to its budget; returns the loop's figures."""
+    config, parts = run.config, run.parts
+    train_iterator = iter(parts_lib.distributed_train_batches(run, int(run.step)))
+    test_batches = parts_lib.distributed_eval_batches(run, run.dataset.x_test, run.dataset.y_test)
+    train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
+                                          parts.train_metrics, run.strategy, config.batch_size, config.jit_compile)
+    eval_step = loop_lib.make_eval_step(parts.network, parts.per_example_loss, parts.eval_metrics, run.strategy)
+    book = Bookkeeper(run, evaluate=lambda: evaluate(eval_step, test_batches, parts.eval_metrics),
+                      evaluate_validation=lambda x, y: evaluate(
+                          eval_step, parts_lib.distributed_eval_batches(run, x, y), parts.eval_metrics))
+    profiler = StepProfiler(run.logdir, *config.profile_steps) if config.profile_steps else None
+
+    while not book.done:
+        begin = int(run.step)
+        num_steps = min(config.steps_per_loop, run.total_steps - begin)
+        if profiler:
+            num_steps = profiler.steps_before_boundary(begin, num_steps)
+        tick = time.time()
+        with profiler.around(begin + 1) if profiler else contextlib.nullcontext():
+            losses = train_loop(train_iterator, tf.constant(num_steps)).numpy()
+        seconds = time.time() - tick
+        check_finite(losses, begin, run.checkpoints.directory)
+        run.step.assign(begin + num_steps)
+        book.after_steps(begin, begin + num_steps, seconds, lambda: read_and_reset(parts.train_metrics))
+    return book.finish()
+
+
+def evaluate(eval_step, test_batches, metrics):
+    """Mean loss and accuracy over every batch of ``test_batches``."""
+    for metric in metrics:
+        metric.reset_state()
+    for batch in test_batches:
+        eval_step(batch)
+    return tuple(float(metric.result()) for metric in metrics)
+
+
+def read_and_reset(metrics):
+    values = tuple(float(metric.result()) for metric in metrics)
+    for metric in metrics:
+        metric.reset_state()
+    return values
+
+
+def check_finite(losses, begin, checkpoint_dir):
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise RunError(f"loss became {losses[bad[0]]} at step {begin + bad[0] + 1}; stopped, the last good "
+                       f"checkpoint in {checkpoint_dir} is kept")

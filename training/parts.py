@@ -1,0 +1,100 @@
+"""Assembles a run's parts once, for every trainer: network, optimizer with its schedule, loss, metrics,
+preprocessing and pipelines. The custom loop, the fit loop and the benchmark all build through here.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from models.network import build_network
+from training import data as data_lib
+from training.losses import classification_loss
+from training.optimization import Schedule, build_optimizer, exclude_from_decay
+
+
+@dataclasses.dataclass
+class RunParts:
+    """What a loop trains with; built inside the strategy's scope by ``build_parts``."""
+
+    network: object  # a models.network.Network
+    optimizer: keras.optimizers.Optimizer
+    loss: keras.losses.Loss  # mean over the batch, for Keras compile
+    per_example_loss: keras.losses.Loss  # one loss per example, for the custom loop
+    train_metrics: tuple  # (mean loss, accuracy)
+    eval_metrics: tuple
+    train_preprocess: object  # fn(images_uint8, labels) -> (images, labels)
+    eval_preprocess: object
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything one loop needs to train a run, assembled by ``trainer.train``."""
+
+    config: object  # a TrainConfig
+    dataset: data_lib.Dataset
+    strategy: tf.distribute.Strategy
+    parts: RunParts
+    step: tf.Variable  # optimizer steps taken, restored from the checkpoint
+    total_steps: int
+    logdir: str  # where this process writes (a temporary directory on non-chief workers)
+    checkpoints: tf.train.CheckpointManager
+    writers: dict  # "train" / "eval" -> summary writer (a no-op writer on non-chief workers)
+    eval_every: int  # steps between evaluations (0: only at the end), resolved from steps or epochs
+    validation: tuple = None  # (x_val, y_val) held out of the training set, evaluated at the end; or None
+
+
+def build_parts(config, dataset, total_steps):
+    """The run's ``RunParts`` for ``config`` on ``dataset``; call inside ``strategy.scope()``."""
+    network = build_network(config.impl, config.arch, dataset.image_shape, dataset.num_classes, config.seed,
+                            config.precision)
+    train_preprocess, eval_preprocess = make_preprocessors(config, dataset)
+    return RunParts(
+        network=network, optimizer=make_optimizer(config, total_steps, network.trainable_variables),
+        loss=classification_loss(dataset.num_classes, config.label_smoothing),
+        per_example_loss=classification_loss(dataset.num_classes, config.label_smoothing, reduction=None),
+        train_metrics=make_metrics("train"), eval_metrics=make_metrics("eval"),
+        train_preprocess=train_preprocess, eval_preprocess=eval_preprocess)
+
+
+def make_preprocessors(config, dataset):
+    """``(train, eval)`` batch preprocessing functions as ``config`` says (scaling, standardising, augmenting)."""
+    mean = std = None
+    if config.standardize:
+        mean, std = data_lib.channel_stats(dataset.x_train)
+    return data_lib.make_preprocess(mean, std, augment=config.augment), data_lib.make_preprocess(mean, std)
+
+
+def distributed_train_batches(run, start_step):
+    """Training batches from ``start_step`` on, distributed over the run's strategy."""
+    config, dataset = run.config, run.dataset
+    return data_lib.distributed_train_dataset(run.strategy, dataset.x_train, dataset.y_train, config.batch_size,
+                                              config.seed, run.parts.train_preprocess, skip_batches=start_step)
+
+
+def distributed_eval_batches(run, x, y):
+    """Every example of ``x, y`` once, distributed over the run's strategy."""
+    return data_lib.distributed_eval_dataset(run.strategy, x, y, run.config.eval_batch_size,
+                                             run.parts.eval_preprocess)
+
+
+def make_optimizer(config, total_steps, variables):
+    """The configured optimizer, built on ``variables`` (call inside ``strategy.scope()``).
+
+    With float16 compute it is wrapped in Keras' ``LossScaleOptimizer``, so small gradients do not flush to 0.
+    """
+    schedule = Schedule(config.lr_schedule, config.learning_rate, total_steps, config.warmup_steps,
+                        config.decay_rate, config.decay_steps, config.piecewise_boundaries)
+    optimizer = build_optimizer(config.optimizer, schedule, config.momentum, config.nesterov, config.weight_decay)
+    exclude_from_decay(optimizer, variables)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    # Keras 3 creates slot variables lazily; building them here, in the strategy's scope, lets
+    # apply_gradients run inside strategy.run.
+    optimizer.build(variables)
+    return optimizer
+
+
+def make_metrics(prefix):
+    return (keras.metrics.Mean(name=f"{prefix}_loss"),
+            keras.metrics.SparseCategoricalAccuracy(name=f"{prefix}_accuracy"))

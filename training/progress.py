@@ -1,0 +1,151 @@
+"""What happens between chunks of training steps, the same for both loops: throughput and time left, console
+lines, TensorBoard scalars, evaluations, checkpoints, and the time it took to reach a target accuracy.
+"""
+
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+
+class Progress:
+    """Throughput and time left; the first call (tracing and compilation) is left out of the rate."""
+
+    def __init__(self, total_steps, start_step, batch_size):
+        self.total_steps, self.step, self.batch_size = total_steps, start_step, batch_size
+        self.calls = self.timed_steps = 0
+        self.timed_seconds = 0.0
+
+    def record(self, num_steps, seconds):
+        self.step += num_steps
+        self.calls += 1
+        if self.calls > 1:
+            self.timed_steps += num_steps
+            self.timed_seconds += seconds
+
+    def images_per_second(self):
+        return self.timed_steps * self.batch_size / self.timed_seconds if self.timed_seconds else 0.0
+
+    def describe(self):
+        rate = self.images_per_second()
+        if not rate:
+            return "compiling"
+        left = (self.total_steps - self.step) * self.batch_size / rate
+        return f"{rate:.0f} images/s, {int(left) // 60}:{int(left) % 60:02d} left"
+
+
+class TargetClock:
+    """Training and evaluation seconds until the first evaluation at or above ``target`` test accuracy.
+
+    Training time counts every train call from the first step of this process, compilation included;
+    evaluation time is kept apart, so runs that evaluate more often are not charged for it.
+    """
+
+    def __init__(self, target, batch_size):
+        self.target, self.batch_size = target, batch_size
+        self.train_seconds = self.eval_seconds = 0.0
+        self.reached_at = None  # (step, train seconds, eval seconds) of the first evaluation at the target
+
+    def record(self, step, accuracy):
+        if self.target and self.reached_at is None and accuracy >= self.target:
+            self.reached_at = (step, self.train_seconds, self.eval_seconds)
+            logging.info("reached test accuracy %.2f%% (target %.2f%%) at step %d after %.1f s of training",
+                         100 * accuracy, 100 * self.target, step, self.train_seconds)
+            return True
+        return False
+
+    def results(self):
+        """The results.json fields; ``None`` values when the target was not reached or not set."""
+        step, train_seconds, eval_seconds = self.reached_at or (None, None, None)
+        return dict(target_accuracy=self.target or None, steps_to_target=step,
+                    images_to_target=None if step is None else step * self.batch_size,
+                    seconds_to_target=None if train_seconds is None else round(train_seconds, 2),
+                    eval_seconds_to_target=None if eval_seconds is None else round(eval_seconds, 2))
+
+
+class Bookkeeper:
+    """Called by a loop after each chunk of steps: logs, evaluates and checkpoints at the configured intervals.
+
+    ``evaluate()`` returns ``(test loss, test accuracy)`` and ``evaluate_validation(x, y)`` the same on held-out
+    arrays; the loop supplies both because the custom loop and ``fit`` evaluate differently. Intervals are in
+    steps and round up to the loop's chunks.
+    """
+
+    def __init__(self, run, evaluate, evaluate_validation):
+        config = run.config
+        self.run, self.evaluate_fn, self.evaluate_validation = run, evaluate, evaluate_validation
+        self.progress = Progress(run.total_steps, int(run.step), config.batch_size)
+        self.clock = TargetClock(config.target_accuracy, config.batch_size)
+        self.stop_at_target = config.stop_at_target
+        self.reached_target = False
+        self.last_eval = None  # (step, loss, accuracy)
+
+    @property
+    def done(self):
+        return int(self.run.step) >= self.run.total_steps or (self.stop_at_target and self.reached_target)
+
+    def after_steps(self, begin, now, seconds, train_metrics):
+        """Bookkeeping after steps ``begin + 1 .. now`` took ``seconds``; ``train_metrics()`` returns the mean
+        training loss and accuracy since the last log and starts the next mean."""
+        run, config = self.run, self.run.config
+        self.progress.record(now - begin, seconds)
+        self.clock.train_seconds += seconds
+
+        def due(every):
+            return now == run.total_steps or (every > 0 and now // every > begin // every)
+
+        if due(config.log_every):
+            self.log_training(now, *train_metrics())
+        if run.eval_every and due(run.eval_every) and now != run.total_steps:
+            self.evaluate(now)
+        if due(config.checkpoint_every) or self.done:
+            run.checkpoints.save(checkpoint_number=now)
+
+    def log_training(self, step, loss, accuracy):
+        optimizer = self.run.parts.optimizer
+        learning_rate = float(current_learning_rate(optimizer))
+        scalars = dict(loss=loss, accuracy=accuracy, learning_rate=learning_rate,
+                       images_per_second=self.progress.images_per_second())
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            scalars["loss_scale"] = float(optimizer.dynamic_scale.numpy())
+        write_scalars(self.run.writers["train"], step, **scalars)
+        logging.info("step %d/%d: loss %.4f, accuracy %.2f%%, lr %.3g, %s", step, self.run.total_steps, loss,
+                     100 * accuracy, learning_rate, self.progress.describe())
+
+    def evaluate(self, step):
+        tick = time.time()
+        loss, accuracy = self.evaluate_fn()
+        self.clock.eval_seconds += time.time() - tick
+        write_scalars(self.run.writers["eval"], step, loss=loss, accuracy=accuracy)
+        logging.info("step %d: test loss %.4f, test accuracy %.2f%%", step, loss, 100 * accuracy)
+        self.reached_target |= self.clock.record(step, accuracy)
+        self.last_eval = (step, loss, accuracy)
+        return loss, accuracy
+
+    def finish(self):
+        """The final evaluation (reused when the last chunk ended with one) and the loop's figures."""
+        step = int(self.run.step)
+        if self.last_eval is None or self.last_eval[0] != step:
+            self.evaluate(step)
+        _, loss, accuracy = self.last_eval
+        validation_loss = validation_accuracy = None
+        if self.run.validation is not None:
+            validation_loss, validation_accuracy = self.evaluate_validation(*self.run.validation)
+            logging.info("step %d: validation loss %.4f, validation accuracy %.2f%% (%d held-out images)", step,
+                         validation_loss, 100 * validation_accuracy, len(self.run.validation[0]))
+        return dict(test_loss=loss, test_accuracy=accuracy, validation_loss=validation_loss,
+                    validation_accuracy=validation_accuracy, images_per_second=self.progress.images_per_second(),
+                    train_seconds=round(self.clock.train_seconds, 2), **self.clock.results())
+
+
+def current_learning_rate(optimizer):
+    rate = optimizer.learning_rate
+    return rate(optimizer.iterations) if callable(rate) else rate
+
+
+def write_scalars(writer, step, **scalars):
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.scalar(name, value)
+    writer.flush()
