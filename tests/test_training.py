@@ -151,17 +151,18 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
                                                                              loop):
     # SGD at 1e20 per update: the first step is finite, its update makes the weights ~1e20 and the logits
     # overflow float32, so the loss of step 2 or 3 is not finite. One step per loop and a checkpoint each step
-    # make the last good checkpoint the step before.
+    # whose loss is finite and below the divergence bound: the last good checkpoint is a step before.
     config = tiny_config(tmp_path, optimizer="sgd", learning_rate=1e20, loop=loop, steps_per_loop=1,
                          checkpoint_every=1, log_every=1)
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(RunError, match=rf"^loss became (nan|inf|-inf) at step \d+; stopped, the last good "
-                                       rf"checkpoint in {re.escape(str(checkpoints))} is kept$") as caught:
+                                       rf"checkpoint {re.escape(str(checkpoints))}/ckpt-\d+ is kept$") as caught:
         train(config, dataset=tiny_mnist)
     bad_step = int(re.search(r"at step (\d+)", str(caught.value))[1])
-    assert bad_step >= 2
-    assert _checkpoint_numbers(tmp_path)[-1] == bad_step - 1
-    last_good = tf.train.load_checkpoint(str(checkpoints / f"ckpt-{bad_step - 1}"))
+    good_step = int(re.search(r"ckpt-(\d+) is kept", str(caught.value))[1])
+    assert 1 <= good_step < bad_step
+    assert _checkpoint_numbers(tmp_path)[-1] == good_step
+    last_good = tf.train.load_checkpoint(str(checkpoints / f"ckpt-{good_step}"))
     for name, dtype in last_good.get_variable_to_dtype_map().items():
         if dtype.is_floating:
             assert np.isfinite(last_good.get_tensor(name)).all(), name

@@ -10,7 +10,7 @@ from training import loop as loop_lib
 from training import parts as parts_lib
 from training.errors import RunError
 from training.profiling import StepProfiler
-from training.progress import Bookkeeper
+from training.progress import Bookkeeper, kept_checkpoint
 
 
 def train(run):
@@ -35,9 +35,10 @@ def train(run):
         with profiler.around(begin + 1) if profiler else contextlib.nullcontext():
             losses = train_loop(train_iterator, tf.constant(num_steps)).numpy()
         seconds = time.time() - tick
-        check_finite(losses, begin, run.checkpoints.directory)
+        check_finite(losses, begin, run.checkpoints)
         run.step.assign(begin + num_steps)
-        book.after_steps(begin, begin + num_steps, seconds, lambda: read_and_reset(parts.train_metrics))
+        book.after_steps(begin, begin + num_steps, seconds, float(np.mean(losses)),
+                         lambda: read_and_reset(parts.train_metrics))
     return book.finish()
 
 
@@ -57,8 +58,8 @@ def read_and_reset(metrics):
     return values
 
 
-def check_finite(losses, begin, checkpoint_dir):
+def check_finite(losses, begin, checkpoints):
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
-        raise RunError(f"loss became {losses[bad[0]]} at step {begin + bad[0] + 1}; stopped, the last good "
-                       f"checkpoint in {checkpoint_dir} is kept")
+        raise RunError(f"loss became {losses[bad[0]]} at step {begin + bad[0] + 1}; stopped, "
+                       f"{kept_checkpoint(checkpoints)}")

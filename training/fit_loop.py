@@ -11,7 +11,7 @@ import keras
 
 from training import data as data_lib
 from training.errors import RunError
-from training.progress import Bookkeeper
+from training.progress import Bookkeeper, kept_checkpoint
 
 
 class _BookkeepingCallback(keras.callbacks.Callback):
@@ -27,7 +27,7 @@ class _BookkeepingCallback(keras.callbacks.Callback):
         # logs["loss"] is a running mean, so with steps_per_execution > 1 the step named is the last of its group.
         if not math.isfinite(logs["loss"]):
             raise RunError(f"loss became {logs['loss']} at step {int(self.model.optimizer.iterations)}; stopped, "
-                           f"the last good checkpoint in {self.run.checkpoints.directory} is kept")
+                           f"{kept_checkpoint(self.run.checkpoints)}")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.tick = time.time()
@@ -35,7 +35,8 @@ class _BookkeepingCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         begin, now = int(self.run.step), int(self.model.optimizer.iterations)
         self.run.step.assign(now)
-        self.book.after_steps(begin, now, time.time() - self.tick, lambda: (logs["loss"], logs["accuracy"]))
+        self.book.after_steps(begin, now, time.time() - self.tick, logs["loss"],
+                              lambda: (logs["loss"], logs["accuracy"]))
         if self.book.done:
             self.model.stop_training = True
 

@@ -2,11 +2,21 @@
 lines, TensorBoard scalars, evaluations, checkpoints, and the time it took to reach a target accuracy.
 """
 
+import math
 import time
 
 import keras
 import tensorflow as tf
 from absl import logging
+
+from training.errors import RunError
+
+# Divergence guard: a cross-entropy above DIVERGED_FACTOR x ln(classes) (the loss of a uniform guess) means the
+# network predicts worse than guessing by a wide margin; a sane run's loss starts near ln(classes) and falls.
+# DIVERGED_CHUNKS such chunks in a row stop the run, and no checkpoint is saved while the loss is that high, so
+# the last one kept is from before the divergence.
+DIVERGED_FACTOR = 10.0
+DIVERGED_CHUNKS = 3
 
 
 class Progress:
@@ -80,17 +90,20 @@ class Bookkeeper:
         self.stop_at_target = config.stop_at_target
         self.reached_target = False
         self.last_eval = None  # (step, loss, accuracy)
+        self.loss_bound = DIVERGED_FACTOR * math.log(run.dataset.num_classes)
+        self.diverged = []  # (step, mean loss) of the chunks in a row whose loss is above loss_bound
 
     @property
     def done(self):
         return int(self.run.step) >= self.run.total_steps or (self.stop_at_target and self.reached_target)
 
-    def after_steps(self, begin, now, seconds, train_metrics):
-        """Bookkeeping after steps ``begin + 1 .. now`` took ``seconds``; ``train_metrics()`` returns the mean
-        training loss and accuracy since the last log and starts the next mean."""
+    def after_steps(self, begin, now, seconds, chunk_loss, train_metrics):
+        """Bookkeeping after steps ``begin + 1 .. now`` took ``seconds`` at a mean loss of ``chunk_loss``;
+        ``train_metrics()`` returns the mean training loss and accuracy since the last log and starts the next."""
         run, config = self.run, self.run.config
         self.progress.record(now - begin, seconds)
         self.clock.train_seconds += seconds
+        self.check_divergence(now, chunk_loss)
 
         def due(every):
             return now == run.total_steps or (every > 0 and now // every > begin // every)
@@ -100,7 +113,22 @@ class Bookkeeper:
         if run.eval_every and due(run.eval_every) and now != run.total_steps:
             self.evaluate(now)
         if due(config.checkpoint_every) or self.done:
-            run.checkpoints.save(checkpoint_number=now)
+            if self.diverged:
+                logging.warning("step %d: no checkpoint while the training loss (%.4g) is above %.4g", now,
+                                chunk_loss, self.loss_bound)
+            else:
+                run.checkpoints.save(checkpoint_number=now)
+
+    def check_divergence(self, step, chunk_loss):
+        if chunk_loss <= self.loss_bound:
+            self.diverged = []
+            return
+        self.diverged.append((step, chunk_loss))
+        if len(self.diverged) >= DIVERGED_CHUNKS:
+            losses = ", ".join(f"{loss:.4g} (step {at})" for at, loss in self.diverged)
+            raise RunError(f"training diverged: mean loss {losses}, above {DIVERGED_FACTOR:g} x ln(classes) = "
+                           f"{self.loss_bound:.4g}; stopped, {kept_checkpoint(self.run.checkpoints)} (lower "
+                           f"--learning_rate)")
 
     def log_training(self, step, loss, accuracy):
         optimizer = self.run.parts.optimizer
@@ -137,6 +165,13 @@ class Bookkeeper:
         return dict(test_loss=loss, test_accuracy=accuracy, validation_loss=validation_loss,
                     validation_accuracy=validation_accuracy, images_per_second=self.progress.images_per_second(),
                     train_seconds=round(self.clock.train_seconds, 2), **self.clock.results())
+
+
+def kept_checkpoint(manager):
+    """What a stopped run leaves: its last good checkpoint, or none."""
+    if manager.latest_checkpoint:
+        return f"the last good checkpoint {manager.latest_checkpoint} is kept"
+    return "no checkpoint had been saved yet"
 
 
 def current_learning_rate(optimizer):

@@ -13,10 +13,14 @@ it writes: other workers write into a temporary directory (``own_dir``) that ``c
 config, results and summaries are not written at all. That decision is made here and nowhere else.
 """
 
+import contextlib
 import datetime
+import fcntl
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 import tensorflow as tf
@@ -25,7 +29,7 @@ from absl import logging
 from training import config as config_lib
 from training.errors import RunError
 
-CONFIG, RESULTS, FLAGFILE, CHECKPOINTS = "config.json", "results.json", "flags.txt", "checkpoints"
+CONFIG, RESULTS, FLAGFILE, CHECKPOINTS, LOCK = "config.json", "results.json", "flags.txt", "checkpoints", ".lock"
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
 
 
@@ -35,6 +39,8 @@ class RunDir:
     def __init__(self, path, chief=True, worker_name="worker"):
         self.path, self.chief = path, chief
         self.own_dir = path if chief else tempfile.mkdtemp(prefix=f"{worker_name}-")
+        self._lock = None
+        self._created = None  # "directory", "contents" (found empty) or None: what this start made
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -42,7 +48,38 @@ class RunDir:
     # Before the run: may it start here? --------------------------------------------------------------------
 
     def holds_run(self):
-        return os.path.isdir(self.path) and bool(os.listdir(self.path))
+        return os.path.isdir(self.path) and bool(set(os.listdir(self.path)) - {LOCK})
+
+    def lock(self):
+        """Takes ``<logdir>/.lock`` for the life of the run, so a second run on the same directory is refused.
+
+        An ``flock`` is released by the operating system when its process ends however it ends (kill -9
+        included), so a lock left by a dead process never blocks a new run. Only the chief locks.
+        """
+        if not self.chief:
+            return
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunError(f"--logdir {self.path} is a file, not a directory; choose a new --logdir")
+        # What a failed start may remove: the directory if it made it, its contents if it found it empty.
+        created = "directory" if not os.path.exists(self.path) else "contents" if not self.holds_run() else None
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            lock = open(self.file(LOCK), "a+")
+        except OSError as error:
+            raise RunError(f"--logdir {self.path} cannot be created ({error.strerror}); choose a new --logdir") \
+                from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise RunError(f"--logdir {self.path} is in use by a run that is still going ({holder}); wait for it "
+                           f"to end or choose a new --logdir") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        self._lock, self._created = lock, created
 
     def check(self, config):
         """Refuses a directory that holds a run unless resuming, and a resume that would change what the run
@@ -112,21 +149,64 @@ class RunDir:
     # Checkpoints and summaries -------------------------------------------------------------------------------
 
     def restore_latest(self, checkpoint, step):
-        """Restores the newest checkpoint of the run (the chief's, which every worker reads) into ``checkpoint``.
+        """Restores the newest checkpoint of the run that restores completely (the chief's, which every worker
+        reads) into ``checkpoint``; returns its path, or None when the run has none yet.
 
-        Every variable must find its value (else the run would go on from fresh weights) and every saved value
-        its variable (else part of the saved run would be silently dropped); a mismatch is a one-line RunError.
-        Returns the restored checkpoint's path, or None when there is none.
+        A checkpoint that cannot be read (a missing, truncated or corrupted file) is skipped for the next older
+        one, with a log line saying why, and set aside as ``*.unreadable`` so the run never writes over it or
+        counts it among the kept ones. When checkpoint files exist but none restores, the run stops with one
+        line and nothing is touched: a run never starts from step 0 over checkpoints. A checkpoint that reads
+        but does not hold this run's variables (another architecture, say) is refused: every variable must find
+        its value and every saved value its variable.
         """
-        latest = tf.train.latest_checkpoint(self.file(CHECKPOINTS))
-        if latest:
+        directory = self.file(CHECKPOINTS)
+        candidates = checkpoint_prefixes(directory)
+        if not candidates:
+            leftovers = os.listdir(directory) if os.path.isdir(directory) else []
+            if leftovers:
+                raise RunError(f"{directory} holds files ({', '.join(sorted(leftovers)[:3])}, ...) but no readable "
+                               f"checkpoint; move them away or choose a new --logdir")
+            return None
+        skipped = []
+        for prefix in candidates:
             try:
-                checkpoint.restore(latest).assert_consumed()
+                checkpoint.restore(prefix).assert_consumed()
             except AssertionError as error:
                 reason = str(error).strip().splitlines()[0][:200]
-                raise RunError(f"{latest} does not hold this run's state ({reason}); choose a new --logdir") from None
-            logging.info("resumed from %s at step %d", latest, int(step))
-        return latest
+                raise RunError(f"{prefix} does not hold this run's state ({reason}); choose a new --logdir") from None
+            except (tf.errors.OpError, ValueError, IndexError, KeyError) as error:
+                skipped.append((prefix, _first_line(error)))
+                logging.warning("checkpoint %s cannot be restored (%s); trying the next older one", prefix,
+                                skipped[-1][1])
+                continue
+            if self.chief:
+                self._forget_newer_than(prefix, candidates)
+            logging.info("resumed from %s at step %d%s", prefix, int(step),
+                         f" (newer ones unreadable: {', '.join(os.path.basename(p) for p, _ in skipped)})"
+                         if skipped else "")
+            return prefix
+        reasons = "; ".join(f"{os.path.basename(prefix)}: {reason}" for prefix, reason in skipped)
+        raise RunError(f"no checkpoint in {directory} can be restored ({reasons[:300]}); nothing was changed: move "
+                       f"them away or choose a new --logdir")
+
+    def _forget_newer_than(self, resumed, candidates):
+        """Sets aside every file of a checkpoint newer than ``resumed`` (unreadable ones, or what is left of
+        one whose index is gone) and rewrites the state file to list the intact checkpoints up to ``resumed``.
+
+        The state file is written atomically by TensorFlow, as are checkpoint files (a temporary name, then a
+        rename), so a crash mid-save leaves the previous checkpoint intact.
+        """
+        directory = self.file(CHECKPOINTS)
+        resumed_step = _step_of(resumed)
+        newer = sorted({path.rsplit(".", 1)[0] if path.endswith(".index") else path.split(".data-")[0]
+                        for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*"))
+                        if not path.endswith(".unreadable") and (_step_of(path) or 0) > resumed_step})
+        if newer:
+            logging.warning("setting aside checkpoint files newer than %s: %s", os.path.basename(resumed),
+                            ", ".join(os.path.basename(p) for p in newer))
+            _set_aside(newer)
+        kept = [p for p in candidates if _step_of(p) <= resumed_step]
+        tf.compat.v1.train.update_checkpoint_state(directory, resumed, all_model_checkpoint_paths=kept[::-1])
 
     def checkpoint_manager(self, checkpoint):
         return tf.train.CheckpointManager(checkpoint, os.path.join(self.own_dir, CHECKPOINTS), max_to_keep=MAX_TO_KEEP)
@@ -151,11 +231,51 @@ class RunDir:
         with open(self.file(RESULTS)) as file:
             return json.load(file)
 
-    def close(self):
-        """Removes a non-chief worker's temporary directory."""
+    def close(self, failed=False):
+        """Releases the lock and removes a non-chief worker's temporary directory. After a failed start that
+        made the directory and saved no checkpoint, removes the directory too: a failed start leaves no run."""
         if self.own_dir != self.path:
             shutil.rmtree(self.own_dir, ignore_errors=True)
             logging.info("removed this worker's temporary run directory %s", self.own_dir)
+        if self._lock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.file(LOCK))
+            self._lock.close()  # closing releases the flock
+            self._lock = None
+        if failed and self._created and not checkpoint_prefixes(self.file(CHECKPOINTS)):
+            if self._created == "directory":
+                shutil.rmtree(self.path, ignore_errors=True)
+            else:
+                for name in os.listdir(self.path):
+                    path = self.file(name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def checkpoint_prefixes(directory):
+    """Prefixes of the checkpoints in ``directory`` that have an index file, newest (highest step) first.
+
+    Read from the files themselves rather than from the ``checkpoint`` state file, which may be damaged.
+    """
+    prefixes = [path[:-len(".index")] for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))]
+    return sorted((p for p in prefixes if _step_of(p) is not None), key=_step_of, reverse=True)
+
+
+def _step_of(path):
+    """N of a ``.../ckpt-N[.suffix]`` path, or None."""
+    number = os.path.basename(path)[len("ckpt-"):].split(".")[0]
+    return int(number) if number.isdigit() else None
+
+
+def _set_aside(prefixes):
+    for prefix in prefixes:
+        for path in glob.glob(glob.escape(prefix) + ".*"):
+            if not path.endswith(".unreadable"):
+                os.replace(path, path + ".unreadable")
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0][:160] if lines else type(error).__name__
 
 
 def _write_atomically(path, text):

@@ -40,7 +40,9 @@ def train(config, dataset=None, strategy=None, flagfile=None):
     strategy = strategy or distribute.make_strategy(config.strategy)
     check_batch_sizes(config, strategy.num_replicas_in_sync)
     run_dir = RunDir(config.logdir, chief=distribute.is_chief(strategy), worker_name=distribute.task_name())
+    failed = True
     try:
+        run_dir.lock()
         if run_dir.chief:
             run_dir.check(config)
         dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
@@ -51,6 +53,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         logging.info("data: %s (%d train, %d test images)", dataset.source, len(dataset.x_train),
                      len(dataset.x_test))
         total_steps = resolve_train_steps(config, len(dataset.x_train))
+        check_profile_range(config, total_steps)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -68,8 +71,9 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         figures = LOOPS[config.loop](run)
         results = run_results(config, dataset, strategy, parts.network, int(step), start, figures)
         run_dir.write_results(results)
+        failed = False
     finally:
-        run_dir.close()
+        run_dir.close(failed)
     return TrainResult(results, parts.network)
 
 
@@ -97,6 +101,14 @@ def resolve_eval_every(config, num_train_examples):
     if config.eval_every_epochs:
         return max(1, round(config.eval_every_epochs * (num_train_examples // config.batch_size)))
     return config.eval_every
+
+
+def check_profile_range(config, total_steps):
+    """Refuses a profiled range that ends after the run's last step: its trace would never be written."""
+    if config.profile_steps and config.profile_steps[1] > total_steps:
+        first, last = config.profile_steps
+        raise RunError(f"--profile_steps={first},{last} ends after the run's last step {total_steps}; profile steps "
+                       f"up to {total_steps}")
 
 
 def check_batch_sizes(config, num_replicas):
