@@ -2,11 +2,14 @@
 
 Pure Python on top of ``architecture.plan``: no Keras, so a table costs nothing to make. Parameter counts are
 those of Keras' ``count_params`` (batch norm holds 4 vectors per channel: gamma and beta, trained, and the
-moving mean and variance, not trained); ``tests/test_analysis.py`` checks them against the built models.
+moving mean and variance, not trained; 3 in ``B{filters}`` blocks, which have no gamma); the frozen whitening
+kernel counts as a parameter but not a trained one. ``tests/test_analysis.py`` checks them against the built
+models.
 
 Multiply-adds (MACs) are counted per image for convolutions and dense layers only: a conv computes
-``H_out * W_out * k * k * C_in * C_out`` of them, a dense layer ``in * out``. Biases, batch norm, ReLU, pooling,
-dropout and the residual addition are elementwise or comparisons and count as 0.
+``H_out * W_out * k * k * C_in * C_out`` of them, a dense layer ``in * out``. The first conv of a ``B{filters}``
+block runs before its pool, at the block's input size. Biases, batch norm, ReLU, GELU, pooling, dropout, the
+residual addition and the logits' scaling are elementwise or comparisons and count as 0.
 """
 
 import dataclasses
@@ -18,6 +21,10 @@ EARLY, LATE, DENSE = "early convolutions", "late convolutions", "dense layers"
 GROUPS = (EARLY, LATE, DENSE)
 # Vectors per channel a batch norm layer holds: gamma and beta (trained), moving mean and variance (not).
 BN_VECTORS, BN_TRAINED_VECTORS = 4, 2
+# Without a scale (inside B{filters} blocks): beta (trained), moving mean and variance (not).
+BN_NO_SCALE_VECTORS, BN_NO_SCALE_TRAINED_VECTORS = 3, 1
+# Layers that count as convolutions in the early/late groups.
+CONV_SPECS = (A.Conv, A.Whitening, A.Residual, A.Block)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,15 +41,17 @@ class LayerRow:
     share: float  # of the network's parameters, in [0, 1]
 
 
-def _conv_counts(kernel_size, in_channels, filters, out_hw, bias, batch_norm):
+def _conv_counts(kernel_size, in_channels, filters, out_hw, bias, batch_norm, bn_scale=True, trainable=True):
     """(params, trainable params, MACs per image) of one convolution, with its bias or batch norm."""
     weights = kernel_size * kernel_size * in_channels * filters
-    params = trainable = weights
+    params, trained = weights, weights if trainable else 0
     if bias:
-        params, trainable = params + filters, trainable + filters
+        params, trained = params + filters, trained + filters
     if batch_norm:
-        params, trainable = params + BN_VECTORS * filters, trainable + BN_TRAINED_VECTORS * filters
-    return params, trainable, out_hw[0] * out_hw[1] * weights
+        vectors, trained_vectors = ((BN_VECTORS, BN_TRAINED_VECTORS) if bn_scale else
+                                    (BN_NO_SCALE_VECTORS, BN_NO_SCALE_TRAINED_VECTORS))
+        params, trained = params + vectors * filters, trained + trained_vectors * filters
+    return params, trained, out_hw[0] * out_hw[1] * weights
 
 
 def _counts(layer):
@@ -53,7 +62,19 @@ def _counts(layer):
                               batch_norm=spec.batch_norm)
         stride = f" stride {spec.stride}" if spec.stride != 1 else ""
         norm = " + BN" if spec.batch_norm else ""
-        return (f"conv {spec.kernel_size}x{spec.kernel_size}{stride} {spec.padding}{norm}", *counts)
+        gelu = " + GELU" if spec.activation == "gelu" else ""
+        return (f"conv {spec.kernel_size}x{spec.kernel_size}{stride} {spec.padding}{norm}{gelu}", *counts)
+    if isinstance(spec, A.Whitening):
+        counts = _conv_counts(spec.kernel_size, in_shape[2], spec.filters, out_shape[:2], bias=False,
+                              batch_norm=False, trainable=False)
+        gelu = " + GELU" if spec.activation == "gelu" else ""
+        return (f"frozen whitening conv {spec.kernel_size}x{spec.kernel_size} valid{gelu}", *counts)
+    if isinstance(spec, A.Block):
+        # conv1 at the input size, then the pool halves it for conv2; both 3x3 `same` without bias.
+        parts = [_conv_counts(3, channels, spec.filters, hw, bias=False, batch_norm=True, bn_scale=False)
+                 for channels, hw in ((in_shape[2], in_shape[:2]), (spec.filters, out_shape[:2]))]
+        kind = "block: conv 3x3, max pool 2, BN, GELU, conv 3x3, BN, GELU"
+        return (kind, *(sum(column) for column in zip(*parts)))
     if isinstance(spec, A.Residual):
         # Both 3x3 convs and the 1x1 projection keep the spatial size (stride 1, `same`); none has a bias.
         convs = [(3, in_shape[2]), (3, spec.filters)] + ([(1, in_shape[2])] if spec.projection else [])
@@ -62,8 +83,13 @@ def _counts(layer):
         kind = "residual: 2 conv 3x3 + BN" + (", 1x1 conv + BN skip" if spec.projection else "")
         return (kind, *(sum(column) for column in zip(*parts)))
     if isinstance(spec, A.Dense):
-        params = in_shape[0] * spec.units + spec.units
-        return ("dense" if spec.activation else "logits", params, params, in_shape[0] * spec.units)
+        params = in_shape[0] * spec.units + (spec.units if spec.bias else 0)
+        kind = "dense" if spec.activation else "logits"
+        if not spec.bias:
+            kind += ", no bias"
+        if spec.scale != 1.0:
+            kind += f", x {spec.scale:.4g}"
+        return (kind, params, params, in_shape[0] * spec.units)
     if isinstance(spec, A.Pool):
         return (f"{spec.kind} pool {spec.size}", 0, 0, 0)
     if isinstance(spec, A.GlobalPool):
@@ -78,11 +104,12 @@ def _counts(layer):
 def layer_table(arch, input_shape, num_classes):
     """One ``LayerRow`` per layer of ``architecture.plan(arch, input_shape, num_classes)``, in order.
 
-    Groups: the first half of the conv and residual layers (rounded up) are the early convolutions, the rest
-    the late ones; dense layers and the logits are the dense layers. Raises ``ValueError`` as ``plan`` does.
+    Groups: the first half of the conv, whitening, residual and block layers (rounded up) are the early
+    convolutions, the rest the late ones; dense layers and the logits are the dense layers. Raises
+    ``ValueError`` as ``plan`` does.
     """
     planned = A.plan(arch, input_shape, num_classes)
-    convs = [layer.spec.name for layer in planned if isinstance(layer.spec, (A.Conv, A.Residual))]
+    convs = [layer.spec.name for layer in planned if isinstance(layer.spec, CONV_SPECS)]
     early = set(convs[:math.ceil(len(convs) / 2)])
     counted = [(layer, *_counts(layer)) for layer in planned]
     total = sum(params for _, _, params, _, _ in counted)
@@ -91,7 +118,7 @@ def layer_table(arch, input_shape, num_classes):
         spec = layer.spec
         if isinstance(spec, A.Dense):
             group = DENSE
-        elif isinstance(spec, (A.Conv, A.Residual)):
+        elif isinstance(spec, CONV_SPECS):
             group = EARLY if spec.name in early else LATE
         else:
             group = ""
@@ -132,8 +159,8 @@ def format_table(rows, title=None):
     lines = [f"### {title}", ""] if title else []
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    lines += ["", "MACs: multiply-adds per image of convolutions and dense layers; biases, batch norm, ReLU, "
-              "pooling and residual additions are counted as 0."]
+    lines += ["", ("MACs: multiply-adds per image of convolutions and dense layers; biases, batch norm, "
+                   "activations, pooling and residual additions are counted as 0.")]
     return "\n".join(lines)
 
 
@@ -180,7 +207,7 @@ def similar_mlp(arch, input_shape, num_classes, depth=None, tolerance=0.02):
 
 
 def report(arch, input_shape, num_classes, compare_mlp=True, mlp_depth=None):
-    """The text ``python -m training.analyze`` prints: the table of ``arch``, and optionally that of the MLP
+    """The text ``python -m experiments.analyze`` prints: the table of ``arch``, and optionally that of the MLP
     with as many parameters and a one-line comparison. Raises ``ValueError`` as ``similar_mlp`` does."""
     arch = A.resolve(arch)
     where = f"on {_shape(input_shape)} images, {num_classes} classes"

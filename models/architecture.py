@@ -7,12 +7,37 @@ use the layer names it assigns, so weights transfer by name.
 
 | token | layer |
 | --- | --- |
-| ``c{filters}k{size}[s{stride}][v][b]`` | convolution, stride 1, ``same`` padding, ReLU; ``v`` valid padding, ``b`` no bias then batch norm then ReLU |
+| ``c{filters}k{size}[s{stride}][v][b][g]`` | convolution, stride 1, ``same`` padding, ReLU; ``v`` valid padding, ``b`` no bias then batch norm then ReLU, ``g`` GELU instead of ReLU |
+| ``w{size}[g]`` | frozen patch-whitening convolution (first token only), then ReLU, or GELU with ``g`` |
 | ``m{size}`` / ``a{size}`` | max / average pooling, window = stride = size, valid |
 | ``r{filters}`` | residual basic block: relu(skip(x) + bn(conv3x3(relu(bn(conv3x3(x)))))) |
+| ``B{filters}`` | airbench block: gelu(bn(conv3x3(gelu(bn(maxpool2(conv3x3(x))))))), batch norm without scale |
 | ``gap`` / ``gmp`` | global average / max pooling |
 | ``d{units}`` | dense + ReLU |
 | ``drop{rate}`` | dropout with rate in [0, 1) |
+| ``lin{divisor}`` | last token only: the logits layer has no bias and its outputs are multiplied by 1 / ``divisor`` |
+
+GELU is the exact (erf) one, ``0.5 x (1 + erf(x / sqrt(2)))``, not the tanh approximation: both implementations
+call ``tf.nn.gelu(x, approximate=False)`` (Keras' ``activations.gelu(x, approximate=False)`` does). In float64
+that op rounds its 1/sqrt(2) to float32, a relative error of at most ~6e-7 for |x| <= 6 that both share.
+
+The airbench94 pieces (Keller Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU", 2024), and where they
+differ from ``airbench94.py``:
+
+- ``w{size}`` is a ``size`` x ``size`` valid convolution with ``2 * C * size**2`` filters on a C-channel input and
+  no bias; its kernel is a non-trainable variable that ``models.whitening.initialise_whitening`` sets to the
+  whitening filters (the eigenvectors V of the second-moment matrix of the training images' patches, scaled by
+  1 / sqrt(eigenvalue + eps), as +V then -V). Until then it holds a Glorot-uniform draw like any kernel.
+  airbench94 also has a bias there, trained for the first 3 epochs and then frozen; it is left out so that the
+  layer has no trainable variable and needs no schedule. It must come first because its kernel is computed
+  from the input images.
+- ``B{filters}`` is airbench's ``ConvGroup``: conv3x3 (``same``, no bias) -> max pool 2 -> batch norm -> GELU
+  -> conv3x3 (no bias) -> batch norm -> GELU. Its batch norms have no scale (gamma) at all, as Keras'
+  ``BatchNormalization(scale=False)`` (airbench keeps a weight fixed at 1: the same function), and use
+  airbench's momentum 0.6 and epsilon 1e-12 (``BLOCK_BN_MOMENTUM``, ``BLOCK_BN_EPSILON``). Kernels start from
+  Glorot uniform, not airbench's partial identity (Dirac) initialisation, and the moving variance is updated
+  with the biased batch variance, as Keras does (PyTorch uses the unbiased one).
+- ``lin9`` gives airbench's output layer: a linear map without bias whose logits are multiplied by 1/9.
 """
 
 import dataclasses
@@ -23,6 +48,10 @@ import re
 # epsilon 1e-5 are the usual ResNet values; Keras' own defaults (0.99, 1e-3) adapt too slowly for short runs.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# The batch norms inside ``B{filters}`` blocks, as airbench94: momentum 0.6 (moving = 0.6 * moving + 0.4 * batch)
+# and epsilon 1e-12.
+BLOCK_BN_MOMENTUM = 0.6
+BLOCK_BN_EPSILON = 1e-12
 
 PRESETS = {
     # Two 5x5 conv/pool stages and a wide dense layer: the classic TensorFlow MNIST tutorial network.
@@ -34,6 +63,10 @@ PRESETS = {
     "resnet9": "c64k3b-c128k3b-m2-r128-c256k3b-m2-c512k3b-m2-r512-gmp",
     # A small residual net that trains in minutes on a CPU.
     "resnet_small": "c32k3b-r32-c64k3b-m2-r64-c128k3b-m2-r128-gap",
+    # airbench94's network (Keller Jordan, 2024): 2x2 patch whitening, three conv-pool-BN blocks, global max
+    # pooling, logits without bias scaled by 1/9. 118,147,360 multiply-adds and 1,973,920 weights (1,971,328
+    # trained) on a CIFAR image (python3 -m experiments.analyze --arch=airbench94 --dataset=cifar10).
+    "airbench94": "w2g-B64-B256-B256-gmp-lin9",
 }
 DEFAULT_ARCH = "mnist_cnn"
 
@@ -45,7 +78,18 @@ class Conv:
     kernel_size: int
     stride: int = 1
     padding: str = "same"  # "same" or "valid"
-    batch_norm: bool = False  # conv without bias -> batch norm -> ReLU
+    batch_norm: bool = False  # conv without bias -> batch norm -> activation
+    activation: str = "relu"  # "relu", or "gelu" with the `g` suffix
+
+
+@dataclasses.dataclass(frozen=True)
+class Whitening:
+    """A frozen ``kernel_size`` x ``kernel_size`` valid convolution without bias, then an activation."""
+
+    name: str
+    kernel_size: int
+    filters: int  # 2 * channels_in * kernel_size**2: every whitening filter with both signs
+    activation: str = "relu"  # "relu", or "gelu" with the `g` suffix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +104,14 @@ class Residual:
     name: str
     filters: int
     projection: bool  # 1x1 conv + BN on the skip path, because the channel count changes
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """airbench's ConvGroup: conv3x3 -> max pool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU, BN without scale."""
+
+    name: str
+    filters: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +130,8 @@ class Dense:
     name: str
     units: int
     activation: bool = True  # False only for the logits layer
+    bias: bool = True  # False only for the logits layer after ``lin{divisor}``
+    scale: float = 1.0  # outputs are multiplied by this (1 / divisor of ``lin{divisor}``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +149,16 @@ class PlannedLayer:
     output_shape: tuple
 
 
-_CONV = re.compile(r"c(\d+)k(\d+)(?:s(\d+))?(v)?(b)?")
+_CONV = re.compile(r"c(\d+)k(\d+)(?:s(\d+))?(v)?(b)?(g)?")
+_WHITENING = re.compile(r"w(\d+)(g)?")
 _POOL = re.compile(r"([ma])(\d+)")
 _RESIDUAL = re.compile(r"r(\d+)")
+_BLOCK = re.compile(r"B(\d+)")
 _DENSE = re.compile(r"d(\d+)")
 _DROPOUT = re.compile(r"drop(\d*\.?\d+)")
-GRAMMAR = "c{filters}k{size}[s{stride}][v][b], m{size}, a{size}, r{filters}, gap, gmp, d{units}, drop{rate}"
+_LINEAR_LOGITS = re.compile(r"lin(\d*\.?\d+)")
+GRAMMAR = ("c{filters}k{size}[s{stride}][v][b][g], w{size}[g], m{size}, a{size}, r{filters}, B{filters}, gap, "
+           "gmp, d{units}, drop{rate}, lin{divisor}")
 
 
 def resolve(arch):
@@ -150,7 +208,8 @@ def plan(arch, input_shape, num_classes):
         layers.append(PlannedLayer(spec, shape, tuple(out_shape)))
         return tuple(out_shape)
 
-    for token in tokens:
+    logits = Dense("logits", num_classes, activation=False)
+    for index, token in enumerate(tokens):
         spatial = len(shape) == 3
         if match := _CONV.fullmatch(token):
             filters, kernel = int(match[1]), int(match[2])
@@ -160,7 +219,17 @@ def plan(arch, input_shape, num_classes):
                 _positive(token, value, what)
             _require_spatial(token, shape, spatial)
             h, w = _spatial_output(token, shape, kernel, stride, padding, "kernel size")
-            spec = Conv(name("conv"), filters, kernel, stride, padding, batch_norm=bool(match[5]))
+            spec = Conv(name("conv"), filters, kernel, stride, padding, batch_norm=bool(match[5]),
+                        activation="gelu" if match[6] else "relu")
+            shape = add(spec, (h, w, filters))
+        elif match := _WHITENING.fullmatch(token):
+            kernel = _positive(token, int(match[1]), "kernel size")
+            if index != 0:
+                raise ValueError(f"architecture token '{token}' must be the first token: its kernel is computed from "
+                                 f"patches of the input images, but it follows '{tokens[index - 1]}'")
+            h, w = _spatial_output(token, shape, kernel, 1, "valid", "kernel size")
+            filters = 2 * shape[2] * kernel * kernel
+            spec = Whitening(name("whiten"), kernel, filters, activation="gelu" if match[2] else "relu")
             shape = add(spec, (h, w, filters))
         elif match := _POOL.fullmatch(token):
             size = _positive(token, int(match[2]), "pool size")
@@ -173,6 +242,12 @@ def plan(arch, input_shape, num_classes):
             _require_spatial(token, shape, spatial)
             spec = Residual(name("res"), filters, projection=filters != shape[2])
             shape = add(spec, (shape[0], shape[1], filters))
+        elif match := _BLOCK.fullmatch(token):
+            filters = _positive(token, int(match[1]), "filters")
+            _require_spatial(token, shape, spatial)
+            # The `same` conv keeps (H, W); the pool inside the block halves it.
+            h, w = _spatial_output(token, shape, 2, 2, "valid", "pool size")
+            shape = add(Block(name("block"), filters), (h, w, filters))
         elif token in ("gap", "gmp"):
             _require_spatial(token, shape, spatial)
             kind = "avg" if token == "gap" else "max"
@@ -187,11 +262,18 @@ def plan(arch, input_shape, num_classes):
             if not 0 <= rate < 1:
                 raise ValueError(f"architecture token '{token}': dropout rate must be in [0, 1), got {rate}")
             shape = add(Dropout(name("dropout"), rate), shape)
+        elif match := _LINEAR_LOGITS.fullmatch(token):
+            divisor = float(match[1])
+            _positive(token, divisor, "divisor")
+            if index != len(tokens) - 1:
+                raise ValueError(f"architecture token '{token}' must be the last token: it sets the logits layer, "
+                                 f"but '{tokens[index + 1]}' follows it")
+            logits = Dense("logits", num_classes, activation=False, bias=False, scale=1.0 / divisor)
         else:
             raise ValueError(f"architecture token '{token}' in '{arch}' is not one of: {GRAMMAR}")
     if len(shape) == 3:
         shape = add(Flatten("flatten"), (math.prod(shape),))
-    add(Dense("logits", num_classes, activation=False), (num_classes,))
+    add(logits, (num_classes,))
     return tuple(layers)
 
 

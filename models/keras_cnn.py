@@ -5,27 +5,85 @@ import keras
 from models import architecture as A
 
 
-def _bn(name, dtype):
+def _bn(name, dtype, momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, scale=True):
     # Synchronized: under a multi-replica strategy the statistics are those of the global batch, so a run on
     # N devices computes what a run on one device does.
-    return keras.layers.BatchNormalization(momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, synchronized=True,
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, scale=scale, synchronized=True,
                                            name=name, dtype=dtype)
 
 
+def _gelu(x):
+    # The exact (erf) GELU; keras.activations.gelu calls tf.nn.gelu, as the reference does.
+    return keras.activations.gelu(x, approximate=False)
+
+
+# A spec's activation name -> the function; both are the tf.nn op the reference calls.
+ACTIVATIONS = {"relu": keras.ops.relu, "gelu": _gelu}
+
+
 class ConvBlock(keras.layers.Layer):
-    """Convolution + ReLU, or convolution without bias -> batch norm -> ReLU."""
+    """Convolution + activation, or convolution without bias -> batch norm -> activation."""
 
     def __init__(self, spec, dtype=None):
         super().__init__(name=spec.name, dtype=dtype)
         self.conv = keras.layers.Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding=spec.padding,
                                         use_bias=not spec.batch_norm, name="conv", dtype=dtype)
         self.bn = _bn("bn", dtype) if spec.batch_norm else None
+        self.activation = ACTIVATIONS[spec.activation]
 
     def call(self, x, training=False):
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x, training=training)
-        return keras.ops.relu(x)
+        return self.activation(x)
+
+
+class WhiteningBlock(keras.layers.Layer):
+    """A frozen valid convolution without bias (kernel set by ``models.whitening``), then an activation."""
+
+    def __init__(self, spec, dtype=None):
+        super().__init__(name=spec.name, dtype=dtype)
+        # trainable=False makes the kernel a non-trainable variable: no optimizer or weight decay touches it.
+        self.conv = keras.layers.Conv2D(spec.filters, spec.kernel_size, padding="valid", use_bias=False,
+                                        trainable=False, name="conv", dtype=dtype)
+        self.activation = ACTIVATIONS[spec.activation]
+
+    def call(self, x, training=False):
+        return self.activation(self.conv(x))
+
+
+class AirbenchBlock(keras.layers.Layer):
+    """airbench94's ConvGroup: gelu(bn2(conv2(gelu(bn1(pool(conv1(x))))))), batch norm without scale."""
+
+    def __init__(self, spec, dtype=None):
+        super().__init__(name=spec.name, dtype=dtype)
+
+        def conv(name):
+            return keras.layers.Conv2D(spec.filters, 3, padding="same", use_bias=False, name=name, dtype=dtype)
+
+        def bn(name):
+            return _bn(name, dtype, A.BLOCK_BN_MOMENTUM, A.BLOCK_BN_EPSILON, scale=False)
+
+        # Assigned in call order, which is the order of the weights (and of reference/'s variables).
+        self.conv1 = conv("conv1")
+        self.pool = keras.layers.MaxPooling2D(2, name="pool", dtype=dtype)
+        self.bn1 = bn("bn1")
+        self.conv2, self.bn2 = conv("conv2"), bn("bn2")
+
+    def call(self, x, training=False):
+        x = _gelu(self.bn1(self.pool(self.conv1(x)), training=training))
+        return _gelu(self.bn2(self.conv2(x), training=training))
+
+
+class ScaledDense(keras.layers.Dense):
+    """A dense layer whose outputs are multiplied by a constant: airbench's logits (``lin{divisor}``)."""
+
+    def __init__(self, units, scale, **kwargs):
+        super().__init__(units, **kwargs)
+        self.scale = scale
+
+    def call(self, inputs, training=None):
+        return super().call(inputs) * self.scale
 
 
 class ResidualBlock(keras.layers.Layer):
@@ -55,6 +113,10 @@ def _layer_for(spec, dtype):
         return ConvBlock(spec, dtype)
     if isinstance(spec, A.Residual):
         return ResidualBlock(spec, dtype)
+    if isinstance(spec, A.Whitening):
+        return WhiteningBlock(spec, dtype)
+    if isinstance(spec, A.Block):
+        return AirbenchBlock(spec, dtype)
     if isinstance(spec, A.Pool):
         pool = keras.layers.MaxPooling2D if spec.kind == "max" else keras.layers.AveragePooling2D
         return pool(spec.size, name=spec.name, dtype=dtype)
@@ -65,7 +127,11 @@ def _layer_for(spec, dtype):
         return keras.layers.Flatten(name=spec.name, dtype=dtype)
     if isinstance(spec, A.Dense):
         activation = "relu" if spec.activation else None
-        return keras.layers.Dense(spec.units, activation=activation, name=spec.name, dtype=dtype)
+        if spec.scale != 1.0:
+            return ScaledDense(spec.units, spec.scale, activation=activation, use_bias=spec.bias, name=spec.name,
+                               dtype=dtype)
+        return keras.layers.Dense(spec.units, activation=activation, use_bias=spec.bias, name=spec.name,
+                                  dtype=dtype)
     if isinstance(spec, A.Dropout):
         return keras.layers.Dropout(spec.rate, name=spec.name, dtype=dtype)
     raise TypeError(f"no Keras layer for {spec!r}")

@@ -57,22 +57,25 @@ class ReferenceCNN(tf.Module):
     def _variable(self, name, initial, trainable=True):
         self._weights[name] = tf.Variable(initial, trainable=trainable, name=name)
 
-    def _glorot(self, name, shape, fan_in, fan_out):
+    def _glorot(self, name, shape, fan_in, fan_out, trainable=True):
         """Glorot (Xavier) uniform, as Keras' default kernel initializer."""
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         seed = (self._seed, self._kernels_drawn)
         self._kernels_drawn += 1
-        self._variable(name, tf.random.stateless_uniform(shape, seed, -limit, limit, dtype=self.dtype))
+        self._variable(name, tf.random.stateless_uniform(shape, seed, -limit, limit, dtype=self.dtype), trainable)
 
-    def _create_conv(self, name, size, channels_in, filters, bias):
+    def _create_conv(self, name, size, channels_in, filters, bias, trainable=True):
         area = size * size  # Keras' receptive field: fan_in = kh*kw*in, fan_out = kh*kw*out
-        self._glorot(f"{name}/kernel", (size, size, channels_in, filters), area * channels_in, area * filters)
+        self._glorot(f"{name}/kernel", (size, size, channels_in, filters), area * channels_in, area * filters,
+                     trainable)
         if bias:
             self._variable(f"{name}/bias", tf.zeros((filters,), self.dtype))
 
-    def _create_bn(self, name, channels):
-        # Same creation order as keras.layers.BatchNormalization.build.
-        self._variable(f"{name}/gamma", tf.ones((channels,), self.dtype))
+    def _create_bn(self, name, channels, scale=True):
+        # Same creation order as keras.layers.BatchNormalization.build; scale=False (B{filters} blocks) has no
+        # gamma at all, as BatchNormalization(scale=False).
+        if scale:
+            self._variable(f"{name}/gamma", tf.ones((channels,), self.dtype))
         self._variable(f"{name}/beta", tf.zeros((channels,), self.dtype))
         self._variable(f"{name}/moving_mean", tf.zeros((channels,), self.dtype), trainable=False)
         self._variable(f"{name}/moving_variance", tf.ones((channels,), self.dtype), trainable=False)
@@ -93,9 +96,20 @@ class ReferenceCNN(tf.Module):
             if spec.projection:
                 self._create_conv(f"{spec.name}/proj", 1, channels_in, spec.filters, bias=False)
                 self._create_bn(f"{spec.name}/proj_bn", spec.filters)
+        elif isinstance(spec, A.Whitening):
+            # Frozen: models.whitening assigns the kernel; no optimizer sees it.
+            self._create_conv(f"{spec.name}/conv", spec.kernel_size, channels_in, spec.filters, bias=False,
+                              trainable=False)
+        elif isinstance(spec, A.Block):
+            # Same order as models.keras_cnn.AirbenchBlock: conv1, bn1, conv2, bn2.
+            self._create_conv(f"{spec.name}/conv1", 3, channels_in, spec.filters, bias=False)
+            self._create_bn(f"{spec.name}/bn1", spec.filters, scale=False)
+            self._create_conv(f"{spec.name}/conv2", 3, spec.filters, spec.filters, bias=False)
+            self._create_bn(f"{spec.name}/bn2", spec.filters, scale=False)
         elif isinstance(spec, A.Dense):
             self._glorot(f"{spec.name}/kernel", (channels_in, spec.units), channels_in, spec.units)
-            self._variable(f"{spec.name}/bias", tf.zeros((spec.units,), self.dtype))
+            if spec.bias:
+                self._variable(f"{spec.name}/bias", tf.zeros((spec.units,), self.dtype))
         # Pool, GlobalPool, Flatten and Dropout have no variables.
 
     # Forward pass ----------------------------------------------------------------------------------------
@@ -115,8 +129,11 @@ class ReferenceCNN(tf.Module):
         # (B, H, W, C_in) -> (B, H', W', C_out); TF's `same` puts the odd padding row/column at the bottom/right.
         return tf.nn.conv2d(x, self._get(f"{name}/kernel"), stride, padding.upper())
 
-    def _batch_norm(self, x, name, training):
-        """keras.layers.BatchNormalization(synchronized=True): batch moments in training, moving ones otherwise."""
+    def _batch_norm(self, x, name, training, momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON):
+        """keras.layers.BatchNormalization(synchronized=True): batch moments in training, moving ones otherwise.
+
+        Without a ``{name}/gamma`` variable the scale is 1, as ``BatchNormalization(scale=False)``.
+        """
         x = tf.cast(x, self.bn_dtype)
         moving_mean_var = self._weights[f"{name}/moving_mean"]
         moving_variance_var = self._weights[f"{name}/moving_variance"]
@@ -125,15 +142,15 @@ class ReferenceCNN(tf.Module):
         if training:
             mean, variance = _global_batch_moments(x)
             # Written exactly as Keras does, so float64 trajectories agree to the last bits.
-            moving_mean_var.assign(tf.cast(moving_mean * A.BN_MOMENTUM + mean * (1.0 - A.BN_MOMENTUM),
-                                           moving_mean_var.dtype))
-            moving_variance_var.assign(tf.cast(moving_variance * A.BN_MOMENTUM + variance * (1.0 - A.BN_MOMENTUM),
+            moving_mean_var.assign(tf.cast(moving_mean * momentum + mean * (1.0 - momentum), moving_mean_var.dtype))
+            moving_variance_var.assign(tf.cast(moving_variance * momentum + variance * (1.0 - momentum),
                                                moving_variance_var.dtype))
         else:
             mean, variance = moving_mean, moving_variance
-        gamma = tf.cast(self._weights[f"{name}/gamma"], self.bn_dtype)
+        gamma_var = self._weights.get(f"{name}/gamma")
+        gamma = None if gamma_var is None else tf.cast(gamma_var, self.bn_dtype)
         beta = tf.cast(self._weights[f"{name}/beta"], self.bn_dtype)
-        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, A.BN_EPSILON)
+        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
         return tf.cast(y, self.compute_dtype)
 
     def _apply(self, layer, x, training):
@@ -144,7 +161,18 @@ class ReferenceCNN(tf.Module):
                 x = self._batch_norm(x, f"{spec.name}/bn", training)
             else:
                 x = x + self._get(f"{spec.name}/conv/bias")  # a broadcast add, as Keras' ops.add
-            return tf.nn.relu(x)
+            return _ACTIVATIONS[spec.activation](x)
+        if isinstance(spec, A.Whitening):  # (B, H, W, C) -> (B, H - k + 1, W - k + 1, 2*C*k*k)
+            return _ACTIVATIONS[spec.activation](self._conv(x, f"{spec.name}/conv", 1, "valid"))
+        if isinstance(spec, A.Block):  # (B, H, W, C) -> (B, H // 2, W // 2, filters)
+            n = spec.name
+
+            def bn(y, name):
+                return self._batch_norm(y, name, training, A.BLOCK_BN_MOMENTUM, A.BLOCK_BN_EPSILON)
+
+            y = tf.nn.max_pool2d(self._conv(x, f"{n}/conv1", 1, "same"), 2, 2, "VALID")
+            y = _gelu(bn(y, f"{n}/bn1"))
+            return _gelu(bn(self._conv(y, f"{n}/conv2", 1, "same"), f"{n}/bn2"))
         if isinstance(spec, A.Residual):
             n = spec.name
             skip = x
@@ -164,15 +192,27 @@ class ReferenceCNN(tf.Module):
         if isinstance(spec, A.Flatten):
             return tf.reshape(x, (-1, math.prod(layer.input_shape)))  # (B, H, W, C) -> (B, H*W*C)
         if isinstance(spec, A.Dense):  # (B, in) -> (B, units)
-            # A broadcast add as Keras' ops.add (not tf.nn.bias_add), so the bias gradient is the same reduction.
-            x = tf.matmul(x, self._get(f"{spec.name}/kernel")) + self._get(f"{spec.name}/bias")
-            return tf.nn.relu(x) if spec.activation else x
+            x = tf.matmul(x, self._get(f"{spec.name}/kernel"))
+            if spec.bias:
+                # A broadcast add as Keras' ops.add (not tf.nn.bias_add), so the bias gradient is the same reduction.
+                x = x + self._get(f"{spec.name}/bias")
+            x = tf.nn.relu(x) if spec.activation else x
+            return x * spec.scale if spec.scale != 1.0 else x
         if isinstance(spec, A.Dropout):
             if not training or spec.rate == 0:  # Keras' Dropout is the identity then too
                 return x
             seed = self._dropout_rng.make_seeds(1)[:, 0]  # a fresh mask on every call
             return tf.nn.experimental.stateless_dropout(x, spec.rate, seed)
         raise TypeError(f"no reference layer for {spec!r}")
+
+
+def _gelu(x):
+    """The exact GELU, 0.5 x (1 + erf(x / sqrt(2))): the op keras.activations.gelu(x, approximate=False) calls."""
+    return tf.nn.gelu(x, approximate=False)
+
+
+# A spec's activation name -> the op.
+_ACTIVATIONS = {"relu": tf.nn.relu, "gelu": _gelu}
 
 
 def _global_batch_moments(x):

@@ -1,8 +1,8 @@
-"""``models.analysis`` counts what Keras builds; the MLP of similar size is; ``python -m training.analyze`` works.
+"""``models.analysis`` counts what Keras builds; the MLP of similar size is; ``python -m experiments.analyze`` works.
 
 Parameter totals and per-layer counts are compared with the built Keras models exactly, multiply-adds are pinned
-by hand for ``mnist_cnn``, and the entry point runs as a subprocess (both commands at once: each imports
-TensorFlow, which takes seconds).
+by hand for ``mnist_cnn`` and ``airbench94``, and the entry point runs as a subprocess (both commands at once:
+each imports TensorFlow, which takes seconds).
 """
 
 import collections
@@ -38,6 +38,10 @@ ARCHS = [
     ("c8k3b-r8-c12k3s2vb-r16-a2-r16-gmp-d20-drop0.1", (17, 17, 3)),
     # A kernel as large as the image: one output pixel.
     ("c16k28v", MNIST_SHAPE),
+    # The airbench94 tokens: a frozen whitening kernel (not trained), blocks whose batch norms have no gamma, GELU
+    # convs, logits without bias; and the preset itself.
+    ("w3g-B8-c6k3bg-B12-c5k1g-gmp-lin9", (13, 13, 2)),
+    ("airbench94", CIFAR_SHAPE),
 ]
 
 
@@ -87,6 +91,33 @@ def test_residual_multiply_adds_and_odd_conv_count():
     assert [rows[n].group for n in ("conv1", "res1", "conv2")] == [analysis.EARLY, analysis.EARLY, analysis.LATE]
 
 
+def test_airbench94_multiply_adds_parameters_and_groups():
+    rows = {r.name: r for r in analysis.layer_table("airbench94", CIFAR_SHAPE, 10)}
+    # Spatial sizes: 32 -> 31 (2x2 valid whitening) -> 15 -> 7 -> 3 (each block's pool, after its first conv).
+    # whiten1 31*31 * 2*2*3*24                              =     276,768
+    # block1  31*31 * 3*3*24*64  + 15*15 * 3*3*64*64        =  21,579,264  (13,284,864 + 8,294,400)
+    # block2  15*15 * 3*3*64*256 + 7*7 * 3*3*256*256        =  62,078,976  (33,177,600 + 28,901,376)
+    # block3  7*7 * 3*3*256*256  + 3*3 * 3*3*256*256        =  34,209,792  (28,901,376 + 5,308,416)
+    # logits  256 * 10                                      =       2,560
+    #                                                 total = 118,147,360  (airbench94's ~0.12 G per image)
+    expected = {"whiten1": 276_768, "block1": 21_579_264, "block2": 62_078_976, "block3": 34_209_792,
+                "logits": 2_560}
+    assert {name: r.macs for name, r in rows.items() if r.macs} == expected
+    # Parameters: whiten1 2*2*3*24 = 288, none trained. Each block: two 3x3 kernels and 3 BN vectors per
+    # channel after each (beta trained; moving mean and variance not).
+    # block1 3*3*24*64 + 3*64 + 3*3*64*64 + 3*64         =    51,072  (50,816 trained)
+    # block2 3*3*64*256 + 3*256 + 3*3*256*256 + 3*256    =   738,816  (737,792 trained)
+    # block3 3*3*256*256 + 3*256 + 3*3*256*256 + 3*256   = 1,181,184  (1,180,160 trained)
+    # logits 256*10, no bias                             =     2,560
+    #                                              total = 1,973,920  (1,971,328 trained)
+    assert analysis.totals(rows.values()) == (1_973_920, 1_971_328, 118_147_360)
+    assert (rows["whiten1"].params, rows["whiten1"].trainable_params) == (288, 0)
+    # Four conv layers: whiten1 and block1 early, block2 and block3 late.
+    assert {name: r.group for name, r in rows.items() if r.group} == {
+        "whiten1": analysis.EARLY, "block1": analysis.EARLY, "block2": analysis.LATE, "block3": analysis.LATE,
+        "logits": analysis.DENSE}
+
+
 def test_format_table_has_every_layer_subtotals_and_total():
     rows = analysis.layer_table("resnet_small", CIFAR_SHAPE, 10)
     text = analysis.format_table(rows, title="resnet_small")
@@ -133,8 +164,9 @@ def test_similar_mlp_refuses_a_cnn_smaller_than_the_smallest_mlp():
 
 
 def _analyze(*args):
-    return subprocess.run([sys.executable, "-m", "training.analyze", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT_SECONDS, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    return subprocess.run([sys.executable, "-m", "experiments.analyze", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=CLI_TIMEOUT_SECONDS, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                          check=False)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,16 @@ def _layers(arch, input_shape, num_classes=10):
     ("gmp", (5, 5, 8), A.GlobalPool("global_maxpool1", "max"), (8,)),
     ("drop0.25", (5, 5, 8), A.Dropout("dropout1", 0.25), (5, 5, 8)),
     ("drop0", (5, 5, 8), A.Dropout("dropout1", 0.0), (5, 5, 8)),
+    # `g` selects GELU, after the other suffixes.
+    ("c8k3g", (7, 7, 1), A.Conv("conv1", 8, 3, 1, "same", False, "gelu"), (7, 7, 8)),
+    ("c6k1s3vbg", (9, 9, 2), A.Conv("conv1", 6, 1, 3, "valid", True, "gelu"), (3, 3, 6)),
+    # Whitening: valid, 2 * C * k * k filters (every whitening direction with both signs).
+    ("w2", CIFAR_SHAPE, A.Whitening("whiten1", 2, 24, "relu"), (31, 31, 24)),
+    ("w3g", (7, 7, 1), A.Whitening("whiten1", 3, 18, "gelu"), (5, 5, 18)),
+    # airbench block: the `same` convs keep the size, its 2x2 max pool halves it (floor: 7 -> 3).
+    ("B64", (31, 31, 24), A.Block("block1", 64), (15, 15, 64)),
+    ("B8", (7, 7, 3), A.Block("block1", 8), (3, 3, 8)),
+    ("B8", (2, 2, 3), A.Block("block1", 8), (1, 1, 8)),
 ])
 def test_each_token_parses_to_its_spec_and_shape(arch, input_shape, spec, output_shape):
     first = A.plan(arch, input_shape, 10)[0]
@@ -65,6 +75,14 @@ def test_flatten_is_implicit_before_logits_and_not_after_global_pooling():
     ]
 
 
+@pytest.mark.parametrize("arch,scale", [("gap-lin9", 1 / 9), ("gap-lin2.5", 0.4), ("gap-lin1", 1.0)])
+def test_lin_makes_the_logits_layer_scaled_and_without_bias(arch, scale):
+    assert _layers(arch, (4, 4, 2), num_classes=3) == [
+        (A.GlobalPool("global_avgpool1", "avg"), (2,)),
+        (A.Dense("logits", 3, activation=False, bias=False, scale=scale), (3,)),
+    ]
+
+
 def test_an_empty_architecture_is_a_linear_classifier():
     assert _layers("", (2, 3, 1), num_classes=4) == [
         (A.Flatten("flatten"), (6,)),
@@ -78,8 +96,14 @@ def test_layers_of_a_kind_are_numbered_in_order():
                      "dense2", "dropout2", "logits"]
 
 
+def test_new_kinds_are_numbered_in_order():
+    names = [spec.name for spec, _ in _layers("w2g-B4-c4k3g-B4-gmp-lin9", (16, 16, 1))]
+    assert names == ["whiten1", "block1", "conv1", "block2", "global_maxpool1", "logits"]
+
+
 def test_presets_resolve_to_their_strings():
     assert A.resolve("mnist_cnn") == "c32k5-m2-c64k5-m2-d1024-drop0.5"
+    assert A.resolve("airbench94") == "w2g-B64-B256-B256-gmp-lin9"
     assert A.resolve("keras_convnet") == "c32k3v-m2-c64k3v-m2-drop0.5"
     assert A.resolve("mlp") == "d512-d512"
     assert A.resolve("c8k3-d10") == "c8k3-d10"  # not a preset: returned as is
@@ -102,9 +126,22 @@ def test_presets_resolve_to_their_strings():
         ("conv1", (32, 32, 32)), ("res1", (32, 32, 32)), ("conv2", (32, 32, 64)), ("maxpool1", (16, 16, 64)),
         ("res2", (16, 16, 64)), ("conv3", (16, 16, 128)), ("maxpool2", (8, 8, 128)), ("res3", (8, 8, 128)),
         ("global_avgpool1", (128,)), ("logits", (10,))]),
+    # airbench94: 32 -> 31 (2x2 valid whitening, 2*3*2*2 = 24 filters) -> 15 -> 7 -> 3 (each block's pool).
+    ("airbench94", CIFAR_SHAPE, [
+        ("whiten1", (31, 31, 24)), ("block1", (15, 15, 64)), ("block2", (7, 7, 256)), ("block3", (3, 3, 256)),
+        ("global_maxpool1", (256,)), ("logits", (10,))]),
 ])
 def test_presets_plan_to_the_documented_networks(preset, input_shape, expected):
     assert [(spec.name, shape) for spec, shape in _layers(preset, input_shape)] == expected
+
+
+def test_airbench94_preset_is_airbench94s_network():
+    specs = [spec for spec, _ in _layers("airbench94", CIFAR_SHAPE)]
+    assert specs == [A.Whitening("whiten1", 2, 24, "gelu"), A.Block("block1", 64), A.Block("block2", 256),
+                     A.Block("block3", 256), A.GlobalPool("global_maxpool1", "max"),
+                     A.Dense("logits", 10, activation=False, bias=False, scale=1 / 9)]
+    # airbench94.py's BatchNorm: eps=1e-12, momentum 0.6 in the moving = momentum * moving + ... convention.
+    assert (A.BLOCK_BN_MOMENTUM, A.BLOCK_BN_EPSILON) == (0.6, 1e-12)
 
 
 def test_preset_residual_blocks_keep_their_channels():
@@ -128,9 +165,24 @@ def test_preset_residual_blocks_keep_their_channels():
     ("c8k3-", "architecture 'c8k3-' has an empty token"),
     ("d10-c3k3", "architecture token 'c3k3' needs an image input (H, W, C) but follows a flat layer of shape (10,)"),
     ("gap-m2", "architecture token 'm2' needs an image input (H, W, C) but follows a flat layer of shape (1,)"),
-    ("c8k29v", "architecture token 'c8k29v': kernel size 29 does not fit its input of shape (28, 28, 1) (H, W, C) "
-               "with valid padding"),
+    ("c8k29v", ("architecture token 'c8k29v': kernel size 29 does not fit its input of shape (28, 28, 1) (H, W, C) "
+               "with valid padding")),
     ("m2-m2-m2-m2-m2", "architecture token 'm2': pool size 2 does not fit its input of shape (1, 1, 1)"),
+    ("c8k3-w2", ("architecture token 'w2' must be the first token: its kernel is computed from patches of the "
+                "input images, but it follows 'c8k3'")),
+    ("w0", "architecture token 'w0': kernel size must be positive, got 0"),
+    ("w29g", ("architecture token 'w29g': kernel size 29 does not fit its input of shape (28, 28, 1) (H, W, C) "
+             "with valid padding")),
+    ("B0", "architecture token 'B0': filters must be positive, got 0"),
+    # 28 -> 14 -> 7 -> 3 -> 1: the fifth block's pool has a 1x1 input.
+    ("B8-B8-B8-B8-B8", "architecture token 'B8': pool size 2 does not fit its input of shape (1, 1, 8)"),
+    ("d10-B8", "architecture token 'B8' needs an image input (H, W, C) but follows a flat layer of shape (10,)"),
+    ("lin9-gap", ("architecture token 'lin9' must be the last token: it sets the logits layer, but 'gap' follows "
+                 "it")),
+    ("lin0", "architecture token 'lin0': divisor must be positive, got 0.0"),
+    ("b8", "architecture token 'b8' in 'b8' is not one of"),  # the block is B, upper case
+    ("c8k3gb", "architecture token 'c8k3gb' in 'c8k3gb' is not one of"),  # suffixes in their order
+    ("w2v", "architecture token 'w2v' in 'w2v' is not one of"),  # whitening is always valid
 ])
 def test_malformed_architectures_raise_naming_the_token(arch, message):
     with pytest.raises(ValueError, match=re.escape(message)):

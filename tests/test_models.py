@@ -45,6 +45,15 @@ def _trainable_count(model):
     #                                                               total = 5,266
     # Not trained: 2 moving vectors * (8 + 8 + 8 + 16 + 16 + 16) channels =   144, so 5,122 trainable.
     ("c8k3b-r8-r16-gap", 5_266, 5_122),
+    # The airbench94 tokens. Whitening on 1 channel: 2*1*2*2 = 8 filters; its kernel is frozen. Block batch norms
+    # have no gamma: 3 vectors per channel, of which only beta is trained. 28 -> 27 -> 13 -> 6 spatially.
+    # whiten1 2*2*1*8 (not trained)                                        =    32
+    # block1 (8 -> 8): 3*3*8*8 + 3*8 + 3*3*8*8 + 3*8                        = 1,200
+    # block2 (8 -> 16): 3*3*8*16 + 3*16 + 3*3*16*16 + 3*16                  = 3,552
+    # logits (lin9: no bias) 16*10                                         =   160
+    #                                                                total = 4,944
+    # Not trained: the 32 kernel weights and 2 moving vectors * (8 + 8 + 16 + 16) = 96, so 4,816 trainable.
+    ("w2g-B8-B16-gmp-lin9", 4_944, 4_816),
 ])
 def test_parameter_counts(arch, total, trainable):
     model = models.build_model(arch, MNIST_SHAPE, 10)
@@ -68,6 +77,24 @@ def test_named_weights_follow_the_plan():
     # The plan order, which reference/ relies on for weight transfer.
     assert list(shapes)[:2] == ["conv1/conv/kernel", "conv1/bn/gamma"]
     assert list(shapes)[-2:] == ["logits/kernel", "logits/bias"]
+
+
+def test_named_weights_of_the_airbench_tokens():
+    model = models.build_model("w2g-B8-c4k3bg-gmp-lin9", MNIST_SHAPE, 10)
+    shapes = {name: tuple(v.shape) for name, v in model.named_weights().items()}
+    block_bn = ("beta", "moving_mean", "moving_variance")  # no gamma: BatchNormalization(scale=False)
+    assert list(shapes.items()) == [
+        ("whiten1/conv/kernel", (2, 2, 1, 8)),  # no bias
+        ("block1/conv1/kernel", (3, 3, 8, 8)), *((f"block1/bn1/{v}", (8,)) for v in block_bn),
+        ("block1/conv2/kernel", (3, 3, 8, 8)), *((f"block1/bn2/{v}", (8,)) for v in block_bn),
+        # An ordinary BN conv keeps its gamma, whatever its activation.
+        ("conv1/conv/kernel", (3, 3, 8, 4)),
+        *((f"conv1/bn/{v}", (4,)) for v in ("gamma", "beta", "moving_mean", "moving_variance")),
+        ("logits/kernel", (4, 10)),  # lin9: no bias
+    ]
+    frozen = [name for name, v in model.named_weights().items() if not v.trainable]
+    assert frozen == ["whiten1/conv/kernel"] + [f"{layer}/{v}" for layer in ("block1/bn1", "block1/bn2", "conv1/bn")
+                                                for v in ("moving_mean", "moving_variance")]
 
 
 def test_config_round_trip_builds_the_same_network():

@@ -57,16 +57,33 @@ def np_pool(x, size, reduce):
     return out
 
 
-def np_batch_norm(x, w, name, training, stats):
-    """Normalises over (B, H, W); in training also records the updated moving statistics in ``stats``."""
+def np_batch_norm(x, w, name, training, stats, momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON):
+    """Normalises over (B, H, W); in training also records the updated moving statistics in ``stats``.
+
+    A layer without ``{name}/gamma`` (the batch norms of ``B{filters}`` blocks) has scale 1.
+    """
     if training:
         mean, variance = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased variance
-        # The documented convention: moving = momentum * moving + (1 - momentum) * batch, momentum 0.9.
+        # The documented convention: moving = momentum * moving + (1 - momentum) * batch.
         for stat, batch_value in (("moving_mean", mean), ("moving_variance", variance)):
-            stats[f"{name}/{stat}"] = A.BN_MOMENTUM * w[f"{name}/{stat}"] + (1 - A.BN_MOMENTUM) * batch_value
+            stats[f"{name}/{stat}"] = momentum * w[f"{name}/{stat}"] + (1 - momentum) * batch_value
     else:
         mean, variance = w[f"{name}/moving_mean"], w[f"{name}/moving_variance"]
-    return w[f"{name}/gamma"] * (x - mean) / np.sqrt(variance + A.BN_EPSILON) + w[f"{name}/beta"]
+    return w.get(f"{name}/gamma", 1.0) * (x - mean) / np.sqrt(variance + epsilon) + w[f"{name}/beta"]
+
+
+# tf.nn.gelu(approximate=False) computes 0.5 x erfc(-x c) with c = 1/sqrt(2) cast through float32
+# (``math_ops.cast`` of a Python float builds a float32 constant first), so in float64 it is not the exact GELU:
+# c is off by 1.7e-8 relative, and the result by up to 2 z**2 * 1.7e-8 relative at z = x / sqrt(2), about 6e-7
+# at |x| = 6 and 5e-9 absolute at worst. Both implementations call tf.nn.gelu, so the numpy GELU uses the same
+# constant to keep NUMPY_TOL meaningful; test_tf_gelu_is_the_erf_gelu pins both facts.
+TF_GELU_INV_SQRT2 = float(np.float32(1 / math.sqrt(2)))
+_erfc = np.vectorize(math.erfc)
+
+
+def np_gelu(x, inv_sqrt2=TF_GELU_INV_SQRT2):
+    """GELU from its definition x P(X <= x), X ~ N(0, 1): 0.5 x erfc(-x / sqrt(2)), elementwise in float64."""
+    return 0.5 * x * _erfc(-x * inv_sqrt2)
 
 
 def np_forward(plan, w, x, training):
@@ -76,17 +93,27 @@ def np_forward(plan, w, x, training):
     def relu(v):
         return np.maximum(v, 0)
 
+    activation = {"relu": relu, "gelu": np_gelu}
+
     def conv(v, name, stride=1, padding="same"):
         return np_conv2d(v, w[f"{name}/kernel"], stride, padding)
 
     def bn(v, name):
         return np_batch_norm(v, w, name, training, stats)
 
+    def block_bn(v, name):  # airbench's batch norm: momentum 0.6, epsilon 1e-12, no gamma
+        return np_batch_norm(v, w, name, training, stats, momentum=0.6, epsilon=1e-12)
+
     for layer in plan:
         s, n = layer.spec, layer.spec.name
         if isinstance(s, A.Conv):
             y = conv(x, f"{n}/conv", s.stride, s.padding)
-            x = relu(bn(y, f"{n}/bn") if s.batch_norm else y + w[f"{n}/conv/bias"])
+            x = activation[s.activation](bn(y, f"{n}/bn") if s.batch_norm else y + w[f"{n}/conv/bias"])
+        elif isinstance(s, A.Whitening):  # valid, no bias
+            x = activation[s.activation](conv(x, f"{n}/conv", padding="valid"))
+        elif isinstance(s, A.Block):  # conv -> max pool 2 -> BN -> GELU -> conv -> BN -> GELU
+            y = np_gelu(block_bn(np_pool(conv(x, f"{n}/conv1"), 2, np.max), f"{n}/bn1"))
+            x = np_gelu(block_bn(conv(y, f"{n}/conv2"), f"{n}/bn2"))
         elif isinstance(s, A.Residual):
             skip = bn(conv(x, f"{n}/proj"), f"{n}/proj_bn") if s.projection else x
             y = relu(bn(conv(x, f"{n}/conv1"), f"{n}/bn1"))
@@ -98,8 +125,9 @@ def np_forward(plan, w, x, training):
         elif isinstance(s, A.Flatten):
             x = x.reshape(x.shape[0], -1)  # row-major (B, H, W, C) -> (B, H*W*C), i.e. NHWC order
         elif isinstance(s, A.Dense):
-            x = x @ w[f"{n}/kernel"] + w[f"{n}/bias"]
+            x = x @ w[f"{n}/kernel"] + (w[f"{n}/bias"] if s.bias else 0.0)
             x = relu(x) if s.activation else x
+            x = x * s.scale  # 1, or 1 / divisor after lin{divisor}
         # Dropout is the identity here: inference, or rate 0 in the training-mode archs.
     return x, stats
 
@@ -115,6 +143,12 @@ NUMPY_ARCHS = [
     ("c3k3s2b-r3-r4-gap", (7, 7, 2)),  # BN conv, identity and projection residual blocks
     ("c2k2v-a3-drop0-d6-drop0-d4", (7, 6, 3)),  # non-square input
     ("d6-d4", (3, 3, 2)),
+    # The airbench94 tokens: GELU whitening (2*2*1*2 = 8 filters), airbench blocks (6 -> 3 -> 1), a GELU BN conv
+    # between them, logits without bias scaled by 1/9.
+    ("w2g-B3-c2k3bg-B4-gmp-lin9", (7, 7, 1)),
+    # ReLU whitening with a 3x3 kernel on a non-square input (8x7 -> 6x5), a GELU conv with bias, a block whose
+    # pool drops the odd column (6x5 -> 3x2), then dense.
+    ("w3-c2k2g-B4-d4", (8, 7, 2)),
 ] + [(f"c2k{k}s{s}{v}", (n, n, 2)) for n in (6, 7) for k in (1, 2, 3, 4) for s in (1, 2) for v in ("", "v")]
 
 
@@ -145,6 +179,16 @@ def test_numpy_forward_matches_both_implementations(arch, input_shape, training)
             np.testing.assert_allclose(named[name], value, atol=NUMPY_TOL, rtol=NUMPY_TOL, err_msg=name)
 
 
+def test_tf_gelu_is_the_erf_gelu():
+    x = np.linspace(-6.0, 6.0, 1001)
+    tf_gelu = tf.nn.gelu(tf.constant(x), approximate=False).numpy()
+    # Equal, to float64 rounding, to the definition with TensorFlow's float32 1/sqrt(2). If this fails after a
+    # TensorFlow upgrade, TF computes 1/sqrt(2) in float64 now: np_gelu should use the exact constant.
+    np.testing.assert_allclose(tf_gelu, np_gelu(x), atol=1e-15, rtol=1e-14)
+    # Within the bound above of the exact GELU: 2 z**2 * 1.7e-8 relative at z = 6 / sqrt(2), i.e. 6.1e-7.
+    np.testing.assert_allclose(tf_gelu, np_gelu(x, inv_sqrt2=1 / math.sqrt(2)), atol=0, rtol=6.5e-7)
+
+
 def test_same_padding_rule():
     assert _same_padding(7, 4, 2) == (1, 2)  # 3 padding rows: the extra one at the bottom
     assert _same_padding(6, 3, 2) == (0, 1)
@@ -158,18 +202,27 @@ def test_same_padding_rule():
 GRADIENT_DELTA = 1e-6
 GRADIENT_TOL = 1e-7
 GRADIENT_ARCH = "c3k3b-r4-m2-c4k2s2v-d6"  # BN (training mode), residual projection, max pool, strided valid conv
+# GELU whitening, an airbench block (BN without gamma, its pool inside), a GELU BN conv, lin9 logits. On 5x5
+# images (5 -> 4 -> 2): 50 input entries, so the input gradient takes 100 forward passes.
+AIRBENCH_GRADIENT_ARCH = "w2g-B3-c4k2bg-lin9"
+GRADIENT_SIZE = {GRADIENT_ARCH: 6, AIRBENCH_GRADIENT_ARCH: 5}
 
 
-def _gradient_check_setup():
+def _gradient_check_setup(arch=GRADIENT_ARCH):
     """A float64 reference with random weights whose ReLUs are not all dead for the fixed input (checked)."""
-    ref = reference.build_reference(GRADIENT_ARCH, (6, 6, 1), NUM_CLASSES, dtype=tf.float64)
+    shape = (GRADIENT_SIZE[arch], GRADIENT_SIZE[arch], 1)
+    ref = reference.build_reference(arch, shape, NUM_CLASSES, dtype=tf.float64)
     _random_weights(ref, seed=0)
-    return ref, tf.constant(np.random.default_rng(1).normal(size=(2, 6, 6, 1)))
+    return ref, tf.constant(np.random.default_rng(1).normal(size=(2, *shape)))
 
 
-@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
-def test_finite_difference_gradient_wrt_input(training):
-    ref, images = _gradient_check_setup()
+# The airbench arch in training mode only (its batch norms then use the batch moments): each case takes seconds
+# on a loaded machine.
+@pytest.mark.parametrize("training,arch", [(False, GRADIENT_ARCH), (True, GRADIENT_ARCH),
+                                           (True, AIRBENCH_GRADIENT_ARCH)],
+                         ids=["inference", "training", "training-airbench"])
+def test_finite_difference_gradient_wrt_input(training, arch):
+    ref, images = _gradient_check_setup(arch)
     # Moving statistics are updated on every call in training mode but do not affect the training output.
     theoretical, numerical = tf.test.compute_gradient(lambda x: ref(x, training=training), [images],
                                                       delta=GRADIENT_DELTA)
@@ -177,10 +230,12 @@ def test_finite_difference_gradient_wrt_input(training):
     np.testing.assert_allclose(theoretical[0], numerical[0], atol=GRADIENT_TOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["conv1/conv/kernel", "res1/bn1/gamma", "res1/proj/kernel", "conv2/conv/bias",
-                                  "dense1/kernel"])
-def test_finite_difference_gradient_wrt_weight(name):
-    ref, images = _gradient_check_setup()
+@pytest.mark.parametrize("arch,name", [(GRADIENT_ARCH, name) for name in (
+    "conv1/conv/kernel", "res1/bn1/gamma", "res1/proj/kernel", "conv2/conv/bias", "dense1/kernel")] + [
+    # Small weights only (one forward pass per entry and side); the Keras/reference tests cover the kernels.
+    (AIRBENCH_GRADIENT_ARCH, name) for name in ("block1/bn1/beta", "block1/bn2/beta", "conv1/bn/gamma")])
+def test_finite_difference_gradient_wrt_weight(arch, name):
+    ref, images = _gradient_check_setup(arch)
     variable = ref.named_weights()[name]
 
     def logits_of(value):

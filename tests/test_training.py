@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import trainer
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
 from training.rundir import RunDir

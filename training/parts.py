@@ -7,10 +7,15 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from models import architecture
 from models.network import build_network
+from models.whitening import initialise_whitening
 from training import data as data_lib
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
+
+
+WHITENING_SAMPLE = 5000  # training images whose 2x2 patches set a whitening layer's kernel (airbench94's count)
 
 
 @dataclasses.dataclass
@@ -49,6 +54,11 @@ def build_parts(config, dataset, total_steps):
     network = build_network(config.impl, config.arch, dataset.image_shape, dataset.num_classes, config.seed,
                             config.precision)
     train_preprocess, eval_preprocess = make_preprocessors(config, dataset)
+    if any(isinstance(layer.spec, architecture.Whitening) for layer in network.plan):
+        # Frozen patch whitening is computed from the preprocessed training images; a restored checkpoint then
+        # holds the same kernel.
+        sample = dataset.x_train[:WHITENING_SAMPLE]
+        initialise_whitening(network, eval_preprocess(tf.constant(sample), None)[0])
     return RunParts(
         network=network, optimizer=make_optimizer(config, total_steps, network.trainable_variables),
         loss=classification_loss(dataset.num_classes, config.label_smoothing),
