@@ -72,6 +72,11 @@ def _register_cross_checks():
     def _fit_needs_keras(values):
         return not (values["impl"] == "reference" and values["loop"] == "fit")
 
+    @absl_flags.multi_flags_validator(["loop", "test_time_augmentation"], message="--test_time_augmentation "
+                                      "evaluates in the custom loop only; use --loop=custom")
+    def _tta_in_custom_loop(values):
+        return values["loop"] == "custom" or values["test_time_augmentation"] == "none"
+
     @absl_flags.multi_flags_validator(["loop", "strategy"], message="--loop=fit runs on one machine; use "
                                       "--loop=custom with --strategy=multi_worker")
     def _fit_on_one_machine(values):

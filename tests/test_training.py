@@ -225,6 +225,9 @@ def _rates(schedule, steps):
     # Warmup to the peak over 10 steps, then cosine over the 90 that remain.
     (Schedule("cosine", 0.1, 100, warmup_steps=10), {
         0: 0.01, 4: 0.05, 9: 0.1, 10: 0.1, 55: 0.05, 100: 0.0}),
+    # Warmup over 20 steps, then a straight line to 0 at step 100: 0.1 * (1 - (step - 20) / 80).
+    (Schedule("linear", 0.1, 100, warmup_steps=20), {
+        0: 0.005, 19: 0.1, 20: 0.1, 60: 0.05, 80: 0.025, 100: 0.0, 120: 0.0}),
     # x0.5 every 10 steps, continuously, counted after the warmup.
     (Schedule("exponential", 0.1, 100, decay_rate=0.5, decay_steps=10), {
         0: 0.1, 10: 0.05, 25: 0.1 * 0.5 ** 2.5, 100: 0.1 * 0.5 ** 10}),
@@ -236,7 +239,7 @@ def _rates(schedule, steps):
     # Linear warmup: step k (counted from 0) uses (k + 1) / warmup_steps of the peak, so the first update is
     # not wasted at rate 0 and step warmup_steps - 1 reaches the peak.
     (Schedule("constant", 0.1, 100, warmup_steps=4), {0: 0.025, 1: 0.05, 2: 0.075, 3: 0.1, 4: 0.1, 99: 0.1}),
-], ids=["constant", "cosine", "cosine_warmup", "exponential", "exponential_warmup", "piecewise", "warmup"])
+], ids=["constant", "cosine", "cosine_warmup", "linear_warmup", "exponential", "exponential_warmup", "piecewise", "warmup"])
 def test_schedule_values(schedule, expected):
     np.testing.assert_allclose(_rates(schedule, expected), list(expected.values()), atol=SCHEDULE_ATOL)
     clone = Schedule(**schedule.get_config())
@@ -244,9 +247,9 @@ def test_schedule_values(schedule, expected):
 
 
 def test_unknown_schedule_and_optimizer_are_rejected():
-    with pytest.raises(ValueError, match=re.escape("unknown schedule 'linear'; choose one of constant, cosine, "
-                                                   "exponential, piecewise")):
-        Schedule("linear", 0.1, 100)
+    with pytest.raises(ValueError, match=re.escape("unknown schedule 'triangle'; choose one of constant, cosine, "
+                                                   "linear, exponential, piecewise")):
+        Schedule("triangle", 0.1, 100)
     with pytest.raises(ValueError, match=re.escape("unknown optimizer 'rmsprop'; choose one of adam, sgd")):
         build_optimizer("rmsprop", 0.1)
 

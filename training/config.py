@@ -11,6 +11,7 @@ import os
 from models.architecture import GRAMMAR, PRESETS
 from models.network import IMPLEMENTATIONS, PRECISIONS
 from training import data, distribute, optimization
+from training.loop import TTA_MODES
 from training.loops import LOOPS
 
 # What a resumed run may do with a field. FIXED fields define the computation (weights, data order, update
@@ -59,7 +60,12 @@ class TrainConfig:
                                      "examples in every run (a permutation fixed by seed 0, not --seed), evaluated "
                                      "at the end (results.json validation_accuracy); 0: none.",
                                      check=(lambda v: 0 <= v <= 0.5, "must be in [0, 0.5]"))
-    augment: bool = _field(False, "Random crop (4-pixel padding) and horizontal flip of training images.")
+    augment: bool = _field(False, "Random crop (--crop_padding) and horizontal flip (--flip) of training images.")
+    crop_padding: int = _field(4, "With --augment: pixels of reflected padding around each image before it is cropped "
+                               "back to its size at a random offset; 0: no translation.",
+                               check=(lambda v: 0 <= v <= 16, "must be an integer in [0, 16]"))
+    flip: str = _field("random", "With --augment: random (a fair coin per image and step), alternating (each image "
+                       "flipped in every other epoch, airbench94's choice) or none.", choices=data.FLIP_MODES)
 
     # Optimisation.
     optimizer: str = _field("adam", "Optimizer.", choices=optimization.OPTIMIZERS)
@@ -109,6 +115,10 @@ class TrainConfig:
                                  "and checkpoint intervals round up to it.", resume=FREE, check=_positive(MAX_STEPS))
     loop: str = _field("custom", "custom: tf.function training loop; fit: Keras compile/fit/evaluate on the same "
                        "model, as a cross-check.", choices=LOOPS)
+    test_time_augmentation: str = _field(
+        "none", "Evaluation logits averaged over views of each image: none; flip (the image and its mirror); "
+        "flip_translate (those two, each also shifted by one pixel down-right, as airbench94's TTA).",
+        choices=TTA_MODES, resume=FREE)
     eval_batch_size: int = _field(1000, "Global batch size for evaluation.", resume=FREE, check=_positive(MAX_BATCH))
     seed: int = _field(0, "Seed of weight initialisation, data order, dropout and augmentation.",
                        check=_non_negative(MAX_SEED))

@@ -6,6 +6,8 @@ and the low-level reference alike) under any ``tf.distribute.Strategy``.
 
 import tensorflow as tf
 
+TTA_MODES = ("none", "flip", "flip_translate")
+
 
 def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size, jit_compile=False):
     """Returns ``train_loop(iterator, num_steps) -> per-step losses`` as a ``tf.function``.
@@ -45,12 +47,15 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
     return train_loop
 
 
-def make_eval_step(model, loss_fn, metrics, strategy):
-    """Returns ``eval_step(distributed_batch)`` as a ``tf.function`` updating ``(mean_loss, accuracy)``."""
+def make_eval_step(model, loss_fn, metrics, strategy, test_time_augmentation="none"):
+    """Returns ``eval_step(distributed_batch)`` as a ``tf.function`` updating ``(mean_loss, accuracy)``.
+
+    ``test_time_augmentation`` (one of ``TTA_MODES``) averages the logits over views of each image.
+    """
     mean_loss, accuracy = metrics
 
     def replica_step(images, labels):
-        logits = tf.cast(model(images, training=False), tf.float32)
+        logits = augmented_logits(model, images, test_time_augmentation)
         mean_loss.update_state(loss_fn(labels, logits))
         accuracy.update_state(labels, logits)
 
@@ -59,3 +64,19 @@ def make_eval_step(model, loss_fn, metrics, strategy):
         strategy.run(replica_step, args=batch)
 
     return eval_step
+
+
+def augmented_logits(model, images, mode="none"):
+    """float32 logits of ``images`` (B, H, W, C), averaged over the views ``mode`` names.
+
+    flip: the image and its left-right mirror. flip_translate: those two and both shifted by one pixel down and
+    right (reflected padding, then a crop), the views airbench94's test-time augmentation adds.
+    """
+    views = [images]
+    if mode in ("flip", "flip_translate"):
+        views.append(tf.image.flip_left_right(images))
+    if mode == "flip_translate":
+        height, width = images.shape[1], images.shape[2]
+        views += [tf.pad(view, [[0, 0], [1, 0], [1, 0], [0, 0]], mode="REFLECT")[:, :height, :width, :]
+                  for view in views[:2]]
+    return tf.add_n([tf.cast(model(view, training=False), tf.float32) for view in views]) / len(views)

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "cosine", "exponential", "piecewise")
+SCHEDULES = ("constant", "cosine", "linear", "exponential", "piecewise")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -11,7 +11,7 @@ OPTIMIZERS = ("adam", "sgd")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then one of the decays in ``SCHEDULES``.
 
-    The decay runs over the steps after the warmup: cosine goes to 0 at ``total_steps``; exponential multiplies
+    The decay runs over the steps after the warmup: cosine and linear go to 0 at ``total_steps``; exponential multiplies
     by ``decay_rate`` every ``decay_steps``; piecewise multiplies by ``decay_rate`` at each of ``boundaries``
     (fractions of ``total_steps``).
     """
@@ -30,6 +30,8 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         decay_span = tf.maximum(tf.cast(self.total_steps, tf.float32) - warmup, 1.0)
         if self.kind == "cosine":
             factor = 0.5 * (1.0 + tf.cos(3.141592653589793 * tf.minimum(after / decay_span, 1.0)))
+        elif self.kind == "linear":
+            factor = tf.maximum(1.0 - after / decay_span, 0.0)
         elif self.kind == "exponential":
             factor = tf.pow(tf.cast(self.decay_rate, tf.float32), after / self.decay_steps)
         elif self.kind == "piecewise":

@@ -72,7 +72,9 @@ def make_preprocessors(config, dataset):
     mean = std = None
     if config.standardize:
         mean, std = data_lib.channel_stats(dataset.x_train)
-    return data_lib.make_preprocess(mean, std, augment=config.augment), data_lib.make_preprocess(mean, std)
+    train = data_lib.make_preprocess(mean, std, augment=config.augment, crop_padding=config.crop_padding,
+                                     flip=config.flip)
+    return train, data_lib.make_preprocess(mean, std)
 
 
 def distributed_train_batches(run, start_step):
