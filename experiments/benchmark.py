@@ -1,6 +1,7 @@
 """Training throughput of the custom loop, ``fit``, the reference network and XLA: ``python -m
 experiments.benchmark [--flags]`` prints a markdown table of images/s per variant and each one's ratio to the
-custom Keras loop (``experiments/throughput.py``).
+custom Keras loop, with the training FLOP/s each achieves and its share of this machine's peak, measured by a
+matmul and a conv probe in the same process (``experiments/throughput.py``).
 """
 
 import os
@@ -32,8 +33,10 @@ def main(argv):
     except data.DataError as error:
         cli.fail("benchmark", error)
     keras.utils.set_random_seed(0)
+    peaks = throughput.peak_probes()
     rates = throughput.measure(config, dataset, FLAGS.variants, FLAGS.steps, FLAGS.rounds)
-    print(throughput.table(rates, config, FLAGS.steps, FLAGS.rounds))
+    flops = throughput.training_flops_per_image(config.arch, dataset)
+    print(throughput.table(rates, config, FLAGS.steps, FLAGS.rounds, flops, peaks))
 
 
 if __name__ == "__main__":

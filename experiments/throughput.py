@@ -14,6 +14,8 @@ import time
 import keras
 import tensorflow as tf
 
+from models import analysis
+from experiments.report import cpu_model
 from training import data as data_lib
 from training import loop as loop_lib
 from training import parts as parts_lib
@@ -94,15 +96,49 @@ def measure(config, dataset, variants, steps, rounds):
     return {name: steps * config.batch_size / statistics.median(times) for name, times in seconds.items()}
 
 
-def table(rates, config, steps, rounds):
+def training_flops_per_image(arch, dataset):
+    """FLOPs of one training image: the multiply-adds ``models.analysis`` counts (convolutions and dense layers
+    only) x 2 FLOPs each x 3 (the forward pass, and a backward pass of about twice its cost)."""
+    rows = analysis.layer_table(arch, dataset.image_shape, dataset.num_classes)
+    return 6 * sum(row.macs for row in rows)
+
+
+def peak_probes(seconds=2.0):
+    """This machine's float32 FLOP/s on two dense kernels, in this process: a 2048x2048 matmul and a 3x3
+    convolution of 256 to 256 channels on 16 images of 16x16. The best of repeated calls within ``seconds``."""
+    matmul_a = tf.random.normal([2048, 2048])
+    conv_x, conv_k = tf.random.normal([16, 16, 16, 256]), tf.random.normal([3, 3, 256, 256])
+    probes = {"matmul": (lambda: tf.matmul(matmul_a, matmul_a), 2 * 2048**3),
+              "conv": (lambda: tf.nn.conv2d(conv_x, conv_k, 1, "SAME"), 2 * 16 * 16 * 16 * 9 * 256 * 256)}
+    peaks = {}
+    for name, (run, flops) in probes.items():
+        run().numpy()  # warm up
+        best, deadline = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            tick = time.perf_counter()
+            run().numpy()
+            best = min(best, time.perf_counter() - tick)
+        peaks[name] = flops / best
+    return peaks
+
+
+def table(rates, config, steps, rounds, flops_per_image=None, peaks=None):
     base = rates.get("custom")
     lines = [f"arch `{config.arch}`, global batch {config.batch_size}, {config.steps_per_loop} steps per call, "
-             f"median of {rounds} interleaved rounds of {steps} steps; {platform.machine()}, "
-             f"{os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}", "",
-             "| variant | implementation | loop | XLA | images/s | ratio to custom |",
-             "| --- | --- | --- | --- | ---: | ---: |"]
+             f"median of {rounds} interleaved rounds of {steps} steps; {cpu_model()} ({platform.machine()}), "
+             f"{os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}", ""]
+    if peaks:
+        lines += [f"peak probes in this process: matmul {peaks['matmul'] / 1e9:.1f} GFLOP/s, conv "
+                  f"{peaks['conv'] / 1e9:.1f} GFLOP/s; training FLOPs per image {flops_per_image / 1e6:.1f}M "
+                  "(6 x the multiply-adds of convolutions and dense layers: x2 FLOPs, x3 forward and backward)", ""]
+    lines += ["| variant | implementation | loop | XLA | images/s | ratio to custom | GFLOP/s | of conv peak |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
         impl, loop, jit_compile = VARIANTS[name]
         ratio = f"{rate / base:.3f}" if base else "-"
-        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {rate:.0f} | {ratio} |")
+        achieved = rate * flops_per_image if flops_per_image else None
+        gflops = f"{achieved / 1e9:.1f}" if achieved else "-"
+        share = f"{100 * achieved / peaks['conv']:.0f}%" if achieved and peaks else "-"
+        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {rate:.0f} | {ratio} | "
+                     f"{gflops} | {share} |")
     return "\n".join(lines)

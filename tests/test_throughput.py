@@ -1,0 +1,27 @@
+"""The benchmark's arithmetic: training FLOPs per image, the share of the peak, and a tiny real measurement."""
+
+from experiments import throughput
+from training.config import TrainConfig
+
+
+def test_training_flops_are_six_times_the_multiply_adds(tiny_mnist):
+    # c4k3-m2-d16 on 28x28x1: conv1 28*28*3*3*1*4 = 28,224; dense1 (14*14*4)*16 = 12,544; logits 16*10 = 160.
+    macs = 28_224 + 12_544 + 160
+    assert throughput.training_flops_per_image("c4k3-m2-d16", tiny_mnist) == 6 * macs
+
+
+def test_the_table_states_achieved_flops_and_the_share_of_the_conv_peak():
+    config = TrainConfig(arch="c4k3-m2-d16", batch_size=64)
+    text = throughput.table({"custom": 1000.0, "fit": 500.0}, config, steps=10, rounds=1, flops_per_image=2e6,
+                            peaks={"matmul": 8e9, "conv": 10e9})
+    assert "matmul 8.0 GFLOP/s, conv 10.0 GFLOP/s" in text
+    assert "| custom | keras | custom | no | 1000 | 1.000 | 2.0 | 20% |" in text  # 1000 images/s x 2 MFLOP
+    assert "| fit | keras | fit | no | 500 | 0.500 | 1.0 | 10% |" in text
+
+
+def test_a_tiny_measurement_and_the_probes_give_positive_rates(tiny_mnist):
+    config = TrainConfig(arch="c4k3-m2-d16", batch_size=32, steps_per_loop=5)
+    rates = throughput.measure(config, tiny_mnist, ["custom", "reference"], steps=5, rounds=1)
+    assert set(rates) == {"custom", "reference"} and all(rate > 0 for rate in rates.values())
+    peaks = throughput.peak_probes(seconds=0.2)
+    assert peaks["matmul"] > 1e8 and peaks["conv"] > 1e8  # any CPU of this century does 0.1 GFLOP/s
