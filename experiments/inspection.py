@@ -31,7 +31,7 @@ from training import data as data_lib
 from training.config import TrainConfig
 from training.errors import RunError
 from training.parts import make_preprocessors
-from training.rundir import CHECKPOINTS, RunDir
+from training.rundir import RunDir
 
 BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
 
@@ -63,22 +63,11 @@ def restore_run(run_dir):
     (``reference.copy_weights`` is exact), so activations are always read from ``model.stack``.
     """
     config = load_config(run_dir)
-    latest = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
-    if not latest:
-        raise InspectError(f"{os.path.join(run_dir, CHECKPOINTS)} holds no checkpoint yet; wait for the run's "
-                           f"first one (--checkpoint_every)")
     model = _build(config, config.impl)
-    reader = tf.train.load_checkpoint(latest)
     try:
-        # The optimizer and step are not needed: expect_partial; every model weight must be found, though.
-        status = tf.train.Checkpoint(model=model.checkpoint_state()).restore(latest).expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise InspectError(f"{latest} does not hold the weights of arch={config.arch} from "
-                           f"{run_dir}/config.json ({first_line})") from None
-    step_key = "step/.ATTRIBUTES/VARIABLE_VALUE"
-    step = int(reader.get_tensor(step_key)) if reader.has_tensor(step_key) else 0
+        latest, step = RunDir(run_dir).restore_weights(model, config.arch)
+    except RunError as error:
+        raise InspectError(str(error)) from None
     return RestoredRun(config, _as_keras(model, config), latest, step)
 
 

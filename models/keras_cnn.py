@@ -137,6 +137,7 @@ def _layer_for(spec, dtype):
     raise TypeError(f"no Keras layer for {spec!r}")
 
 
+@keras.saving.register_keras_serializable(package="cnn_lab", name="CNN")  # model.keras files name it so
 class CNN(keras.Model):
     """A feed-forward classifier built from an architecture string; ``call`` returns logits."""
 

@@ -29,7 +29,7 @@ print(json.dumps(configs))
 def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar10_resnet_small.cfg", "cifar10_speed.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
-                                         "mnist_full.cfg"]
+                                         "mnist_full.cfg", "mnist_speed.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120)
@@ -55,6 +55,9 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     # A fifth of the run warms up: 16 epochs of 48 full batches of 1024 (50,000 images) = 768 steps; 768 / 5.
     assert (speed["batch_size"], speed["epochs"], speed["warmup_steps"], speed["lr_schedule"]) == (
         1024, 16.0, 153, "linear")
+    fast = configs[str(REPO_ROOT / "flags" / "mnist_speed.cfg")]
+    assert (fast["arch"], fast["batch_size"], fast["epochs"], fast["label_smoothing"]) == (
+        "c24k5s2b-c48k5s2b-d128", 256, 3.0, 0.1)
     # keras-io: Adam 1e-3, batch 128, 15 epochs on the 54,000 images validation_split=0.1 leaves.
     keras_io = configs[str(REPO_ROOT / "flags" / "keras_mnist_baseline.cfg")]
     assert (keras_io["arch"], keras_io["optimizer"], keras_io["learning_rate"], keras_io["lr_schedule"]) == (

@@ -189,6 +189,33 @@ class RunDir:
         raise RunError(f"no checkpoint in {directory} can be restored ({reasons[:300]}); nothing was changed: move "
                        f"them away or choose a new --logdir")
 
+    def restore_weights(self, network, arch=""):
+        """Restores only ``network``'s weights (no optimizer or step) from the newest checkpoint that restores,
+        for reading a run (inspection, export); returns ``(checkpoint prefix, its training step)``. Unreadable
+        newer checkpoints are skipped with a log line, as a resumed run does; nothing is written."""
+        directory = self.file(CHECKPOINTS)
+        prefixes = checkpoint_prefixes(directory)
+        if not prefixes:
+            raise RunError(f"{directory} holds no checkpoint yet; wait for the run's first one (--checkpoint_every)")
+        reasons = []
+        for prefix in prefixes:
+            try:
+                # The optimizer and step are not needed (expect_partial); every weight of the network must be found.
+                tf.train.Checkpoint(model=network.checkpoint_state()).restore(prefix).expect_partial() \
+                    .assert_existing_objects_matched()
+                reader = tf.train.load_checkpoint(prefix)
+            except AssertionError as error:
+                raise RunError(f"{prefix} does not hold the weights of arch={arch} from {self.file(CONFIG)} "
+                               f"({_first_line(error)})") from None
+            except (tf.errors.OpError, ValueError, IndexError, KeyError) as error:
+                reasons.append(f"{os.path.basename(prefix)}: {_first_line(error)}")
+                logging.warning("checkpoint %s cannot be restored (%s); trying the next older one", prefix,
+                                reasons[-1])
+                continue
+            step_key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+            return prefix, int(reader.get_tensor(step_key)) if reader.has_tensor(step_key) else 0
+        raise RunError(f"no checkpoint in {directory} can be restored ({'; '.join(reasons)[:300]})")
+
     def _forget_newer_than(self, resumed, candidates):
         """Sets aside every file of a checkpoint newer than ``resumed`` (unreadable ones, or what is left of
         one whose index is gone) and rewrites the state file to list the intact checkpoints up to ``resumed``.

@@ -1,0 +1,19 @@
+"""Flags of ``python -m training.export``: the run to export, and where a standardised run's training images are."""
+
+import os
+
+from absl import flags as absl_flags
+
+from flags import cli
+
+
+def define_flags():
+    """Defines the export flags on ``absl_flags.FLAGS`` (once per process)."""
+    absl_flags.DEFINE_string("run_dir", None, "Run directory written by training.train (config.json, checkpoints/); "
+                             "the export goes to <run_dir>/export/.")
+    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz, read only for a run trained with "
+                             "--standardize, whose training images give the per-channel mean and std baked into the "
+                             "export; empty: the run's own --data_dir, then the Keras cache, then the bundled MNIST "
+                             "subset. Never downloads.")
+    absl_flags.mark_flag_as_required("run_dir")
+    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")

@@ -1,0 +1,372 @@
+"""Using a trained run: its export (a SavedModel, and a .keras file for Keras runs) and predictions from it.
+
+Two tiny runs are trained and exported once for the module: a Keras one that standardises, with batch norm and
+dropout, and a reference one that scales to [0, 1] and evaluates with flip+translate test-time augmentation. A
+fresh Python process without this project on its path reloads both SavedModels. Each command-line run imports
+TensorFlow (seconds): those that need no trained run start before the runs train, the others together after.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.keras_cnn import CNN
+from training import config as config_lib
+from training import data as data_lib
+from training import exporting, predicting
+from training.config import TrainConfig
+from training.loop import augmented_logits
+from training.trainer import train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_SECONDS = 180  # a subprocess imports TensorFlow: 3-10 s on a loaded 2-core machine
+USAGE_ERROR, RUN_ERROR = 2, 1
+
+# The run's test_accuracy is Keras' SparseCategoricalAccuracy, a float32 mean, so it equals the exact fraction of
+# correct images only up to float32 rounding (6e-8 at 1.0): hence 1e-6. The SavedModel computes the same weights on
+# the same images but in another graph, whose kernels may sum in another order; that moves logits by a few ulps,
+# which flips an image only if its two best logits are that close: at most one image here.
+ACCURACY_ATOL_IMAGES, ACCURACY_ATOL = 1, 1e-6
+# Same float32 weights and ops on the same inputs; only the order of the sums inside the kernels (an eager call
+# here, a traced graph in the SavedModel) may differ, by a few ulps of logits of order 1. Seen here: 0 for the
+# .keras logits, 7e-8 for the SavedModel's probabilities.
+LOGITS_ATOL = PROBABILITY_ATOL = 1e-6
+
+RUNS = {
+    "keras": {"impl": "keras", "arch": "c4k3b-m2-d16-drop0.5", "standardize": True},
+    "reference": {"impl": "reference", "arch": "c4k3b-m2-d16", "test_time_augmentation": "flip_translate"},
+}
+
+
+@dataclasses.dataclass
+class ExportedRun:
+    run_dir: str
+    result: object  # trainer.TrainResult: results.json's values and the trained network
+    paths: exporting.ExportPaths
+
+
+@pytest.fixture(scope="module")
+def early_commands(tmp_path_factory):
+    """The commands that need no trained run, started at once so that their TensorFlow imports overlap the
+    training of ``runs``: name -> Popen. ``fake_run`` holds a config.json and nothing else."""
+    folder = tmp_path_factory.mktemp("early_commands")
+    fake_run = folder / "fake_run"
+    fake_run.mkdir()
+    config = config_lib.as_json(TrainConfig(logdir=str(fake_run)))
+    (fake_run / "config.json").write_text(json.dumps({"config": config, "history": []}))
+    (folder / "notes.png").write_text("not an image\n")
+    jobs = {
+        "predict_bad_file": ["-m", "training.predict", f"--run_dir={fake_run}", folder / "notes.png"],
+        "export_no_run": ["-m", "training.export", f"--run_dir={folder / 'no_such_run'}"],
+        "export_no_flag": ["-m", "training.export"],
+        "predict_nothing": ["-m", "training.predict", f"--run_dir={fake_run}"],
+    }
+    processes = {name: _start(args, REPO_ROOT) for name, args in jobs.items()}
+    yield folder, processes
+    for process in processes.values():  # still running only when no test asked for its result
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="module")
+def runs(early_commands, tmp_path_factory, tiny_mnist, tiny_mnist_dir, tiny_config):
+    """Both runs trained (20 steps) on the tiny MNIST cut and exported with ``export_run``."""
+    root = tmp_path_factory.mktemp("export_runs")
+    made = {}
+    for name, fields in RUNS.items():
+        config = tiny_config(root / name, data_dir=str(tiny_mnist_dir), **fields)
+        result = train(config, dataset=tiny_mnist)
+        made[name] = ExportedRun(config.logdir, result, exporting.export_run(config.logdir))
+    return made
+
+
+def preprocessed(run, dataset, images):
+    """``images`` as the run's evaluation saw them."""
+    mean = std = None
+    if RUNS[run].get("standardize", False):
+        mean, std = data_lib.channel_stats(dataset.x_train)
+    return data_lib.make_preprocess(mean, std)(tf.constant(images), None)[0]
+
+
+@pytest.fixture(scope="module")
+def run_logits(runs, tiny_mnist):
+    """Each run's trained network's logits of the tiny test images, as its evaluation computed them (averaged
+    over the views of its test-time augmentation), in this process."""
+    return {name: augmented_logits(run.result.model, preprocessed(name, tiny_mnist, tiny_mnist.x_test),
+                                   RUNS[name].get("test_time_augmentation", "none")).numpy()
+            for name, run in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def digit(runs, run_logits, tiny_mnist, tmp_path_factory):
+    """A test digit the Keras run classifies right by its widest margin, as ``(label, png path, rgb 56x56 png)``."""
+    logits, labels = run_logits["keras"], tiny_mnist.y_test
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    margin = np.where(logits.argmax(axis=1) == labels, top2[:, 1] - top2[:, 0], -np.inf)
+    index = int(margin.argmax())
+    folder = tmp_path_factory.mktemp("digits")
+    image = tiny_mnist.x_test[index]  # (28, 28, 1)
+    grey, rgb = folder / "digit.png", folder / "digit_rgb_56.png"
+    grey.write_bytes(tf.io.encode_png(image).numpy())
+    big = np.kron(np.repeat(image, 3, axis=-1), np.ones((2, 2, 1), np.uint8))  # (56, 56, 3), each pixel 2x2
+    rgb.write_bytes(tf.io.encode_png(big).numpy())
+    return int(labels[index]), str(grey), str(rgb)
+
+
+FRESH_PROCESS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    try:
+        import training.exporting  # noqa: F401
+        project = True
+    except ImportError:
+        project = False
+    images = np.load(sys.argv[1])
+    out = {"project_importable": project}
+    for name, path in zip(sys.argv[2::2], sys.argv[3::2]):
+        loaded = tf.saved_model.load(path)
+        serve = loaded.signatures["serving_default"]
+        result = serve(images=tf.constant(images))
+        out[name] = {
+            "inputs": {key: [spec.dtype.name, spec.shape.as_list()]
+                       for key, spec in serve.structured_input_signature[1].items()},
+            "outputs": {key: [t.dtype.name, t.shape.as_list()] for key, t in result.items()},
+            "probabilities": result["probabilities"].numpy().tolist(),
+            "class_ids": result["class_ids"].numpy().tolist(),
+        }
+    print(json.dumps(out))
+""")
+
+
+def _start(args, cwd, clean_path=False):
+    """``python3 *args`` started in ``cwd``; ``clean_path`` drops PYTHONPATH, so nothing of this project is found."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if clean_path:
+        env.pop("PYTHONPATH", None)
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process):
+    """The ended ``process``: its exit status, stdout and stderr."""
+    stdout, stderr = process.communicate(timeout=TIMEOUT_SECONDS)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def commands(early_commands, runs, digit, tiny_mnist, tmp_path_factory):
+    """Every subprocess of this file, ended: name -> CompletedProcess. The two that need the runs start together
+    once the runs are exported."""
+    early_folder, early = early_commands
+    folder = tmp_path_factory.mktemp("fresh_process")
+    np.save(folder / "x_test.npy", tiny_mnist.x_test)
+    saved_models = [item for name, run in runs.items() for item in (name, run.paths.saved_model)]
+    late = {
+        # cwd is a folder of its own and PYTHONPATH is dropped: only what is installed can be imported.
+        "fresh": _start(["-c", FRESH_PROCESS, folder / "x_test.npy", *saved_models], folder, clean_path=True),
+        "predict_png": _start(["-m", "training.predict", f"--run_dir={runs['keras'].run_dir}", "--top_k=2",
+                               digit[1]], REPO_ROOT),
+    }
+    return {"folder": early_folder, **{name: _finish(process) for name, process in {**early, **late}.items()}}
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_saved_model_alone_reproduces_the_run_in_a_fresh_process(name, runs, run_logits, commands, tiny_mnist):
+    process = commands["fresh"]
+    assert process.returncode == 0, process.stderr
+    out = json.loads(process.stdout.strip().splitlines()[-1])
+    assert out["project_importable"] is False  # the SavedModel needed nothing from this repository
+    model = out[name]
+    assert model["inputs"] == {"images": ["uint8", [None, 28, 28, 1]]}
+    n = len(tiny_mnist.x_test)
+    assert model["outputs"] == {"probabilities": ["float32", [n, 10]], "class_ids": ["int64", [n]]}
+    # The preprocessing (and for the Keras run the training set's mean and std) is inside: uint8 in, the run's
+    # softmax out.
+    np.testing.assert_allclose(model["probabilities"], tf.nn.softmax(run_logits[name]).numpy(), rtol=0,
+                               atol=PROBABILITY_ATOL)
+    accuracy = np.mean(np.array(model["class_ids"]) == tiny_mnist.y_test)
+    with open(os.path.join(runs[name].run_dir, "results.json")) as file:
+        recorded = json.load(file)["test_accuracy"]
+    assert abs(accuracy - recorded) <= ACCURACY_ATOL_IMAGES / n + ACCURACY_ATOL
+
+
+def test_keras_file_reopens_with_the_run_logits(runs, run_logits, tiny_mnist):
+    path = runs["keras"].paths.keras
+    assert path.endswith(os.path.join("export", "model.keras"))
+    model = keras.saving.load_model(path)  # the CNN class is registered as cnn_lab>CNN by the export
+    assert isinstance(model, CNN)
+    assert model.get_config()["arch"] == RUNS["keras"]["arch"]
+    logits = model(preprocessed("keras", tiny_mnist, tiny_mnist.x_test), training=False).numpy()
+    np.testing.assert_allclose(logits, run_logits["keras"], rtol=0, atol=LOGITS_ATOL)  # logits, not probabilities
+    assert runs["reference"].paths.keras is None
+    assert sorted(os.listdir(os.path.dirname(runs["reference"].paths.saved_model))) == ["export.json", "saved_model"]
+
+
+def test_export_record_names_the_checkpoint_and_the_baked_in_statistics(runs, tiny_mnist, tiny_mnist_dir):
+    with open(runs["keras"].paths.record) as file:
+        keras_record = json.load(file)
+    assert keras_record["checkpoint"] == os.path.join(os.path.abspath(runs["keras"].run_dir), "checkpoints",
+                                                      "ckpt-20")
+    assert keras_record["step"] == 20
+    assert keras_record["class_names"] == [str(digit) for digit in range(10)]
+    mean, std = data_lib.channel_stats(tiny_mnist.x_train)
+    assert keras_record["mean"] == mean.tolist() and keras_record["std"] == std.tolist()
+    assert keras_record["stats_source"] == str(tiny_mnist_dir / "mnist.npz")
+    with open(runs["reference"].paths.record) as file:
+        reference_record = json.load(file)
+    assert (reference_record["mean"], reference_record["std"], reference_record["stats_source"]) == (None, None, None)
+    assert reference_record["test_time_augmentation"] == "flip_translate"
+
+
+def test_predict_prints_the_digit_of_a_png(commands, digit):
+    process = commands["predict_png"]
+    assert process.returncode == 0, process.stderr
+    label, png, _ = digit
+    line, = process.stdout.splitlines()
+    assert line.startswith(f"{png}: {label} ")
+    assert len(line.split(": ", 1)[1].split(", ")) == 2  # --top_k=2
+
+
+def test_predict_resizes_and_converts_rgb_to_grey(runs, digit, tiny_mnist, tmp_path):
+    label, png, rgb_56 = digit
+    npz = tmp_path / "three.npz"
+    np.savez(npz, x=tiny_mnist.x_test[:3, :, :, 0])  # (n, H, W) without a channel axis
+    grey, rgb, *from_npz = predicting.predict_files(runs["keras"].run_dir, [png, rgb_56, str(npz)], top_k=3)
+    assert grey.changes == () and grey.top[0][0] == str(label)
+    assert rgb.changes == ("RGB -> grey", "resized 56x56 -> 28x28")
+    assert rgb.top[0][0] == str(label)
+    assert [p.name for p in from_npz] == [f"{npz}[{i}]" for i in range(3)]
+    assert all(len(p.top) == 3 and p.top[0][1] >= p.top[1][1] >= p.top[2][1] for p in from_npz)
+    assert predicting.format_prediction(rgb).startswith(f"{rgb_56} (RGB -> grey, resized 56x56 -> 28x28): {label} ")
+
+
+def test_fit_converts_channels_and_sizes_exactly_where_it_can():
+    grey = np.arange(2 * 28 * 28, dtype=np.uint32).reshape(2, 28, 28, 1).astype(np.uint8)
+    as_rgb, changes = predicting.fit(grey, (28, 28, 3))
+    assert changes == ("grey -> RGB",) and as_rgb.shape == (2, 28, 28, 3)
+    assert all(np.array_equal(as_rgb[..., c:c + 1], grey) for c in range(3))
+    # (v, v, v) -> v: the luma weights sum to 0.9999 and the conversion back rounds.
+    back, changes = predicting.fit(np.concatenate([as_rgb, np.full((2, 28, 28, 1), 255, np.uint8)], -1), (28, 28, 1))
+    assert changes == ("alpha dropped", "RGB -> grey") and np.array_equal(back, grey)
+    flat, changes = predicting.fit(np.full((1, 56, 40, 1), 77, np.uint8), (28, 28, 1))
+    assert changes == ("resized 56x40 -> 28x28",) and flat.dtype == np.uint8 and np.all(flat == 77)
+    with pytest.raises(ValueError, match="5 channels cannot be converted to the run's 1"):
+        predicting.fit(np.zeros((1, 28, 28, 5), np.uint8), (28, 28, 1))
+
+
+def test_evaluating_the_test_split_gives_the_run_accuracy(runs, tiny_mnist_dir):
+    evaluation = predicting.evaluate_split(runs["keras"].run_dir, "test")  # the run's own data_dir
+    recorded = runs["keras"].result.results["test_accuracy"]
+    assert evaluation.total == 256 and evaluation.recorded == recorded
+    assert abs(evaluation.accuracy - recorded) <= ACCURACY_ATOL_IMAGES / evaluation.total + ACCURACY_ATOL
+    assert evaluation.source == str(tiny_mnist_dir / "mnist.npz")
+    assert predicting.format_evaluation(evaluation).startswith(f"test accuracy {evaluation.accuracy:.4f} (")
+
+
+BAD_FILES = {
+    "notes.png": (b"not an image\n", "cannot be decoded as an image (Unknown image file format"),
+    "empty.jpg": (b"", "cannot be decoded as an image ("),
+    "labels.npz": ({"y": np.zeros(3, np.uint8)}, "holds neither x_test nor x (its arrays: y)"),
+    "floats.npz": ({"x_test": np.zeros((2, 28, 28), np.float32)}, "x_test has dtype float32, expected uint8"),
+    "flat.npz": ({"x": np.zeros((2, 784), np.uint8)}, "x has shape (2, 784), expected images"),
+    "broken.npz": (b"PK\x03\x04 not really a zip", "not a readable .npz file ("),
+}
+
+
+@pytest.mark.parametrize("name", [*BAD_FILES, "missing.png"])
+def test_a_file_that_is_not_an_image_is_refused_in_one_line(runs, tmp_path, name):
+    path = tmp_path / name
+    content, message = BAD_FILES.get(name, (None, "no such file"))
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        np.savez(path, **content)
+    with pytest.raises(predicting.PredictError) as error:
+        predicting.predict_files(runs["keras"].run_dir, [str(path)])
+    assert str(error.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(error.value)
+
+
+@pytest.fixture
+def broken_runs(runs, tmp_path):
+    """Copies of the Keras run, each broken in one way: name -> run directory."""
+
+    def copy(name, edit=None, keep_checkpoints=True):
+        target = tmp_path / name
+        shutil.copytree(runs["keras"].run_dir, target, ignore=shutil.ignore_patterns(
+            "export", *(() if keep_checkpoints else ("checkpoints",))))
+        if edit:
+            saved = json.loads((target / "config.json").read_text())
+            saved["config"].update(edit)
+            (target / "config.json").write_text(json.dumps(saved))
+        return str(target)
+
+    empty_data = tmp_path / "empty_data"
+    empty_data.mkdir()
+    return {"no_checkpoint": copy("no_checkpoint", keep_checkpoints=False),
+            "unknown_dataset": copy("unknown_dataset", {"dataset": "svhn"}),
+            "data_gone": copy("data_gone", {"data_dir": str(empty_data)}), "empty_data": str(empty_data),
+            "not_exported": copy("not_exported"), "missing": str(tmp_path / "no_such_run")}
+
+
+def test_runs_that_cannot_be_exported_are_refused_in_one_line(broken_runs):
+    run = broken_runs
+    expected = {
+        run["missing"]: f"run directory {run['missing']} does not exist",
+        run["no_checkpoint"]: f"{run['no_checkpoint']}/checkpoints holds no checkpoint yet; wait for the run's first one",
+        run["unknown_dataset"]: f"{run['unknown_dataset']}/config.json: run of unknown dataset 'svhn'; this code knows "
+                                f"mnist, fashion_mnist, cifar10, cifar100",
+        run["data_gone"]: f"the run standardised its images with its training set's per-channel mean and std, but "
+                          f"{run['empty_data']}/mnist.npz (the run's data_dir {run['empty_data']}) cannot be found; "
+                          f"pass --data_dir=<folder holding mnist.npz>",
+    }
+    for run_dir, message in expected.items():
+        with pytest.raises(exporting.ExportError) as error:
+            exporting.export_run(run_dir)
+        assert str(error.value).startswith(message)
+        assert "\n" not in str(error.value)
+        assert not os.path.exists(os.path.join(run_dir, "export"))
+
+
+def test_predict_refuses_a_run_without_export(broken_runs, digit):
+    run_dir = broken_runs["not_exported"]
+    with pytest.raises(predicting.PredictError, match=r"export/saved_model does not exist; export the run first: "
+                       r"python3 -m training.export --run_dir="):
+        predicting.predict_files(run_dir, [digit[1]])
+
+
+def test_data_dir_flag_supplies_a_standardised_run_its_training_images(broken_runs, tiny_mnist_dir):
+    paths = exporting.export_run(broken_runs["data_gone"], data_dir=str(tiny_mnist_dir))
+    assert os.path.isdir(paths.saved_model) and os.path.isfile(paths.keras)
+
+
+COMMAND_FAILURES = {
+    "predict_bad_file": (RUN_ERROR, ("predict: error: {folder}/notes.png: cannot be decoded as an image (Unknown "
+                                     "image file format")),
+    "export_no_run": (RUN_ERROR, "export: error: run directory {folder}/no_such_run does not exist"),
+    "export_no_flag": (USAGE_ERROR, ("export.py: error: flag --run_dir=None: Flag --run_dir must have a value "
+                                     "other than None.")),
+    "predict_nothing": (USAGE_ERROR, ("predict: error: give image files (PNG or JPEG, or .npz holding x_test or x) "
+                                      "or --dataset_split=test, one of the two")),
+}
+
+
+@pytest.mark.parametrize("name", COMMAND_FAILURES)
+def test_commands_fail_with_one_line(commands, name):
+    process = commands[name]
+    status, message = COMMAND_FAILURES[name]
+    assert process.returncode == status, process.stderr
+    assert "Traceback" not in process.stderr
+    assert process.stderr.splitlines()[-1].startswith(message.format(folder=commands["folder"]))
+    assert process.stdout == ""

@@ -1,0 +1,243 @@
+"""Use an exported run: top-k classes of image files (``predict_files``), accuracy on a split (``evaluate_split``).
+
+Both read ``<run_dir>/export/saved_model`` (see ``training/exporting.py``). A run that has none is refused with a
+line saying how to export it: predicting never writes into a run directory, and exporting may need the run's
+training data, which predicting on a few images should not.
+
+Images are fitted to the run's input before the SavedModel sees them, and each prediction says what was done:
+an alpha channel is dropped, RGB becomes grey for a 1-channel run (``tf.image.rgb_to_grayscale``) and grey
+becomes RGB for a 3-channel one, and an image of another size is resized to the run's H x W (bilinear with
+antialiasing, aspect ratio not kept).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from training import data as data_lib
+from training import exporting
+from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
+
+BATCH_SIZE = 500  # images per call of the SavedModel
+NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
+SPLITS = ("test",)
+
+
+class PredictError(ValueError):
+    """Images or a run that cannot be used (no export, a file that is not an image); the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """A run's loaded SavedModel and what is needed to read its outputs."""
+
+    config: object  # the run's TrainConfig
+    model: object  # what tf.saved_model.load returned; kept, as its signature reads its variables
+    serve: object  # the serving_default signature: images=uint8 (n, H, W, C) -> probabilities, class_ids
+    class_names: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    names: tuple  # one per image: its file, or "<file>.npz[i]"
+    pixels: np.ndarray  # uint8 (n, H, W, C), fitted to the run's input
+    changes: tuple  # one per image: what fitting did, e.g. ("RGB -> grey", "resized 56x56 -> 28x28"), or ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    name: str
+    top: tuple  # ((class name, probability), ...), most probable first
+    changes: tuple  # what was done to the image to fit the run's input
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    split: str
+    correct: int
+    total: int
+    source: str  # where the images came from
+    recorded: float  # the run's own test_accuracy from results.json, or None
+
+    @property
+    def accuracy(self):
+        return self.correct / self.total
+
+
+def predict_files(run_dir, paths, top_k=3):
+    """One ``Prediction`` per image of ``paths`` (PNG, JPEG, GIF or BMP files; .npz files holding x_test or x),
+    with the ``top_k`` most probable classes (at most the dataset's number of classes). Every file is read and
+    checked before the export is loaded."""
+    config = _read_config(run_dir)
+    images = read_images(paths, data_lib.DATASETS[config.dataset].image_shape)
+    exported = load_export(run_dir, config)
+    probabilities, _ = run_model(exported.serve, images.pixels)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    return [Prediction(name, tuple((exported.class_names[c], float(p[c])) for c in row), changes)
+            for name, p, row, changes in zip(images.names, probabilities, order, images.changes)]
+
+
+def evaluate_split(run_dir, split="test", data_dir=""):
+    """The exported model's accuracy on ``split`` of the run's dataset, read from ``data_dir`` or the run's own
+    ``data_dir`` (then the Keras cache, then the bundled MNIST subset; never downloaded)."""
+    if split not in SPLITS:
+        raise PredictError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+    exported = load_export(run_dir)
+    dataset = data_lib.load(exported.config.dataset, data_dir or exported.config.data_dir, allow_download=False)
+    _, class_ids = run_model(exported.serve, dataset.x_test)
+    recorded = (RunDir(run_dir).read_results() or {}).get("test_accuracy")
+    return Evaluation(split, int(np.sum(class_ids == dataset.y_test)), len(dataset.y_test), dataset.source, recorded)
+
+
+def format_prediction(prediction):
+    """``name (changes): class p, class p, ...``, one line."""
+    changes = f" ({', '.join(prediction.changes)})" if prediction.changes else ""
+    return f"{prediction.name}{changes}: " + ", ".join(f"{name} {p:.4f}" for name, p in prediction.top)
+
+
+def format_evaluation(evaluation):
+    recorded = "" if evaluation.recorded is None else f"; the run recorded {evaluation.recorded:.4f}"
+    return (f"{evaluation.split} accuracy {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} "
+            f"images of {evaluation.source}){recorded}")
+
+
+def load_export(run_dir, config=None):
+    """The run's ``Exported`` SavedModel; ``PredictError`` when there is none or it cannot be loaded."""
+    config = config or _read_config(run_dir)
+    paths = exporting.export_paths(run_dir, config.impl)
+    if not os.path.isdir(paths.saved_model):
+        raise PredictError(f"{paths.saved_model} does not exist; export the run first: python3 -m training.export "
+                           f"--run_dir={run_dir}")
+    try:
+        model = tf.saved_model.load(paths.saved_model)
+        serve = model.signatures[exporting.SIGNATURE]
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
+        raise PredictError(f"{paths.saved_model} cannot be loaded ({_first_line(error)}); export the run again: "
+                           f"python3 -m training.export --run_dir={run_dir}") from None
+    _warn_if_stale(run_dir, paths.record)
+    info = data_lib.DATASETS[config.dataset]
+    return Exported(config, model, serve, info.class_names or tuple(map(str, range(info.num_classes))))
+
+
+def _read_config(run_dir):
+    try:
+        return exporting.read_run_config(run_dir)
+    except exporting.ExportError as error:
+        raise PredictError(str(error)) from None
+
+
+def run_model(serve, pixels):
+    """``(probabilities, class_ids)`` of uint8 (n, H, W, C) ``pixels``, in batches of ``BATCH_SIZE``."""
+    outputs = [serve(images=tf.constant(pixels[start:start + BATCH_SIZE]))
+               for start in range(0, len(pixels), BATCH_SIZE)]
+    return (np.concatenate([out["probabilities"].numpy() for out in outputs]),
+            np.concatenate([out["class_ids"].numpy() for out in outputs]))
+
+
+def read_images(paths, image_shape):
+    """The images of ``paths`` fitted to ``image_shape`` (H, W, C), as ``Images``; every file is read and
+    checked before anything is predicted."""
+    if not paths:
+        raise PredictError("no images given; pass PNG or JPEG files, or .npz files holding x_test or x")
+    names, pixels, changes = [], [], []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise PredictError(f"{path}: no such file")
+        if path.lower().endswith(".npz"):
+            batch = _read_npz(path)
+            names += [f"{path}[{i}]" for i in range(len(batch))]
+        else:
+            batch = _decode(path)[np.newaxis]
+            names.append(path)
+        try:
+            fitted, done = fit(batch, image_shape)
+        except ValueError as error:
+            raise PredictError(f"{path}: {error}") from None
+        pixels.append(fitted)
+        changes += [done] * len(batch)
+    return Images(tuple(names), np.concatenate(pixels), tuple(changes))
+
+
+def fit(images, image_shape):
+    """``(fitted, changes)``: uint8 (n, h, w, c) ``images`` as uint8 (n, H, W, C) for ``image_shape``, and what
+    was done to them. ``ValueError`` for a channel count that cannot be converted."""
+    height, width, channels = image_shape
+    x, changes = tf.convert_to_tensor(images, tf.uint8), []
+    if x.shape[-1] in (2, 4):  # grey + alpha, RGBA
+        x, changes = x[..., :-1], changes + ["alpha dropped"]
+    if x.shape[-1] == 3 and channels == 1:
+        x, changes = tf.image.rgb_to_grayscale(x), changes + ["RGB -> grey"]
+    elif x.shape[-1] == 1 and channels == 3:
+        x, changes = tf.image.grayscale_to_rgb(x), changes + ["grey -> RGB"]
+    elif x.shape[-1] != channels:
+        raise ValueError(f"images with {images.shape[-1]} channels cannot be converted to the run's {channels}")
+    if tuple(x.shape[1:3]) != (height, width):
+        changes.append(f"resized {x.shape[1]}x{x.shape[2]} -> {height}x{width}")
+        resized = tf.image.resize(x, (height, width), antialias=True)  # float32, on the 0..255 scale
+        x = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    return x.numpy(), tuple(changes)
+
+
+def _decode(path):
+    """A PNG, JPEG, GIF (first frame) or BMP file as uint8 (h, w, c)."""
+    try:
+        with open(path, "rb") as file:
+            contents = file.read()
+    except OSError as error:
+        raise PredictError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        return tf.io.decode_image(contents, expand_animations=False).numpy()
+    except (tf.errors.InvalidArgumentError, ValueError) as error:
+        raise PredictError(f"{path}: cannot be decoded as an image ({_first_line(error)}); give PNG or JPEG files, "
+                           f"or .npz files holding {' or '.join(NPZ_KEYS)}") from None
+
+
+def _read_npz(path):
+    """The first array of ``NPZ_KEYS`` in the .npz at ``path``, as uint8 (n, h, w, c)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise PredictError(f"{path}: holds a single array, not an .npz archive of {' or '.join(NPZ_KEYS)}")
+            key = next((key for key in NPZ_KEYS if key in npz.files), None)
+            if key is None:
+                raise PredictError(f"{path}: holds neither {' nor '.join(NPZ_KEYS)} (its arrays: "
+                                   f"{', '.join(npz.files) or 'none'})")
+            images = npz[key]
+    except PredictError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise PredictError(f"{path}: not a readable .npz file ({_first_line(error)})") from None
+    if images.dtype != np.uint8:
+        raise PredictError(f"{path}: {key} has dtype {images.dtype}, expected uint8 pixels in [0, 255]")
+    if images.ndim == 3:
+        images = images[..., np.newaxis]  # (n, h, w) grey -> (n, h, w, 1)
+    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or not len(images):
+        raise PredictError(f"{path}: {key} has shape {images.shape}, expected images (n, H, W) or (n, H, W, C) with "
+                           f"n > 0 and 1 to 4 channels")
+    return images
+
+
+def _warn_if_stale(run_dir, record_path):
+    """A log line when the run has a newer checkpoint than the one exported."""
+    try:
+        with open(record_path) as file:
+            exported = json.load(file)["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    newest = checkpoint_prefixes(os.path.join(run_dir, CHECKPOINTS))
+    if newest and os.path.abspath(newest[0]) != exported:
+        logging.warning("the export holds %s, but the run's newest checkpoint is %s; export it again to use it: "
+                        "python3 -m training.export --run_dir=%s", exported, newest[0], run_dir)
+
+
+def _first_line(error):
+    """The first line of ``error``'s message without TensorFlow's ``{{function_node ...}}`` and ``[Op:...]``."""
+    lines = str(error).strip().splitlines()
+    line = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\]$", "", lines[0]) if lines else ""
+    return line[:200] or type(error).__name__
