@@ -35,15 +35,15 @@ CLI_TIMEOUT_SECONDS = 180
 
 @pytest.fixture(autouse=True)
 def _op_determinism_stays_in_its_test():
-    """Turns op determinism back off after a test that turned it on (``train(deterministic=True)`` does).
+    """Turns op determinism back off after each test (``train(deterministic=True)`` turns it on, in a test or in
+    a module fixture set up before this fixture could note the state).
 
     It is process-global, and under it XLA refuses to compile some gradients (MaxPool: "no deterministic XLA
     implementation"), so the jit_compile tests of other files would fail depending on test order. TensorFlow
     has no public way to turn it off, hence the private ``disable_op_determinism``.
     """
-    was_enabled = tf_config.is_op_determinism_enabled()
     yield
-    if not was_enabled and tf_config.is_op_determinism_enabled():
+    if tf_config.is_op_determinism_enabled():
         tf_config.disable_op_determinism()
 
 
