@@ -26,17 +26,37 @@ def check(name, predicate, message):
     absl_flags.register_validator(name, predicate, message=f"--{name} {message}")
 
 
+# Bytes a float32 weight costs while training: the weight, its gradient and two Adam moments.
+TRAINING_BYTES_PER_PARAM = 16
+
+
 def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
-    """Refuses, at parse time, an architecture that is malformed or does not fit the dataset's images; the
-    message names the token and the shapes (from ``models.architecture.plan``)."""
-    from models import architecture
+    """Refuses, at parse time, an architecture that is malformed or does not fit the dataset's images (the
+    message names the token and the shapes, from ``models.architecture.plan``), or whose weights alone could not
+    be trained in this machine's memory."""
+    from models import analysis
     from training.data import DATASETS
 
     @absl_flags.multi_flags_validator([arch_flag, dataset_flag], message="")
     def _arch_fits(values):
         info = DATASETS[values[dataset_flag]]
         try:
-            architecture.plan(values[arch_flag], info.image_shape, info.num_classes)
+            rows = analysis.layer_table(values[arch_flag], info.image_shape, info.num_classes)
         except ValueError as error:
             raise absl_flags.ValidationError(f"--{arch_flag} {error}") from None
+        params = analysis.totals(rows)[0]
+        needed, memory = params * TRAINING_BYTES_PER_PARAM, physical_memory_bytes()
+        if memory and needed > memory:
+            raise absl_flags.ValidationError(
+                f"--{arch_flag} has {params:,} parameters, which need about {needed / 2**30:,.0f} GiB to train "
+                f"(weights, gradients and two optimizer moments in float32); this machine has "
+                f"{memory / 2**30:,.0f} GiB")
         return True
+
+
+def physical_memory_bytes():
+    """The machine's RAM in bytes, or 0 where the operating system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0

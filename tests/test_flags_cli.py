@@ -12,6 +12,8 @@ import re
 import numpy as np
 import pytest
 
+from flags import cli
+
 # One per core: two concurrent TensorFlow imports take as long as one, four about four times as long.
 CONCURRENT_COMMANDS = 2
 # Evaluating the same restored weights on the same test images twice: identical up to float32 rounding.
@@ -47,6 +49,10 @@ FAILURES = {
     "arch_too_big": (["--arch=c8k29v"], USAGE_ERROR,
                      "train.py: error: flags arch=c8k29v, dataset=mnist: --arch architecture token 'c8k29v': "
                      "kernel size 29 does not fit its input of shape (28, 28, 1) (H, W, C) with valid padding"),
+    "arch_out_of_memory": (["--arch=d99999999"], USAGE_ERROR,
+                           "train.py: error: flags arch=d99999999, dataset=mnist: --arch has 79,499,999,215 "
+                           "parameters, which need about 1,185 GiB to train (weights, gradients and two optimizer "
+                           "moments in float32); this machine has {memory_gib} GiB"),
     "fit_needs_keras": (["--impl=reference", "--loop=fit"], USAGE_ERROR,
                         "train.py: error: flags impl=reference, loop=fit: --loop=fit trains Keras models only; use "
                         "--impl=keras with --loop=fit, or --loop=custom with --impl=reference"),
@@ -87,7 +93,8 @@ def failures(cli_paths, run_cli):
         if not any(arg.startswith("--logdir") for arg in args):
             # Should validation ever let a command through, it must not write under the repository's runs/.
             args.append(f"--logdir={cli_paths['root'] / name}")
-        return run_cli(*args), message.format(**cli_paths)
+        memory_gib = f"{cli.physical_memory_bytes() / 2**30:,.0f}"
+        return run_cli(*args), message.format(**cli_paths, memory_gib=memory_gib)
 
     with concurrent.futures.ThreadPoolExecutor(CONCURRENT_COMMANDS) as pool:
         return dict(zip(FAILURES, pool.map(run, FAILURES)))

@@ -131,6 +131,9 @@ class TrainConfig:
                            resume=FREE)
     num_cpu_devices: int = _field(1, "Split the CPU into this many logical devices (mirrored training over CPU "
                                   "replicas).", resume=FREE, check=_positive(256))
+    startup_timeout: int = _field(distribute.STARTUP_TIMEOUT, "Multi-worker runs: seconds to wait at start-up for "
+                                  "the other tasks of TF_CONFIG's cluster before stopping.", resume=FREE,
+                                  check=_positive(7 * 24 * 3600))
     tf32: bool = _field(True, "Allow TensorFloat-32 matmuls and convolutions on Ampere and newer GPUs "
                         "(TensorFlow's default).", resume=FREE)
     precision: str = _field("float32", "Compute dtype; variables stay float32. mixed_float16 scales the loss "

@@ -4,12 +4,32 @@ Every strategy runs the same training loop. On a machine without GPUs, ``mirrore
 devices (``configure_devices(num_cpu_devices=N)``), which is how the multi-device paths are tested here.
 """
 
+import contextlib
+import dataclasses
+import errno
 import json
 import os
+import re
+import signal
+import socket
+import threading
+import time
 
 import tensorflow as tf
+from absl import logging
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context as tf_context
+
+from training.errors import RunError
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+STARTUP_TIMEOUT = 300  # seconds a multi-worker run waits at start-up for the other workers of its cluster
+PROBE_EVERY = 0.5  # seconds between looks at the ports of the workers still awaited
+REPORT_EVERY = 30  # seconds between log lines naming the workers still awaited
+REGISTER_TIMEOUT = 120  # seconds for TensorFlow to set up devices and connect the tasks, once all have started
+# What a collective op raises when a peer has gone (connection reset, heartbeat timeout, aborted collectives).
+LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                      tf.errors.AbortedError)
 
 
 def configure_devices(num_cpu_devices=1, tf32=True):
@@ -36,15 +56,16 @@ def resolve_strategy_name(name, num_gpus):
     return "one_device" if num_gpus == 1 else "default"
 
 
-def make_strategy(name, gpus=None, cpus=None):
+def make_strategy(name, gpus=None, cpus=None, startup_timeout=STARTUP_TIMEOUT):
     """The ``tf.distribute.Strategy`` called ``name`` (see ``STRATEGIES``).
 
     ``gpus`` and ``cpus`` are logical device names; by default those TensorFlow sees. ``mirrored`` replicates
-    over all GPUs, or over all logical CPUs when there is no GPU.
+    over all GPUs, or over all logical CPUs when there is no GPU. ``multi_worker`` reads the cluster from
+    TF_CONFIG and waits up to ``startup_timeout`` seconds for its other workers (``multi_worker_strategy``).
     """
     if name == "multi_worker":
         # Before anything lists logical devices: that starts the runtime, and collectives must be set up first.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multi_worker_strategy(startup_timeout)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")] if gpus is None else gpus
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")] if cpus is None else cpus
     name = resolve_strategy_name(name, len(gpus))
@@ -76,3 +97,234 @@ def task_name():
     """``worker-<index>`` (or ``<type>-<index>``) from TF_CONFIG: how this process names its temporary files."""
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     return f"{task.get('type', 'worker')}-{task.get('index', 0)}"
+
+
+# --- Multi-worker: the cluster from TF_CONFIG, its start-up, a lost worker -------------------------------------
+
+JOBS = ("chief", "worker")  # the task types of a multi-worker cluster; the chief, else worker 0, leads it
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task of the cluster, named as log lines and errors name it: ``worker 1 (10.0.0.2:12345)``."""
+
+    job: str
+    index: int
+    address: str  # host:port, as TF_CONFIG gives it
+
+    def __str__(self):
+        return f"{self.job} {self.index} ({self.address})"
+
+
+def read_tf_config(text):
+    """``(tasks, own)`` from the text of TF_CONFIG: every task of the cluster (chief first) and this process's.
+
+    Refuses, with a RunError saying what is wrong, what would otherwise make TensorFlow fail with a traceback or
+    wait for a task that cannot come: no TF_CONFIG, invalid JSON, no cluster, no chief or worker task, an
+    address that is not host:port or is listed twice, a missing task, a task that is not in the cluster.
+    """
+    if not text.strip():
+        raise RunError(f"--strategy=multi_worker needs TF_CONFIG to name the cluster and this process's task in it, "
+                       f"e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}'")
+    try:
+        spec = json.loads(text)
+    except ValueError as error:
+        raise RunError(f"TF_CONFIG is not valid JSON ({error}); expected e.g. {TF_CONFIG_EXAMPLE}") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict):
+        raise RunError(f'TF_CONFIG has no "cluster"; expected e.g. {TF_CONFIG_EXAMPLE}')
+    if set(cluster) - set(JOBS):
+        raise RunError(f"TF_CONFIG's cluster has {', '.join(sorted(set(cluster) - set(JOBS)))} tasks; multi-worker "
+                       f"training takes chief and worker tasks only")
+    tasks = []
+    for job in JOBS:
+        addresses = cluster.get(job, [])
+        if not isinstance(addresses, list):
+            raise RunError(f'TF_CONFIG\'s cluster "{job}" must be a list of "host:port" addresses')
+        for index, address in enumerate(addresses):
+            if not _split_address(address):
+                raise RunError(f'TF_CONFIG\'s {job} {index} address {json.dumps(address)} is not "host:port"')
+            tasks.append(Task(job, index, address))
+    if not tasks:
+        raise RunError(f"TF_CONFIG's cluster names no chief or worker task; expected e.g. {TF_CONFIG_EXAMPLE}")
+    if len(cluster.get("chief", [])) > 1:
+        raise RunError(f"TF_CONFIG's cluster has {len(cluster['chief'])} chiefs; a cluster has at most one")
+    seen = {}
+    for task in tasks:
+        if task.address in seen:
+            raise RunError(f"TF_CONFIG's cluster gives {seen[task.address].job} {seen[task.address].index} and "
+                           f"{task.job} {task.index} the same address {task.address}; give each task its own port")
+        seen[task.address] = task
+    task = spec.get("task")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise RunError('TF_CONFIG has no "task" saying which task of the cluster this process is, e.g. '
+                       '"task": {"type": "worker", "index": 0}')
+    job, index = task["type"], task["index"]
+    own = next((t for t in tasks if (t.job, t.index) == (job, index)), None)
+    if own is None or type(index) is not int:  # 1.0 and True equal 1 but are no index
+        jobs = ", ".join(f"{name} 0-{len(cluster[name]) - 1}" for name in JOBS if cluster.get(name))
+        raise RunError(f"TF_CONFIG's task {json.dumps(job)} {json.dumps(index)} is not in the cluster, which has "
+                       f"{jobs}")
+    return tasks, own
+
+
+def multi_worker_strategy(startup_timeout=STARTUP_TIMEOUT):
+    """``MultiWorkerMirroredStrategy`` over TF_CONFIG's cluster, or a RunError when the cluster does not form
+    within ``startup_timeout`` seconds or SIGINT/SIGTERM arrives meanwhile.
+
+    TensorFlow forms the cluster inside one C++ call that holds the interpreter lock until every task has
+    registered, for up to an hour: no Python signal handler runs meanwhile, and TensorFlow's preemption notifier
+    takes SIGTERM over. So the waiting happens here first, in Python (``wait_for_tasks``). TensorFlow's
+    registration, once every task has been seen, takes seconds; ``REGISTER_TIMEOUT`` bounds it when a task dies
+    in between.
+    """
+    tasks, own = read_tf_config(os.environ.get("TF_CONFIG", ""))
+    awaited = [task for task in tasks if task != own]
+    with _stop_on_signals(awaited):
+        wait_for_tasks(own, awaited, startup_timeout)
+        _configure_coordination(tasks, register_seconds=REGISTER_TIMEOUT)
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except tf.errors.OpError as error:
+            raise RunError(f"the cluster of TF_CONFIG did not form: {_first_line(error)}") from None
+
+
+def lost_worker(error):
+    """The RunError for a collective ``error`` (one of ``LOST_WORKER_ERRORS``) raised because another task of the
+    cluster is gone: one line naming the task and the cause, instead of TensorFlow's fifty."""
+    tasks, own = read_tf_config(os.environ.get("TF_CONFIG", ""))
+    by_name = {(task.job, task.index): task for task in tasks}
+    named = [by_name.get((job, int(index))) for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)",
+                                                                        error.message)]
+    lost = next((task for task in named if task is not None and task != own), None)
+    cause = re.search(r"aborted by: (.+)", error.message)
+    cause = cause.group(1).strip() if cause else _first_line(error)
+    return RunError(f"{lost or 'another task of the cluster'} lost: {cause[:200]}; the run stopped, restart every "
+                    f"task to resume from the last checkpoint")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(awaited):
+    """While the cluster forms, SIGINT and SIGTERM raise a RunError naming the tasks still ``awaited`` (a list the
+    start-up updates). The earlier handlers come back after, which takes SIGTERM back from TensorFlow's
+    preemption notifier: a multi-worker run then ends on SIGTERM as any other run does. Signals ignored at
+    start (a background job) stay ignored; outside the main thread, where Python sets no handlers, nothing
+    changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number, frame):
+        waiting = f"while waiting for {_names(awaited)}" if awaited else "while the cluster was forming"
+        raise RunError(f"stopped by {signal.Signals(number).name} {waiting}")
+
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: handler for number, handler in previous.items() if handler is not signal.SIG_IGN}
+    for number in previous:
+        signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+
+
+def wait_for_tasks(own, awaited, timeout):
+    """Returns once every task in ``awaited`` has been seen listening at its address, taking each off the list as
+    it is seen; raises a RunError naming the others after ``timeout`` seconds.
+
+    Meanwhile ``own``'s port is held open, so that the other tasks, waiting the same way, see this one; it is
+    closed (and TensorFlow's server takes the port) only once every other task has been seen. A task that
+    joins later sees the first one's TensorFlow server instead.
+    """
+    if not awaited:
+        return
+    logging.info("%s: waiting up to %d s for %s to start", own, timeout, _names(awaited))
+    deadline = time.monotonic() + timeout
+    with _own_port(own) as server:
+        next_report = time.monotonic() + REPORT_EVERY
+        while True:
+            awaited[:] = [task for task in awaited if not _listening(task.address)]
+            if not awaited:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                raise RunError(f"{_names(awaited)} did not start within --startup_timeout={timeout} s; start every "
+                               f"task of TF_CONFIG's cluster, each with its own task index")
+            if now >= next_report:
+                logging.info("still waiting for %s (%d s left)", _names(awaited), deadline - now)
+                next_report += REPORT_EVERY
+            _close_connections(server)
+            time.sleep(PROBE_EVERY)
+    logging.info("%s: every task of the cluster has started", own)
+
+
+@contextlib.contextmanager
+def _own_port(task):
+    """A socket listening at ``task``'s address; at its port on every interface (as TensorFlow's server listens)
+    when the host is not one of this machine's addresses (behind NAT, say) or does not resolve here."""
+    host, port = _split_address(task.address)
+    for address in ((host, port), ("", port)):
+        try:
+            server = socket.create_server(address, family=socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+            break
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES) or not address[0]:
+                raise RunError(f"{task}: port {port} cannot be opened ({os.strerror(error.errno)}); another process "
+                               f"may be using it: stop it or give this task another port in TF_CONFIG") from None
+    with server:
+        server.setblocking(False)
+        yield server
+
+
+def _close_connections(server):
+    """Accepts and closes the connections waiting on ``server`` (other tasks' looks), so its queue never fills."""
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            server.accept()[0].close()
+
+
+def _listening(address):
+    try:
+        with socket.create_connection(_split_address(address), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _configure_coordination(tasks, register_seconds):
+    """Configures TensorFlow's coordination service as MultiWorkerMirroredStrategy does (it keeps a configuration
+    made before it), adding a deadline to the registration of every task, the leader's included. TensorFlow has
+    no public API for this; without it a task waits an hour for a task that never comes."""
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=sum(task.job == job for task in tasks))
+            for job in JOBS if any(task.job == job for task in tasks)]
+    context = tf_context.context()
+    context.configure_coordination_service(
+        service_type="standalone", service_leader=f"/job:{jobs[0].name}/replica:0/task:0",
+        cluster_register_timeout_in_ms=int(register_seconds * 1000), coordinated_jobs=jobs)
+    context.coordination_service.cluster_register_with_barrier = True  # the leader waits at a barrier, with deadline
+
+
+def _split_address(address):
+    """``(host, port)`` of a ``host:port`` (``[v6]:port``) string, or None when it is not one."""
+    if not isinstance(address, str):
+        return None
+    host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _names(tasks):
+    return ", ".join(map(str, tasks))
+
+
+def _first_line(error):
+    """The first line of a TensorFlow error's message that says something (not its graph traceback)."""
+    for line in error.message.splitlines():
+        line = line.strip()
+        if line and line != "Graph execution error:" and not line.startswith(("Detected at node", "File ")):
+            return line[:200]
+    return type(error).__name__

@@ -5,6 +5,7 @@ nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.
 """
 
 import os
+import signal
 
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -25,11 +26,27 @@ def main(argv):
 
     config = train_flags.config_from_flags(FLAGS)
     distribute.configure_devices(config.num_cpu_devices, config.tf32)
+    # SIGTERM ends the run as Ctrl-C does, through the trainer's cleanup (lock, a worker's temporary directory).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         trainer.train(config, flagfile=train_flags.flagfile_text(FLAGS, config))
+    except KeyboardInterrupt:
+        logging.flush()
+        cli.fail("train", f"stopped by a signal; the checkpoints in {config.logdir} are kept and the same command "
+                          f"resumes from the last one")
     except (data.DataError, trainer.RunError) as error:
         logging.flush()
         cli.fail("train", error)
+    except distribute.LOST_WORKER_ERRORS as error:
+        if config.strategy != "multi_worker":
+            raise
+        logging.flush()
+        cli.fail("train", distribute.lost_worker(error))
+
+
+def _interrupt(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -1,0 +1,264 @@
+"""A multi-worker run that cannot go on stops with one line, promptly, and leaves no temporary directory.
+
+The cluster's tasks are ``python3 -m training.train`` processes on 127.0.0.1, on free ports. TF_CONFIG mistakes
+and the waiting for the other tasks are tested in-process first (no TensorFlow start-up); then the processes: a
+worker whose peer never starts (the start-up timeout, SIGTERM, SIGINT), a worker without TF_CONFIG, and a
+worker whose chief is killed mid-run. Each process imports TensorFlow (~5 s, more on a loaded 2-core machine),
+so the lone workers run side by side in one fixture.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import tensorflow as tf
+
+from tests.test_distributed import REPO_ROOT, free_ports, job_env, stop, tail
+from training import distribute
+from training.errors import RunError
+
+WORKERS = ["127.0.0.1:1111", "127.0.0.1:2222"]
+STARTUP_TIMEOUT = 5  # seconds; --startup_timeout of the worker whose peer never starts
+SIGNAL_EXIT_SECONDS = 15  # from a signal to the process's end: the handler runs within 0.5 s, exiting takes 1-3 s
+LOST_EXIT_SECONDS = 30  # from kill -9 of the chief to the other worker's end: measured 2-4 s
+START_SECONDS = 180  # for processes to import TensorFlow and reach the line the test waits for
+
+
+def tf_config(workers, index, job="worker"):
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": job, "index": index}})
+
+
+# --- TF_CONFIG ---------------------------------------------------------------------------------------------
+
+def test_tf_config_names_every_task_and_this_one():
+    text = json.dumps({"cluster": {"worker": WORKERS, "chief": ["127.0.0.1:3333"]},
+                       "task": {"type": "worker", "index": 1}})
+    tasks, own = distribute.read_tf_config(text)
+    assert [str(task) for task in tasks] == ["chief 0 (127.0.0.1:3333)", "worker 0 (127.0.0.1:1111)",
+                                             "worker 1 (127.0.0.1:2222)"]
+    assert own == tasks[2]
+
+
+BAD_TF_CONFIGS = {  # case: (TF_CONFIG, how the error starts)
+    "missing": ("", "--strategy=multi_worker needs TF_CONFIG to name the cluster and this process's task in it"),
+    "not JSON": ('{"cluster": {"worker": ["127.0.0.1:1111"]}',
+                 "TF_CONFIG is not valid JSON (Expecting ',' delimiter: line 1 column 43 (char 42))"),
+    "no cluster": ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG has no "cluster"'),
+    "no task in the cluster": ('{"cluster": {}, "task": {"type": "worker", "index": 0}}',
+                               "TF_CONFIG's cluster names no chief or worker task"),
+    "a parameter server": ('{"cluster": {"worker": ["127.0.0.1:1111"], "ps": ["127.0.0.1:2222"]}}',
+                           "TF_CONFIG's cluster has ps tasks; multi-worker training takes chief and worker tasks"),
+    "no port": ('{"cluster": {"worker": ["127.0.0.1"]}}', 'TF_CONFIG\'s worker 0 address "127.0.0.1" is not'),
+    "one port twice": ('{"cluster": {"worker": ["127.0.0.1:1111", "127.0.0.1:1111"]}}',
+                       "TF_CONFIG's cluster gives worker 0 and worker 1 the same address 127.0.0.1:1111"),
+    "no task": ('{"cluster": {"worker": ["127.0.0.1:1111"]}}',
+                'TF_CONFIG has no "task" saying which task of the cluster this process is'),
+    "index outside": (tf_config(WORKERS, 2),
+                      'TF_CONFIG\'s task "worker" 2 is not in the cluster, which has worker 0-1'),
+    "type outside": (tf_config(WORKERS, 0, job="chief"), 'TF_CONFIG\'s task "chief" 0 is not in the cluster'),
+    "index not a number": (tf_config(WORKERS, True), 'TF_CONFIG\'s task "worker" true is not in the cluster'),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TF_CONFIGS)
+def test_bad_tf_config_is_refused_with_one_line(case):
+    text, message = BAD_TF_CONFIGS[case]
+    with pytest.raises(RunError) as refused:
+        distribute.read_tf_config(text)
+    assert str(refused.value).startswith(message)
+    assert "\n" not in str(refused.value)
+
+
+# --- Waiting for the other tasks, in-process ----------------------------------------------------------------
+
+def two_tasks():
+    tasks, _ = distribute.read_tf_config(tf_config([f"127.0.0.1:{port}" for port in free_ports(2)], 0))
+    return tasks
+
+
+def test_tasks_waiting_for_each_other_all_go_on():
+    first, second = two_tasks()
+    both_up, errors = threading.Barrier(2, timeout=20), []
+
+    def start(own, other, delay):
+        time.sleep(delay)
+        try:
+            distribute.wait_for_tasks(own, [other], timeout=10)
+        except RunError as error:
+            errors.append(error)
+        with distribute._own_port(own):  # as TensorFlow's server takes the port over
+            both_up.wait()
+
+    late = threading.Thread(target=start, args=(second, first, 1.0))
+    late.start()
+    begin = time.monotonic()
+    start(first, second, 0.0)
+    late.join()
+    assert errors == []
+    assert time.monotonic() - begin < 5  # one second's delay, then a look every 0.5 s
+
+
+def test_waiting_for_a_task_that_never_starts_names_it():
+    own, other = two_tasks()
+    start = time.monotonic()
+    with pytest.raises(RunError, match=rf"^worker 1 \(127.0.0.1:{other.address.split(':')[1]}\) did not start "
+                       r"within --startup_timeout=1 s; start every task"):
+        distribute.wait_for_tasks(own, [other], timeout=1)
+    assert time.monotonic() - start < 5
+
+
+def test_a_port_in_use_is_named():
+    own, other = two_tasks()
+    with distribute._own_port(own), pytest.raises(RunError, match=rf"^{re.escape(str(own))}: port \d+ cannot be "
+                                                                 r"opened \(Address already in use\)"):
+        distribute.wait_for_tasks(own, [other], timeout=1)
+
+
+def test_lost_worker_is_named_with_the_cause(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", tf_config(WORKERS, 1))
+    # The survivor's error when the chief was killed mid-step (as measured), shortened.
+    error = tf.errors.UnavailableError(None, None, (
+        "Graph execution error:\n\nDetected at node while/adam/CollectiveReduceV2 defined at (most recent call "
+        "last):\n  File \"training/loop.py\", line 41, in train_loop\n\nCollective ops is aborted by: "
+        "recvmsg:Connection reset by peer\nAdditional GRPC error information from remote target "
+        "/job:worker/replica:0/task:0 while calling /tensorflow.WorkerService/RecvBuf:\n:UNKNOWN:Error received"))
+    assert str(distribute.lost_worker(error)) == (
+        "worker 0 (127.0.0.1:1111) lost: recvmsg:Connection reset by peer; the run stopped, restart every task to "
+        "resume from the last checkpoint")
+    unnamed = tf.errors.DeadlineExceededError(None, None, "Graph execution error:\n\nDeadline Exceeded")
+    assert str(distribute.lost_worker(unnamed)).startswith("another task of the cluster lost: Deadline Exceeded;")
+
+
+# --- Workers as processes --------------------------------------------------------------------------------------
+
+def start_train(tmp, name, tf_config_text, *flags, logdir=None):
+    """Starts ``python3 -m training.train --strategy=multi_worker`` in its own session, with its own TMPDIR,
+    output to ``<name>.log``; SIGINT is not ignored in it, whatever this process does with it."""
+    (tmp / f"tmp-{name}").mkdir()
+    extra = {"TMPDIR": str(tmp / f"tmp-{name}")}
+    if tf_config_text is not None:
+        extra["TF_CONFIG"] = tf_config_text
+    log = open(tmp / f"{name}.log", "w")  # noqa: SIM115 (closed by stop())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training.train", "--strategy=multi_worker", "--nodownload", "--arch=c4k3-m2-d16",
+         "--batch_size=64", f"--logdir={logdir or tmp / name}", *flags],
+        cwd=REPO_ROOT, env=job_env(tmp, **extra), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509 (no threads run here)
+    process.log, process.log_path, process.name = log, tmp / f"{name}.log", name
+    return process
+
+
+def wait_for_line(process, text, timeout=START_SECONDS):
+    deadline = time.monotonic() + timeout
+    while text not in process.log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{process.name} never logged {text!r}; output:\n{tail(process.log_path)}")
+        time.sleep(0.2)
+
+
+def error_lines(output):
+    return [line for line in output.splitlines() if line.startswith("train: error:")]
+
+
+@pytest.fixture(scope="module")
+def lone_workers(tmp_path_factory, tiny_mnist_dir):
+    """Starts, side by side, workers of two-worker clusters whose other worker never starts, and one without
+    TF_CONFIG; signals two of them once they log what they wait for. Returns ``{name: (returncode, output,
+    seconds from start or signal to end, cluster)}``."""
+    tmp = tmp_path_factory.mktemp("lone_workers")
+    plans = {"timeout": (0, None, [f"--startup_timeout={STARTUP_TIMEOUT}"]), "sigterm": (0, signal.SIGTERM, []),
+             "sigint": (1, signal.SIGINT, []), "no_tf_config": (None, None, [])}
+    processes, clusters, since, ended = {}, {}, {}, {}
+    try:
+        for name, (index, _, flags) in plans.items():
+            clusters[name] = [f"127.0.0.1:{port}" for port in free_ports(2)]
+            text = None if index is None else tf_config(clusters[name], index)
+            processes[name] = start_train(tmp, name, text, f"--data_dir={tiny_mnist_dir}", *flags)
+            since[name] = time.monotonic()
+        to_signal = {name: number for name, (_, number, _) in plans.items() if number is not None}
+        deadline = time.monotonic() + START_SECONDS
+        while len(ended) < len(processes):  # one loop, so that every end is seen when it happens
+            for name, process in processes.items():
+                if name not in ended and process.poll() is not None:
+                    ended[name] = time.monotonic()
+                elif name in to_signal and "waiting up to 300 s for" in process.log_path.read_text(errors="replace"):
+                    os.kill(process.pid, to_signal.pop(name))
+                    since[name] = time.monotonic()
+            if time.monotonic() > deadline:
+                pytest.fail(f"still running after {START_SECONDS} s: {sorted(set(processes) - set(ended))}; output:\n"
+                            + "\n".join(tail(p.log_path) for n, p in processes.items() if n not in ended))
+            time.sleep(0.1)
+    finally:
+        for process in processes.values():
+            stop(process)
+    return {name: (process.returncode, process.log_path.read_text(errors="replace"), ended[name] - since[name],
+                   clusters[name]) for name, process in processes.items()}
+
+
+def test_worker_whose_peer_never_starts_says_whom_it_waits_for_then_stops(lone_workers):
+    returncode, output, _, cluster = lone_workers["timeout"]
+    assert f"worker 0 ({cluster[0]}): waiting up to {STARTUP_TIMEOUT} s for worker 1 ({cluster[1]}) to start" \
+        in output
+    assert returncode == 1, output
+    expected = (f"train: error: worker 1 ({cluster[1]}) did not start within --startup_timeout={STARTUP_TIMEOUT} s; "
+                f"start every task of TF_CONFIG's cluster, each with its own task index")
+    assert error_lines(output) == [expected], output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("name, waiting_for", [("sigterm", 1), ("sigint", 0)])
+def test_signal_while_waiting_for_a_peer_stops_promptly(lone_workers, name, waiting_for):
+    returncode, output, seconds, cluster = lone_workers[name]
+    assert returncode == 1, output
+    expected = (f"train: error: stopped by {name.upper()} while waiting for worker {waiting_for} "
+                f"({cluster[waiting_for]})")
+    assert error_lines(output) == [expected], output
+    assert "Traceback" not in output
+    assert seconds < SIGNAL_EXIT_SECONDS, f"{name}: ended {seconds:.1f} s after the signal"
+    print(f"{name}: ended {seconds:.1f} s after the signal")
+
+
+def test_multi_worker_without_tf_config_is_one_line(lone_workers):
+    returncode, output, _, _ = lone_workers["no_tf_config"]
+    assert returncode == 1, output
+    expected = (f"train: error: --strategy=multi_worker needs TF_CONFIG to name the cluster and this process's task "
+                f"in it, e.g. TF_CONFIG='{distribute.TF_CONFIG_EXAMPLE}'")
+    assert error_lines(output) == [expected], output
+    assert "Traceback" not in output
+
+
+def test_killed_chief_stops_the_other_worker_with_one_line(tmp_path, tiny_mnist_dir):
+    cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    flags = [f"--data_dir={tiny_mnist_dir}", "--train_steps=100000", "--log_every=10", "--steps_per_loop=10",
+             "--checkpoint_every=100000"]
+    chief = start_train(tmp_path, "chief", tf_config(cluster, 0), *flags, logdir=tmp_path / "run")
+    other = start_train(tmp_path, "other", tf_config(cluster, 1), *flags, logdir=tmp_path / "run")
+    try:
+        wait_for_line(other, "step 10/")  # both are in the training loop
+        os.kill(chief.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            other.wait(timeout=LOST_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the other worker still runs {LOST_EXIT_SECONDS} s after its chief was killed; output:\n"
+                        f"{tail(other.log_path)}")
+        seconds = time.monotonic() - killed
+    finally:
+        stop(chief)
+        stop(other)
+    output = other.log_path.read_text(errors="replace")
+    assert other.returncode == 1, output
+    lines = error_lines(output)
+    assert len(lines) == 1 and lines[0].startswith(f"train: error: worker 0 ({cluster[0]}) lost: "), output
+    assert lines[0].endswith("; the run stopped, restart every task to resume from the last checkpoint")
+    assert "Traceback" not in output
+    # Its share of the checkpoints went to a temporary directory under its TMPDIR, removed on the way out.
+    assert [path.name for path in (tmp_path / "tmp-other").iterdir() if path.name.startswith("worker-")] == []
+    assert "removed this worker's temporary run directory" in output
+    print(f"the other worker ended {seconds:.1f} s after its chief was killed")
