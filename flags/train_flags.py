@@ -17,15 +17,19 @@ def flag_name(field):
 
 
 def define_flags():
-    """Defines one flag per ``TrainConfig`` field on ``absl.flags.FLAGS`` (once per process), with its checks."""
+    """Defines one flag per ``TrainConfig`` field on ``absl.flags.FLAGS`` (once per process), with its checks.
+
+    A flag's default is the field's, or the main job's where ``config.MAIN_JOB`` names the field.
+    """
     for field in config_lib.fields():
         meta, name = field.metadata, flag_name(field)
+        default = config_lib.MAIN_JOB.get(field.name, field.default)
         if meta["choices"]:
-            absl_flags.DEFINE_enum(name, field.default, list(meta["choices"]), meta["help"])
+            absl_flags.DEFINE_enum(name, default, list(meta["choices"]), meta["help"])
         elif field.type is tuple:
-            absl_flags.DEFINE_list(name, [str(v) for v in field.default], meta["help"])
+            absl_flags.DEFINE_list(name, [str(v) for v in default], meta["help"])
         else:
-            _DEFINE[field.type](name, field.default, meta["help"])
+            _DEFINE[field.type](name, default, meta["help"])
         if meta["check"]:
             predicate, message = meta["check"]
             cli.check(name, _on_value(field, predicate), message)

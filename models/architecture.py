@@ -63,6 +63,9 @@ PRESETS = {
     "resnet9": "c64k3b-c128k3b-m2-r128-c256k3b-m2-c512k3b-m2-r512-gmp",
     # A small residual net that trains in minutes on a CPU.
     "resnet_small": "c32k3b-r32-c64k3b-m2-r64-c128k3b-m2-r128-gap",
+    # Two 5x5 stride-2 convolutions with batch norm and a small dense layer: 332,162 weights and 1.8M
+    # multiply-adds per image (mnist_cnn: 3.3M and 13.9M); the main job's net and the MNIST speed recipe's.
+    "mnist_fast": "c24k5s2b-c48k5s2b-d128",
     # airbench94's network (Keller Jordan, 2024): 2x2 patch whitening, three conv-pool-BN blocks, global max
     # pooling, logits without bias scaled by 1/9. 118,147,360 multiply-adds and 1,973,920 weights (1,971,328
     # trained) on a CIFAR image (python3 -m experiments.analyze --arch=airbench94 --dataset=cifar10).

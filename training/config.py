@@ -157,6 +157,14 @@ class TrainConfig:
             object.__setattr__(self, "logdir", default_logdir(self))
 
 
+# What ``python -m training.train`` runs when a flag is not given: the main job, a fast MNIST recipe (two 5x5
+# stride-2 convs with batch norm, Adam with warmup and cosine decay, label smoothing, 2-pixel translations, 6
+# epochs; WORKSPACE.md section 1). A ``TrainConfig`` built in code keeps the plain defaults above (mnist_cnn,
+# constant Adam 1e-3, 10 epochs), which tests and sweep tables are written against.
+MAIN_JOB = dict(arch="mnist_fast", learning_rate=3e-3, lr_schedule="cosine", warmup_steps=30,
+                label_smoothing=0.1, augment=True, crop_padding=2, flip="none", epochs=6.0)
+
+
 def default_logdir(config):
     """``runs/<dataset>-<arch>-<impl>-<loop>``; a long architecture string is cut and given a short hash, so the
     directory name stays within what file systems allow."""
