@@ -11,7 +11,6 @@ import os
 # Hide TensorFlow's C++ start-up INFO lines (training.data imports TensorFlow); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app  # noqa: E402  (after the environment is set)
 from absl import flags as absl_flags  # noqa: E402
 
 from flags import analyze_flags, cli  # noqa: E402
@@ -20,9 +19,8 @@ analyze_flags.define_flags()
 FLAGS = absl_flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail("analyze", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+def main(arguments):
+    del arguments
     from models import analysis
     from training import data
 
@@ -36,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_or_exit)
+    cli.run('analyze', main)

@@ -8,7 +8,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app  # noqa: E402  (after the environment is set)
 from absl import flags as absl_flags  # noqa: E402
 
 from flags import benchmark_flags, cli  # noqa: E402
@@ -17,9 +16,8 @@ benchmark_flags.define_flags()
 FLAGS = absl_flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail("benchmark", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+def main(arguments):
+    del arguments
     import keras
 
     from experiments import throughput
@@ -28,10 +26,7 @@ def main(argv):
 
     config = TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, arch=FLAGS.arch,
                          batch_size=FLAGS.batch_size, steps_per_loop=FLAGS.steps_per_loop, seed=0)
-    try:
-        dataset = data.load(config.dataset, config.data_dir, allow_download=False)
-    except data.DataError as error:
-        cli.fail("benchmark", error)
+    dataset = data.load(config.dataset, config.data_dir, allow_download=False)
     keras.utils.set_random_seed(0)
     peaks = throughput.peak_probes()
     rates = throughput.measure(config, dataset, FLAGS.variants, FLAGS.steps, FLAGS.rounds)
@@ -40,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_or_exit)
+    cli.run('benchmark', main)

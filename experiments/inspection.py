@@ -29,14 +29,14 @@ from models.network import build_network
 from reference import copy_weights
 from training import data as data_lib
 from training.config import TrainConfig
-from training.errors import RunError
+from training.errors import OneLineError, RunError
 from training.parts import make_preprocessors
 from training.rundir import RunDir
 
 BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
 
 
-class InspectError(ValueError):
+class InspectError(OneLineError, ValueError):
     """A run that cannot be inspected as asked (no checkpoint, an unknown layer); the message says why."""
 
 

@@ -10,7 +10,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, logging  # noqa: E402  (after the environment is set)
 from absl import flags as absl_flags  # noqa: E402
 
 from flags import cli, race_flags  # noqa: E402
@@ -19,21 +18,16 @@ race_flags.define_flags()
 FLAGS = absl_flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail("race", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+def main(arguments):
+    del arguments
     from experiments import racing
 
     command = shlex.join([os.path.basename(sys.executable), "-m", "experiments.race", *sys.argv[1:]])
     out = FLAGS.out or os.path.join(FLAGS.logdir, "race.md")
-    try:
-        racing.race_and_report(FLAGS.flagfiles, FLAGS.target_accuracy, FLAGS.seeds, FLAGS.logdir, out, command,
-                               FLAGS.data_dir, FLAGS.eval_every_epochs, FLAGS.stop_at_target)
-    except racing.RaceError as error:
-        logging.flush()
-        cli.fail("race", error)
+    racing.race_and_report(FLAGS.flagfiles, FLAGS.target_accuracy, FLAGS.seeds, FLAGS.logdir, out, command,
+                           FLAGS.data_dir, FLAGS.eval_every_epochs, FLAGS.stop_at_target)
     print(out)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_or_exit)
+    cli.run('race', main)

@@ -19,9 +19,10 @@ import time
 from absl import logging
 
 from experiments.report import machine_record
+from training.errors import OneLineError
 
 
-class RaceError(RuntimeError):
+class RaceError(OneLineError, RuntimeError):
     """A race that cannot go on (a run that failed); the message says which and why."""
 
 

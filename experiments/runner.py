@@ -16,9 +16,10 @@ from training import config as config_lib
 from training import trainer
 from training.config import TrainConfig
 from training.rundir import CONFIG, RunDir
+from training.errors import OneLineError
 
 
-class SweepError(RuntimeError):
+class SweepError(OneLineError, RuntimeError):
     """A sweep that cannot go on (a run directory holding another configuration); the message says why."""
 
 

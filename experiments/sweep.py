@@ -14,7 +14,6 @@ import sys
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, logging  # noqa: E402  (after the environment is set)
 from absl import flags as absl_flags  # noqa: E402
 
 from flags import cli, sweep_flags  # noqa: E402
@@ -28,22 +27,17 @@ def command_line(argv):
     return shlex.join([os.path.basename(sys.executable), "-m", "experiments.sweep", *argv[1:]])
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail("sweep", f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+def main(arguments):
+    del arguments
     from experiments import grids, runner
-    from training import data, trainer
+    from training import data
 
     grid = grids.make_grid(FLAGS.grid, FLAGS.dataset)
     out = FLAGS.out or os.path.join("sweeps", f"{grid.name}-{FLAGS.dataset}.md")
-    try:
-        dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
-        runner.run_and_report(grid, dataset, FLAGS.seeds, FLAGS.logdir, out, command_line(sys.argv),
-                              train_steps=FLAGS.train_steps or None, data_dir=FLAGS.data_dir)
-    except (data.DataError, trainer.RunError, runner.SweepError) as error:
-        logging.flush()
-        cli.fail("sweep", error)
+    dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
+    runner.run_and_report(grid, dataset, FLAGS.seeds, FLAGS.logdir, out, command_line(sys.argv),
+                          train_steps=FLAGS.train_steps or None, data_dir=FLAGS.data_dir)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_or_exit)
+    cli.run('sweep', main)

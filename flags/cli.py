@@ -3,7 +3,10 @@
 import os
 import sys
 
+from absl import app, logging
 from absl import flags as absl_flags
+
+from training.errors import OneLineError
 
 
 def parse_or_exit(argv):
@@ -13,6 +16,22 @@ def parse_or_exit(argv):
     except absl_flags.Error as error:
         print(f"{os.path.basename(argv[0])}: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def run(program, body, positional=False):
+    """Runs ``body(arguments)`` as the main function of ``program``: absl parses the flags (a bad flag is one
+    line and exit 2), arguments besides flags are refused unless ``positional``, and a ``OneLineError`` is one
+    line and exit 1."""
+    def main(argv):
+        if len(argv) > 1 and not positional:
+            fail(program, f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+        try:
+            body(argv[1:])
+        except OneLineError as error:
+            logging.flush()
+            fail(program, error)
+
+    app.run(main, flags_parser=parse_or_exit)
 
 
 def fail(program, message, status=1):

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from training.errors import OneLineError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ BUNDLED_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
                              "mnist_subset.npz")
 
 
-class DataError(ValueError):
+class DataError(OneLineError, ValueError):
     """A dataset that cannot be found or does not hold what it should; the message names the file."""
 
 

@@ -9,30 +9,22 @@ import os
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, logging  # after the environment is set
 from absl import flags as absl_flags
 
 from flags import cli, export_flags
 
 export_flags.define_flags()
 FLAGS = absl_flags.FLAGS
-PROGRAM = "export"
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail(PROGRAM, f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
-    from training import data, exporting
+def main(arguments):
+    del arguments
+    from training import exporting
 
-    try:
-        paths = exporting.export_run(FLAGS.run_dir, FLAGS.data_dir)
-    except (exporting.ExportError, data.DataError) as error:
-        logging.flush()
-        cli.fail(PROGRAM, error)
-    for path in paths:
+    for path in exporting.export_run(FLAGS.run_dir, FLAGS.data_dir):
         if path:
             print(path)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_or_exit)
+    cli.run('export', main)

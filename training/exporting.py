@@ -27,7 +27,7 @@ from absl import logging
 from models.network import build_network
 from training import data as data_lib
 from training.config import VALIDATION_SPLIT_SEED
-from training.errors import RunError
+from training.errors import OneLineError, RunError
 from training.loop import augmented_logits
 from training.rundir import RunDir
 
@@ -35,7 +35,7 @@ EXPORT, SAVED_MODEL, KERAS_FILE, RECORD = "export", "saved_model", "model.keras"
 SIGNATURE = "serving_default"
 
 
-class ExportError(ValueError):
+class ExportError(OneLineError, ValueError):
     """A run that cannot be exported (no such directory, no checkpoint, training data not found); the message says
     why."""
 

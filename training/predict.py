@@ -10,35 +10,28 @@ import os
 # Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, logging  # after the environment is set
 from absl import flags as absl_flags
 
 from flags import cli, predict_flags
 
 predict_flags.define_flags()
 FLAGS = absl_flags.FLAGS
-PROGRAM = "predict"
 
 
-def main(argv):
-    images = argv[1:]
+def main(images):
     if bool(images) == bool(FLAGS.dataset_split):
-        cli.fail(PROGRAM, "give image files (PNG or JPEG, or .npz holding x_test or x) or --dataset_split=test, "
+        cli.fail("predict", "give image files (PNG or JPEG, or .npz holding x_test or x) or --dataset_split=test, "
                  "one of the two", status=2)
-    from training import data, predicting
+    from training import predicting
 
-    try:
-        if FLAGS.dataset_split:
-            lines = [predicting.format_evaluation(predicting.evaluate_split(FLAGS.run_dir, FLAGS.dataset_split,
-                                                                            FLAGS.data_dir))]
-        else:
-            lines = map(predicting.format_prediction, predicting.predict_files(FLAGS.run_dir, images, FLAGS.top_k))
-    except (predicting.PredictError, data.DataError) as error:
-        logging.flush()
-        cli.fail(PROGRAM, error)
+    if FLAGS.dataset_split:
+        lines = [predicting.format_evaluation(predicting.evaluate_split(FLAGS.run_dir, FLAGS.dataset_split,
+                                                                        FLAGS.data_dir))]
+    else:
+        lines = map(predicting.format_prediction, predicting.predict_files(FLAGS.run_dir, images, FLAGS.top_k))
     for line in lines:
         print(line)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_or_exit)
+    cli.run('predict', main, positional=True)

@@ -23,13 +23,14 @@ from absl import logging
 from training import data as data_lib
 from training import exporting
 from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
+from training.errors import OneLineError
 
 BATCH_SIZE = 500  # images per call of the SavedModel
 NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
 SPLITS = ("test",)
 
 
-class PredictError(ValueError):
+class PredictError(OneLineError, ValueError):
     """Images or a run that cannot be used (no export, a file that is not an image); the message says why."""
 
 
