@@ -1,17 +1,23 @@
 """``python -m training.train`` end to end: bad input fails with one line naming the flag; a tiny run works.
 
 Each subprocess imports TensorFlow (seconds), so a module fixture runs the failing commands two at a time and
-each parametrised test checks its own.
+each parametrised test checks its own. Flag values refused at parse time are all checked in one process that
+parses them with the real flag definitions one after another (the message is what ``cli.parse_or_exit``
+prints); a few of them also run as real commands, to check the printing and the exit status end to end.
 """
 
 import concurrent.futures
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
 from flags import cli
 
 # One per core: two concurrent TensorFlow imports take as long as one, four about four times as long.
@@ -83,24 +89,67 @@ def cli_paths(tmp_path_factory):
     return dict(root=root, occupied=occupied, bad_data=bad_data)
 
 
+# The failures run as real commands; the other usage errors are parsed in one process (parse_failures).
+AS_COMMANDS = ("unknown_flag", "optimizer", "noresume_occupied", "malformed_data")
+
+_PARSE_EACH = """
+import json, sys
+from absl import flags
+import training.train  # defines the training flags and their validators
+results = {}
+for name, args in json.loads(sys.argv[1]).items():
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["train.py", *args])
+        results[name] = None
+    except flags.Error as error:
+        results[name] = f"train.py: error: {error}"
+print(json.dumps(results))
+"""
+
+
+def _expected(name, cli_paths):
+    memory_gib = f"{cli.physical_memory_bytes() / 2**30:,.0f}"
+    return FAILURES[name][2].format(**cli_paths, memory_gib=memory_gib)
+
+
+@pytest.fixture(scope="module")
+def parse_failures(cli_paths):
+    """Maps each usage error not in AS_COMMANDS to (the message its parse gives, the expected message)."""
+    names = [name for name, (_, status, _) in FAILURES.items() if status == USAGE_ERROR and name not in AS_COMMANDS]
+    cases = {name: [arg.format(**cli_paths) for arg in FAILURES[name][0]] for name in names}
+    completed = subprocess.run([sys.executable, "-c", _PARSE_EACH, json.dumps(cases)], cwd=REPO_ROOT,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
+                               timeout=CLI_TIMEOUT_SECONDS)
+    assert completed.returncode == 0, completed.stderr
+    messages = json.loads(completed.stdout.strip().splitlines()[-1])
+    return {name: (messages[name], _expected(name, cli_paths)) for name in names}
+
+
+@pytest.mark.parametrize("name", [name for name, (_, status, _) in FAILURES.items()
+                                  if status == USAGE_ERROR and name not in AS_COMMANDS])
+def test_a_bad_flag_value_is_refused_at_parse_time_in_one_line(parse_failures, name):
+    message, expected = parse_failures[name]
+    assert message == expected
+
+
 @pytest.fixture(scope="module")
 def failures(cli_paths, run_cli):
-    """Runs every command of FAILURES concurrently; maps each name to (CompletedProcess, expected message)."""
+    """Runs the commands of AS_COMMANDS concurrently; maps each name to (CompletedProcess, expected message)."""
 
     def run(name):
-        args, _, message = FAILURES[name]
+        args = FAILURES[name][0]
         args = [arg.format(**cli_paths) for arg in args]
         if not any(arg.startswith("--logdir") for arg in args):
             # Should validation ever let a command through, it must not write under the repository's runs/.
             args.append(f"--logdir={cli_paths['root'] / name}")
-        memory_gib = f"{cli.physical_memory_bytes() / 2**30:,.0f}"
-        return run_cli(*args), message.format(**cli_paths, memory_gib=memory_gib)
+        return run_cli(*args), _expected(name, cli_paths)
 
     with concurrent.futures.ThreadPoolExecutor(CONCURRENT_COMMANDS) as pool:
-        return dict(zip(FAILURES, pool.map(run, FAILURES)))
+        return dict(zip(AS_COMMANDS, pool.map(run, AS_COMMANDS)))
 
 
-@pytest.mark.parametrize("name", FAILURES)
+@pytest.mark.parametrize("name", AS_COMMANDS)
 def test_bad_input_fails_with_one_line_naming_the_flag(failures, name):
     process, message = failures[name]
     assert process.returncode == FAILURES[name][1], process.stderr
