@@ -77,3 +77,11 @@ def test_a_long_architecture_gets_a_short_default_run_directory():
     assert len(os.path.basename(logdir)) < 80 and logdir.startswith("runs/mnist-c8k3-c8k3")
     assert TrainConfig(arch=arch + "-d10").logdir != logdir  # the hash tells long strings apart
     assert TrainConfig().logdir == "runs/mnist-mnist_cnn-keras-custom"
+
+
+def test_a_logdir_under_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    path = tmp_path / "file" / "run"
+    with pytest.raises(RunError, match=f"^--logdir {path} cannot be created \\(Not a directory\\); choose a new "
+                                       f"--logdir$"):
+        RunDir(str(path)).lock()
