@@ -9,6 +9,7 @@ import os
 import time
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 from experiments.report import machine_record, make_report
@@ -70,14 +71,46 @@ def reusable_results(config):
     return results if results and results.get("train_steps") == config.train_steps else None
 
 
-def run_once(config, dataset, name):
-    """One run: reused from its run directory when it finished before, else trained. Logs one progress line."""
+HPARAMS_DIR = "hparams"  # <run>/hparams: the run's settings and final metrics for TensorBoard's HParams dashboard
+HPARAMS_METRICS = ("test_accuracy", "test_loss", "validation_accuracy", "images_per_second", "wall_seconds")
+
+
+def log_hparams(run_dir, trial, hparams, results):
+    """Writes ``hparams`` (name -> value) and the final metrics of ``results`` as one HParams session, so
+    ``tensorboard --logdir <sweep root>`` lists every run of a sweep with its settings and results."""
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, HPARAMS_DIR))
+    with writer.as_default(step=results["train_steps"]):
+        hp.hparams({name: _hparam_value(value) for name, value in hparams.items()}, trial_id=trial)
+        for metric in HPARAMS_METRICS:
+            if results.get(metric) is not None:
+                tf.summary.scalar(metric, results[metric])
+    writer.close()
+
+
+def _hparam_value(value):
+    """HParams take bools, numbers and strings; a tuple becomes "a,b"."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return ",".join(map(str, value))
+
+
+def run_once(config, dataset, name, point=None):
+    """One run: reused from its run directory when it finished before, else trained. Logs one progress line.
+
+    ``point`` is ``(grid name, label, overrides)``: a run of a grid logs them for the HParams dashboard.
+    """
     results = reusable_results(config)
     if results is not None:
         logging.info("sweep: %s: test accuracy %.2f%%, %.1f s when trained; reused %s/results.json, not trained "
                      "again", name, 100 * results["test_accuracy"], results["wall_seconds"], config.logdir)
         return RunRecord(results, reused=True)
     results = trainer.train(config, dataset=dataset).results
+    if point:
+        grid_name, label, overrides = point
+        log_hparams(config.logdir, f"{grid_name}/{label}/seed{config.seed}",
+                    {"point": label, **overrides, "seed": config.seed}, results)
     keras.utils.clear_session()  # drop the finished model's graph state before the next run builds its own
     logging.info("sweep: %s: test accuracy %.2f%%, %.1f s, trained in %s", name, 100 * results["test_accuracy"],
                  results["wall_seconds"], config.logdir)
@@ -97,7 +130,7 @@ def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_po
         for seed in range(seeds):
             config = run_config(grid, label, overrides, dataset.name, seed, steps, logdir, data_dir)
             name = f"run {len(done) * seeds + seed + 1}/{total}, point {label}, seed {seed}"
-            runs.append(run_once(config, dataset, name))
+            runs.append(run_once(config, dataset, name, point=(grid.name, label, overrides)))
         done.append(PointResult(label, dict(overrides), runs))
         if on_point:
             on_point(done)

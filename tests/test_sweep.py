@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
 from models import analysis, architecture
@@ -135,6 +136,29 @@ def test_tiny_sweep_trains_each_point_and_seed_in_its_own_run_directory(tiny_swe
         results = json.loads(path.read_text())
         assert results["train_steps"] == 5 and results["batch_size"] == 64
         assert results["seed"] == int(path.parent.name[-1])
+
+
+def test_each_run_shows_its_settings_and_results_in_the_hparams_dashboard(tiny_sweep):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata
+
+    runs = tiny_sweep["root"] / "runs" / "tiny" / "mnist"
+    for run_dir in sorted(runs.iterdir()):
+        accumulator = event_accumulator.EventAccumulator(str(run_dir / runner.HPARAMS_DIR),
+                                                         size_guidance={event_accumulator.TENSORS: 0})
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+        start = metadata.parse_session_start_info_plugin_data(content)
+        hparams = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+                   for name, value in start.hparams.items()}
+        label, seed = run_dir.name.rsplit("-seed", 1)
+        assert hparams["point"] == label and hparams["seed"] == int(seed)
+        assert hparams["arch"] == {"conv": "c4k3-m2-d16", "mlp": "d16"}[label]
+        assert start.group_name == f"tiny/{label}/seed{seed}"
+        results = json.loads((run_dir / "results.json").read_text())
+        logged = accumulator.Tensors("test_accuracy")
+        assert [event.step for event in logged] == [results["train_steps"]]
+        assert float(tf.make_ndarray(logged[0].tensor_proto)) == pytest.approx(results["test_accuracy"], abs=1e-7)
 
 
 def test_tiny_sweep_writes_the_header_and_one_row_per_point(tiny_sweep):
