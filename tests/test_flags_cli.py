@@ -174,6 +174,7 @@ def test_tiny_run_writes_results_and_reruns_from_its_flagfile(tmp_path, tiny_mni
                     f"--data_dir={tiny_mnist_dir}")
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
+    assert "Sharding callback duration" not in first.stderr  # TensorFlow's own INFO lines are filtered out
     results = json.loads((logdir / "results.json").read_text())
     assert RESULT_KEYS <= set(results)
     # conv1 3*3*1*4 + 4 = 40; 'same' conv and a 2x2 pool: 14*14*4 = 784 features; dense1 784*16 + 16 = 12,560;

@@ -4,6 +4,7 @@ With no flags it trains the default MNIST CNN on MNIST (the bundled subset when 
 nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.json under runs/.
 """
 
+import logging
 import os
 import signal
 
@@ -24,6 +25,8 @@ def main(arguments):
     from training import distribute, trainer
 
     config = train_flags.config_from_flags(FLAGS)
+    if FLAGS.verbosity <= 0:  # TensorFlow's own INFO lines ("Sharding callback duration" at every checkpoint)
+        logging.getLogger("absl").addFilter(_only_ours_below_warning)
     distribute.configure_devices(config.num_cpu_devices, config.tf32)
     # SIGTERM ends the run as Ctrl-C does, through the trainer's cleanup (lock, a worker's temporary directory).
     signal.signal(signal.SIGTERM, _interrupt)
@@ -36,6 +39,11 @@ def main(arguments):
         if config.strategy != "multi_worker":
             raise
         raise RunError(distribute.lost_worker(error)) from None
+
+
+def _only_ours_below_warning(record):
+    """Keeps warnings and errors from anywhere, and information from this project's code only."""
+    return record.levelno >= logging.WARNING or f"{os.sep}tensorflow{os.sep}" not in record.pathname
 
 
 def _interrupt(signum, frame):
