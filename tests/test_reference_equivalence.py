@@ -157,8 +157,8 @@ def _train_step(model, optimizer, images, labels):
 # A trajectory test takes seconds per arch on a loaded 2-core machine, so the airbench tokens train in one small
 # arch (frozen GELU whitening, a block's momentum-0.6 statistics over 10 steps, a GELU BN conv, lin9) instead of
 # the two above, whose forward passes and gradients are checked.
-TRAJECTORY_ARCHS = [(arch, shape) for arch, shape in ARCHS if not arch.startswith("w")] + [
-    ("w2g-B4-c3k2bg-gmp-lin9", (6, 6, 2))]
+TRAJECTORY_ARCHS = [(arch, shape) for arch, shape in ARCHS if not arch.startswith("w")]
+AIRBENCH_TRAJECTORY = ("w2g-B4-c3k2bg-gmp-lin9", (6, 6, 2))
 
 OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(learning_rate=1e-2),
@@ -166,9 +166,14 @@ OPTIMIZERS = {
 }
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("arch,input_shape", TRAJECTORY_ARCHS, ids=[arch for arch, _ in TRAJECTORY_ARCHS])
+# Every arch with both dtypes and both optimizers; the airbench arch once per dtype, each with another optimizer.
+TRAJECTORY_CASES = [(arch, shape, dtype, optimizer) for arch, shape in TRAJECTORY_ARCHS for dtype in DTYPES
+                    for optimizer in sorted(OPTIMIZERS)] + [
+    (*AIRBENCH_TRAJECTORY, "float64", "adam"), (*AIRBENCH_TRAJECTORY, "float32", "nesterov")]
+
+
+@pytest.mark.parametrize("arch,input_shape,dtype,optimizer", TRAJECTORY_CASES,
+                         ids=[f"{arch}-{dtype}-{optimizer}" for arch, _, dtype, optimizer in TRAJECTORY_CASES])
 def test_training_trajectories_match_keras(arch, input_shape, dtype, optimizer):
     keras_model, ref = _pair(_without_dropout(arch), input_shape, dtype)
     # trainable_variables are in plan order on both sides, so zip(grads, variables) pairs the same names.
