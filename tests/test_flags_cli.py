@@ -90,7 +90,7 @@ def cli_paths(tmp_path_factory):
 
 
 # The failures run as real commands; the other usage errors are parsed in one process (parse_failures).
-AS_COMMANDS = ("unknown_flag", "optimizer", "noresume_occupied", "malformed_data")
+AS_COMMANDS = ("unknown_flag", "noresume_occupied", "malformed_data")
 
 _PARSE_EACH = """
 import json, sys
