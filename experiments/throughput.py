@@ -84,7 +84,7 @@ def _fit_runner(config, dataset, parts):
 
 
 def measure(config, dataset, variants, steps, rounds):
-    """Median images/s of each variant over ``rounds`` interleaved rounds of ``steps`` steps."""
+    """images/s of each variant in each of ``rounds`` interleaved rounds of ``steps`` steps: name -> list."""
     runners = {}
     for name in variants:
         runners[name] = make_runner(config, dataset, name)
@@ -93,7 +93,7 @@ def measure(config, dataset, variants, steps, rounds):
     for _ in range(rounds):
         for name, runner in runners.items():
             seconds[name].append(runner.seconds_for(steps))
-    return {name: steps * config.batch_size / statistics.median(times) for name, times in seconds.items()}
+    return {name: [steps * config.batch_size / t for t in times] for name, times in seconds.items()}
 
 
 def training_flops_per_image(arch, dataset):
@@ -122,7 +122,10 @@ def peak_probes(seconds=2.0):
     return peaks
 
 
-def table(rates, config, steps, rounds, flops_per_image=None, peaks=None):
+def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
+    """The markdown table of ``measure``'s rates: the median of each variant's rounds, their range, and the
+    ratio of medians to the custom loop's."""
+    rates = {name: statistics.median(values) for name, values in round_rates.items()}
     base = rates.get("custom")
     lines = [f"arch `{config.arch}`, global batch {config.batch_size}, {config.steps_per_loop} steps per call, "
              f"median of {rounds} interleaved rounds of {steps} steps; {cpu_model()} ({platform.machine()}), "
@@ -131,14 +134,15 @@ def table(rates, config, steps, rounds, flops_per_image=None, peaks=None):
         lines += [f"peak probes in this process: matmul {peaks['matmul'] / 1e9:.1f} GFLOP/s, conv "
                   f"{peaks['conv'] / 1e9:.1f} GFLOP/s; training FLOPs per image {flops_per_image / 1e6:.1f}M "
                   "(6 x the multiply-adds of convolutions and dense layers: x2 FLOPs, x3 forward and backward)", ""]
-    lines += ["| variant | implementation | loop | XLA | images/s | ratio to custom | GFLOP/s | of conv peak |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += ["| variant | implementation | loop | XLA | images/s (median) | min–max over rounds | ratio to custom | "
+              "GFLOP/s | of conv peak |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
         impl, loop, jit_compile = VARIANTS[name]
         ratio = f"{rate / base:.3f}" if base else "-"
         achieved = rate * flops_per_image if flops_per_image else None
         gflops = f"{achieved / 1e9:.1f}" if achieved else "-"
         share = f"{100 * achieved / peaks['conv']:.0f}%" if achieved and peaks else "-"
-        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {rate:.0f} | {ratio} | "
-                     f"{gflops} | {share} |")
+        spread = f"{min(round_rates[name]):.0f}–{max(round_rates[name]):.0f}"
+        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {rate:.0f} | {spread} | "
+                     f"{ratio} | {gflops} | {share} |")
     return "\n".join(lines)
