@@ -81,10 +81,15 @@ def _float_labels(arrays):
 def test_a_malformed_npz_raises_data_error_naming_the_file(tmp_path, corrupt, message):
     arrays = _mnist_arrays()
     corrupt(arrays)
-    path = tmp_path / "mnist.npz"
+    _assert_refused(tmp_path, "mnist", arrays, message)
+
+
+def _assert_refused(folder, name, arrays, message):
+    """Saves ``arrays`` as ``<folder>/<name>.npz`` and checks that loading it fails with ``<path>: <message>``."""
+    path = folder / f"{name}.npz"
     np.savez(path, **arrays)
     with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
-        data_lib.load("mnist", str(tmp_path), allow_download=False)
+        data_lib.load(name, str(folder), allow_download=False)
 
 
 def test_a_file_that_is_not_a_zip_raises_data_error_naming_it(tmp_path):
@@ -413,10 +418,7 @@ def _no_mapping(arrays):
 def test_malformed_coarse_labels_raise_data_error_naming_the_file(tmp_path, corrupt, message):
     arrays = _cifar100_arrays()
     corrupt(arrays)
-    path = tmp_path / "cifar100.npz"
-    np.savez(path, **arrays)
-    with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
-        data_lib.load("cifar100", str(tmp_path), allow_download=False)
+    _assert_refused(tmp_path, "cifar100", arrays, message)
 
 
 # Validation split, on a Dataset whose training label is the example's index (CIFAR-100 has 100 classes).
