@@ -25,12 +25,11 @@ from absl import logging
 
 from experiments import visuals
 from models import architecture
-from models.network import build_network
 from reference import copy_weights
 from training import data as data_lib
 from training.config import TrainConfig
 from training.errors import OneLineError, RunError
-from training.parts import make_preprocessors
+from training.parts import build_run_network, make_preprocessors
 from training.rundir import RunDir
 
 BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
@@ -63,7 +62,7 @@ def restore_run(run_dir):
     (``reference.copy_weights`` is exact), so activations are always read from ``model.stack``.
     """
     config = load_config(run_dir)
-    model = _build(config, config.impl)
+    model = build_run_network(config)
     try:
         latest, step = RunDir(run_dir).restore_weights(model, config.arch)
     except RunError as error:
@@ -71,16 +70,10 @@ def restore_run(run_dir):
     return RestoredRun(config, _as_keras(model, config), latest, step)
 
 
-def _build(config, impl):
-    """The run's network as ``impl`` ("keras" or "reference") builds it, with freshly initialised weights."""
-    info = data_lib.DATASETS[config.dataset]
-    return build_network(impl, config.arch, info.image_shape, info.num_classes, config.seed, config.precision)
-
-
 def _as_keras(model, config):
     """A Keras CNN holding ``model``'s weights (an exact copy, whichever implementation ``model`` is), so
     activations are read from ``keras_model.stack`` alike for both."""
-    keras_model = _build(config, "keras")
+    keras_model = build_run_network(config, "keras")
     copy_weights(model, keras_model)
     return keras_model
 
@@ -119,7 +112,7 @@ def initial_kernel(config):
     """The first conv kernel as ``trainer.train`` initialised it: the model rebuilt right after seeding Keras
     with ``config.seed``, as ``train`` does. Seeds Python's, NumPy's and TensorFlow's global generators."""
     keras.utils.set_random_seed(config.seed)
-    return first_kernel(_as_keras(_build(config, config.impl), config))[1]
+    return first_kernel(_as_keras(build_run_network(config), config))[1]
 
 
 def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_images=2000, max_filters=32):

@@ -24,11 +24,11 @@ from typing import NamedTuple
 import tensorflow as tf
 from absl import logging
 
-from models.network import build_network
 from training import data as data_lib
 from training.config import VALIDATION_SPLIT_SEED
 from training.errors import OneLineError, RunError
 from training.loop import augmented_logits
+from training.parts import build_run_network
 from training.rundir import RunDir
 
 EXPORT, SAVED_MODEL, KERAS_FILE, RECORD = "export", "saved_model", "model.keras", "export.json"
@@ -154,9 +154,7 @@ def standardization_stats(config, run_dir, data_dir=""):
 def restore_network(run_dir, config):
     """``(network, checkpoint, step)``: the run's network, as its ``impl`` builds it, with the weights of the
     newest checkpoint that restores (``RunDir.restore_weights``)."""
-    info = data_lib.DATASETS[config.dataset]
-    network = build_network(config.impl, config.arch, info.image_shape, info.num_classes, config.seed,
-                            config.precision)
+    network = build_run_network(config)
     try:
         checkpoint, step = RunDir(run_dir).restore_weights(network, config.arch)
     except RunError as error:

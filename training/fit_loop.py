@@ -49,12 +49,12 @@ def train(run):
         model.compile(optimizer=parts.optimizer, loss=parts.loss,
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                       steps_per_execution=config.steps_per_loop, jit_compile=config.jit_compile)
-    def evaluate_on(x, y):
-        batches = data_lib.eval_pipeline(x, y, config.eval_batch_size, parts.eval_preprocess)
-        return tuple(model.evaluate(batches, verbose=0))
+    def batches_of(x, y):
+        return data_lib.eval_pipeline(x, y, config.eval_batch_size, parts.eval_preprocess)
 
-    book = Bookkeeper(run, evaluate=lambda: evaluate_on(dataset.x_test, dataset.y_test),
-                      evaluate_validation=evaluate_on)
+    test_batches = batches_of(dataset.x_test, dataset.y_test)  # built once, evaluated at every interval
+    book = Bookkeeper(run, evaluate=lambda: tuple(model.evaluate(test_batches, verbose=0)),
+                      evaluate_validation=lambda x, y: tuple(model.evaluate(batches_of(x, y), verbose=0)))
     callback = _BookkeepingCallback(run, book)
     # One Keras "epoch" is one chunk of log_every steps; a shorter last chunk gets a fit call of its own, on a
     # pipeline that starts at the batch the custom loop would be at.

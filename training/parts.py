@@ -49,10 +49,17 @@ class Run:
     validation: tuple = None  # (x_val, y_val) held out of the training set, evaluated at the end; or None
 
 
+def build_run_network(config, impl=None):
+    """The network of the run ``config`` describes, freshly initialised: as ``config.impl`` builds it, or as
+    ``impl`` does (the weights of either implementation copy into the other by name)."""
+    info = data_lib.DATASETS[config.dataset]
+    return build_network(impl or config.impl, config.arch, info.image_shape, info.num_classes, config.seed,
+                         config.precision)
+
+
 def build_parts(config, dataset, total_steps):
     """The run's ``RunParts`` for ``config`` on ``dataset``; call inside ``strategy.scope()``."""
-    network = build_network(config.impl, config.arch, dataset.image_shape, dataset.num_classes, config.seed,
-                            config.precision)
+    network = build_run_network(config)
     train_preprocess, eval_preprocess = make_preprocessors(config, dataset)
     if any(isinstance(layer.spec, architecture.Whitening) for layer in network.plan):
         # Frozen patch whitening is computed from the preprocessed training images; a restored checkpoint then

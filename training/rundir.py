@@ -167,27 +167,18 @@ class RunDir:
                 raise RunError(f"{directory} holds files ({', '.join(sorted(leftovers)[:3])}, ...) but no readable "
                                f"checkpoint; move them away or choose a new --logdir")
             return None
-        skipped = []
-        for prefix in candidates:
-            try:
-                checkpoint.restore(prefix).assert_consumed()
-            except AssertionError as error:
-                reason = str(error).strip().splitlines()[0][:200]
-                raise RunError(f"{prefix} does not hold this run's state ({reason}); choose a new --logdir") from None
-            except (tf.errors.OpError, ValueError, IndexError, KeyError) as error:
-                skipped.append((prefix, _first_line(error)))
-                logging.warning("checkpoint %s cannot be restored (%s); trying the next older one", prefix,
-                                skipped[-1][1])
-                continue
-            if self.chief:
-                self._forget_newer_than(prefix, candidates)
-            logging.info("resumed from %s at step %d%s", prefix, int(step),
-                         f" (newer ones unreadable: {', '.join(os.path.basename(p) for p, _ in skipped)})"
-                         if skipped else "")
-            return prefix
-        reasons = "; ".join(f"{os.path.basename(prefix)}: {reason}" for prefix, reason in skipped)
-        raise RunError(f"no checkpoint in {directory} can be restored ({reasons[:300]}); nothing was changed: move "
-                       f"them away or choose a new --logdir")
+        prefix, skipped = _newest_restorable(
+            candidates, lambda p: checkpoint.restore(p).assert_consumed(),
+            lambda p, reason: f"{p} does not hold this run's state ({reason}); choose a new --logdir")
+        if prefix is None:
+            raise RunError(f"no checkpoint in {directory} can be restored ({_reasons(skipped)}); nothing was "
+                           f"changed: move them away or choose a new --logdir")
+        if self.chief:
+            self._forget_newer_than(prefix, candidates)
+        logging.info("resumed from %s at step %d%s", prefix, int(step),
+                     f" (newer ones unreadable: {', '.join(os.path.basename(p) for p, _ in skipped)})"
+                     if skipped else "")
+        return prefix
 
     def restore_weights(self, network, arch=""):
         """Restores only ``network``'s weights (no optimizer or step) from the newest checkpoint that restores,
@@ -197,24 +188,16 @@ class RunDir:
         prefixes = checkpoint_prefixes(directory)
         if not prefixes:
             raise RunError(f"{directory} holds no checkpoint yet; wait for the run's first one (--checkpoint_every)")
-        reasons = []
-        for prefix in prefixes:
-            try:
-                # The optimizer and step are not needed (expect_partial); every weight of the network must be found.
-                tf.train.Checkpoint(model=network.checkpoint_state()).restore(prefix).expect_partial() \
-                    .assert_existing_objects_matched()
-                reader = tf.train.load_checkpoint(prefix)
-            except AssertionError as error:
-                raise RunError(f"{prefix} does not hold the weights of arch={arch} from {self.file(CONFIG)} "
-                               f"({_first_line(error)})") from None
-            except (tf.errors.OpError, ValueError, IndexError, KeyError) as error:
-                reasons.append(f"{os.path.basename(prefix)}: {_first_line(error)}")
-                logging.warning("checkpoint %s cannot be restored (%s); trying the next older one", prefix,
-                                reasons[-1])
-                continue
-            step_key = "step/.ATTRIBUTES/VARIABLE_VALUE"
-            return prefix, int(reader.get_tensor(step_key)) if reader.has_tensor(step_key) else 0
-        raise RunError(f"no checkpoint in {directory} can be restored ({'; '.join(reasons)[:300]})")
+        # The optimizer and step are not needed (expect_partial); every weight of the network must be found.
+        state = tf.train.Checkpoint(model=network.checkpoint_state())
+        prefix, skipped = _newest_restorable(
+            prefixes, lambda p: state.restore(p).expect_partial().assert_existing_objects_matched(),
+            lambda p, reason: f"{p} does not hold the weights of arch={arch} from {self.file(CONFIG)} ({reason})")
+        if prefix is None:
+            raise RunError(f"no checkpoint in {directory} can be restored ({_reasons(skipped)})")
+        reader = tf.train.load_checkpoint(prefix)
+        step_key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+        return prefix, int(reader.get_tensor(step_key)) if reader.has_tensor(step_key) else 0
 
     def _forget_newer_than(self, resumed, candidates):
         """Sets aside every file of a checkpoint newer than ``resumed`` (unreadable ones, or what is left of
@@ -285,6 +268,29 @@ def checkpoint_prefixes(directory):
     """
     prefixes = [path[:-len(".index")] for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index"))]
     return sorted((p for p in prefixes if _step_of(p) is not None), key=_step_of, reverse=True)
+
+
+def _newest_restorable(prefixes, restore, mismatch):
+    """``(the first of prefixes that restore(prefix) reads, [(prefix, reason) of the unreadable ones before
+    it])``, or ``(None, all of them)``. Prefixes go newest first. A checkpoint that reads but does not match what
+    it is restored into (an ``AssertionError``) stops with ``RunError(mismatch(prefix, reason))``."""
+    skipped = []
+    for prefix in prefixes:
+        try:
+            restore(prefix)
+        except AssertionError as error:
+            raise RunError(mismatch(prefix, _first_line(error))) from None
+        except (tf.errors.OpError, ValueError, IndexError, KeyError) as error:
+            skipped.append((prefix, _first_line(error)))
+            logging.warning("checkpoint %s cannot be restored (%s); trying the next older one", prefix,
+                            skipped[-1][1])
+            continue
+        return prefix, skipped
+    return None, skipped
+
+
+def _reasons(skipped):
+    return "; ".join(f"{os.path.basename(prefix)}: {reason}" for prefix, reason in skipped)[:300]
 
 
 def _step_of(path):
