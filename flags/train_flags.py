@@ -81,6 +81,11 @@ def _register_cross_checks():
     def _tta_in_custom_loop(values):
         return values["loop"] == "custom" or values["test_time_augmentation"] == "none"
 
+    @absl_flags.multi_flags_validator(["loop", "bn_bias_lr_scale", "lookahead_every"], message="--bn_bias_lr_scale "
+                                      "and --lookahead_every act in the custom loop only; use --loop=custom")
+    def _airbench_optimisation_in_custom_loop(values):
+        return values["loop"] == "custom" or (values["bn_bias_lr_scale"] == 1 and not values["lookahead_every"])
+
     @absl_flags.multi_flags_validator(["loop", "strategy"], message="--loop=fit runs on one machine; use "
                                       "--loop=custom with --strategy=multi_worker")
     def _fit_on_one_machine(values):

@@ -1,8 +1,10 @@
 """Subclassed Keras CNNs built from a planned architecture (see ``models/architecture.py``)."""
 
 import keras
+import numpy as np
 
 from models import architecture as A
+from models import initializers
 
 
 def _bn(name, dtype, momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, scale=True):
@@ -52,14 +54,35 @@ class WhiteningBlock(keras.layers.Layer):
         return self.activation(self.conv(x))
 
 
+@keras.saving.register_keras_serializable("cnn_lab")
+class FanInUniform(keras.initializers.Initializer):
+    """PyTorch's default init, uniform in +-1/sqrt(fan_in); with ``identity_filters`` a conv kernel's first
+    min(in, out) filters are then the identity (``models.initializers``)."""
+
+    def __init__(self, identity_filters=False):
+        self.identity_filters = identity_filters
+
+    def __call__(self, shape, dtype=None):
+        limit = initializers.fan_in_limit(shape)
+        kernel = keras.initializers.RandomUniform(-limit, limit)(shape, dtype=dtype)
+        if self.identity_filters:
+            kernel = initializers.with_identity_filters(keras.ops.convert_to_numpy(kernel))
+        return keras.ops.convert_to_tensor(np.asarray(kernel), dtype=dtype)
+
+    def get_config(self):
+        return {"identity_filters": self.identity_filters}
+
+
 class AirbenchBlock(keras.layers.Layer):
-    """airbench94's ConvGroup: gelu(bn2(conv2(gelu(bn1(pool(conv1(x))))))), batch norm without scale."""
+    """airbench94's ConvGroup: gelu(bn2(conv2(gelu(bn1(pool(conv1(x))))))), batch norm without scale, convs
+    initialised as airbench does (``FanInUniform`` with identity filters)."""
 
     def __init__(self, spec, dtype=None):
         super().__init__(name=spec.name, dtype=dtype)
 
         def conv(name):
-            return keras.layers.Conv2D(spec.filters, 3, padding="same", use_bias=False, name=name, dtype=dtype)
+            return keras.layers.Conv2D(spec.filters, 3, padding="same", use_bias=False, name=name, dtype=dtype,
+                                       kernel_initializer=FanInUniform(identity_filters=True))
 
         def bn(name):
             return _bn(name, dtype, A.BLOCK_BN_MOMENTUM, A.BLOCK_BN_EPSILON, scale=False)
@@ -76,9 +99,11 @@ class AirbenchBlock(keras.layers.Layer):
 
 
 class ScaledDense(keras.layers.Dense):
-    """A dense layer whose outputs are multiplied by a constant: airbench's logits (``lin{divisor}``)."""
+    """A dense layer whose outputs are multiplied by a constant: airbench's logits (``lin{divisor}``), with
+    PyTorch's default init as airbench has it."""
 
     def __init__(self, units, scale, **kwargs):
+        kwargs.setdefault("kernel_initializer", FanInUniform())
         super().__init__(units, **kwargs)
         self.scale = scale
 

@@ -10,6 +10,7 @@ import math
 import tensorflow as tf
 
 from models import architecture as A
+from models import initializers
 
 
 class ReferenceCNN(tf.Module):
@@ -64,6 +65,17 @@ class ReferenceCNN(tf.Module):
         self._kernels_drawn += 1
         self._variable(name, tf.random.stateless_uniform(shape, seed, -limit, limit, dtype=self.dtype), trainable)
 
+    def _fan_in_uniform(self, name, shape, identity_filters=False):
+        """PyTorch's default init as airbench94 uses it (``models.initializers``); drawn in the same sequence of
+        stateless seeds as ``_glorot``."""
+        limit = initializers.fan_in_limit(shape)
+        seed = (self._seed, self._kernels_drawn)
+        self._kernels_drawn += 1
+        kernel = tf.random.stateless_uniform(shape, seed, -limit, limit, dtype=self.dtype)
+        if identity_filters:
+            kernel = tf.constant(initializers.with_identity_filters(kernel.numpy()), self.dtype)
+        self._variable(name, kernel)
+
     def _create_conv(self, name, size, channels_in, filters, bias, trainable=True):
         area = size * size  # Keras' receptive field: fan_in = kh*kw*in, fan_out = kh*kw*out
         self._glorot(f"{name}/kernel", (size, size, channels_in, filters), area * channels_in, area * filters,
@@ -102,10 +114,12 @@ class ReferenceCNN(tf.Module):
                               trainable=False)
         elif isinstance(spec, A.Block):
             # Same order as models.keras_cnn.AirbenchBlock: conv1, bn1, conv2, bn2.
-            self._create_conv(f"{spec.name}/conv1", 3, channels_in, spec.filters, bias=False)
+            self._fan_in_uniform(f"{spec.name}/conv1/kernel", (3, 3, channels_in, spec.filters), identity_filters=True)
             self._create_bn(f"{spec.name}/bn1", spec.filters, scale=False)
-            self._create_conv(f"{spec.name}/conv2", 3, spec.filters, spec.filters, bias=False)
+            self._fan_in_uniform(f"{spec.name}/conv2/kernel", (3, 3, spec.filters, spec.filters), identity_filters=True)
             self._create_bn(f"{spec.name}/bn2", spec.filters, scale=False)
+        elif isinstance(spec, A.Dense) and spec.scale != 1.0:  # airbench's logits (lin{divisor}), its init
+            self._fan_in_uniform(f"{spec.name}/kernel", (channels_in, spec.units))
         elif isinstance(spec, A.Dense):
             self._glorot(f"{spec.name}/kernel", (channels_in, spec.units), channels_in, spec.units)
             if spec.bias:

@@ -86,6 +86,15 @@ class TrainConfig:
                "must be increasing fractions in (0, 1), e.g. 0.5,0.75"))
     weight_decay: float = _field(0.0, "Decoupled weight decay of conv and dense kernels, per update, scaled by "
                                  "the learning rate.", check=(lambda v: 0 <= v < math.inf, "must be a finite number >= 0"))
+    bn_bias_lr_scale: float = _field(1.0, "Multiplier of the gradients of batch-norm biases (beta): with SGD, their "
+                                     "learning rate times this (airbench94: 64); Adam normalises it away.",
+                                     check=(lambda v: 0 < v < math.inf, "must be a finite number > 0"))
+    lookahead_every: int = _field(0, "airbench94's lookahead: every this many steps the weights move to a running "
+                                  "average of themselves (decay 0.95**k x (step/total)**3), and they are set to "
+                                  "the average at each epoch's end; 0: off. Custom loop only.",
+                                  check=_non_negative(MAX_STEPS))
+    lookahead_start_epochs: float = _field(3.0, "Epochs before the lookahead's first sync.",
+                                           check=(lambda v: 0 <= v <= 1e6, "must be >= 0 and at most 1e6"))
     label_smoothing: float = _field(0.0, "Label smoothing, in [0, 1).", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
 
     # Budget and loop.
@@ -117,7 +126,8 @@ class TrainConfig:
                        "model, as a cross-check.", choices=LOOPS)
     test_time_augmentation: str = _field(
         "none", "Evaluation logits averaged over views of each image: none; flip (the image and its mirror); "
-        "flip_translate (those two, each also shifted by one pixel down-right, as airbench94's TTA).",
+        "flip_translate (airbench94's six views: weight 1/2 on those two, 1/2 on both shifted by one pixel "
+        "up-left and down-right).",
         choices=TTA_MODES, resume=FREE)
     eval_batch_size: int = _field(1000, "Global batch size for evaluation.", resume=FREE, check=_positive(MAX_BATCH))
     seed: int = _field(0, "Seed of weight initialisation, data order, dropout and augmentation.",

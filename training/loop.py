@@ -9,14 +9,17 @@ import tensorflow as tf
 TTA_MODES = ("none", "flip", "flip_translate")
 
 
-def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size, jit_compile=False):
+def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size, jit_compile=False,
+                    gradient_scales=None, lookahead=None):
     """Returns ``train_loop(iterator, num_steps) -> per-step losses`` as a ``tf.function``.
 
     ``loss_fn`` gives one loss per example; each replica divides its sum by the *global* batch size, so the
     gradients summed across replicas are those of the mean loss over the global batch. ``metrics`` is a
     ``(mean_loss, accuracy)`` pair of Keras metrics created in ``strategy.scope()``. A Keras
     ``LossScaleOptimizer`` scales the loss in the tape and unscales the gradients in ``apply_gradients``; for
-    other optimizers ``scale_loss`` returns the loss unchanged.
+    other optimizers ``scale_loss`` returns the loss unchanged. ``gradient_scales`` (one float per trainable
+    variable, or None) multiplies each gradient; ``lookahead`` (a ``training.lookahead.Lookahead`` or None)
+    acts after each optimizer step.
     """
     mean_loss, accuracy = metrics
 
@@ -27,7 +30,10 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
             scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
+        gradients = tape.gradient(scaled_loss, variables)
+        if gradient_scales is not None:
+            gradients = [g if scale == 1 else g * scale for g, scale in zip(gradients, gradient_scales)]
+        optimizer.apply_gradients(zip(gradients, variables))
         mean_loss.update_state(per_example_loss)
         accuracy.update_state(labels, logits)
         return loss
@@ -42,6 +48,8 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
             images, labels = next(iterator)
             replica_losses = strategy.run(replica_step, args=(images, labels))
             losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, replica_losses, axis=None))
+            if lookahead is not None:
+                lookahead.after_step(optimizer.iterations)
         return losses.stack()
 
     return train_loop
@@ -69,14 +77,21 @@ def make_eval_step(model, loss_fn, metrics, strategy, test_time_augmentation="no
 def augmented_logits(model, images, mode="none"):
     """float32 logits of ``images`` (B, H, W, C), averaged over the views ``mode`` names.
 
-    flip: the image and its left-right mirror. flip_translate: those two and both shifted by one pixel down and
-    right (reflected padding, then a crop), the views airbench94's test-time augmentation adds.
+    flip: the image and its left-right mirror, equally weighted. flip_translate: airbench94's six views, half
+    the weight on those two and half on the image shifted by one pixel down-right and up-left (reflected
+    padding, then a crop), each with its mirror.
     """
-    views = [images]
-    if mode in ("flip", "flip_translate"):
-        views.append(tf.image.flip_left_right(images))
-    if mode == "flip_translate":
-        height, width = images.shape[1], images.shape[2]
-        views += [tf.pad(view, [[0, 0], [1, 0], [1, 0], [0, 0]], mode="REFLECT")[:, :height, :width, :]
-                  for view in views[:2]]
-    return tf.add_n([tf.cast(model(view, training=False), tf.float32) for view in views]) / len(views)
+    def logits(view):
+        return tf.cast(model(view, training=False), tf.float32)
+
+    def mirrored(view):
+        return (logits(view) + logits(tf.image.flip_left_right(view))) / 2
+
+    if mode == "none":
+        return logits(images)
+    if mode == "flip":
+        return mirrored(images)
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    down_right, up_left = padded[:, :height, :width, :], padded[:, 2:, 2:, :]
+    return mirrored(images) / 2 + (mirrored(down_right) + mirrored(up_left)) / 4

@@ -3,7 +3,10 @@
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "cosine", "linear", "exponential", "piecewise")
+SCHEDULES = ("constant", "cosine", "linear", "triangle", "exponential", "piecewise")
+# airbench94's triangle: from this fraction of the peak up to the peak at the end of the warmup, then down to
+# TRIANGLE_END of the peak at the last step.
+TRIANGLE_START, TRIANGLE_END = 0.2, 0.07
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -11,7 +14,9 @@ OPTIMIZERS = ("adam", "sgd")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then one of the decays in ``SCHEDULES``.
 
-    The decay runs over the steps after the warmup: cosine and linear go to 0 at ``total_steps``; exponential multiplies
+    The decay runs over the steps after the warmup: cosine and linear go to 0 at ``total_steps``; triangle rises
+    linearly from ``TRIANGLE_START`` x peak (no warmup from 0) and falls linearly to ``TRIANGLE_END`` x peak at
+    ``total_steps``, as airbench94's schedule; exponential multiplies
     by ``decay_rate`` every ``decay_steps``; piecewise multiplies by ``decay_rate`` at each of ``boundaries``
     (fractions of ``total_steps``).
     """
@@ -28,6 +33,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         warmup = tf.cast(self.warmup_steps, tf.float32)
         after = tf.maximum(step - warmup, 0.0)
         decay_span = tf.maximum(tf.cast(self.total_steps, tf.float32) - warmup, 1.0)
+        if self.kind == "triangle":
+            rise = TRIANGLE_START + (1.0 - TRIANGLE_START) * step / tf.maximum(warmup, 1.0)
+            fall = 1.0 - (1.0 - TRIANGLE_END) * tf.minimum(after / decay_span, 1.0)
+            return self.peak * tf.where(step < warmup, rise, fall)
         if self.kind == "cosine":
             factor = 0.5 * (1.0 + tf.cos(3.141592653589793 * tf.minimum(after / decay_span, 1.0)))
         elif self.kind == "linear":

@@ -11,6 +11,7 @@ from models import architecture
 from models.network import build_network
 from models.whitening import initialise_whitening
 from training import data as data_lib
+from training.lookahead import Lookahead
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
 
@@ -30,6 +31,8 @@ class RunParts:
     eval_metrics: tuple
     train_preprocess: object  # fn(images_uint8, labels) -> (images, labels)
     eval_preprocess: object
+    gradient_scales: tuple = None  # one multiplier per trainable variable (--bn_bias_lr_scale), or None
+    lookahead: Lookahead = None  # --lookahead_every, or None
 
 
 @dataclasses.dataclass
@@ -66,12 +69,27 @@ def build_parts(config, dataset, total_steps):
         # holds the same kernel.
         sample = dataset.x_train[:WHITENING_SAMPLE]
         initialise_whitening(network, eval_preprocess(tf.constant(sample), None)[0])
+    steps_per_epoch = max(1, len(dataset.x_train) // config.batch_size)
+    lookahead = None
+    if config.lookahead_every:
+        lookahead = Lookahead(network.named_weights().values(), config.lookahead_every,
+                              round(config.lookahead_start_epochs * steps_per_epoch), total_steps, steps_per_epoch)
     return RunParts(
         network=network, optimizer=make_optimizer(config, total_steps, network.trainable_variables),
         loss=classification_loss(dataset.num_classes, config.label_smoothing),
         per_example_loss=classification_loss(dataset.num_classes, config.label_smoothing, reduction=None),
         train_metrics=make_metrics("train"), eval_metrics=make_metrics("eval"),
-        train_preprocess=train_preprocess, eval_preprocess=eval_preprocess)
+        train_preprocess=train_preprocess, eval_preprocess=eval_preprocess,
+        gradient_scales=bias_gradient_scales(network, config.bn_bias_lr_scale), lookahead=lookahead)
+
+
+def bias_gradient_scales(network, scale):
+    """One gradient multiplier per trainable variable of ``network``: ``scale`` for batch-norm biases (beta),
+    1 for the rest; None when ``scale`` is 1."""
+    if scale == 1:
+        return None
+    biases = {id(v) for name, v in network.named_weights().items() if name.endswith("/beta")}
+    return tuple(scale if id(v) in biases else 1.0 for v in network.trainable_variables)
 
 
 def make_preprocessors(config, dataset):

@@ -7,6 +7,7 @@
 | ``checkpoints/`` | the loops, through ``checkpoint_manager`` |
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
 | ``results.json`` | ``write_results``, at the end of the run |
+| ``clock.json`` | ``progress.write_clock``, with each checkpoint: training and evaluation seconds up to its step |
 
 Under multi-worker training every worker must take part in saving checkpoints, but only the chief keeps what
 it writes: other workers write into a temporary directory (``own_dir``) that ``close`` removes, and their
@@ -315,3 +316,4 @@ def _write_atomically(path, text):
     with open(path + ".tmp", "w") as file:
         file.write(text)
     os.replace(path + ".tmp", path)  # a reader never sees half a file
+

@@ -61,8 +61,10 @@ def train(config, dataset=None, strategy=None, flagfile=None):
             parts = build_parts(config, dataset, total_steps)
         # The step counter lives on the host, outside the strategy: one plain variable whatever the strategy.
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        checkpoint = tf.train.Checkpoint(model=parts.network.checkpoint_state(), optimizer=parts.optimizer,
-                                         step=step)
+        state = dict(model=parts.network.checkpoint_state(), optimizer=parts.optimizer, step=step)
+        if parts.lookahead is not None:
+            state["lookahead"] = parts.lookahead.checkpoint_state()
+        checkpoint = tf.train.Checkpoint(**state)
         run_dir.restore_latest(checkpoint, step)
         run_dir.prepare(config, flagfile, from_step=int(step))  # only now: a failed start leaves no run behind
         run = Run(config, dataset, strategy, parts, step, total_steps, run_dir.own_dir,
