@@ -16,10 +16,14 @@ from training.config import TrainConfig
 # on this project's 2-core machine (~10 s a run), the default mnist_cnn at ~2.5k images/s (~35 s a run).
 DEFAULT_TRAIN_STEPS = 600
 DEFAULT_BATCH_SIZE = 128  # global batch size, images per step
+# Every sweep run holds out this fraction of the training set (the same images in every run: TrainConfig's
+# validation split is fixed by seed 0); tables pick their best point on it, not on the test set.
+SWEEP_VALIDATION_SPLIT = 0.1
 # Labels name run directories: letters, digits and . _ + - only.
 _LABEL = re.compile(r"[A-Za-z0-9._+-]+")
 # The sweep sets these for every run; a point may not override them.
-_SET_BY_SWEEP = ("dataset", "data_dir", "seed", "train_steps", "epochs", "batch_size", "logdir", "resume")
+_SET_BY_SWEEP = ("dataset", "data_dir", "seed", "train_steps", "epochs", "batch_size", "logdir", "resume",
+                 "validation_split")
 SMALL_CNN = "c16k5-m2-c32k5-m2-d128"  # 215,370 weights on MNIST; ~4x cheaper per image than mnist_cnn
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Grid:
     points: tuple
     train_steps: int = DEFAULT_TRAIN_STEPS  # per run, unless the sweep is given another budget
     batch_size: int = DEFAULT_BATCH_SIZE
+    validation_split: float = SWEEP_VALIDATION_SPLIT
 
     def __post_init__(self):
         fields = {field.name for field in dataclasses.fields(TrainConfig)}
@@ -90,6 +95,23 @@ def downsampling(image_shape, num_classes):
             ("stride2", {"arch": "c32k3s2-c64k3s2-d128"}), ("none", {"arch": "c32k3-c64k3-d128"})]
 
 
+def pooling(image_shape, num_classes):
+    """One 5x5 conv stage (32 filters) followed by max pooling windows of 2, 4 and 7, a global max or average
+    pool, or no pooling, then 128 dense units: the filter-size question asked of the pooling window.
+
+    `max{k}`: `c32k5-m{k}-d128` (a k x k window with stride k: the 28x28 map of MNIST becomes 14x14, 7x7 or 4x4,
+    so the dense layer sees 4x, 16x or 49x fewer inputs than `none`); `global_max`: `c32k5-gmp-d128` and
+    `global_avg`: `c32k5-gap-d128` (one value per filter: 32 inputs, position discarded); `none`:
+    `c32k5-d128` (the whole H x W x 32 map, 3.2M dense weights on MNIST). Windows larger than the image
+    are left out.
+    """
+    del num_classes
+    height = min(image_shape[:2])
+    points = [(f"max{k}", {"arch": f"c32k5-m{k}-d128"}) for k in (2, 4, 7) if k <= height]
+    return points + [("global_max", {"arch": "c32k5-gmp-d128"}), ("global_avg", {"arch": "c32k5-gap-d128"}),
+                     ("none", {"arch": "c32k5-d128"})]
+
+
 def cnn_vs_mlp(image_shape, num_classes):
     """CNNs against MLPs of about the same number of weights (within 2%), with 1 and with 2 hidden layers.
 
@@ -133,6 +155,7 @@ def optimizer(image_shape, num_classes):
 GRIDS = {
     "filter_size": (filter_size, DEFAULT_TRAIN_STEPS),
     "downsampling": (downsampling, DEFAULT_TRAIN_STEPS),
+    "pooling": (pooling, DEFAULT_TRAIN_STEPS),
     "cnn_vs_mlp": (cnn_vs_mlp, DEFAULT_TRAIN_STEPS),
     "optimizer": (optimizer, DEFAULT_TRAIN_STEPS),
 }

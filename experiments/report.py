@@ -73,18 +73,35 @@ def _cell(overrides, name):
     return str(value)
 
 
+def validation_accuracies(point):
+    """The validation accuracies of a ``PointResult``'s runs, or None when a run held out no validation set."""
+    values = [run.results.get("validation_accuracy") for run in point.runs]
+    return None if any(value is None for value in values) else values
+
+
+def picked_on_validation(points):
+    """The ``PointResult`` of highest mean validation accuracy, or None when some point has none."""
+    if not points or any(validation_accuracies(point) is None for point in points):
+        return None
+    return max(points, key=lambda point: statistics.fmean(validation_accuracies(point)))
+
+
 def make_table(varied, points):
-    """The markdown table: a row per ``PointResult``, with a column for each name in ``varied``."""
-    columns = ["point", "arch", *varied, "test accuracy % (mean ± std)", "min–max %", "params", "images/s",
-               "s per run"]
+    """The markdown table: a row per ``PointResult``, with a column for each name in ``varied``; validation
+    accuracy comes first when every run has one (it is what a point is picked by)."""
+    with_validation = picked_on_validation(points) is not None
+    columns = ["point", "arch", *varied, *(["validation accuracy % (mean ± std)"] if with_validation else []),
+               "test accuracy % (mean ± std)", "min–max %", "params", "images/s", "s per run"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for point in points:
         results = [run.results for run in point.runs]
         spread, extremes = accuracy_spread([r["test_accuracy"] for r in results])
+        validation = [accuracy_spread(validation_accuracies(point))[0]] if with_validation else []
         images_per_second = statistics.fmean(r["images_per_second"] for r in results)
         wall_seconds = statistics.fmean(r["wall_seconds"] for r in results)
         cells = [point.label, f"`{architecture.resolve(point.overrides.get('arch', TrainConfig.arch))}`",
-                 *(_cell(point.overrides, name) for name in varied), spread, extremes, f"{results[0]['params']:,}",
+                 *(_cell(point.overrides, name) for name in varied), *validation, spread, extremes,
+                 f"{results[0]['params']:,}",
                  f"{images_per_second:,.0f}", f"{wall_seconds:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -115,8 +132,15 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
     if len(points) < len(grid.points):
         lines += [f"**Incomplete: {len(points)} of {len(grid.points)} points done.** Running the command again "
                   "continues the sweep; finished runs are reused.", ""]
+    picked = picked_on_validation(points)
+    pick = []
+    if picked is not None:
+        pick = [f"Picked on validation accuracy ({grid.validation_split:.0%} of the training images, held out of "
+                f"training): **{picked.label}**, validation {accuracy_spread(validation_accuracies(picked))[0]}%, "
+                f"test {accuracy_spread([run.results['test_accuracy'] for run in picked.runs])[0]}%. The test "
+                "column is reported, never used to choose.", ""]
     lines += [
-        make_table(grid.varied, points), "",
+        make_table(grid.varied, points), "", *pick,
         "Test accuracy is measured on the whole test set after the last step: mean ± sample standard deviation "
         "over the seeds, and min–max. images/s is training throughput (the first, compiling call left out), the "
         "mean over seeds; s per run is the mean wall time of a run, building, compiling and evaluating included "

@@ -45,7 +45,8 @@ def run_config(grid, label, overrides, dataset_name, seed, train_steps, logdir, 
     """The ``TrainConfig`` of one run of one point."""
     return dataclasses.replace(
         TrainConfig(), dataset=dataset_name, data_dir=data_dir, batch_size=grid.batch_size, train_steps=train_steps,
-        seed=seed, logdir=run_dir(logdir, grid.name, dataset_name, label, seed), resume=True, **overrides)
+        seed=seed, validation_split=grid.validation_split, logdir=run_dir(logdir, grid.name, dataset_name, label, seed),
+        resume=True, **overrides)
 
 
 def reusable_results(config):

@@ -62,6 +62,9 @@ FAILURES = {
     "fit_needs_keras": (["--impl=reference", "--loop=fit"], USAGE_ERROR,
                         "train.py: error: flags impl=reference, loop=fit: --loop=fit trains Keras models only; use "
                         "--impl=keras with --loop=fit, or --loop=custom with --impl=reference"),
+    "lookahead_in_fit": (["--loop=fit", "--lookahead_every=5"], USAGE_ERROR,
+                         "train.py: error: flags loop=fit, bn_bias_lr_scale=1.0, lookahead_every=5: "
+                         "--bn_bias_lr_scale and --lookahead_every act in the custom loop only; use --loop=custom"),
     "data_dir_missing": (["--data_dir=/nonexistent"], USAGE_ERROR,
                          "train.py: error: flag --data_dir=/nonexistent: --data_dir must be an existing directory"),
     # {occupied} and {bad_data} are filled in by the fixture.

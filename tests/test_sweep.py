@@ -86,6 +86,35 @@ def test_table_rows_hold_every_figure():
                         "| 12,770 | 1,500 | 3.0 |")
 
 
+def test_the_point_is_picked_on_validation_accuracy_and_its_test_accuracy_reported_beside_it():
+    def with_validation(point, accuracies):
+        for run, accuracy in zip(point.runs, accuracies):
+            run.results["validation_accuracy"] = accuracy
+        return point
+
+    # "b" has the better test accuracy, "a" the better validation accuracy: the pick is "a".
+    points = [with_validation(_point("a", [0.90, 0.92], arch="d16"), [0.95, 0.97]),
+              with_validation(_point("b", [0.99, 0.99], arch="d16"), [0.93, 0.93])]
+    assert report_lib.picked_on_validation(points).label == "a"
+    table = report_lib.make_table([], points).splitlines()
+    assert table[0].startswith("| point | arch | validation accuracy % (mean ± std) | test accuracy % (mean ± std) |")
+    assert table[2].startswith("| a | `d16` | 96.00 ± 1.41 | 91.00 ± 1.41 | 90.00–92.00 |")
+    # Without a validation set in every run there is nothing to pick by, and no column.
+    assert report_lib.picked_on_validation([_point("c", [0.9], arch="d16")]) is None
+
+
+def test_pooling_grid_follows_its_rule_on_mnist():
+    points = dict(grids.make_grid("pooling", "mnist").points)
+    assert {label: overrides["arch"] for label, overrides in points.items()} == {
+        "max2": "c32k5-m2-d128", "max4": "c32k5-m4-d128", "max7": "c32k5-m7-d128",
+        "global_max": "c32k5-gmp-d128", "global_avg": "c32k5-gap-d128", "none": "c32k5-d128"}
+    # The dense layer's input: 28x28 pooled by 7 is 4x4 (floor), by a global pool 1 value per filter.
+    widths = {label: architecture.plan(arch["arch"], (28, 28, 1), 10)[-2].input_shape[0]
+              for label, arch in points.items()}
+    assert widths == {"max2": 14 * 14 * 32, "max4": 7 * 7 * 32, "max7": 4 * 4 * 32, "global_max": 32,
+                      "global_avg": 32, "none": 28 * 28 * 32}
+
+
 def test_commit_label_marks_code_changes_but_not_markdown(tmp_path):
     def git(*args):
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
@@ -136,6 +165,7 @@ def test_tiny_sweep_trains_each_point_and_seed_in_its_own_run_directory(tiny_swe
         results = json.loads(path.read_text())
         assert results["train_steps"] == 5 and results["batch_size"] == 64
         assert results["seed"] == int(path.parent.name[-1])
+        assert 0 <= results["validation_accuracy"] <= 1  # every sweep run holds out a validation set
 
 
 def test_each_run_shows_its_settings_and_results_in_the_hparams_dashboard(tiny_sweep):
@@ -187,6 +217,7 @@ def test_a_second_sweep_reuses_every_finished_run(tiny_sweep):
 
 def test_a_run_directory_of_another_budget_is_refused(tiny_sweep):
     config = TrainConfig(arch="c4k3-m2-d16", learning_rate=1e-3, batch_size=64, train_steps=7,
+                         validation_split=grids.SWEEP_VALIDATION_SPLIT,
                          logdir=str(tiny_sweep["root"] / "runs" / "tiny" / "mnist" / "conv-seed0"))
     with pytest.raises(runner.SweepError, match="holds a run with train_steps=5, not train_steps=7"):
         runner.reusable_results(config)
