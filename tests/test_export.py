@@ -274,6 +274,17 @@ def test_evaluating_the_test_split_gives_the_run_accuracy(runs, tiny_mnist_dir):
     assert predicting.format_evaluation(evaluation).startswith(f"test accuracy {evaluation.accuracy:.4f} (")
 
 
+def test_the_test_split_evaluation_counts_top5_hits_and_has_no_superclasses_on_mnist(runs, run_logits, tiny_mnist):
+    evaluation = predicting.evaluate_split(runs["keras"].run_dir, "test")
+    best5 = np.argsort(-run_logits["keras"], axis=1)[:, :5]
+    expected = int(np.sum(np.any(best5 == tiny_mnist.y_test[:, np.newaxis], axis=1)))
+    assert abs(evaluation.top5_correct - expected) <= ACCURACY_ATOL_IMAGES
+    assert evaluation.correct <= evaluation.top5_correct <= evaluation.total
+    assert evaluation.superclass_correct is None  # MNIST has no superclasses
+    line = predicting.format_evaluation(evaluation)
+    assert f"top-5 accuracy {evaluation.top5_correct / evaluation.total:.4f}" in line and "superclass" not in line
+
+
 BAD_FILES = {
     "notes.png": (b"not an image\n", "cannot be decoded as an image (Unknown image file format"),
     "empty.jpg": (b"", "cannot be decoded as an image ("),

@@ -65,6 +65,8 @@ class Evaluation:
     total: int
     source: str  # where the images came from
     recorded: float  # the run's own test_accuracy from results.json, or None
+    top5_correct: int = None  # images whose label is among the 5 most probable classes (10+ classes only)
+    superclass_correct: int = None  # CIFAR-100: images whose predicted fine class lies in the right superclass
 
     @property
     def accuracy(self):
@@ -91,9 +93,16 @@ def evaluate_split(run_dir, split="test", data_dir=""):
         raise PredictError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     exported = load_export(run_dir)
     dataset = data_lib.load(exported.config.dataset, data_dir or exported.config.data_dir, allow_download=False)
-    _, class_ids = run_model(exported.serve, dataset.x_test)
+    probabilities, class_ids = run_model(exported.serve, dataset.x_test)
     recorded = (RunDir(run_dir).read_results() or {}).get("test_accuracy")
-    return Evaluation(split, int(np.sum(class_ids == dataset.y_test)), len(dataset.y_test), dataset.source, recorded)
+    top5 = superclass = None
+    if probabilities.shape[1] >= 10:  # top-5 of fewer classes says little
+        best5 = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
+        top5 = int(np.sum(np.any(best5 == dataset.y_test[:, np.newaxis], axis=1)))
+    if dataset.fine_to_coarse is not None:
+        superclass = int(np.sum(dataset.fine_to_coarse[class_ids] == dataset.y_test_coarse))
+    return Evaluation(split, int(np.sum(class_ids == dataset.y_test)), len(dataset.y_test), dataset.source, recorded,
+                      top5, superclass)
 
 
 def format_prediction(prediction):
@@ -104,8 +113,13 @@ def format_prediction(prediction):
 
 def format_evaluation(evaluation):
     recorded = "" if evaluation.recorded is None else f"; the run recorded {evaluation.recorded:.4f}"
+    extra = ""
+    if evaluation.top5_correct is not None:
+        extra += f"; top-5 accuracy {evaluation.top5_correct / evaluation.total:.4f}"
+    if evaluation.superclass_correct is not None:
+        extra += f"; superclass accuracy of the fine predictions {evaluation.superclass_correct / evaluation.total:.4f}"
     return (f"{evaluation.split} accuracy {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} "
-            f"images of {evaluation.source}){recorded}")
+            f"images of {evaluation.source}){recorded}{extra}")
 
 
 def load_export(run_dir, config=None):
