@@ -6,10 +6,13 @@ convolutions, the late convolutions and the dense layers; then the same for the 
 the architecture plan (``models/analysis.py``).
 """
 
-import os
+import sys
 
-# Hide TensorFlow's C++ start-up INFO lines (training.data imports TensorFlow); warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if __name__ == "__main__":
+    from flags import console
+
+    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
+    console.quiet(sys.argv)
 
 from absl import flags as absl_flags  # noqa: E402
 

@@ -3,10 +3,13 @@
 Writes the pictures ``experiments/inspection.py`` describes into ``<run_dir>/inspect/`` and prints their paths.
 """
 
-import os
+import sys
 
-# Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if __name__ == "__main__":
+    from flags import console
+
+    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
+    console.quiet(sys.argv)
 
 from absl import flags as absl_flags  # noqa: E402
 
@@ -18,10 +21,11 @@ FLAGS = absl_flags.FLAGS
 
 def main(arguments):
     del arguments
-    from experiments import inspection
+    from experiments import activation_max, inspection
 
+    ascent = activation_max.Ascent(steps=FLAGS.ascent_steps, seed=FLAGS.ascent_seed) if FLAGS.ascent_steps else None
     for path in inspection.inspect_run(FLAGS.run_dir, FLAGS.data_dir, FLAGS.layers, FLAGS.num_images, FLAGS.top_k,
-                                       FLAGS.max_images, FLAGS.max_filters):
+                                       FLAGS.max_images, FLAGS.max_filters, FLAGS.shared_scale, ascent):
         print(path)
 
 

@@ -8,11 +8,18 @@ summaries (``tensorboard --logdir <run_dir>/inspect``):
 | ``filters_<first conv>.png`` | ``filters/<layer>`` | the first conv layer's kernels, one tile per filter |
 | ``filters_change_<first conv>.png`` | ``filters_change/<layer>`` | the same kernels minus their initial values |
 | ``feature_maps_<layer>.png`` | ``feature_maps/<layer>`` | per test image: the image, then each filter's map |
-| ``top_k_<layer>.png`` | ``top_k/<layer>`` | per filter: the test images with its largest mean activation |
+| ``top_k_mean_<layer>.png`` | ``top_k_mean/<layer>`` | per filter: the test images with its map's largest mean |
+| ``top_k_max_<layer>.png`` | ``top_k_max/<layer>`` | per filter: the test images with its map's largest max |
+| ``activation_max_<layer>.png`` | ``activation_max/<layer>`` | per filter: the input maximising its mean activation |
 
-Every tile is scaled by its own min/max. After a short run the first-layer kernels are still mostly their
-random initialisation, so the change picture is the one that shows what training added.
-``inspect_run(run_dir, ...)`` does the same from Python.
+Every picture has a title (what it shows; the run, its dataset and step), the layer and filter index above each
+tile, and a colour bar saying what black and white stand for and whether the tiles share one scale. Kernel and
+feature-map tiles are each scaled by their own min/max (the range is printed under the tile's label), or all by
+one with ``shared_scale``. The mean of a map favours images with much ink, its max an image where the filter's
+pattern occurs once, strongly: the two top-k pictures show both. The activation-maximising inputs come from
+gradient ascent on the input (``experiments.activation_max``), in the run's input space, shown as pixels.
+After a short run the first-layer kernels are still mostly their random initialisation, so the change picture
+is the one that shows what training added. ``inspect_run(run_dir, ...)`` does the same from Python.
 """
 
 import dataclasses
@@ -23,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from experiments import visuals
+from experiments import activation_max, visuals
 from models import architecture
 from reference import copy_weights
 from training import data as data_lib
@@ -78,33 +85,36 @@ def _as_keras(model, config):
     return keras_model
 
 
+# Blocks whose output is a stack of feature maps: convs, residual blocks, airbench's whitening layer and blocks.
+CONV_SPECS = (architecture.Conv, architecture.Residual, architecture.Whitening, architecture.Block)
+
+
 def conv_blocks(model):
-    """Names of the model's conv and residual blocks, in order."""
-    return [layer.spec.name for layer in model.plan if isinstance(layer.spec, (architecture.Conv,
-                                                                                 architecture.Residual))]
+    """Names of the model's conv blocks (``CONV_SPECS``), in order."""
+    return [layer.spec.name for layer in model.plan if isinstance(layer.spec, CONV_SPECS)]
 
 
 def choose_layers(model, names):
-    """``names`` checked against the model, or every conv and residual block when ``names`` is empty."""
+    """``names`` checked against the model, or every conv block (``CONV_SPECS``) when ``names`` is empty."""
     blocks = conv_blocks(model)
     if not blocks:
-        raise InspectError(f"arch {model.arch} has no conv or residual block to look inside")
+        raise InspectError(f"arch {model.arch} has no conv block to look inside")
     specs = {layer.spec.name: layer.spec for layer in model.plan}
     for name in names:
         if name not in specs:
-            raise InspectError(f"the model has no layer '{name}'; its conv and residual blocks are "
+            raise InspectError(f"the model has no layer '{name}'; its conv blocks are "
                                f"{', '.join(blocks)}")
         if name not in blocks:
-            raise InspectError(f"layer '{name}' is a {type(specs[name]).__name__} layer, not a conv or residual "
-                               f"block; choose from {', '.join(blocks)}")
+            raise InspectError(f"layer '{name}' is a {type(specs[name]).__name__} layer, not a conv block; choose "
+                               f"from {', '.join(blocks)}")
     return list(names) or blocks
 
 
 def first_kernel(model):
-    """``(name, kernel)`` of the first conv or residual block: its (first) convolution's HWIO kernel."""
+    """``(name, kernel)`` of the first conv block: its (first) convolution's HWIO kernel."""
     name = conv_blocks(model)[0]
     block = next(layer for layer in model.stack if layer.name == name)
-    conv = getattr(block, "conv", None) or block.conv1  # ConvBlock.conv, or ResidualBlock.conv1
+    conv = getattr(block, "conv", None) or block.conv1  # ConvBlock/WhiteningBlock.conv, or Residual/Airbench conv1
     return name, np.asarray(conv.kernel, np.float32)
 
 
@@ -115,13 +125,15 @@ def initial_kernel(config):
     return first_kernel(_as_keras(build_run_network(config), config))[1]
 
 
-def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_images=2000, max_filters=32):
+def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_images=2000, max_filters=32,
+                shared_scale=False, ascent=activation_max.Ascent()):
     """Writes the pictures of the module docstring for the run in ``run_dir``; returns the PNG paths written.
 
     ``data_dir`` overrides the run's own; feature maps use the first ``num_images`` test images and the top
     ``top_k`` images per filter are searched among the first ``max_images``. Layers with more than
-    ``max_filters`` filters are drawn with their first ``max_filters``. Raises ``InspectError`` (and
-    ``data.DataError``) with a one-line reason.
+    ``max_filters`` filters are drawn with their first ``max_filters``. ``shared_scale`` draws the tiles of a
+    kernel or feature-map picture on one scale. ``ascent`` sets the gradient ascent (``None``: no
+    activation-maximisation pictures). Raises ``InspectError`` (and ``data.DataError``) with a one-line reason.
     """
     run = restore_run(run_dir)
     model, config = run.model, run.config
@@ -132,22 +144,85 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
     images = dataset.x_test[:max_images]
     batches = (preprocess(tf.constant(images[i:i + BATCH_SIZE]), None)[0] for i in range(0, len(images),
                                                                                        BATCH_SIZE))
-    means = visuals.mean_activations(model, batches, layers)  # {layer: (N, F)}
+    pooled = visuals.pooled_activations(model, batches, layers)  # {(pooling, layer): (N, F)}
     shown = dataset.x_test[:num_images]
     maps = visuals.block_outputs(model, preprocess(tf.constant(shown), None)[0], layers)  # {layer: (n, H, W, F)}
+    about = (f"run {os.path.basename(os.path.normpath(run_dir))}: arch {config.arch}, {config.dataset}, "
+             f"step {run.step}")
+    bounds = activation_max.pixel_bounds(preprocess, model.image_shape[-1])
 
-    kernel_layer, kernel = first_kernel(model)
-    pictures = {("filters", kernel_layer): visuals.filter_grid(kernel),
-                ("filters_change", kernel_layer): visuals.filter_grid(kernel - initial_kernel(config))}
+    pictures = kernel_pictures(model, config, about, shared_scale)
     for name in layers:
         filters = maps[name].shape[-1]
         if filters > max_filters:
             logging.info("layer %s has %d filters; drawing the first %d (--max_filters)", name, filters,
                          max_filters)
-        pictures["feature_maps", name] = visuals.feature_map_grid(shown, maps[name][..., :max_filters])
-        best = visuals.top_k_indices(means[name][:, :max_filters], top_k)  # (F, k)
-        pictures["top_k", name] = visuals.top_k_grid(images, best)
+        pictures["feature_maps", name] = feature_map_picture(shown, maps[name][..., :max_filters], name,
+                                                             shared_scale, about)
+        for pooling in visuals.POOLINGS:
+            pictures[f"top_k_{pooling}", name] = top_k_picture(images, pooled[pooling, name][:, :max_filters],
+                                                               top_k, name, pooling, about)
+        if ascent is not None:
+            logging.info("gradient ascent on %s: %d filters, %d steps", name, min(filters, max_filters), ascent.steps)
+            found = activation_max.maximise(model, name, range(min(filters, max_filters)), *bounds, ascent)
+            pictures["activation_max", name] = activation_max_picture(found, name, ascent, about)
     return write_pictures(os.path.join(run_dir, "inspect"), pictures, run.step)
+
+
+def kernel_pictures(model, config, about, shared_scale):
+    """``{("filters", layer): picture, ("filters_change", layer): picture}`` of the first conv layer's kernels."""
+    layer, kernel = first_kernel(model)
+    size = "x".join(map(str, kernel.shape[:3]))
+    pictures = {
+        ("filters", layer): visuals.annotate(
+            visuals.filter_grid(kernel, layer=layer, shared_scale=shared_scale),
+            [f"{layer} kernels ({size}: height x width x input channels), a tile per filter", about],
+            visuals.value_bar(kernel, shared_scale, "kernel weight")),
+    }
+    if isinstance(model.plan[0].spec, architecture.Whitening):
+        return pictures  # computed from the training images, never trained: there is no change to draw
+    change = kernel - initial_kernel(config)
+    return {
+        **pictures,
+        ("filters_change", layer): visuals.annotate(
+            visuals.filter_grid(change, layer=layer, shared_scale=shared_scale),
+            [f"{layer} kernels minus their initial values (the network rebuilt from seed {config.seed})", about],
+            visuals.value_bar(change, shared_scale, "kernel weight change")),
+    }
+
+
+def feature_map_picture(images, maps, layer, shared_scale, about):
+    """Each of ``images`` and then its ``maps`` ``(n, H, W, F)`` of ``layer``, a row per image, annotated."""
+    bar = visuals.value_bar(maps, shared_scale, f"{layer} activation")
+    return visuals.annotate(
+        visuals.feature_map_grid(images, maps, layer=layer, shared_scale=shared_scale),
+        [f"{layer} feature maps of the first {len(images)} test images: a row per image, then a map per filter",
+         about],
+        dataclasses.replace(bar, caption=bar.caption + ("the first tile of each row is the test image, its pixels "
+                                                        "as they are",)))
+
+
+def top_k_picture(images, pooled, k, layer, pooling, about):
+    """The ``k`` of ``images`` with the largest ``pooled`` ``(N, F)`` activation, a row per filter, annotated."""
+    best = visuals.top_k_indices(pooled, k)  # (F, k)
+    scores = np.take_along_axis(pooled.T, best, axis=1)  # (F, k)
+    return visuals.annotate(
+        visuals.top_k_grid(images, best, layer=layer, scores=scores, statistic=pooling),
+        [f"{layer}: per filter, the {best.shape[1]} of the first {len(images)} test images with the largest "
+         f"spatial {pooling} of its map (ranked by {pooling}, printed under each image)", about],
+        visuals.PIXEL_BAR)
+
+
+def activation_max_picture(found, layer, ascent, about):
+    """The images ``activation_max.maximise`` found (a ``Maximised``), annotated with how they were found."""
+    return visuals.annotate(
+        visuals.activation_max_grid(found.pixels, layer, range(len(found.pixels)), found.final),
+        [f"{layer}: per filter, the input that maximises its mean activation (printed under it)", about,
+         f"gradient ascent in the run's input space, {ascent.steps} steps of {ascent.step_size} from gray noise "
+         f"(seed {ascent.seed}); jitter {ascent.jitter} px, total variation {ascent.tv_weight}, L2 decay "
+         f"{ascent.l2_decay}, " + (f"blur sigma {ascent.blur_sigma} px every {ascent.blur_every} steps"
+                                   if ascent.blur_every else "no blur")],
+        visuals.PIXEL_BAR)
 
 
 def write_pictures(folder, pictures, step):

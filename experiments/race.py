@@ -8,7 +8,11 @@ import os
 import shlex
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if __name__ == "__main__":
+    from flags import console
+
+    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
+    console.quiet(sys.argv)
 
 from absl import flags as absl_flags  # noqa: E402
 

@@ -18,8 +18,15 @@ def define_flags():
     absl_flags.DEFINE_integer("max_images", 2000, "Test images (the first ones) searched for each filter's top k.")
     absl_flags.DEFINE_integer("max_filters", 32, "Filters drawn per layer in feature-map and top-k pictures (the first "
                          "ones); the log says when a layer has more.")
+    absl_flags.DEFINE_boolean("shared_scale", False, "Draw the tiles of each kernel and feature-map picture on one "
+                              "scale (the picture's min is black, its max white) instead of each on its own.")
+    absl_flags.DEFINE_integer("ascent_steps", 200, "Gradient-ascent steps of the activation-maximisation pictures "
+                              "(one input per filter); 0: none.")
+    absl_flags.DEFINE_integer("ascent_seed", 0, "Seed of the activation-maximisation start images and jitter.")
     absl_flags.mark_flag_as_required("run_dir")
     for name in ("num_images", "top_k", "max_images", "max_filters"):
         absl_flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
+    absl_flags.register_validator("ascent_steps", lambda v: v >= 0, message="--ascent_steps must be 0 (no "
+                                  "activation-maximisation pictures) or more")
     absl_flags.register_validator("data_dir", lambda v: not v or os.path.isdir(v),
                              message="--data_dir must be an existing directory")

@@ -1,11 +1,16 @@
 """Dataset loading (files, the bundled MNIST fallback, errors naming the file, CIFAR-100 superclasses), the
 validation split, and the tf.data pipelines with their augmentation options."""
 
+import logging
 import re
+import urllib.error
 import zipfile
 
+import keras
 import numpy as np
 import pytest
+from keras.src.backend import config as keras_config
+from keras.src.utils import file_utils as keras_file_utils
 
 from training import data as data_lib
 from training.data import DataError
@@ -127,6 +132,33 @@ def test_mnist_falls_back_to_the_bundled_subset(tmp_path, empty_keras_home):
     assert dataset.x_train.shape == (10_000, 28, 28, 1) and dataset.x_test.shape == (10_000, 28, 28, 1)
     assert dataset.y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the official test set's start
     assert dataset.y_train.dtype == np.int32
+
+
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+
+
+def test_a_failed_download_prints_nothing_and_its_cause_is_in_the_fallback_warning(
+        tmp_path, empty_keras_home, monkeypatch, capsys, caplog):
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network here")
+
+    # Keras reads KERAS_HOME once, when imported, so its cache folder is pointed at the empty one here; its
+    # download goes through this module's urlretrieve.
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(empty_keras_home))
+    monkeypatch.setattr(keras_file_utils, "urlretrieve", no_network)
+    caplog.set_level(logging.INFO, logger="absl")
+    dataset = data_lib.load("mnist", str(tmp_path), allow_download=True)
+    assert dataset.source == f"bundled MNIST subset {data_lib.BUNDLED_MNIST}"
+    # Keras' "Downloading data from ..." is a log record, not a line on stdout.
+    assert capsys.readouterr().out == ""
+    records = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert records == [
+        ("INFO", "mnist is not in the Keras cache: downloading it with tf.keras.datasets"),
+        ("INFO", f"Downloading data from {MNIST_URL}"),
+        ("WARNING", f"full MNIST was neither found nor downloadable (tf.keras.datasets: URL fetch failure on "
+                    f"{MNIST_URL}: None -- no network here): training on the bundled subset (10,000 training "
+                    f"images, the official 10,000 test images) from {data_lib.BUNDLED_MNIST}")]
+    assert keras.config.is_interactive_logging_enabled()  # Keras' own setting is put back
 
 
 # The pipelines, on 24 examples whose label is their index and whose four pixels all equal it, so each batch

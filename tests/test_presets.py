@@ -40,7 +40,7 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 
 
 def test_every_preset_parses_into_the_run_its_comment_names():
-    assert [p.name for p in PRESETS] == ["cifar10_resnet_small.cfg", "cifar10_speed.cfg",
+    assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_resnet_small.cfg", "cifar10_speed.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
                                          "mnist_full.cfg", "mnist_speed.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -65,9 +65,15 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     speed = configs[str(REPO_ROOT / "flags" / "cifar10_speed.cfg")]
     assert (speed["arch"], speed["flip"], speed["crop_padding"], speed["test_time_augmentation"]) == (
         "airbench94", "alternating", 2, "flip_translate")
-    # A fifth of the run warms up: 16 epochs of 48 full batches of 1024 (50,000 images) = 768 steps; 768 / 5.
+    # airbench's triangle peaks at 23% of the run: 10 epochs of 48 full batches of 1024 (50,000 images) = 480
+    # steps; int(0.23 * 480) = 110.
     assert (speed["batch_size"], speed["epochs"], speed["warmup_steps"], speed["lr_schedule"]) == (
-        1024, 16.0, 153, "linear")
+        1024, 10.0, 110, "triangle")
+    assert (speed["bn_bias_lr_scale"], speed["lookahead_every"], speed["lookahead_start_epochs"]) == (64.0, 5, 3.0)
+    # CIFAR-100 trains the CIFAR-10 recipe unchanged: every field but the dataset and the run directory agrees.
+    hundred = configs[str(REPO_ROOT / "flags" / "cifar100_speed.cfg")]
+    differ = {name for name in speed if speed[name] != hundred[name]}
+    assert differ == {"dataset", "logdir", "target_accuracy"} and hundred["dataset"] == "cifar100"
     fast = configs[str(REPO_ROOT / "flags" / "mnist_speed.cfg")]
     assert (fast["arch"], fast["batch_size"], fast["epochs"], fast["label_smoothing"]) == (
         "mnist_fast", 256, 3.0, 0.1)

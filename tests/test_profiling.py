@@ -6,6 +6,7 @@ protobuf directly, then through a real TensorBoard server on a free localhost po
 
 import gzip
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import tensorflow as tf
 
 from training import trainer
 from training.config import TrainConfig
@@ -75,7 +77,8 @@ def test_profiled_steps_are_marked_as_steps(profiled_run):
     xspace.ParseFromString(path.read_bytes())
     events = host_events(xspace)
     steps = [event for event in events if event[1] == "train"]
-    # Trace("train", step_num=s, _r=1): _r=1 marks a root event, which the profiler's step grouping starts from.
+    # Trace("train", step_num=s, _r=1): _r=1 marks a root event, which the profiler's step grouping starts from
+    # when the trace holds no TensorFlow loop (see the overview page tests below).
     assert sorted(stats["step_num"] for _, _, stats, _, _ in steps) == [3, 4, 5]
     assert all(stats.get("_r") == 1 for _, _, stats, _, _ in steps)
     # Each profiled step is its own call of the compiled loop, inside its step marker; steps 1, 2 and 6 ran
@@ -94,7 +97,58 @@ def test_profiled_steps_run_one_per_call():
         num_steps = profiler.steps_before_boundary(step, min(10, 12 - step))
         calls.append((step + 1, step + num_steps))
         step += num_steps
-    assert calls == [(1, 2), (3, 3), (4, 4), (5, 5), (6, 12)]
+    # Step 2 runs alone too: it traces the one-step call before the profile starts.
+    assert calls == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 12)]
+    assert [profiler.runs_alone(step) for step in range(1, 8)] == [False, True, True, True, True, False, False]
+
+
+# --- The overview page's steps on a CPU ------------------------------------------------------------------
+
+cpu_only = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
+                              reason="with a GPU, the profile tool takes its steps from the device's events")
+
+
+def overview_steps(session, workdir):
+    """``(step name, step time in ms)`` of each row of the overview page's step-time graph for the profile
+    ``session``, converted by the profile plugin as TensorBoard converts it (from a copy: the conversion leaves
+    a cache file beside the XSpace)."""
+    from tensorboard_plugin_profile import convert
+
+    copy = shutil.copytree(session, workdir / session.name)
+    data, _ = convert.raw_to_tool_data.xspace_to_tool_data([str(path) for path in copy.glob("*.xplane.pb")],
+                                                           "overview_page", {"use_saved_result": False})
+    step_time_graph = json.loads(data)[1]
+    return [(row["c"][0]["v"], row["c"][-1]["v"]) for row in step_time_graph["rows"]]
+
+
+@cpu_only
+def test_on_a_cpu_the_overview_page_counts_each_profiled_step_of_a_run(profiled_run, tmp_path):
+    # The profiled steps run unrolled, without the train loop's TensorFlow while loop, so the profile tool groups
+    # events from the step markers (README, Profiling).
+    (session,) = profile_sessions(profiled_run)
+    steps = overview_steps(session, tmp_path)
+    assert [name for name, _ in steps] == ["train 3", "train 4", "train 5"]
+    assert all(milliseconds > 0 for _, milliseconds in steps), steps
+
+
+@cpu_only
+def test_on_a_cpu_the_overview_page_counts_the_markers_around_a_call_without_a_loop(tmp_path):
+    weights = tf.Variable(tf.ones((64, 64)) / 64)
+    inputs = tf.random.stateless_normal((32, 64), seed=(0, 0))
+
+    @tf.function
+    def step():
+        weights.assign_sub(1e-3 * tf.matmul(inputs, tf.tanh(tf.matmul(inputs, weights)), transpose_a=True))
+        return tf.reduce_sum(weights)
+
+    profiler = StepProfiler(str(tmp_path / "run"), 3, 5)
+    for number in range(1, 7):
+        with profiler.around(number):
+            step().numpy()
+    (session,) = profile_sessions(tmp_path / "run")
+    steps = overview_steps(session, tmp_path)
+    assert [name for name, _ in steps] == ["train 3", "train 4", "train 5"]
+    assert all(milliseconds > 0 for _, milliseconds in steps), steps
 
 
 # --- A real TensorBoard server --------------------------------------------------------------------------

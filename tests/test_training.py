@@ -247,9 +247,9 @@ def test_schedule_values(schedule, expected):
 
 
 def test_unknown_schedule_and_optimizer_are_rejected():
-    with pytest.raises(ValueError, match=re.escape("unknown schedule 'triangle'; choose one of constant, cosine, "
-                                                   "linear, exponential, piecewise")):
-        Schedule("triangle", 0.1, 100)
+    with pytest.raises(ValueError, match=re.escape("unknown schedule 'sawtooth'; choose one of constant, cosine, "
+                                                   "linear, triangle, exponential, piecewise")):
+        Schedule("sawtooth", 0.1, 100)
     with pytest.raises(ValueError, match=re.escape("unknown optimizer 'rmsprop'; choose one of adam, sgd")):
         build_optimizer("rmsprop", 0.1)
 

@@ -33,9 +33,11 @@ def train(run):
         num_steps = min(config.steps_per_loop, run.total_steps - begin)
         if profiler:
             num_steps = profiler.steps_before_boundary(begin, num_steps)
+        # A profiled step (and the one before, which traces that call) runs unrolled: see make_train_loop.
+        steps = num_steps if profiler and profiler.runs_alone(begin + 1) else tf.constant(num_steps)
         tick = time.time()
         with profiler.around(begin + 1) if profiler else contextlib.nullcontext():
-            losses = train_loop(train_iterator, tf.constant(num_steps)).numpy()
+            losses = train_loop(train_iterator, steps).numpy()
         seconds = time.time() - tick
         check_finite(losses, begin, run.checkpoints)
         run.step.assign(begin + num_steps)

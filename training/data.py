@@ -17,9 +17,11 @@ import os
 import zipfile
 from typing import NamedTuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+
 from training.errors import OneLineError
 
 
@@ -123,16 +125,16 @@ def load(name, data_dir=None, allow_download=True):
         path = os.path.join(data_dir, f"{name}.npz")
         if os.path.exists(path):
             return _from_npz(name, path, source=path)
-    arrays = _from_keras(name, allow_download)
+    arrays, unavailable = _from_keras(name, allow_download)
     if arrays is not None:
         return _validated(name, arrays, "tf.keras.datasets", source=f"tf.keras.datasets.{name}")
     if name == "mnist" and os.path.exists(BUNDLED_MNIST):
-        logging.warning("full MNIST was neither found nor downloadable: training on the bundled subset (10,000 "
-                        "training images, the official 10,000 test images) from %s", BUNDLED_MNIST)
+        logging.warning("full MNIST was neither found nor downloadable (%s): training on the bundled subset (10,000 "
+                        "training images, the official 10,000 test images) from %s", unavailable, BUNDLED_MNIST)
         return _from_npz(name, BUNDLED_MNIST, source=f"bundled MNIST subset {BUNDLED_MNIST}")
     where = os.path.join(data_dir, f"{name}.npz") if data_dir else f"<data_dir>/{name}.npz"
     raise DataError(f"dataset '{name}' not found: put {where} (arrays {', '.join(REQUIRED_KEYS)}) there and "
-                    f"pass --data_dir, or allow tf.keras.datasets to download it")
+                    f"pass --data_dir, or allow tf.keras.datasets to download it ({unavailable})")
 
 
 def split_validation(dataset, fraction, seed):
@@ -162,15 +164,24 @@ def split_validation(dataset, fraction, seed):
 
 
 def _from_keras(name, allow_download):
-    """Arrays from ``tf.keras.datasets``; only its cache unless ``allow_download``. None when unavailable."""
-    if not allow_download and not _in_keras_cache(name):
-        return None
-    # Any failure (no network, a partial download, a server error) means "not available here".
+    """``(arrays, None)`` from ``tf.keras.datasets``, only from its cache unless ``allow_download``; ``(None, why)``
+    when it cannot give them."""
+    if not _in_keras_cache(name):
+        if not allow_download:
+            return None, "not in the Keras cache, and downloads are off"
+        logging.info("%s is not in the Keras cache: downloading it with tf.keras.datasets", name)
+    # Keras prints its download notice and progress bar on stdout unless its logging is "non-interactive"; then
+    # they are absl INFO records like any other library's. A failure is reported all the same: it is `why`.
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
     try:
         (x_train, y_train), (x_test, y_test) = getattr(tf.keras.datasets, name).load_data()
-    except Exception:  # noqa: BLE001
-        return None
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    except Exception as error:  # noqa: BLE001  (no network, a partial download, a server error: not available)
+        return None, f"tf.keras.datasets: {error}"
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}, None
 
 
 def _in_keras_cache(name):

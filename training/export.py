@@ -4,10 +4,13 @@ Writes ``RUN/export/saved_model/`` (uint8 images in, probabilities and class ids
 for a Keras run and ``RUN/export/export.json``, as ``training/exporting.py`` describes, and prints their paths.
 """
 
-import os
+import sys
 
-# Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if __name__ == "__main__":
+    from flags import console
+
+    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
+    console.quiet(sys.argv)
 
 from absl import flags as absl_flags
 

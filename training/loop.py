@@ -43,8 +43,11 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
 
     @tf.function
     def train_loop(iterator, num_steps):
+        # A Python int unrolls the steps into the graph (one trace per value): a profiled step then runs in a call
+        # without a TensorFlow while loop, the only kind whose step marker the profiler's overview page counts on
+        # a CPU-only host (README, Profiling). A tensor runs them in one while loop, traced once.
         losses = tf.TensorArray(tf.float32, size=num_steps)
-        for i in tf.range(num_steps):
+        for i in range(num_steps) if isinstance(num_steps, int) else tf.range(num_steps):
             images, labels = next(iterator)
             replica_losses = strategy.run(replica_step, args=(images, labels))
             losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, replica_losses, axis=None))

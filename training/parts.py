@@ -15,7 +15,6 @@ from training.lookahead import Lookahead
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
 
-
 WHITENING_SAMPLE = 5000  # training images whose 2x2 patches set a whitening layer's kernel (airbench94's count)
 
 

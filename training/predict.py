@@ -5,10 +5,13 @@ instead, the export's accuracy on the run's test set. Reads ``RUN/export/saved_m
 none (export it first with ``python -m training.export``); see ``training/predicting.py``.
 """
 
-import os
+import sys
 
-# Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if __name__ == "__main__":
+    from flags import console
+
+    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
+    console.quiet(sys.argv)
 
 from absl import flags as absl_flags
 

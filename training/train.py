@@ -4,12 +4,14 @@ With no flags it trains the default MNIST CNN on MNIST (the bundled subset when 
 nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.json under runs/.
 """
 
-import logging
-import os
 import signal
+import sys
 
-# Hide TensorFlow's C++ start-up INFO lines (oneDNN notices); warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if __name__ == "__main__":
+    from flags import console
+
+    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
+    console.quiet(sys.argv)
 
 from absl import flags as absl_flags  # noqa: E402
 
@@ -25,8 +27,6 @@ def main(arguments):
     from training import distribute, trainer
 
     config = train_flags.config_from_flags(FLAGS)
-    if FLAGS.verbosity <= 0:  # TensorFlow's own INFO lines ("Sharding callback duration" at every checkpoint)
-        logging.getLogger("absl").addFilter(_only_ours_below_warning)
     distribute.configure_devices(config.num_cpu_devices, config.tf32)
     # SIGTERM ends the run as Ctrl-C does, through the trainer's cleanup (lock, a worker's temporary directory).
     signal.signal(signal.SIGTERM, _interrupt)
@@ -39,11 +39,6 @@ def main(arguments):
         if config.strategy != "multi_worker":
             raise
         raise RunError(distribute.lost_worker(error)) from None
-
-
-def _only_ours_below_warning(record):
-    """Keeps warnings and errors from anywhere, and information from this project's code only."""
-    return record.levelno >= logging.WARNING or f"{os.sep}tensorflow{os.sep}" not in record.pathname
 
 
 def _interrupt(signum, frame):

@@ -1,0 +1,182 @@
+"""A quiet console for an entry point: TensorFlow's harmless start-up notices are dropped, all else passes.
+
+TensorFlow's C++ code writes its notices straight to file descriptor 2 as its libraries load, some of them
+before absl::InitializeLog and whatever TF_CPP_MIN_LOG_LEVEL says, so no logging setting reaches them. Here
+descriptor 2 goes through a pipe to a small child process that drops the lines in ``HARMLESS`` and passes every
+other byte on unchanged: errors, tracebacks and anything not listed get through. A child process rather than a
+thread, so that lines written just before a crash (an F-level check failure aborts the process) still get
+through: the child reads the pipe to its end after the job is gone.
+"""
+
+import atexit
+import logging
+import os
+import re
+import select
+import signal
+import sys
+import threading
+import time
+
+from absl import flags as absl_flags
+from absl import logging as absl_logging
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# An absl C++ log line's prefix: severity and date, time, thread id, then "file.cc:line] ".
+_CPP = rb"[IWEF]\d{4} \S+ +\d+ "
+
+# (name, pattern of a whole line, name of a line that must have come first or None). Each line is harmless:
+# it reports the machine, not a problem with the job.
+HARMLESS = (
+    # absl's C++ notice that logging is not initialised; TensorFlow never initialises it, so this comes with the
+    # first C++ log line of every process (once per library that bundles absl).
+    ("absl_not_initialised",
+     re.compile(rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"),
+     None),
+    # No CUDA driver on this machine, so the job runs on the CPU: what a machine without a GPU does anyway.
+    ("no_cuda_driver",
+     re.compile(_CPP + rb"cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used\."),
+     None),
+    # TensorFlow's attempt to initialise CUDA anyway, which cannot succeed without a driver. Dropped only after
+    # the line above: on a machine with a driver, a failing cuInit is a real error and shows.
+    ("cuinit_without_driver", re.compile(_CPP + rb"cuda_platform\.cc:\d+\] failed call to cuInit: .*"),
+     "no_cuda_driver"),
+    # The CPU has instructions (AVX2, FMA, ...) that TensorFlow's generic kernels do not use; its tuned kernels
+    # (oneDNN, Eigen) do. Nothing to act on.
+    ("cpu_features",
+     re.compile(_CPP + rb"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized to use available CPU "
+                       rb"instructions in performance-critical operations\."),
+     None),
+    # The second line of that notice.
+    ("cpu_features_rebuild",
+     re.compile(rb"To enable the following instructions: .*, in other operations, rebuild TensorFlow with the "
+                rb"appropriate compiler flags\."),
+     "cpu_features"),
+)
+
+# A partial line (a prompt, a progress bar without its newline) is passed on after waiting this long for the rest.
+PARTIAL_LINE_SECONDS = 0.5
+# At exit, how long the job waits for the filter to pass on what is left in the pipe.
+DRAIN_SECONDS = 5.0
+
+
+def quiet(argv):
+    """Unless ``argv`` sets absl's ``--verbosity`` to 1 or more: drops the ``HARMLESS`` lines from descriptor 2
+    and information logged through absl by code outside this project (TensorFlow's "Sharding callback duration"
+    at every checkpoint, Keras' "Downloading data from ..."). Call it before TensorFlow is imported."""
+    if requested_verbosity(argv) >= 1:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # the C++ INFO lines that do honour it (oneDNN notices)
+    absl_logging.get_absl_handler().addFilter(only_ours_below_warning)
+    filter_stderr(LineFilter().keep)
+
+
+def requested_verbosity(argv):
+    """absl's ``--verbosity`` (``-v``) as ``argv`` and its flagfiles give it, read before the program's flags are
+    defined; 0 when absent or malformed (the real parse reports a malformed value)."""
+    peek = absl_flags.FlagValues()
+    absl_flags.DEFINE_integer("verbosity", 0, "absl's logging verbosity", short_name="v", flag_values=peek)
+    try:
+        peek(list(argv), known_only=True)
+    except absl_flags.Error:
+        return 0
+    return peek.verbosity
+
+
+def only_ours_below_warning(record):
+    """Keeps warnings and errors from anywhere, and information from this project's code only."""
+    path = os.path.abspath(record.pathname)
+    ours = path.startswith(PROJECT_ROOT + os.sep) and f"{os.sep}site-packages{os.sep}" not in path
+    return record.levelno >= logging.WARNING or ours
+
+
+class LineFilter:
+    """``keep(line)`` says whether a line (bytes, without its newline) reaches the console."""
+
+    def __init__(self, harmless=HARMLESS):
+        self.harmless, self.seen = harmless, set()
+
+    def keep(self, line):
+        for name, pattern, after in self.harmless:
+            if (after is None or after in self.seen) and pattern.fullmatch(line):
+                self.seen.add(name)
+                return False
+        return True
+
+
+def filter_stderr(keep):
+    """Routes descriptor 2 of this process (and of the processes it starts) through a child process that passes on
+    the lines ``keep`` accepts; at exit, the job waits for the child to pass on the rest."""
+    # fork copies only the calling thread: a lock held by another thread would stay locked in the child.
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return
+    try:
+        console = os.dup(2)  # put back on descriptor 2 at exit
+    except OSError:  # no descriptor 2 (started with 2>&-): nothing to filter
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(console)
+        _run_filter(read_end, write_end, keep)
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    atexit.register(_stop_filter, pid, console)
+
+
+def _run_filter(read_end, write_end, keep):
+    """The child process: forwards from ``read_end`` to descriptor 2 until every writer has closed the pipe."""
+    try:
+        # Ctrl-C and a signal to the whole process group reach the filter too; it keeps forwarding, so that the
+        # job's reply to the signal is shown, and ends with the job.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.close(write_end)
+        # Whoever reads the job's stdout sees its end when the job ends, not when the filter does. (closerange
+        # ignores a descriptor that is already closed: an error here would end the filter and lose stderr.)
+        os.closerange(0, 2)
+        forward(read_end, 2, keep)
+    finally:
+        os._exit(0)
+
+
+def forward(source, sink, keep):
+    """Copies ``source`` to ``sink`` line by line, dropping the lines ``keep`` refuses, until end of file."""
+    pending = b""
+    while True:
+        if pending and not select.select([source], [], [], PARTIAL_LINE_SECONDS)[0]:
+            _write(sink, pending)
+            pending = b""
+        chunk = os.read(source, 1 << 16)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        _write(sink, b"".join(line + b"\n" for line in lines if keep(line)))
+    _write(sink, pending)
+
+
+def _write(fd, data):
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # the console is gone (a closed terminal, a reader that quit): keep emptying the pipe
+        pass
+
+
+def _stop_filter(pid, console):
+    """At exit: puts the console back on descriptor 2, which closes this process's end of the pipe, then waits
+    for the filter to pass on what the pipe still holds (a process this one started may hold the pipe open
+    longer; the wait is bounded)."""
+    sys.stderr.flush()
+    os.dup2(console, 2)
+    os.close(console)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    try:
+        while not os.waitpid(pid, os.WNOHANG)[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,160 @@
+"""The main job's console: TensorFlow's harmless start-up notices are dropped, everything else gets through.
+
+The filter itself is tested on its own (which lines it drops, and that a crash loses no line); then the real
+``python3 -m training.train`` runs twice side by side, as a user runs it (no TF_CPP_MIN_LOG_LEVEL): a tiny run,
+whose every console line must be this project's, and one with ``--verbosity=1``, which shows TensorFlow's lines.
+"""
+
+import concurrent.futures
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
+
+from flags import console
+
+# Start-up lines of TensorFlow 2.21 on a CPU-only machine, as printed.
+ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+NO_DRIVER = ("I0000 00:00:1795830545.234473   17551 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+             "GPU will not be used.")
+CUINIT = ("E0000 00:00:1795830564.238290   18025 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+          "Failed call to cuInit: UNKNOWN ERROR (303)")
+CPU_FEATURES = ("I0000 00:00:1795830545.331470   17551 cpu_feature_guard.cc:227] This TensorFlow binary is optimized "
+                "to use available CPU instructions in performance-critical operations.")
+REBUILD = ("To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
+           "appropriate compiler flags.")
+# Lines that must always get through.
+CPP_ERROR = "E0000 00:00:1795830564.300000   18025 some_kernel.cc:12] a real error"
+CPP_FATAL = "F0000 00:00:1795830564.400000   18025 some_kernel.cc:34] Check failed: a real failure"
+UNKNOWN = "I0000 00:00:1795830545.500000   17551 new_feature.cc:1] a notice nobody has judged yet"
+OURS = "I1128 01:57:15.213279 140318257675136 progress.py:157] step 10/20: loss 2.1941, 4297 images/s, 0:01 left"
+
+
+def kept(lines):
+    line_filter = console.LineFilter()
+    return [line for line in lines if line_filter.keep(line.encode())]
+
+
+def test_the_start_up_notices_are_dropped_in_the_order_tensorflow_prints_them():
+    assert kept([ABSL_NOTICE, NO_DRIVER, CPU_FEATURES, REBUILD, ABSL_NOTICE, NO_DRIVER, CUINIT, OURS]) == [OURS]
+
+
+def test_errors_and_unknown_lines_get_through():
+    assert kept([NO_DRIVER, CPP_ERROR, CPP_FATAL, UNKNOWN, "Traceback (most recent call last):", OURS]) == [
+        CPP_ERROR, CPP_FATAL, UNKNOWN, "Traceback (most recent call last):", OURS]
+
+
+def test_a_failed_cuinit_gets_through_where_a_cuda_driver_was_found():
+    # Without the "no driver" line first, a failing cuInit is a broken driver: an error the user must see.
+    assert kept([CPU_FEATURES, CUINIT]) == [CUINIT]
+    assert kept([REBUILD]) == [REBUILD]  # only as the second line of the CPU-features notice
+
+
+def test_forward_keeps_partial_lines_and_bytes_unchanged():
+    source_read, source_write = os.pipe()
+    sink_read, sink_write = os.pipe()
+    os.write(source_write, f"{NO_DRIVER}\n{CPP_ERROR}\nan unfinished li".encode() + b"\xff")
+    os.close(source_write)
+    console.forward(source_read, sink_write, console.LineFilter().keep)
+    os.close(sink_write)
+    assert os.read(sink_read, 1 << 16) == f"{CPP_ERROR}\nan unfinished li".encode() + b"\xff"
+    os.close(source_read)
+    os.close(sink_read)
+
+
+_FILTERED_PROCESS = """
+import os, signal, sys
+from flags import console
+console.filter_stderr(console.LineFilter().keep)
+for line in sys.argv[2:]:
+    os.write(2, line.encode() + b"\\n")
+os.write(2, b"a line in ")  # one line in two writes, as C code may write it
+os.write(2, b"two writes\\n")
+print("from Python", file=sys.stderr)
+if sys.argv[1] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)  # as a crash ends the process: no exit handler runs
+"""
+
+
+@pytest.mark.parametrize("ending", ["exit", "killed"])
+def test_a_filtered_process_loses_no_line_when_it_exits_or_crashes(ending):
+    lines = [ABSL_NOTICE, NO_DRIVER, CPP_ERROR, CPU_FEATURES, REBUILD, CUINIT, CPP_FATAL]
+    completed = subprocess.run([sys.executable, "-c", _FILTERED_PROCESS, ending, *lines], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == (0 if ending == "exit" else -signal.SIGKILL)
+    assert completed.stderr.splitlines() == [CPP_ERROR, CPP_FATAL, "a line in two writes", "from Python"]
+
+
+@pytest.mark.parametrize("argv, verbosity", [
+    ([], 0), (["--verbosity=1"], 1), (["-v", "2"], 2), (["--bogus=3", "--v=1", "positional"], 1),
+    (["--verbosity=loud"], 0), (["--flagfile={flagfile}"], 1), (["--flagfile={flagfile}", "--verbosity=0"], 0),
+])
+def test_the_verbosity_is_read_before_the_flags_are_defined(tmp_path, argv, verbosity):
+    flagfile = tmp_path / "verbose.cfg"
+    flagfile.write_text("--arch=mlp\n--verbosity=1\n")
+    argv = [arg.format(flagfile=flagfile) for arg in argv]
+    assert console.requested_verbosity(["train.py", *argv]) == verbosity
+
+
+@pytest.mark.parametrize("path, level, shown", [
+    ("training/progress.py", logging.INFO, True),
+    ("site-packages/tensorflow/python/checkpoint/functional_saver.py", logging.INFO, False),
+    ("site-packages/keras/src/utils/io_utils.py", logging.INFO, False),
+    ("site-packages/tensorflow/python/checkpoint/functional_saver.py", logging.WARNING, True),
+])
+def test_information_is_shown_from_this_project_only(path, level, shown):
+    root = REPO_ROOT if path.startswith("training") else "/usr/lib/python3.11"
+    record = logging.LogRecord("absl", level, os.path.join(root, path), 1, "message", (), None)
+    assert bool(console.only_ours_below_warning(record)) == shown
+
+
+# --- The real command ---------------------------------------------------------------------------------------
+
+# An absl line logged by one of this project's modules: "I1128 01:57:15.213279 140318257675136 data.py:171] ...".
+ABSL_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ (\w+\.py):\d+\] ")
+PROJECT_FILES = {path.name for package in ("flags", "models", "reference", "training")
+                 for path in (REPO_ROOT / package).glob("*.py")}
+TINY_RUN = ["--arch=c4k3-m2-d16", "--train_steps=20", "--log_every=10", "--checkpoint_every=10", "--nodownload"]
+
+
+@pytest.fixture(scope="module")
+def consoles(tmp_path_factory):
+    """Runs, side by side, a tiny main job on the bundled data and a ``--verbosity=1`` command that stops at
+    its unknown flag; the environment is a user's: no TF_CPP_MIN_LOG_LEVEL, an empty Keras cache."""
+    root = tmp_path_factory.mktemp("console")
+    (root / "keras_home").mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_HOME"] = str(root / "keras_home")
+    commands = {"quiet": [*TINY_RUN, f"--logdir={root / 'run'}"],
+                "verbose": ["--verbosity=1", "--bogus=1", f"--logdir={root / 'unused'}"]}
+
+    def run(args):
+        return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+
+    with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+        return dict(zip(commands, pool.map(run, commands.values())))
+
+
+def test_every_console_line_of_the_main_job_is_ours(consoles):
+    quiet = consoles["quiet"]
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == ""
+    foreign = [line for line in quiet.stderr.splitlines()
+               if not (match := ABSL_LINE.match(line)) or match[1] not in PROJECT_FILES]
+    assert foreign == []
+    # The bundled data's line, and a progress line with its time left.
+    assert "training on the bundled subset" in quiet.stderr
+    assert re.search(r"progress\.py:\d+\] step 20/20: .* images/s, \d+:\d\d left\n", quiet.stderr)
+
+
+def test_verbosity_one_shows_tensorflows_own_lines(consoles):
+    verbose = consoles["verbose"]
+    assert verbose.returncode == 2
+    assert verbose.stderr.splitlines()[-1] == "train.py: error: Unknown command line flag 'bogus'"
+    assert ABSL_NOTICE in verbose.stderr.splitlines()
