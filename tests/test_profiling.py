@@ -216,3 +216,20 @@ def test_tensorboard_serves_the_scalars_and_the_profile(profiled_run, tensorboar
     (host,) = session.glob("*.xplane.pb")
     hosts = get_json(port, f"/data/plugin/profile/hosts?run={session.name}&tag=overview_page")
     assert [entry["hostname"] for entry in hosts] == [host.name[:-len(".xplane.pb")]]
+
+
+@cpu_only
+def test_op_time_sums_each_op_types_self_time_and_reads_the_step_times(profiled_run):
+    from experiments import profile_stats
+
+    (session,) = profile_stats.profile_sessions(profiled_run)
+    idle, shares = profile_stats.op_time_shares(session)
+    kinds = [kind for kind, _, _ in shares]
+    # The tiny net's conv has a bias and a ReLU, which TensorFlow fuses into one _FusedConv2D op.
+    assert "_FusedConv2D" in kinds and "Conv2DBackpropFilter" in kinds and profile_stats.IDLE not in kinds
+    assert sum(share for _, _, share in shares) == pytest.approx(1.0, abs=1e-9)
+    assert all(seconds > 0 for _, seconds, _ in shares) and idle >= 0
+    steps = profile_stats.step_seconds(session)
+    assert sorted(steps) == ["train 3", "train 4", "train 5"] and all(s > 0 for s in steps.values())
+    table = profile_stats.format_shares(idle, shares, steps, 2, top=2)
+    assert table.splitlines()[2].startswith(f"| {kinds[0]} | ") and "3 profiled steps took" in table

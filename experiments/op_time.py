@@ -1,0 +1,41 @@
+"""Where a profiled run's time goes: ``python3 -m experiments.op_time --logdir=RUN``.
+
+Prints, for the run's newest profile session (``--profile_steps`` of ``training.train``), the host self-time of
+each TensorFlow op type and the share of the busy time it takes, and the profiled steps' wall time against the
+cores (``experiments/profile_stats.py``).
+"""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    from flags import console
+
+    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
+    console.quiet(sys.argv)
+
+from absl import flags as absl_flags  # noqa: E402
+
+from flags import cli  # noqa: E402
+
+absl_flags.DEFINE_string("logdir", None, "Run directory holding plugins/profile/<session>/.")
+absl_flags.DEFINE_integer("top", 12, "Op types listed one by one; the rest are summed in one row.")
+absl_flags.mark_flag_as_required("logdir")
+FLAGS = absl_flags.FLAGS
+
+
+def main(arguments):
+    del arguments
+    from experiments import profile_stats
+
+    sessions = profile_stats.profile_sessions(FLAGS.logdir)
+    if not sessions:
+        cli.fail("op_time", f"{FLAGS.logdir} holds no profile (plugins/profile/<session>/); train with "
+                 "--profile_steps=FIRST,LAST first")
+    idle, shares = profile_stats.op_time_shares(sessions[-1])
+    print(profile_stats.format_shares(idle, shares, profile_stats.step_seconds(sessions[-1]), os.cpu_count(),
+                                      FLAGS.top))
+
+
+if __name__ == "__main__":
+    cli.run('op_time', main)
