@@ -35,6 +35,12 @@ ATOL = 1e-5
 # Tiny cut of the bundled MNIST subset: 32 global batches of 32 per epoch; 200 test images, 2 eval batches.
 TRAIN_SIZE, TEST_SIZE = 1024, 200
 ARCHS = {"plain": "c8k3-m2-d32", "bn": "c8k3-m2-c8k3b-m2-d32"}  # without and with (synchronized) batch norm
+AIRBENCH_ARCH = "w2-B8-gmp-lin9"
+# With airbench's pieces the largest difference measured after 10 steps was 1.0e-5 (a moving variance of O(1)):
+# the 64x rate on batch-norm biases multiplies their rounding differences by 64. A lookahead sync or whitening
+# kernel that reached one replica only would leave the replicas apart (replica_spread > 0) and move weights by
+# O(0.1).
+AIRBENCH_ATOL = 1e-4
 BASE = dict(dataset="mnist", allow_download=False, batch_size=32, eval_batch_size=100, train_steps=10,
             log_every=10, steps_per_loop=10, checkpoint_every=1000, seed=0)
 # A subprocess imports TensorFlow (~5 s, more on a loaded 2-core machine), then traces each run's functions.
@@ -43,6 +49,11 @@ WORKER_TIMEOUT_SECONDS = 120
 # Single-process runs: every (impl, arch) under default and mirrored, then the resume round trips.
 IMPLS = ("keras", "reference")
 RESUMED = [("keras", "bn"), ("reference", "bn")]
+# airbench94's pieces on a tiny net: frozen whitening (set in the strategy's scope), scale-free batch norm,
+# the 64x bias rate and lookahead (syncs every 2 steps from step 3: cross-replica assignments), six-view TTA.
+AIRBENCH = dict(standardize=True, optimizer="sgd", learning_rate=0.05, momentum=0.85, nesterov=True,
+                bn_bias_lr_scale=64.0, lookahead_every=2, lookahead_start_epochs=0.1,
+                test_time_augmentation="flip_translate")
 
 
 def job_env(tmp, **extra):
@@ -107,15 +118,18 @@ def run_name(impl, arch, strategy, steps=10):
 def single_process_runs(tmp):
     runs = []
 
-    def add(name, logdir, impl, arch, strategy, train_steps):
-        config = dict(BASE, impl=impl, arch=ARCHS[arch], strategy=strategy, train_steps=train_steps,
-                      logdir=str(tmp / logdir))
+    def add(name, logdir, impl, arch, strategy, train_steps, **extra):
+        config = dict(BASE, impl=impl, arch=ARCHS.get(arch, AIRBENCH_ARCH), strategy=strategy, train_steps=train_steps,
+                      logdir=str(tmp / logdir), **extra)
         runs.append(dict(name=name, config=config, weights=str(tmp / f"{name}.npz")))
 
     for impl in IMPLS:
         for arch in ARCHS:
             for strategy in ("default", "mirrored"):
                 add(run_name(impl, arch, strategy), run_name(impl, arch, strategy), impl, arch, strategy, 10)
+    for strategy in ("default", "mirrored"):
+        add(run_name("keras", "airbench", strategy), run_name("keras", "airbench", strategy), "keras", "airbench",
+            strategy, 10, **AIRBENCH)
     for impl, arch in RESUMED:
         # Each 10-step run's directory is resumed under the other strategy for 10 more steps.
         add(f"{impl}-{arch}-mirrored-then-default", run_name(impl, arch, "mirrored"), impl, arch, "default", 20)
@@ -166,6 +180,16 @@ def test_mirrored_over_two_cpus_matches_default_strategy(single_process, impl, a
     assert difference <= ATOL, f"max |mirrored - default| = {difference:.3g}"
     # The test set is split into per-replica batches of 50; the loss means differ by rounding only.
     assert mirrored["results"]["test_loss"] == pytest.approx(default["results"]["test_loss"], abs=ATOL)
+
+
+def test_airbench_pieces_under_mirrored_match_the_default_strategy(single_process):
+    summary, tmp = single_process
+    name = {strategy: run_name("keras", "airbench", strategy) for strategy in ("default", "mirrored")}
+    assert summary[name["mirrored"]]["replica_spread"] == 0.0
+    difference = max_difference(weights(tmp, name["default"]), weights(tmp, name["mirrored"]))
+    assert difference <= AIRBENCH_ATOL, f"max |mirrored - default| = {difference:.3g}"
+    assert summary[name["mirrored"]]["results"]["test_loss"] == pytest.approx(
+        summary[name["default"]]["results"]["test_loss"], abs=AIRBENCH_ATOL)
 
 
 RESUME_CASES = [
