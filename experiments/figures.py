@@ -60,8 +60,7 @@ def main_job_figure():
 
     with tempfile.TemporaryDirectory() as logdir:
         config = TrainConfig(**MAIN_JOB, allow_download=False, logdir=logdir)
-        dataset = data_lib.load("mnist", "", allow_download=False)
-        accuracy = train(config, dataset=dataset).results["test_accuracy"]
+        accuracy = train(config).results["test_accuracy"]
     return Figure("main job test accuracy (seed 0)", "1", MAIN_JOB_ACCURACY, accuracy, MAIN_JOB_TOLERANCE)
 
 

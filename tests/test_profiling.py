@@ -6,7 +6,6 @@ protobuf directly, then through a real TensorBoard server on a free localhost po
 
 import gzip
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import urllib.request
 import pytest
 import tensorflow as tf
 
+from experiments import profile_stats
 from training import trainer
 from training.config import TrainConfig
 from training.profiling import StepProfiler
@@ -47,10 +47,6 @@ def xplane_pb2():
     return module
 
 
-def profile_sessions(logdir):
-    return sorted(path for path in (logdir / "plugins" / "profile").iterdir() if path.is_dir())
-
-
 def host_events(xspace):
     """``(line, name, stats, start_ps, end_ps)`` of every event on the host plane's lines."""
     (plane,) = [plane for plane in xspace.planes if plane.name == "/host:CPU"]
@@ -66,12 +62,12 @@ def host_events(xspace):
 
 
 def test_profile_holds_one_session_with_an_xspace(profiled_run):
-    (session,) = profile_sessions(profiled_run)
+    (session,) = profile_stats.profile_sessions(profiled_run)
     assert len(list(session.glob("*.xplane.pb"))) == 1
 
 
 def test_profiled_steps_are_marked_as_steps(profiled_run):
-    (session,) = profile_sessions(profiled_run)
+    (session,) = profile_stats.profile_sessions(profiled_run)
     (path,) = session.glob("*.xplane.pb")
     xspace = xplane_pb2().XSpace()
     xspace.ParseFromString(path.read_bytes())
@@ -108,27 +104,14 @@ cpu_only = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
                               reason="with a GPU, the profile tool takes its steps from the device's events")
 
 
-def overview_steps(session, workdir):
-    """``(step name, step time in ms)`` of each row of the overview page's step-time graph for the profile
-    ``session``, converted by the profile plugin as TensorBoard converts it (from a copy: the conversion leaves
-    a cache file beside the XSpace)."""
-    from tensorboard_plugin_profile import convert
-
-    copy = shutil.copytree(session, workdir / session.name)
-    data, _ = convert.raw_to_tool_data.xspace_to_tool_data([str(path) for path in copy.glob("*.xplane.pb")],
-                                                           "overview_page", {"use_saved_result": False})
-    step_time_graph = json.loads(data)[1]
-    return [(row["c"][0]["v"], row["c"][-1]["v"]) for row in step_time_graph["rows"]]
-
-
 @cpu_only
 def test_on_a_cpu_the_overview_page_counts_each_profiled_step_of_a_run(profiled_run, tmp_path):
     # The profiled steps run unrolled, without the train loop's TensorFlow while loop, so the profile tool groups
     # events from the step markers (README, Profiling).
-    (session,) = profile_sessions(profiled_run)
-    steps = overview_steps(session, tmp_path)
-    assert [name for name, _ in steps] == ["train 3", "train 4", "train 5"]
-    assert all(milliseconds > 0 for _, milliseconds in steps), steps
+    (session,) = profile_stats.profile_sessions(profiled_run)
+    steps = profile_stats.step_seconds(session)
+    assert sorted(steps) == ["train 3", "train 4", "train 5"]
+    assert all(seconds > 0 for seconds in steps.values()), steps
 
 
 @cpu_only
@@ -145,10 +128,10 @@ def test_on_a_cpu_the_overview_page_counts_the_markers_around_a_call_without_a_l
     for number in range(1, 7):
         with profiler.around(number):
             step().numpy()
-    (session,) = profile_sessions(tmp_path / "run")
-    steps = overview_steps(session, tmp_path)
-    assert [name for name, _ in steps] == ["train 3", "train 4", "train 5"]
-    assert all(milliseconds > 0 for _, milliseconds in steps), steps
+    (session,) = profile_stats.profile_sessions(tmp_path / "run")
+    steps = profile_stats.step_seconds(session)
+    assert sorted(steps) == ["train 3", "train 4", "train 5"]
+    assert all(seconds > 0 for seconds in steps.values()), steps
 
 
 # --- A real TensorBoard server --------------------------------------------------------------------------
@@ -209,7 +192,7 @@ def test_tensorboard_serves_the_scalars_and_the_profile(profiled_run, tensorboar
     assert [point[1] for point in get_json(port, "/data/plugin/scalars/scalars?run=train&tag=loss")] == [3, 6]
     assert [point[1] for point in get_json(port, "/data/plugin/scalars/scalars?run=eval&tag=accuracy")] == [3, 6]
 
-    (session,) = profile_sessions(profiled_run)
+    (session,) = profile_stats.profile_sessions(profiled_run)
     assert get_json(port, "/data/plugin/profile/runs") == [session.name]
     tools = get_json(port, f"/data/plugin/profile/run_tools?run={session.name}")
     assert {"overview_page", "trace_viewer@"} <= set(tools), tools
@@ -220,8 +203,6 @@ def test_tensorboard_serves_the_scalars_and_the_profile(profiled_run, tensorboar
 
 @cpu_only
 def test_op_time_sums_each_op_types_self_time_and_reads_the_step_times(profiled_run):
-    from experiments import profile_stats
-
     (session,) = profile_stats.profile_sessions(profiled_run)
     idle, shares = profile_stats.op_time_shares(session)
     kinds = [kind for kind, _, _ in shares]

@@ -2,9 +2,7 @@
 lines, TensorBoard scalars, evaluations, checkpoints, and the time it took to reach a target accuracy.
 """
 
-import json
 import math
-import os
 import time
 
 import keras
@@ -19,7 +17,6 @@ from training.errors import RunError
 # the last one kept is from before the divergence.
 DIVERGED_FACTOR = 10.0
 DIVERGED_CHUNKS = 3
-CLOCK_FILE = "clock.json"  # in the run directory: the clock's state as of each checkpoint, for resumed runs
 
 
 class Progress:
@@ -99,7 +96,7 @@ class Bookkeeper:
         self.run, self.evaluate_fn, self.evaluate_validation = run, evaluate, evaluate_validation
         self.progress = Progress(run.total_steps, int(run.step), config.batch_size)
         self.clock = TargetClock(config.target_accuracy, config.batch_size)
-        saved_clock = read_clock(run.logdir, int(run.step)) if int(run.step) else None
+        saved_clock = run.run_dir.read_clock(int(run.step)) if int(run.step) else None
         if saved_clock:
             self.clock.restore(saved_clock)
         self.stop_at_target = config.stop_at_target
@@ -133,7 +130,7 @@ class Bookkeeper:
                                 chunk_loss, self.loss_bound)
             else:
                 run.checkpoints.save(checkpoint_number=now)
-                write_clock(run.logdir, now, self.clock.state())
+                run.run_dir.write_clock(now, self.clock.state())
 
     def check_divergence(self, step, chunk_loss):
         if chunk_loss <= self.loss_bound:
@@ -201,30 +198,3 @@ def write_scalars(writer, step, **scalars):
             tf.summary.scalar(name, value)
     writer.flush()
 
-
-def write_clock(directory, step, state):
-    """Records ``state`` (a JSON-able dict: the run's clock) as of checkpoint ``step`` in ``clock.json``, so a
-    resumed run keeps counting its time; entries after ``step`` (from an abandoned later branch) are dropped."""
-    clocks = {key: value for key, value in _read_clocks(directory).items() if int(key) < step}
-    clocks[str(step)] = state
-    path = os.path.join(directory, CLOCK_FILE)
-    with open(path + ".tmp", "w") as file:
-        json.dump(clocks, file, sort_keys=True)
-    os.replace(path + ".tmp", path)
-
-
-def read_clock(directory, step):
-    """The clock state recorded with checkpoint ``step``, or None (a run of older code, or a fresh start)."""
-    return _read_clocks(directory).get(str(step))
-
-
-def _read_clocks(directory):
-    path = os.path.join(directory, CLOCK_FILE)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except (OSError, ValueError):
-        logging.warning("%s is unreadable; the time before this start is not counted", path)
-        return {}

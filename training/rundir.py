@@ -7,7 +7,7 @@
 | ``checkpoints/`` | the loops, through ``checkpoint_manager`` |
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
 | ``results.json`` | ``write_results``, at the end of the run |
-| ``clock.json`` | ``progress.write_clock``, with each checkpoint: training and evaluation seconds up to its step |
+| ``clock.json`` | ``write_clock``, with each checkpoint: training and evaluation seconds up to its step |
 
 Under multi-worker training every worker must take part in saving checkpoints, but only the chief keeps what
 it writes: other workers write into a temporary directory (``own_dir``) that ``close`` removes, and their
@@ -31,6 +31,7 @@ from training import config as config_lib
 from training.errors import RunError
 
 CONFIG, RESULTS, FLAGFILE, CHECKPOINTS, LOCK = "config.json", "results.json", "flags.txt", "checkpoints", ".lock"
+CLOCK = "clock.json"
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
 
 
@@ -234,6 +235,29 @@ class RunDir:
         if self.chief:
             _write_atomically(self.file(RESULTS), json.dumps(results, indent=2, sort_keys=True))
         logging.info("results: %s", json.dumps(results, sort_keys=True))
+
+    def write_clock(self, step, state):
+        """Records ``state`` (the run's clock, JSON-able) as of checkpoint ``step``, beside this process's
+        checkpoints, so a resumed run keeps counting its time; entries after ``step`` (an abandoned later
+        branch) are dropped."""
+        clocks = {key: value for key, value in self._read_clocks().items() if int(key) < step}
+        clocks[str(step)] = state
+        _write_atomically(os.path.join(self.own_dir, CLOCK), json.dumps(clocks, sort_keys=True))
+
+    def read_clock(self, step):
+        """The clock state recorded with checkpoint ``step``, or None (a run of older code)."""
+        return self._read_clocks().get(str(step))
+
+    def _read_clocks(self):
+        path = os.path.join(self.own_dir, CLOCK)
+        if not os.path.exists(path):
+            return {}
+        try:
+            with open(path) as file:
+                return json.load(file)
+        except (OSError, ValueError):
+            logging.warning("%s is unreadable; the time before this start is not counted", path)
+            return {}
 
     def read_results(self):
         """results.json of a finished run, or None while there is none."""

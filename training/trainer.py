@@ -68,7 +68,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         run_dir.restore_latest(checkpoint, step)
         run_dir.prepare(config, flagfile, from_step=int(step))  # only now: a failed start leaves no run behind
         run = Run(config, dataset, strategy, parts, step, total_steps, run_dir.own_dir,
-                  run_dir.checkpoint_manager(checkpoint), run_dir.summary_writers(),
+                  run_dir.checkpoint_manager(checkpoint), run_dir.summary_writers(), run_dir,
                   eval_every=resolve_eval_every(config, len(dataset.x_train)), validation=validation)
         figures = LOOPS[config.loop](run)
         results = run_results(config, dataset, strategy, parts.network, int(step), start, figures)
