@@ -60,6 +60,11 @@ def build_run_network(config, impl=None):
                          config.precision)
 
 
+def steps_per_epoch(batch_size, num_train_examples):
+    """Optimizer steps in one pass over the training set: whole batches only (the last partial one is dropped)."""
+    return num_train_examples // batch_size
+
+
 def build_parts(config, dataset, total_steps):
     """The run's ``RunParts`` for ``config`` on ``dataset``; call inside ``strategy.scope()``."""
     network = build_run_network(config)
@@ -69,11 +74,11 @@ def build_parts(config, dataset, total_steps):
         # holds the same kernel.
         sample = dataset.x_train[:WHITENING_SAMPLE]
         initialise_whitening(network, eval_preprocess(tf.constant(sample), None)[0])
-    steps_per_epoch = max(1, len(dataset.x_train) // config.batch_size)
     lookahead = None
     if config.lookahead_every:
+        epoch = max(1, steps_per_epoch(config.batch_size, len(dataset.x_train)))  # a batch larger than the data: 1
         lookahead = Lookahead(network.named_weights().values(), config.lookahead_every,
-                              round(config.lookahead_start_epochs * steps_per_epoch), total_steps, steps_per_epoch)
+                              round(config.lookahead_start_epochs * epoch), total_steps, epoch)
     return RunParts(
         network=network, optimizer=make_optimizer(config, total_steps, network.trainable_variables),
         loss=classification_loss(dataset.num_classes, config.label_smoothing),

@@ -18,7 +18,7 @@ from training import distribute
 from training.config import VALIDATION_SPLIT_SEED
 from training.errors import RunError
 from training.loops import LOOPS
-from training.parts import Run, build_parts
+from training.parts import Run, build_parts, steps_per_epoch
 from training.rundir import RunDir
 
 __all__ = ["RunError", "TrainResult", "train"]
@@ -94,14 +94,14 @@ def resolve_train_steps(config, num_train_examples):
     """``config.train_steps``, or ``config.epochs`` passes over the training set in whole batches."""
     if config.train_steps:
         return config.train_steps
-    return max(1, math.ceil(config.epochs * (num_train_examples // config.batch_size)))
+    return max(1, math.ceil(config.epochs * steps_per_epoch(config.batch_size, num_train_examples)))
 
 
 def resolve_eval_every(config, num_train_examples):
     """Steps between evaluations: ``config.eval_every``, or ``config.eval_every_epochs`` of whole batches, so
     runs with different batch sizes are evaluated after the same numbers of images."""
     if config.eval_every_epochs:
-        return max(1, round(config.eval_every_epochs * (num_train_examples // config.batch_size)))
+        return max(1, round(config.eval_every_epochs * steps_per_epoch(config.batch_size, num_train_examples)))
     return config.eval_every
 
 
