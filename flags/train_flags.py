@@ -5,6 +5,7 @@
 from absl import flags as absl_flags
 
 from flags import cli
+from models import architecture
 from training import config as config_lib
 from training.config import TrainConfig
 
@@ -81,10 +82,18 @@ def _register_cross_checks():
     def _tta_in_custom_loop(values):
         return values["loop"] == "custom" or values["test_time_augmentation"] == "none"
 
-    @absl_flags.multi_flags_validator(["loop", "bn_bias_lr_scale", "lookahead_every"], message="--bn_bias_lr_scale "
-                                      "and --lookahead_every act in the custom loop only; use --loop=custom")
+    @absl_flags.multi_flags_validator(["loop", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs"],
+                                      message="--bn_bias_lr_scale, --lookahead_every and --whitening_bias_epochs "
+                                      "act in the custom loop only; use --loop=custom")
     def _airbench_optimisation_in_custom_loop(values):
-        return values["loop"] == "custom" or (values["bn_bias_lr_scale"] == 1 and not values["lookahead_every"])
+        return values["loop"] == "custom" or (values["bn_bias_lr_scale"] == 1 and not values["lookahead_every"]
+                                              and not values["whitening_bias_epochs"])
+
+    @absl_flags.multi_flags_validator(["arch", "whitening_bias_epochs"], message="--whitening_bias_epochs freezes "
+                                      "the bias of a whitening layer, which --arch does not have; start it with "
+                                      "w{size}t (e.g. w2tg)")
+    def _whitening_bias_to_freeze(values):
+        return not values["whitening_bias_epochs"] or architecture.has_whitening_bias(values["arch"])
 
     @absl_flags.multi_flags_validator(["loop", "strategy"], message="--loop=fit runs on one machine; use "
                                       "--loop=custom with --strategy=multi_worker")

@@ -65,10 +65,11 @@ def _counts(layer):
         gelu = " + GELU" if spec.activation == "gelu" else ""
         return (f"conv {spec.kernel_size}x{spec.kernel_size}{stride} {spec.padding}{norm}{gelu}", *counts)
     if isinstance(spec, A.Whitening):
-        counts = _conv_counts(spec.kernel_size, in_shape[2], spec.filters, out_shape[:2], bias=False,
+        counts = _conv_counts(spec.kernel_size, in_shape[2], spec.filters, out_shape[:2], bias=spec.bias,
                               batch_norm=False, trainable=False)
+        bias = " + trained bias" if spec.bias else ""
         gelu = " + GELU" if spec.activation == "gelu" else ""
-        return (f"frozen whitening conv {spec.kernel_size}x{spec.kernel_size} valid{gelu}", *counts)
+        return (f"frozen whitening conv {spec.kernel_size}x{spec.kernel_size} valid{bias}{gelu}", *counts)
     if isinstance(spec, A.Block):
         # conv1 at the input size, then the pool halves it for conv2; both 3x3 `same` without bias.
         parts = [_conv_counts(3, channels, spec.filters, hw, bias=False, batch_norm=True, bn_scale=False)

@@ -8,7 +8,7 @@ use the layer names it assigns, so weights transfer by name.
 | token | layer |
 | --- | --- |
 | ``c{filters}k{size}[s{stride}][v][b][g]`` | convolution, stride 1, ``same`` padding, ReLU; ``v`` valid padding, ``b`` no bias then batch norm then ReLU, ``g`` GELU instead of ReLU |
-| ``w{size}[g]`` | frozen patch-whitening convolution (first token only), then ReLU, or GELU with ``g`` |
+| ``w{size}[t][g]`` | frozen patch-whitening convolution (first token only), then ReLU, or GELU with ``g``; ``t`` adds a trained bias before the activation |
 | ``m{size}`` / ``a{size}`` | max / average pooling, window = stride = size, valid |
 | ``r{filters}`` | residual basic block: relu(skip(x) + bn(conv3x3(relu(bn(conv3x3(x)))))) |
 | ``B{filters}`` | airbench block: gelu(bn(conv3x3(gelu(bn(maxpool2(conv3x3(x))))))), batch norm without scale |
@@ -24,20 +24,22 @@ that op rounds its 1/sqrt(2) to float32, a relative error of at most ~6e-7 for |
 The airbench94 pieces (Keller Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU", 2024), and where they
 differ from ``airbench94.py``:
 
-- ``w{size}`` is a ``size`` x ``size`` valid convolution with ``2 * C * size**2`` filters on a C-channel input and
-  no bias; its kernel is a non-trainable variable that ``models.whitening.initialise_whitening`` sets to the
-  whitening filters (the eigenvectors V of the second-moment matrix of the training images' patches, scaled by
-  1 / sqrt(eigenvalue + eps), as +V then -V). Until then it holds a Glorot-uniform draw like any kernel.
-  airbench94 also has a bias there, trained for the first 3 epochs and then frozen; it is left out so that the
-  layer has no trainable variable and needs no schedule. It must come first because its kernel is computed
-  from the input images.
+- ``w{size}`` is a ``size`` x ``size`` valid convolution with ``2 * C * size**2`` filters on a C-channel input;
+  its kernel is a non-trainable variable that ``models.whitening.initialise_whitening`` sets to the whitening
+  filters (the eigenvectors V of the second-moment matrix of the training images' patches, scaled by
+  1 / sqrt(eigenvalue + eps), as +V then -V). Until then it holds a Glorot-uniform draw like any kernel. It must
+  come first because its kernel is computed from the input images. ``w{size}t`` adds airbench94's bias (zeros
+  at the start, trainable), which the training option ``--whitening_bias_epochs`` freezes after a few epochs
+  (airbench94: 3); without ``t`` the layer has no trainable variable.
 - ``B{filters}`` is airbench's ``ConvGroup``: conv3x3 (``same``, no bias) -> max pool 2 -> batch norm -> GELU
   -> conv3x3 (no bias) -> batch norm -> GELU. Its batch norms have no scale (gamma) at all, as Keras'
   ``BatchNormalization(scale=False)`` (airbench keeps a weight fixed at 1: the same function), and use
-  airbench's momentum 0.6 and epsilon 1e-12 (``BLOCK_BN_MOMENTUM``, ``BLOCK_BN_EPSILON``). Kernels start from
-  Glorot uniform, not airbench's partial identity (Dirac) initialisation, and the moving variance is updated
-  with the biased batch variance, as Keras does (PyTorch uses the unbiased one).
-- ``lin9`` gives airbench's output layer: a linear map without bias whose logits are multiplied by 1/9.
+  airbench's momentum 0.6 and epsilon 1e-12 (``BLOCK_BN_MOMENTUM``, ``BLOCK_BN_EPSILON``). Kernels start as
+  airbench's: PyTorch's fan-in uniform draw whose first ``min(in, out)`` filters are then set to the identity
+  (``models.initializers``). The moving variance is updated with the biased batch variance, as Keras does
+  (PyTorch uses the unbiased one).
+- ``lin9`` gives airbench's output layer: a linear map without bias whose logits are multiplied by 1/9, drawn
+  from PyTorch's fan-in uniform init as airbench's is.
 """
 
 import dataclasses
@@ -66,10 +68,11 @@ PRESETS = {
     # Two 5x5 stride-2 convolutions with batch norm and a small dense layer: 332,162 weights and 1.8M
     # multiply-adds per image (mnist_cnn: 3.3M and 13.9M); the main job's net and the MNIST speed recipe's.
     "mnist_fast": "c24k5s2b-c48k5s2b-d128",
-    # airbench94's network (Keller Jordan, 2024): 2x2 patch whitening, three conv-pool-BN blocks, global max
-    # pooling, logits without bias scaled by 1/9. 118,147,360 multiply-adds and 1,973,920 weights (1,971,328
-    # trained) on a CIFAR image (python3 -m experiments.analyze --arch=airbench94 --dataset=cifar10).
-    "airbench94": "w2g-B64-B256-B256-gmp-lin9",
+    # airbench94's network (Keller Jordan, 2024): 2x2 patch whitening with a trained bias, three conv-pool-BN
+    # blocks, global max pooling, logits without bias scaled by 1/9. 118,147,360 multiply-adds and 1,973,944
+    # weights (1,971,352 trained) on a CIFAR image (python3 -m experiments.analyze --arch=airbench94
+    # --dataset=cifar10).
+    "airbench94": "w2tg-B64-B256-B256-gmp-lin9",
 }
 DEFAULT_ARCH = "mnist_cnn"
 
@@ -87,12 +90,13 @@ class Conv:
 
 @dataclasses.dataclass(frozen=True)
 class Whitening:
-    """A frozen ``kernel_size`` x ``kernel_size`` valid convolution without bias, then an activation."""
+    """A frozen ``kernel_size`` x ``kernel_size`` valid convolution, an optional trained bias, an activation."""
 
     name: str
     kernel_size: int
     filters: int  # 2 * channels_in * kernel_size**2: every whitening filter with both signs
     activation: str = "relu"  # "relu", or "gelu" with the `g` suffix
+    bias: bool = False  # a trained bias before the activation (the `t` suffix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,20 +157,26 @@ class PlannedLayer:
 
 
 _CONV = re.compile(r"c(\d+)k(\d+)(?:s(\d+))?(v)?(b)?(g)?")
-_WHITENING = re.compile(r"w(\d+)(g)?")
+_WHITENING = re.compile(r"w(\d+)(t)?(g)?")
 _POOL = re.compile(r"([ma])(\d+)")
 _RESIDUAL = re.compile(r"r(\d+)")
 _BLOCK = re.compile(r"B(\d+)")
 _DENSE = re.compile(r"d(\d+)")
 _DROPOUT = re.compile(r"drop(\d*\.?\d+)")
 _LINEAR_LOGITS = re.compile(r"lin(\d*\.?\d+)")
-GRAMMAR = ("c{filters}k{size}[s{stride}][v][b][g], w{size}[g], m{size}, a{size}, r{filters}, B{filters}, gap, "
+GRAMMAR = ("c{filters}k{size}[s{stride}][v][b][g], w{size}[t][g], m{size}, a{size}, r{filters}, B{filters}, gap, "
            "gmp, d{units}, drop{rate}, lin{divisor}")
 
 
 def resolve(arch):
     """Returns the architecture string for a preset name, or ``arch`` itself."""
     return PRESETS.get(arch, arch)
+
+
+def has_whitening_bias(arch):
+    """Whether ``arch`` (a string or preset name) starts with a whitening layer that has a trained bias."""
+    match = _WHITENING.fullmatch(resolve(arch).split("-")[0])
+    return bool(match and match[2])
 
 
 def _positive(token, value, what):
@@ -232,7 +242,8 @@ def plan(arch, input_shape, num_classes):
                                  f"patches of the input images, but it follows '{tokens[index - 1]}'")
             h, w = _spatial_output(token, shape, kernel, 1, "valid", "kernel size")
             filters = 2 * shape[2] * kernel * kernel
-            spec = Whitening(name("whiten"), kernel, filters, activation="gelu" if match[2] else "relu")
+            spec = Whitening(name("whiten"), kernel, filters, activation="gelu" if match[3] else "relu",
+                             bias=bool(match[2]))
             shape = add(spec, (h, w, filters))
         elif match := _POOL.fullmatch(token):
             size = _positive(token, int(match[2]), "pool size")

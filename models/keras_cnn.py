@@ -41,17 +41,28 @@ class ConvBlock(keras.layers.Layer):
 
 
 class WhiteningBlock(keras.layers.Layer):
-    """A frozen valid convolution without bias (kernel set by ``models.whitening``), then an activation."""
+    """A frozen valid convolution (kernel set by ``models.whitening``), an optional trained bias (``w{size}t``),
+    then an activation."""
 
     def __init__(self, spec, dtype=None):
         super().__init__(name=spec.name, dtype=dtype)
-        # trainable=False makes the kernel a non-trainable variable: no optimizer or weight decay touches it.
+        # trainable=False makes the kernel a non-trainable variable: no optimizer or weight decay touches it. The
+        # bias is the block's own variable, so it can train while the kernel stays frozen.
         self.conv = keras.layers.Conv2D(spec.filters, spec.kernel_size, padding="valid", use_bias=False,
                                         trainable=False, name="conv", dtype=dtype)
+        self.filters, self.use_bias = spec.filters, spec.bias
+        self.bias = None
         self.activation = ACTIVATIONS[spec.activation]
 
+    def build(self, input_shape):
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+
     def call(self, x, training=False):
-        return self.activation(self.conv(x))
+        x = self.conv(x)
+        if self.bias is not None:
+            x = x + self.bias
+        return self.activation(x)
 
 
 @keras.saving.register_keras_serializable("cnn_lab")

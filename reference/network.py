@@ -109,7 +109,10 @@ class ReferenceCNN(tf.Module):
                 self._create_conv(f"{spec.name}/proj", 1, channels_in, spec.filters, bias=False)
                 self._create_bn(f"{spec.name}/proj_bn", spec.filters)
         elif isinstance(spec, A.Whitening):
-            # Frozen: models.whitening assigns the kernel; no optimizer sees it.
+            # Frozen: models.whitening assigns the kernel; no optimizer sees it. The bias (`t`) trains; it comes
+            # first, as in models.keras_cnn.WhiteningBlock, whose own variables precede its conv's.
+            if spec.bias:
+                self._variable(f"{spec.name}/bias", tf.zeros((spec.filters,), self.dtype))
             self._create_conv(f"{spec.name}/conv", spec.kernel_size, channels_in, spec.filters, bias=False,
                               trainable=False)
         elif isinstance(spec, A.Block):
@@ -177,7 +180,10 @@ class ReferenceCNN(tf.Module):
                 x = x + self._get(f"{spec.name}/conv/bias")  # a broadcast add, as Keras' ops.add
             return _ACTIVATIONS[spec.activation](x)
         if isinstance(spec, A.Whitening):  # (B, H, W, C) -> (B, H - k + 1, W - k + 1, 2*C*k*k)
-            return _ACTIVATIONS[spec.activation](self._conv(x, f"{spec.name}/conv", 1, "valid"))
+            x = self._conv(x, f"{spec.name}/conv", 1, "valid")
+            if spec.bias:
+                x = x + self._get(f"{spec.name}/bias")
+            return _ACTIVATIONS[spec.activation](x)
         if isinstance(spec, A.Block):  # (B, H, W, C) -> (B, H // 2, W // 2, filters)
             n = spec.name
 

@@ -1,5 +1,6 @@
 """airbench94's optimisation and initialisation pieces: identity-initialised block convs, the triangle schedule,
-the batch-norm bias rate, lookahead, and a resumed run with lookahead (its clock included)."""
+the batch-norm bias rate, weight decay of biases, the frozen whitening bias, lookahead, and a resumed run with
+lookahead and a frozen bias (its clock included)."""
 
 import json
 import math
@@ -10,10 +11,13 @@ import tensorflow as tf
 
 from models.network import build_network
 from training import data as data_lib
+from training.config import TrainConfig
+from training.freezing import FreezeAfter
 from training.lookahead import DECAY_BASE, Lookahead
 from training.loop import make_train_loop
 from training.optimization import TRIANGLE_END, TRIANGLE_START, Schedule
-from training.parts import bias_gradient_scales
+from training.parts import bias_gradient_scales, make_optimizer
+from training.trainer import train
 
 ATOL = 1e-6  # float32 arithmetic on O(1) values
 
@@ -69,6 +73,35 @@ def test_batch_norm_biases_move_bias_scale_times_as_far_and_nothing_else_changes
     assert np.abs(plain["block1/bn1/beta"]).max() > 1e-4  # the biases did move
 
 
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_weight_decay_reaches_biases_only_when_asked(decay_biases):
+    network = build_network("reference", "c2k3b-c2k3-d3", (5, 5, 1), 3, seed=1)
+    for variable in network.trainable_variables:
+        variable.assign(tf.ones_like(variable))
+    config = TrainConfig(optimizer="sgd", learning_rate=0.5, momentum=0.0, weight_decay=0.1, decay_biases=decay_biases)
+    optimizer = make_optimizer(config, total_steps=10, variables=network.trainable_variables)
+    # A zero gradient: only the decoupled decay moves a weight, from 1 to 1 - lr x wd = 0.95.
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in network.trainable_variables])
+    after = {name: float(v.numpy().ravel()[0]) for name, v in network.named_weights().items()
+             if name.endswith(("kernel", "bias", "beta", "gamma"))}
+    decayed = {name for name, value in after.items() if value == pytest.approx(0.95, abs=ATOL)}
+    kept = {name for name, value in after.items() if value == 1.0}
+    kernels = {"conv1/conv/kernel", "conv2/conv/kernel", "dense1/kernel", "logits/kernel"}
+    vectors = {"conv1/bn/gamma", "conv1/bn/beta", "conv2/conv/bias", "dense1/bias", "logits/bias"}
+    assert (decayed, kept) == ((kernels | vectors, set()) if decay_biases else (kernels, vectors))
+
+
+def test_a_frozen_variable_keeps_the_value_of_its_last_training_step():
+    bias = tf.Variable([0.0, 0.0])
+    freeze = FreezeAfter([bias], steps=2)
+    seen = []
+    for number, trained in enumerate(([1.0, 1.0], [2.0, 3.0], [5.0, 8.0], [9.0, 9.0]), start=1):
+        bias.assign(trained)  # what the optimizer step would have done
+        freeze.after_step(tf.constant(number, tf.int64))
+        seen.append(bias.numpy().tolist())
+    assert seen == [[1.0, 1.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0]]
+
+
 def test_lookahead_averages_from_its_start_and_resets_the_weights_at_each_epoch_end():
     weight = tf.Variable(1.0)
     lookahead = Lookahead([weight], every=2, start_step=2, total_steps=10, steps_per_epoch=5)
@@ -87,22 +120,42 @@ def test_lookahead_averages_from_its_start_and_resets_the_weights_at_each_epoch_
     assert step(5, 10.0) == pytest.approx(average, abs=ATOL)  # epoch end: back to the average
 
 
-def test_a_lookahead_run_resumed_from_a_checkpoint_ends_like_the_straight_run(tmp_path, bundled_mnist):
-    from training.config import TrainConfig
-    from training.trainer import train
-
-    dataset = data_lib.Dataset("mnist", bundled_mnist["x_train"][:256, ..., np.newaxis],
+def _small_mnist(bundled_mnist):
+    return data_lib.Dataset("mnist", bundled_mnist["x_train"][:256, ..., np.newaxis],
                                bundled_mnist["y_train"][:256].astype(np.int32),
                                bundled_mnist["x_test"][:64, ..., np.newaxis],
-                               bundled_mnist["y_test"][:64].astype(np.int32), source="first 256 bundled MNIST")
+                            bundled_mnist["y_test"][:64].astype(np.int32), source="first 256 bundled MNIST")
+
+
+# 8 steps per epoch of 32 images: the whitening bias trains for steps 1-2 (0.25 epochs) and is frozen after.
+FROZEN_BIAS_RUN = dict(dataset="mnist", arch="w2tg-B4-gmp-lin9", standardize=True, batch_size=32, steps_per_loop=2,
+                       log_every=2, optimizer="sgd", learning_rate=0.2, momentum=0.85, nesterov=True,
+                       weight_decay=0.01, decay_biases=True, whitening_bias_epochs=0.25, deterministic=True, seed=5)
+
+
+def test_the_whitening_bias_trains_for_its_epochs_then_keeps_its_value(tmp_path, bundled_mnist):
+    dataset = _small_mnist(bundled_mnist)
+
+    def run(steps, name):
+        # A constant rate: the first two steps of both runs are the same computation.
+        result = train(TrainConfig(**FROZEN_BIAS_RUN, train_steps=steps, logdir=str(tmp_path / name)),
+                       dataset=dataset)
+        return {name: v.numpy() for name, v in result.model.named_weights().items()}
+
+    two, six = run(2, "two"), run(6, "six")
+    assert np.abs(two["whiten1/bias"]).max() > 1e-3  # it trained (it starts at 0)
+    np.testing.assert_array_equal(six["whiten1/bias"], two["whiten1/bias"])
+    assert np.abs(six["block1/bn1/beta"] - two["block1/bn1/beta"]).max() > 1e-3  # the rest kept training
+
+
+def test_a_lookahead_run_resumed_from_a_checkpoint_ends_like_the_straight_run(tmp_path, bundled_mnist):
+    dataset = _small_mnist(bundled_mnist)
 
     def run(logdir):
         # 8 steps per epoch; lookahead syncs every 2 steps from step 4, so the checkpoint at step 6 holds a
-        # started average that the resumed run must continue.
-        config = TrainConfig(dataset="mnist", arch="B4-gmp-lin9", batch_size=32, train_steps=12,
-                             checkpoint_every=6, steps_per_loop=2, log_every=2, optimizer="sgd", learning_rate=0.2,
-                             momentum=0.85, nesterov=True, bn_bias_lr_scale=64.0, lookahead_every=2,
-                             lookahead_start_epochs=0.5, deterministic=True, seed=5, logdir=str(logdir))
+        # started average that the resumed run must continue, and the whitening bias frozen since step 2.
+        config = TrainConfig(**FROZEN_BIAS_RUN, train_steps=12, checkpoint_every=6, bn_bias_lr_scale=64.0,
+                             lookahead_every=2, lookahead_start_epochs=0.5, logdir=str(logdir))
         result = train(config, dataset=dataset)
         return {name: v.numpy() for name, v in result.model.named_weights().items()}, result.results
 

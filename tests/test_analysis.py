@@ -103,15 +103,15 @@ def test_airbench94_multiply_adds_parameters_and_groups():
     expected = {"whiten1": 276_768, "block1": 21_579_264, "block2": 62_078_976, "block3": 34_209_792,
                 "logits": 2_560}
     assert {name: r.macs for name, r in rows.items() if r.macs} == expected
-    # Parameters: whiten1 2*2*3*24 = 288, none trained. Each block: two 3x3 kernels and 3 BN vectors per
-    # channel after each (beta trained; moving mean and variance not).
+    # Parameters: whiten1 2*2*3*24 = 288 frozen + 24 bias (trained). Each block: two 3x3 kernels and 3 BN
+    # vectors per channel after each (beta trained; moving mean and variance not).
     # block1 3*3*24*64 + 3*64 + 3*3*64*64 + 3*64         =    51,072  (50,816 trained)
     # block2 3*3*64*256 + 3*256 + 3*3*256*256 + 3*256    =   738,816  (737,792 trained)
     # block3 3*3*256*256 + 3*256 + 3*3*256*256 + 3*256   = 1,181,184  (1,180,160 trained)
     # logits 256*10, no bias                             =     2,560
-    #                                              total = 1,973,920  (1,971,328 trained)
-    assert analysis.totals(rows.values()) == (1_973_920, 1_971_328, 118_147_360)
-    assert (rows["whiten1"].params, rows["whiten1"].trainable_params) == (288, 0)
+    #                                              total = 1,973,944  (1,971,352 trained)
+    assert analysis.totals(rows.values()) == (1_973_944, 1_971_352, 118_147_360)
+    assert (rows["whiten1"].params, rows["whiten1"].trainable_params) == (312, 24)
     # Four conv layers: whiten1 and block1 early, block2 and block3 late.
     assert {name: r.group for name, r in rows.items() if r.group} == {
         "whiten1": analysis.EARLY, "block1": analysis.EARLY, "block2": analysis.LATE, "block3": analysis.LATE,

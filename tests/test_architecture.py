@@ -40,6 +40,8 @@ def _layers(arch, input_shape, num_classes=10):
     # Whitening: valid, 2 * C * k * k filters (every whitening direction with both signs).
     ("w2", CIFAR_SHAPE, A.Whitening("whiten1", 2, 24, "relu"), (31, 31, 24)),
     ("w3g", (7, 7, 1), A.Whitening("whiten1", 3, 18, "gelu"), (5, 5, 18)),
+    # `t`: a trained bias (airbench94's), before `g`.
+    ("w2tg", CIFAR_SHAPE, A.Whitening("whiten1", 2, 24, "gelu", bias=True), (31, 31, 24)),
     # airbench block: the `same` convs keep the size, its 2x2 max pool halves it (floor: 7 -> 3).
     ("B64", (31, 31, 24), A.Block("block1", 64), (15, 15, 64)),
     ("B8", (7, 7, 3), A.Block("block1", 8), (3, 3, 8)),
@@ -103,7 +105,7 @@ def test_new_kinds_are_numbered_in_order():
 
 def test_presets_resolve_to_their_strings():
     assert A.resolve("mnist_cnn") == "c32k5-m2-c64k5-m2-d1024-drop0.5"
-    assert A.resolve("airbench94") == "w2g-B64-B256-B256-gmp-lin9"
+    assert A.resolve("airbench94") == "w2tg-B64-B256-B256-gmp-lin9"
     assert A.resolve("keras_convnet") == "c32k3v-m2-c64k3v-m2-drop0.5"
     assert A.resolve("mlp") == "d512-d512"
     assert A.resolve("c8k3-d10") == "c8k3-d10"  # not a preset: returned as is
@@ -137,7 +139,7 @@ def test_presets_plan_to_the_documented_networks(preset, input_shape, expected):
 
 def test_airbench94_preset_is_airbench94s_network():
     specs = [spec for spec, _ in _layers("airbench94", CIFAR_SHAPE)]
-    assert specs == [A.Whitening("whiten1", 2, 24, "gelu"), A.Block("block1", 64), A.Block("block2", 256),
+    assert specs == [A.Whitening("whiten1", 2, 24, "gelu", bias=True), A.Block("block1", 64), A.Block("block2", 256),
                      A.Block("block3", 256), A.GlobalPool("global_maxpool1", "max"),
                      A.Dense("logits", 10, activation=False, bias=False, scale=1 / 9)]
     # airbench94.py's BatchNorm: eps=1e-12, momentum 0.6 in the moving = momentum * moving + ... convention.

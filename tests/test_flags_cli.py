@@ -63,8 +63,13 @@ FAILURES = {
                         "train.py: error: flags impl=reference, loop=fit: --loop=fit trains Keras models only; use "
                         "--impl=keras with --loop=fit, or --loop=custom with --impl=reference"),
     "lookahead_in_fit": (["--loop=fit", "--lookahead_every=5"], USAGE_ERROR,
-                         "train.py: error: flags loop=fit, bn_bias_lr_scale=1.0, lookahead_every=5: "
-                         "--bn_bias_lr_scale and --lookahead_every act in the custom loop only; use --loop=custom"),
+                         "train.py: error: flags loop=fit, bn_bias_lr_scale=1.0, lookahead_every=5, "
+                         "whitening_bias_epochs=0.0: --bn_bias_lr_scale, --lookahead_every and "
+                         "--whitening_bias_epochs act in the custom loop only; use --loop=custom"),
+    "no_whitening_bias_to_freeze": (["--arch=w2g-B8-gmp", "--whitening_bias_epochs=3"], USAGE_ERROR,
+                                    "train.py: error: flags arch=w2g-B8-gmp, whitening_bias_epochs=3.0: "
+                                    "--whitening_bias_epochs freezes the bias of a whitening layer, which --arch "
+                                    "does not have; start it with w{{size}}t (e.g. w2tg)"),
     "data_dir_missing": (["--data_dir=/nonexistent"], USAGE_ERROR,
                          "train.py: error: flag --data_dir=/nonexistent: --data_dir must be an existing directory"),
     # {occupied} and {bad_data} are filled in by the fixture.

@@ -70,6 +70,7 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     assert (speed["batch_size"], speed["epochs"], speed["warmup_steps"], speed["lr_schedule"]) == (
         1024, 10.0, 110, "triangle")
     assert (speed["bn_bias_lr_scale"], speed["lookahead_every"], speed["lookahead_start_epochs"]) == (64.0, 5, 3.0)
+    assert (speed["decay_biases"], speed["whitening_bias_epochs"]) == (True, 3.0)
     # CIFAR-100 trains the CIFAR-10 recipe unchanged: every field but the dataset and the run directory agrees.
     hundred = configs[str(REPO_ROOT / "flags" / "cifar100_speed.cfg")]
     differ = {name for name in speed if speed[name] != hundred[name]}

@@ -56,9 +56,10 @@ ARCHS = [
     ("c4k3s2b-r6-m2-gmp-d5-drop0.5", (32, 32, 3)),
     # An MLP on MNIST-shaped input (implicit flatten).
     ("d32-d16", (28, 28, 1)),
-    # The airbench94 tokens: GELU whitening (2*2*2*2 = 16 frozen filters), GELU convs with and without BN, airbench
-    # blocks keeping (4 -> 4) and changing (3 -> 6) the channel count, and logits without bias scaled by 1/9.
-    ("w2g-c4k3g-B4-c3k2bg-B6-gmp-lin9", (9, 9, 2)),
+    # The airbench94 tokens: GELU whitening (2*2*2*2 = 16 frozen filters) with its trained bias, GELU convs with
+    # and without BN, airbench blocks keeping (4 -> 4) and changing (3 -> 6) the channel count, and logits without
+    # bias scaled by 1/9.
+    ("w2tg-c4k3g-B4-c3k2bg-B6-gmp-lin9", (9, 9, 2)),
     # ReLU whitening with a 3x3 kernel, a block whose pool drops a row and a column (5 -> 2), dense after it.
     ("w3-B5-d4", (7, 7, 1)),
 ]
@@ -155,10 +156,10 @@ def _train_step(model, optimizer, images, labels):
 
 
 # A trajectory test takes seconds per arch on a loaded 2-core machine, so the airbench tokens train in one small
-# arch (frozen GELU whitening, a block's momentum-0.6 statistics over 10 steps, a GELU BN conv, lin9) instead of
-# the two above, whose forward passes and gradients are checked.
+# arch (frozen GELU whitening with its trained bias, a block's momentum-0.6 statistics over 10 steps, a GELU BN
+# conv, lin9) instead of the two above, whose forward passes and gradients are checked.
 TRAJECTORY_ARCHS = [(arch, shape) for arch, shape in ARCHS if not arch.startswith("w")]
-AIRBENCH_TRAJECTORY = ("w2g-B4-c3k2bg-gmp-lin9", (6, 6, 2))
+AIRBENCH_TRAJECTORY = ("w2tg-B4-c3k2bg-gmp-lin9", (6, 6, 2))
 
 OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(learning_rate=1e-2),

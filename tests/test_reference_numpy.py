@@ -109,8 +109,9 @@ def np_forward(plan, w, x, training):
         if isinstance(s, A.Conv):
             y = conv(x, f"{n}/conv", s.stride, s.padding)
             x = activation[s.activation](bn(y, f"{n}/bn") if s.batch_norm else y + w[f"{n}/conv/bias"])
-        elif isinstance(s, A.Whitening):  # valid, no bias
-            x = activation[s.activation](conv(x, f"{n}/conv", padding="valid"))
+        elif isinstance(s, A.Whitening):  # valid; `t`: a bias
+            y = conv(x, f"{n}/conv", padding="valid")
+            x = activation[s.activation](y + w[f"{n}/bias"] if s.bias else y)
         elif isinstance(s, A.Block):  # conv -> max pool 2 -> BN -> GELU -> conv -> BN -> GELU
             y = np_gelu(block_bn(np_pool(conv(x, f"{n}/conv1"), 2, np.max), f"{n}/bn1"))
             x = np_gelu(block_bn(conv(y, f"{n}/conv2"), f"{n}/bn2"))
@@ -143,9 +144,9 @@ NUMPY_ARCHS = [
     ("c3k3s2b-r3-r4-gap", (7, 7, 2)),  # BN conv, identity and projection residual blocks
     ("c2k2v-a3-drop0-d6-drop0-d4", (7, 6, 3)),  # non-square input
     ("d6-d4", (3, 3, 2)),
-    # The airbench94 tokens: GELU whitening (2*2*1*2 = 8 filters), airbench blocks (6 -> 3 -> 1), a GELU BN conv
-    # between them, logits without bias scaled by 1/9.
-    ("w2g-B3-c2k3bg-B4-gmp-lin9", (7, 7, 1)),
+    # The airbench94 tokens: GELU whitening (2*2*1*2 = 8 filters) with its trained bias, airbench blocks
+    # (6 -> 3 -> 1), a GELU BN conv between them, logits without bias scaled by 1/9.
+    ("w2tg-B3-c2k3bg-B4-gmp-lin9", (7, 7, 1)),
     # ReLU whitening with a 3x3 kernel on a non-square input (8x7 -> 6x5), a GELU conv with bias, a block whose
     # pool drops the odd column (6x5 -> 3x2), then dense.
     ("w3-c2k2g-B4-d4", (8, 7, 2)),
@@ -202,9 +203,9 @@ def test_same_padding_rule():
 GRADIENT_DELTA = 1e-6
 GRADIENT_TOL = 1e-7
 GRADIENT_ARCH = "c3k3b-r4-m2-c4k2s2v-d6"  # BN (training mode), residual projection, max pool, strided valid conv
-# GELU whitening, an airbench block (BN without gamma, its pool inside), a GELU BN conv, lin9 logits. On 5x5
-# images (5 -> 4 -> 2): 50 input entries, so the input gradient takes 100 forward passes.
-AIRBENCH_GRADIENT_ARCH = "w2g-B3-c4k2bg-lin9"
+# GELU whitening with a bias, an airbench block (BN without gamma, its pool inside), a GELU BN conv, lin9 logits.
+# On 5x5 images (5 -> 4 -> 2): 50 input entries, so the input gradient takes 100 forward passes.
+AIRBENCH_GRADIENT_ARCH = "w2tg-B3-c4k2bg-lin9"
 GRADIENT_SIZE = {GRADIENT_ARCH: 6, AIRBENCH_GRADIENT_ARCH: 5}
 
 
@@ -233,7 +234,8 @@ def test_finite_difference_gradient_wrt_input(training, arch):
 @pytest.mark.parametrize("arch,name", [(GRADIENT_ARCH, name) for name in (
     "conv1/conv/kernel", "res1/bn1/gamma", "res1/proj/kernel", "conv2/conv/bias", "dense1/kernel")] + [
     # Small weights only (one forward pass per entry and side); the Keras/reference tests cover the kernels.
-    (AIRBENCH_GRADIENT_ARCH, name) for name in ("block1/bn1/beta", "block1/bn2/beta", "conv1/bn/gamma")])
+    (AIRBENCH_GRADIENT_ARCH, name) for name in ("whiten1/bias", "block1/bn1/beta", "block1/bn2/beta",
+                                                "conv1/bn/gamma")])
 def test_finite_difference_gradient_wrt_weight(arch, name):
     ref, images = _gradient_check_setup(arch)
     variable = ref.named_weights()[name]

@@ -84,8 +84,11 @@ class TrainConfig:
         "--decay_rate.", item=float,
         check=(lambda v: all(0 < f < 1 for f in v) and list(v) == sorted(set(v)),
                "must be increasing fractions in (0, 1), e.g. 0.5,0.75"))
-    weight_decay: float = _field(0.0, "Decoupled weight decay of conv and dense kernels, per update, scaled by "
-                                 "the learning rate.", check=(lambda v: 0 <= v < math.inf, "must be a finite number >= 0"))
+    weight_decay: float = _field(0.0, "Decoupled weight decay of conv and dense kernels (and of biases with "
+                                 "--decay_biases), per update, scaled by the learning rate.",
+                                 check=(lambda v: 0 <= v < math.inf, "must be a finite number >= 0"))
+    decay_biases: bool = _field(False, "Apply --weight_decay to biases and batch-norm offsets as well, as airbench94 "
+                                "does; off: conv and dense kernels only.")
     bn_bias_lr_scale: float = _field(1.0, "Multiplier of the gradients of batch-norm biases (beta): with SGD, their "
                                      "learning rate times this (airbench94: 64); Adam normalises it away.",
                                      check=(lambda v: 0 < v < math.inf, "must be a finite number > 0"))
@@ -95,6 +98,10 @@ class TrainConfig:
                                   check=_non_negative(MAX_STEPS))
     lookahead_start_epochs: float = _field(3.0, "Epochs before the lookahead's first sync.",
                                            check=(lambda v: 0 <= v <= 1e6, "must be >= 0 and at most 1e6"))
+    whitening_bias_epochs: float = _field(0.0, "Epochs after which the trained bias of the whitening layer "
+                                          "(w{size}t) is frozen, as airbench94 does after 3; 0: it trains "
+                                          "throughout. Custom loop only.",
+                                          check=(lambda v: 0 <= v <= 1e6, "must be >= 0 and at most 1e6"))
     label_smoothing: float = _field(0.0, "Label smoothing, in [0, 1).", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
 
     # Budget and loop.

@@ -20,7 +20,7 @@ def train(run):
     test_batches = parts_lib.distributed_eval_batches(run, run.dataset.x_test, run.dataset.y_test)
     train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
                                           parts.train_metrics, run.strategy, config.batch_size, config.jit_compile,
-                                          parts.gradient_scales, parts.lookahead)
+                                          parts.gradient_scales, tuple(parts.step_hooks.values()))
     eval_step = loop_lib.make_eval_step(parts.network, parts.per_example_loss, parts.eval_metrics, run.strategy,
                                         config.test_time_augmentation)
     book = Bookkeeper(run, evaluate=lambda: evaluate(eval_step, test_batches, parts.eval_metrics),

@@ -10,7 +10,7 @@ TTA_MODES = ("none", "flip", "flip_translate")
 
 
 def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size, jit_compile=False,
-                    gradient_scales=None, lookahead=None):
+                    gradient_scales=None, step_hooks=()):
     """Returns ``train_loop(iterator, num_steps) -> per-step losses`` as a ``tf.function``.
 
     ``loss_fn`` gives one loss per example; each replica divides its sum by the *global* batch size, so the
@@ -18,8 +18,8 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
     ``(mean_loss, accuracy)`` pair of Keras metrics created in ``strategy.scope()``. A Keras
     ``LossScaleOptimizer`` scales the loss in the tape and unscales the gradients in ``apply_gradients``; for
     other optimizers ``scale_loss`` returns the loss unchanged. ``gradient_scales`` (one float per trainable
-    variable, or None) multiplies each gradient; ``lookahead`` (a ``training.lookahead.Lookahead`` or None)
-    acts after each optimizer step.
+    variable, or None) multiplies each gradient; each of ``step_hooks`` (``training.freezing.FreezeAfter``,
+    ``training.lookahead.Lookahead``: objects with ``after_step(step)``) acts after each optimizer step, in order.
     """
     mean_loss, accuracy = metrics
 
@@ -51,8 +51,8 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
             images, labels = next(iterator)
             replica_losses = strategy.run(replica_step, args=(images, labels))
             losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, replica_losses, axis=None))
-            if lookahead is not None:
-                lookahead.after_step(optimizer.iterations)
+            for hook in step_hooks:
+                hook.after_step(optimizer.iterations)
         return losses.stack()
 
     return train_loop

@@ -11,6 +11,7 @@ from models import architecture
 from models.network import build_network
 from models.whitening import initialise_whitening
 from training import data as data_lib
+from training.freezing import FreezeAfter
 from training.lookahead import Lookahead
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
@@ -31,7 +32,9 @@ class RunParts:
     train_preprocess: object  # fn(images_uint8, labels) -> (images, labels)
     eval_preprocess: object
     gradient_scales: tuple = None  # one multiplier per trainable variable (--bn_bias_lr_scale), or None
-    lookahead: Lookahead = None  # --lookahead_every, or None
+    # What acts after each optimizer step, in order, by checkpoint key: "freeze" (--whitening_bias_epochs), then
+    # "lookahead" (--lookahead_every), which then averages the frozen values.
+    step_hooks: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -74,18 +77,31 @@ def build_parts(config, dataset, total_steps):
         # holds the same kernel.
         sample = dataset.x_train[:WHITENING_SAMPLE]
         initialise_whitening(network, eval_preprocess(tf.constant(sample), None)[0])
-    lookahead = None
-    if config.lookahead_every:
-        epoch = max(1, steps_per_epoch(config.batch_size, len(dataset.x_train)))  # a batch larger than the data: 1
-        lookahead = Lookahead(network.named_weights().values(), config.lookahead_every,
-                              round(config.lookahead_start_epochs * epoch), total_steps, epoch)
     return RunParts(
         network=network, optimizer=make_optimizer(config, total_steps, network.trainable_variables),
         loss=classification_loss(dataset.num_classes, config.label_smoothing),
         per_example_loss=classification_loss(dataset.num_classes, config.label_smoothing, reduction=None),
         train_metrics=make_metrics("train"), eval_metrics=make_metrics("eval"),
         train_preprocess=train_preprocess, eval_preprocess=eval_preprocess,
-        gradient_scales=bias_gradient_scales(network, config.bn_bias_lr_scale), lookahead=lookahead)
+        gradient_scales=bias_gradient_scales(network, config.bn_bias_lr_scale),
+        step_hooks=make_step_hooks(config, network, len(dataset.x_train), total_steps))
+
+
+def make_step_hooks(config, network, num_train_examples, total_steps):
+    """``{checkpoint key: hook}`` of what acts after each optimizer step (see ``RunParts.step_hooks``)."""
+    epoch = max(1, steps_per_epoch(config.batch_size, num_train_examples))  # a batch larger than the data: 1
+    hooks = {}
+    if config.whitening_bias_epochs:
+        biases = [v for layer in network.plan if isinstance(layer.spec, architecture.Whitening) and layer.spec.bias
+                  for v in [network.named_weights()[f"{layer.spec.name}/bias"]]]
+        if not biases:
+            raise ValueError(f"--whitening_bias_epochs={config.whitening_bias_epochs} freezes the bias of a whitening "
+                             f"layer, but architecture '{config.arch}' has none; use a w{{size}}t first token")
+        hooks["freeze"] = FreezeAfter(biases, round(config.whitening_bias_epochs * epoch))
+    if config.lookahead_every:
+        hooks["lookahead"] = Lookahead(network.named_weights().values(), config.lookahead_every,
+                                       round(config.lookahead_start_epochs * epoch), total_steps, epoch)
+    return hooks
 
 
 def bias_gradient_scales(network, scale):
@@ -128,7 +144,8 @@ def make_optimizer(config, total_steps, variables):
     schedule = Schedule(config.lr_schedule, config.learning_rate, total_steps, config.warmup_steps,
                         config.decay_rate, config.decay_steps, config.piecewise_boundaries)
     optimizer = build_optimizer(config.optimizer, schedule, config.momentum, config.nesterov, config.weight_decay)
-    exclude_from_decay(optimizer, variables)
+    if not config.decay_biases:
+        exclude_from_decay(optimizer, variables)
     if config.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # Keras 3 creates slot variables lazily; building them here, in the strategy's scope, lets

@@ -62,8 +62,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         # The step counter lives on the host, outside the strategy: one plain variable whatever the strategy.
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         state = dict(model=parts.network.checkpoint_state(), optimizer=parts.optimizer, step=step)
-        if parts.lookahead is not None:
-            state["lookahead"] = parts.lookahead.checkpoint_state()
+        state.update({key: hook.checkpoint_state() for key, hook in parts.step_hooks.items()})
         checkpoint = tf.train.Checkpoint(**state)
         run_dir.restore_latest(checkpoint, step)
         run_dir.prepare(config, flagfile, from_step=int(step))  # only now: a failed start leaves no run behind
