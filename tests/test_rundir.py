@@ -85,3 +85,16 @@ def test_a_logdir_under_a_file_is_refused(tmp_path):
     with pytest.raises(RunError, match=f"^--logdir {path} cannot be created \\(Not a directory\\); choose a new "
                                        f"--logdir$"):
         RunDir(str(path)).lock()
+
+
+def test_a_field_an_older_run_did_not_record_counts_as_its_default(tmp_path):
+    # config.json of a run written before --decay_biases existed: that code decayed kernels only, the default.
+    older = TrainConfig(logdir=str(tmp_path))
+    run_dir = RunDir(str(tmp_path))
+    run_dir.prepare(older)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["config"]["decay_biases"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    run_dir.check(older)  # the same computation: resumed
+    with pytest.raises(RunError, match=r"holds a run with --decay_biases=False, not --decay_biases=True"):
+        run_dir.check(TrainConfig(logdir=str(tmp_path), decay_biases=True))

@@ -198,10 +198,12 @@ def fields():
 
 def fixed_changes(earlier, config):
     """``{field: (earlier value, value)}`` for the FIXED fields on which the saved config dict ``earlier`` and
-    ``config`` differ. A field the earlier run did not record is taken to match (a run of older code)."""
+    ``config`` differ. A field the earlier run did not record (a run of older code) had the field's default: a
+    new field's default is what older code computed, so a resume that asks for another value is a change."""
     now = as_json(config)
-    return {f.name: (earlier[f.name], now[f.name]) for f in fields()
-            if f.metadata["resume"] == FIXED and f.name in earlier and earlier[f.name] != now[f.name]}
+    defaults = as_json(TrainConfig())
+    return {f.name: (earlier.get(f.name, defaults[f.name]), now[f.name]) for f in fields()
+            if f.metadata["resume"] == FIXED and earlier.get(f.name, defaults[f.name]) != now[f.name]}
 
 
 def as_json(config):
