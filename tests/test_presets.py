@@ -40,7 +40,8 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 
 
 def test_every_preset_parses_into_the_run_its_comment_names():
-    assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_resnet_small.cfg", "cifar10_speed.cfg",
+    assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_fast.cfg", "cifar10_resnet_small.cfg",
+                                         "cifar10_speed.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
                                          "mnist_full.cfg", "mnist_speed.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -71,6 +72,14 @@ def test_every_preset_parses_into_the_run_its_comment_names():
         1024, 10.0, 110, "triangle")
     assert (speed["bn_bias_lr_scale"], speed["lookahead_every"], speed["lookahead_start_epochs"]) == (64.0, 5, 3.0)
     assert (speed["decay_biases"], speed["whitening_bias_epochs"]) == (True, 3.0)
+    # The cheaper CIFAR-10 point: the speed recipe over 4 epochs, its epoch-timed parts scaled by 0.4.
+    cheaper = configs[str(REPO_ROOT / "flags" / "cifar10_fast.cfg")]
+    assert {name for name in speed if speed[name] != cheaper[name]} == {
+        "epochs", "warmup_steps", "whitening_bias_epochs", "lookahead_start_epochs", "eval_every_epochs",
+        "target_accuracy", "logdir"}
+    # 4 epochs of 48 full batches = 192 steps; int(0.23 * 192) = 44.
+    assert (cheaper["epochs"], cheaper["warmup_steps"], cheaper["whitening_bias_epochs"],
+            cheaper["eval_every_epochs"]) == (4.0, 44, 1.2, 0.0)
     # CIFAR-100 trains the CIFAR-10 recipe unchanged: every field but the dataset and the run directory agrees.
     hundred = configs[str(REPO_ROOT / "flags" / "cifar100_speed.cfg")]
     differ = {name for name in speed if speed[name] != hundred[name]}
