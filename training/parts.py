@@ -90,16 +90,16 @@ def build_parts(config, dataset, total_steps):
 def make_step_hooks(config, network, num_train_examples, total_steps):
     """``{checkpoint key: hook}`` of what acts after each optimizer step (see ``RunParts.step_hooks``)."""
     epoch = max(1, steps_per_epoch(config.batch_size, num_train_examples))  # a batch larger than the data: 1
-    hooks = {}
+    hooks, named = {}, network.named_weights()
     if config.whitening_bias_epochs:
-        biases = [v for layer in network.plan if isinstance(layer.spec, architecture.Whitening) and layer.spec.bias
-                  for v in [network.named_weights()[f"{layer.spec.name}/bias"]]]
+        biases = [named[f"{layer.spec.name}/bias"] for layer in network.plan
+                  if isinstance(layer.spec, architecture.Whitening) and layer.spec.bias]
         if not biases:
             raise ValueError(f"--whitening_bias_epochs={config.whitening_bias_epochs} freezes the bias of a whitening "
                              f"layer, but architecture '{config.arch}' has none; use a w{{size}}t first token")
         hooks["freeze"] = FreezeAfter(biases, round(config.whitening_bias_epochs * epoch))
     if config.lookahead_every:
-        hooks["lookahead"] = Lookahead(network.named_weights().values(), config.lookahead_every,
+        hooks["lookahead"] = Lookahead(named.values(), config.lookahead_every,
                                        round(config.lookahead_start_epochs * epoch), total_steps, epoch)
     return hooks
 
