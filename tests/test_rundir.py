@@ -98,3 +98,35 @@ def test_a_field_an_older_run_did_not_record_counts_as_its_default(tmp_path):
     run_dir.check(older)  # the same computation: resumed
     with pytest.raises(RunError, match=r"holds a run with --decay_biases=False, not --decay_biases=True"):
         run_dir.check(TrainConfig(logdir=str(tmp_path), decay_biases=True))
+
+
+def test_config_json_records_the_network_a_preset_name_stood_for(tmp_path):
+    RunDir(str(tmp_path)).prepare(TrainConfig(arch="mnist_fast", logdir=str(tmp_path)))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["config"]["arch"], saved["network"]) == ("mnist_fast", "c24k5s2b-c48k5s2b-d128")
+
+
+def _as_if_trained_as(tmp_path, network):
+    """config.json of a run of preset mnist_fast whose definition was ``network`` when it trained."""
+    RunDir(str(tmp_path)).prepare(TrainConfig(arch="mnist_fast", logdir=str(tmp_path)))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["network"] = network
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+
+
+def test_a_run_whose_preset_changed_meaning_resumes_only_as_the_network_it_trained(tmp_path):
+    _as_if_trained_as(tmp_path, "c24k5s2b-d128")
+    run_dir = RunDir(str(tmp_path))
+    with pytest.raises(RunError, match=r"holds a run of the network c24k5s2b-d128, but --arch=mnist_fast is "
+                                       r"c24k5s2b-c48k5s2b-d128; resume with --arch=c24k5s2b-d128"):
+        run_dir.check(TrainConfig(arch="mnist_fast", logdir=str(tmp_path), allow_config_change=True))
+    run_dir.check(TrainConfig(arch="c24k5s2b-d128", logdir=str(tmp_path)))  # the same network: not a change
+    # Tools that read the run build the network it trained.
+    assert run_dir.read_config().arch == "c24k5s2b-d128"
+
+
+def test_a_preset_and_its_string_are_the_same_network_on_resume(tmp_path):
+    RunDir(str(tmp_path)).prepare(TrainConfig(arch="mnist_fast", logdir=str(tmp_path)))
+    RunDir(str(tmp_path)).check(TrainConfig(arch="c24k5s2b-c48k5s2b-d128", logdir=str(tmp_path)))
+    with pytest.raises(RunError, match=r"holds a run of the network c24k5s2b-c48k5s2b-d128, but --arch=c8k3-d16"):
+        RunDir(str(tmp_path)).check(TrainConfig(arch="c8k3-d16", logdir=str(tmp_path)))

@@ -177,8 +177,8 @@ def test_an_occupied_logdir_is_refused_without_resume(tmp_path, tiny_config, tin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
+# Another network is refused whatever --allow_config_change says (tests/test_rundir.py).
 @pytest.mark.parametrize("field,value,earlier", [
-    ("arch", "c8k3-m2-d16", "c4k3-m2-d16"),
     ("optimizer", "sgd", "adam"),
     ("batch_size", 32, 64),
     ("learning_rate", 0.01, 0.001),

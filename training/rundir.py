@@ -2,7 +2,7 @@
 
 | path | written by |
 | --- | --- |
-| ``config.json`` | ``prepare``: ``{"config": <TrainConfig>, "history": [one entry per start]}`` |
+| ``config.json`` | ``prepare``: ``{"config": <TrainConfig>, "network": <arch resolved>, "history": [one per start]}`` |
 | ``flags.txt`` | ``prepare``: the flags as a flagfile that reruns (resumes) the run |
 | ``checkpoints/`` | the loops, through ``checkpoint_manager`` |
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
@@ -15,6 +15,7 @@ config, results and summaries are not written at all. That decision is made here
 """
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import glob
@@ -27,6 +28,7 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
+from models import architecture
 from training import config as config_lib
 from training.errors import RunError
 
@@ -94,7 +96,15 @@ class RunDir:
             raise RunError(f"--logdir {self.path} already holds a run; resume it (--resume) or choose a new --logdir")
         if not os.path.exists(self.file(CONFIG)):
             return
-        changes = config_lib.fixed_changes(self.read_saved()["config"], config)
+        saved = self.read_saved()
+        network, asked = saved.get("network"), architecture.resolve(config.arch)
+        if network and network != asked:
+            # Weights trained for one network cannot continue in another, whatever --allow_config_change says.
+            raise RunError(f"--logdir {self.path} holds a run of the network {network}, but --arch={config.arch} "
+                           f"is {asked}; resume with --arch={network} or choose a new --logdir")
+        changes = config_lib.fixed_changes(saved["config"], config)
+        if network:  # the same network under another name (a preset or its string) is no change
+            changes.pop("arch", None)
         if changes and not config.allow_config_change:
             earlier = ", ".join(f"--{name}={old}" for name, (old, _) in changes.items())
             asked = ", ".join(f"--{name}={new}" for name, (_, new) in changes.items())
@@ -118,7 +128,8 @@ class RunDir:
         return saved if "config" in saved else {"config": saved, "history": []}
 
     def read_config(self):
-        """The run's ``TrainConfig``."""
+        """The run's ``TrainConfig``, whose ``arch`` is the network the run trained: the string config.json
+        recorded it as, should a preset's definition have changed since."""
         if not os.path.isdir(self.path):
             raise RunError(f"run directory {self.path} does not exist")
         if not os.path.exists(self.file(CONFIG)):
@@ -126,6 +137,11 @@ class RunDir:
         config, unknown = config_lib.from_json(self.read_saved()["config"])
         if unknown:  # a run of another version of the code; what it computed is still described by the rest
             logging.warning("%s: ignoring fields TrainConfig does not know: %s", self.file(CONFIG), ", ".join(unknown))
+        network = self.read_saved().get("network")
+        if network and network != architecture.resolve(config.arch):
+            logging.warning("%s: --arch=%s now means %s; the run trained %s, which is used", self.file(CONFIG),
+                            config.arch, architecture.resolve(config.arch), network)
+            config = dataclasses.replace(config, arch=network)
         return config
 
     def prepare(self, config, flagfile=None, from_step=0):
@@ -143,8 +159,9 @@ class RunDir:
                        if name in now and old != now[name]}
         history.append(dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                             from_step=from_step, changed=changed))
-        _write_atomically(self.file(CONFIG), json.dumps(dict(config=config_lib.as_json(config), history=history),
-                                                        indent=2))
+        _write_atomically(self.file(CONFIG), json.dumps(dict(config=config_lib.as_json(config),
+                                                             network=architecture.resolve(config.arch),
+                                                             history=history), indent=2))
         if flagfile is not None:
             _write_atomically(self.file(FLAGFILE), flagfile)
 
