@@ -201,9 +201,9 @@ def fixed_changes(earlier, config):
     ``config`` differ. A field the earlier run did not record (a run of older code) had the field's default: a
     new field's default is what older code computed, so a resume that asks for another value is a change."""
     now = as_json(config)
-    defaults = as_json(TrainConfig())
-    return {f.name: (earlier.get(f.name, defaults[f.name]), now[f.name]) for f in fields()
-            if f.metadata["resume"] == FIXED and earlier.get(f.name, defaults[f.name]) != now[f.name]}
+    before = {**as_json(TrainConfig()), **earlier}
+    return {f.name: (before[f.name], now[f.name]) for f in fields()
+            if f.metadata["resume"] == FIXED and before[f.name] != now[f.name]}
 
 
 def as_json(config):

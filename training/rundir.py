@@ -134,10 +134,11 @@ class RunDir:
             raise RunError(f"run directory {self.path} does not exist")
         if not os.path.exists(self.file(CONFIG)):
             raise RunError(f"{self.path} holds no {CONFIG}; pass a run directory written by training.train")
-        config, unknown = config_lib.from_json(self.read_saved()["config"])
+        saved = self.read_saved()
+        config, unknown = config_lib.from_json(saved["config"])
         if unknown:  # a run of another version of the code; what it computed is still described by the rest
             logging.warning("%s: ignoring fields TrainConfig does not know: %s", self.file(CONFIG), ", ".join(unknown))
-        network = self.read_saved().get("network")
+        network = saved.get("network")
         if network and network != architecture.resolve(config.arch):
             logging.warning("%s: --arch=%s now means %s; the run trained %s, which is used", self.file(CONFIG),
                             config.arch, architecture.resolve(config.arch), network)
