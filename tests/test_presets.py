@@ -66,10 +66,10 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     speed = configs[str(REPO_ROOT / "flags" / "cifar10_speed.cfg")]
     assert (speed["arch"], speed["flip"], speed["crop_padding"], speed["test_time_augmentation"]) == (
         "airbench94", "alternating", 2, "flip_translate")
-    # airbench's triangle peaks at 23% of the run: 10 epochs of 48 full batches of 1024 (50,000 images) = 480
-    # steps; int(0.23 * 480) = 110.
+    # airbench's triangle peaks at 23% of the run: 12 epochs of 48 full batches of 1024 (50,000 images) = 576
+    # steps; int(0.23 * 576) = 132.
     assert (speed["batch_size"], speed["epochs"], speed["warmup_steps"], speed["lr_schedule"]) == (
-        1024, 10.0, 110, "triangle")
+        1024, 12.0, 132, "triangle")
     assert (speed["bn_bias_lr_scale"], speed["lookahead_every"], speed["lookahead_start_epochs"]) == (64.0, 5, 3.0)
     assert (speed["decay_biases"], speed["whitening_bias_epochs"]) == (True, 3.0)
     # The cheaper CIFAR-10 point: the speed recipe over 4 epochs, its epoch-timed parts scaled by 0.4.
