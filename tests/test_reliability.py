@@ -128,3 +128,27 @@ def test_a_start_that_fails_at_its_first_steps_leaves_no_run_behind(tmp_path, ti
     with pytest.raises(RunError, match="no checkpoint had been saved yet"):
         train(config, dataset=tiny_mnist)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_state_file_written_on_resume_names_checkpoints_relative_to_their_folder(tmp_path):
+    import tensorflow as tf
+
+    from training.rundir import STATE_FILE, checkpoint_state_text
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "a"), max_to_keep=3)
+    for step in (1, 2, 3):
+        manager.save(checkpoint_number=step)
+    # What a resume from step 2 writes (step 3 unreadable, say); the folder then moves.
+    (tmp_path / "a" / STATE_FILE).write_text(checkpoint_state_text(str(tmp_path / "a" / "ckpt-2"),
+                                                                   [str(tmp_path / "a" / "ckpt-1"),
+                                                                    str(tmp_path / "a" / "ckpt-2")]))
+    os.rename(tmp_path / "a", tmp_path / "b")
+    state = tf.train.get_checkpoint_state(str(tmp_path / "b"))
+    assert state.model_checkpoint_path == str(tmp_path / "b" / "ckpt-2")
+    assert list(state.all_model_checkpoint_paths) == [str(tmp_path / "b" / f"ckpt-{s}") for s in (1, 2)]
+    # A manager that reads it keeps the listed checkpoints (no timestamps: never rotated away) and rotates its own;
+    # ckpt-3, which the file does not list, is not the manager's to delete either.
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "b"), max_to_keep=3)
+    for step in (4, 5, 6, 7):
+        manager.save(checkpoint_number=step)
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.index")) == [f"ckpt-{s}.index" for s in (1, 2, 3, 5, 6, 7)]

@@ -34,6 +34,7 @@ from training.errors import RunError
 
 CONFIG, RESULTS, FLAGFILE, CHECKPOINTS, LOCK = "config.json", "results.json", "flags.txt", "checkpoints", ".lock"
 CLOCK = "clock.json"
+STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, newest last
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
 
 
@@ -223,8 +224,8 @@ class RunDir:
         """Sets aside every file of a checkpoint newer than ``resumed`` (unreadable ones, or what is left of
         one whose index is gone) and rewrites the state file to list the intact checkpoints up to ``resumed``.
 
-        The state file is written atomically by TensorFlow, as are checkpoint files (a temporary name, then a
-        rename), so a crash mid-save leaves the previous checkpoint intact.
+        The state file is written atomically here, as TensorFlow writes checkpoint files (a temporary name, then
+        a rename), so a crash mid-save leaves the previous checkpoint intact.
         """
         directory = self.file(CHECKPOINTS)
         resumed_step = _step_of(resumed)
@@ -236,7 +237,7 @@ class RunDir:
                             ", ".join(os.path.basename(p) for p in newer))
             _set_aside(newer)
         kept = [p for p in candidates if _step_of(p) <= resumed_step]
-        tf.compat.v1.train.update_checkpoint_state(directory, resumed, all_model_checkpoint_paths=kept[::-1])
+        _write_atomically(os.path.join(directory, STATE_FILE), checkpoint_state_text(resumed, kept[::-1]))
 
     def checkpoint_manager(self, checkpoint):
         return tf.train.CheckpointManager(checkpoint, os.path.join(self.own_dir, CHECKPOINTS), max_to_keep=MAX_TO_KEEP)
@@ -302,6 +303,19 @@ class RunDir:
                 for name in os.listdir(self.path):
                     path = self.file(name)
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def checkpoint_state_text(newest, kept):
+    """The ``checkpoint`` state file listing ``kept`` (oldest first) with ``newest`` as the one to restore.
+
+    TensorFlow's text-format ``CheckpointState`` with names relative to the folder, as ``CheckpointManager``
+    writes it (the run directory can move). Without timestamps, as ``update_checkpoint_state`` writes it (whose
+    every call prints a deprecation notice): a manager that reads the file then never rotates these checkpoints
+    away, so the ones a resumed run started from stay.
+    """
+    lines = [f'model_checkpoint_path: "{os.path.basename(newest)}"']
+    lines += [f'all_model_checkpoint_paths: "{os.path.basename(path)}"' for path in kept]
+    return "\n".join(lines) + "\n"
 
 
 def checkpoint_prefixes(directory):
