@@ -27,7 +27,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CPP = rb"[IWEF]\d{4} \S+ +\d+ "
 
 # (name, pattern of a whole line, name of a line that must have come first or None). Each line is harmless:
-# it reports the machine, not a problem with the job.
+# it reports the machine or the library, not a problem with the job.
 HARMLESS = (
     # absl's C++ notice that logging is not initialised; TensorFlow never initialises it, so this comes with the
     # first C++ log line of every process (once per library that bundles absl).
@@ -53,6 +53,13 @@ HARMLESS = (
      re.compile(rb"To enable the following instructions: .*, in other operations, rebuild TensorFlow with the "
                 rb"appropriate compiler flags\."),
      "cpu_features"),
+    # XLA (--jit_compile) compiles TensorFlow's own internal Assert ops away, once per compiled function.
+    ("xla_ignores_assert", re.compile(_CPP + rb"assert_op\.cc:\d+\] Ignoring Assert operator \S+"), None),
+    # One buffer is large next to free memory (5 such lines start the CIFAR speed recipe, batch 1,024).
+    # Not a failure: when memory does run out, TensorFlow's ResourceExhausted error gets through.
+    ("large_allocation",
+     re.compile(_CPP + rb"cpu_allocator_impl\.cc:\d+\] Allocation of \d+ exceeds 10% of free system memory\."),
+     None),
 )
 
 # A partial line (a prompt, a progress bar without its newline) is passed on after waiting this long for the rest.

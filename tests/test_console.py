@@ -28,6 +28,11 @@ CPU_FEATURES = ("I0000 00:00:1795830545.331470   17551 cpu_feature_guard.cc:227]
                 "to use available CPU instructions in performance-critical operations.")
 REBUILD = ("To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
            "appropriate compiler flags.")
+# Notices of the CIFAR speed recipe's start (XLA, batch 1024), as printed.
+XLA_ASSERT = ("W0000 00:00:1795851884.955578   19637 assert_op.cc:39] Ignoring Assert operator "
+              "assert_non_negative/assert_less_equal/Assert/Assert")
+LARGE_ALLOCATION = ("W0000 00:00:1795851888.894329   19637 cpu_allocator_impl.cc:82] Allocation of 3687727400 exceeds "
+                    "10% of free system memory.")
 # Lines that must always get through.
 CPP_ERROR = "E0000 00:00:1795830564.300000   18025 some_kernel.cc:12] a real error"
 CPP_FATAL = "F0000 00:00:1795830564.400000   18025 some_kernel.cc:34] Check failed: a real failure"
@@ -42,6 +47,13 @@ def kept(lines):
 
 def test_the_start_up_notices_are_dropped_in_the_order_tensorflow_prints_them():
     assert kept([ABSL_NOTICE, NO_DRIVER, CPU_FEATURES, REBUILD, ABSL_NOTICE, NO_DRIVER, CUINIT, OURS]) == [OURS]
+
+
+def test_the_notices_of_a_compiled_large_batch_step_are_dropped():
+    assert kept([XLA_ASSERT, LARGE_ALLOCATION, LARGE_ALLOCATION, OURS]) == [OURS]
+    # Only those exact notices: another allocator line is not.
+    other = LARGE_ALLOCATION.replace("exceeds 10% of free system memory.", "failed")
+    assert kept([other]) == [other]
 
 
 def test_errors_and_unknown_lines_get_through():
