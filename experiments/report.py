@@ -4,15 +4,13 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 
 import keras
 import tensorflow as tf
 
 from models import architecture
 from training.config import TrainConfig
-
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from training.provenance import REPO_DIR, cpu_model, git_commit
 
 
 def machine_record(repo_dir=REPO_DIR):
@@ -20,35 +18,6 @@ def machine_record(repo_dir=REPO_DIR):
     return dict(machine=platform.machine(), cpu_model=cpu_model(), cpus=os.cpu_count(),
                 python=platform.python_version(), tensorflow=tf.__version__, keras=keras.__version__,
                 commit=git_commit(repo_dir))
-
-
-def cpu_model():
-    """The CPU's model name as ``lscpu`` prints it (from /proc/cpuinfo), or the platform's processor field."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def git_commit(repo_dir):
-    """``git rev-parse --short HEAD``, marked "+uncommitted changes" when ``git status --porcelain`` lists any.
-
-    Markdown files do not count: they cannot change a result, and the sweep tables in ``sweeps/`` are this
-    command's own output (one sweep's new table would otherwise mark every sweep run after it).
-    """
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        changes = git("status", "--porcelain", "--", ".", ":(exclude,glob)**/*.md")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"{head} +uncommitted changes" if changes else head
 
 
 def accuracy_spread(accuracies):

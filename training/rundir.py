@@ -30,6 +30,7 @@ from absl import logging
 
 from models import architecture
 from training import config as config_lib
+from training import provenance
 from training.errors import RunError
 
 CONFIG, RESULTS, FLAGFILE, CHECKPOINTS, LOCK = "config.json", "results.json", "flags.txt", "checkpoints", ".lock"
@@ -159,8 +160,10 @@ class RunDir:
             now = config_lib.as_json(config)
             changed = {name: [old, now[name]] for name, old in saved["config"].items()
                        if name in now and old != now[name]}
+        # Which code on which CPU: a run resumed across sessions may have had several of each.
         history.append(dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                            from_step=from_step, changed=changed))
+                            from_step=from_step, changed=changed, commit=provenance.git_commit(),
+                            cpu=provenance.cpu_model()))
         _write_atomically(self.file(CONFIG), json.dumps(dict(config=config_lib.as_json(config),
                                                              network=architecture.resolve(config.arch),
                                                              history=history), indent=2))

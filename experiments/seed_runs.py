@@ -1,0 +1,157 @@
+"""Seeds of one training recipe, and the spread of its results over them.
+
+One run is one draw from what a recipe gives. ``run_seeds`` trains seeds 0..n-1 of a flagfile, each a fresh
+``python -m training.train`` process in ``<logdir>/<recipe>-seed<k>``, and ``make_report`` gives mean ± standard
+deviation and min–max of the results. Accuracy rather than time is the point (``experiments.race`` compares
+times within one invocation), so a later invocation continues where one stopped: a run with results.json is
+read, not trained again, and an unfinished one resumes from its last checkpoint. ``<logdir>/<recipe>.seeds.json``
+keeps the flagfile's text; another version of it is refused, so one table never mixes two recipes.
+"""
+
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from absl import logging
+
+from experiments.report import accuracy_spread, machine_record
+from training.errors import OneLineError
+from training.rundir import CONFIG, RESULTS
+
+
+class SeedsError(OneLineError, RuntimeError):
+    """Seeds that cannot be run (another version of the recipe in the folder, a run that failed)."""
+
+
+def recipe_name(flagfile):
+    """A flagfile's name without its folder and ``.cfg``: the prefix of its run directories."""
+    return os.path.splitext(os.path.basename(flagfile))[0]
+
+
+def run_dir(logdir, flagfile, seed):
+    return os.path.join(logdir, f"{recipe_name(flagfile)}-seed{seed}")
+
+
+def train_command(flagfile, seed, logdir, data_dir=""):
+    """The ``training.train`` command of one seed: it resumes the run in its directory when there is one."""
+    command = [sys.executable, "-m", "training.train", f"--flagfile={flagfile}", f"--seed={seed}",
+               f"--logdir={run_dir(logdir, flagfile, seed)}"]
+    return command + ([f"--data_dir={data_dir}"] if data_dir else [])
+
+
+def _launch(command):
+    """Runs ``command`` with this process's console, so a long run shows its progress; returns its exit code."""
+    return subprocess.run(command).returncode
+
+
+def check_recipe(flagfile, logdir):
+    """Records the flagfile's text in ``<logdir>/<recipe>.seeds.json``, or refuses when it records another."""
+    with open(flagfile) as file:
+        text = file.read()
+    manifest = os.path.join(logdir, f"{recipe_name(flagfile)}.seeds.json")
+    if os.path.exists(manifest):
+        with open(manifest) as file:
+            if json.load(file)["flagfile_text"] != text:
+                raise SeedsError(f"{logdir} holds seeds of another version of {flagfile} ({manifest}); pass a new "
+                                 f"--logdir")
+        return
+    os.makedirs(logdir, exist_ok=True)
+    with open(manifest + ".tmp", "w") as file:
+        json.dump(dict(flagfile=flagfile, flagfile_text=text), file, indent=2)
+    os.replace(manifest + ".tmp", manifest)
+
+
+def read_run(path):
+    """``(results.json, the history of starts in config.json)`` of a run directory; results is None until the
+    run has finished."""
+    results, history = None, []
+    if os.path.exists(os.path.join(path, RESULTS)):
+        with open(os.path.join(path, RESULTS)) as file:
+            results = json.load(file)
+    if os.path.exists(os.path.join(path, CONFIG)):
+        with open(os.path.join(path, CONFIG)) as file:
+            history = json.load(file).get("history", [])
+    return results, history
+
+
+def run_seeds(flagfile, seeds, logdir, data_dir="", launch=_launch, on_run=None):
+    """Trains (or reads) seeds 0..seeds-1 of ``flagfile``; returns ``[(seed, results, history)]`` in seed order.
+
+    ``launch(command)`` runs one ``training.train`` command and returns its exit code. ``on_run(done)`` is called
+    after each seed with the list so far.
+    """
+    check_recipe(flagfile, logdir)
+    done = []
+    for seed in range(seeds):
+        path = run_dir(logdir, flagfile, seed)
+        results, history = read_run(path)
+        if results is None:
+            command = train_command(flagfile, seed, logdir, data_dir)
+            logging.info("seeds: %s seed %d: %s", recipe_name(flagfile), seed, " ".join(command[1:]))
+            code = launch(command)
+            if code != 0:
+                raise SeedsError(f"{recipe_name(flagfile)} seed {seed} failed (exit {code}; its error is above); "
+                                 f"the same command resumes it")
+            results, history = read_run(path)
+        else:
+            logging.info("seeds: %s seed %d: finished before (%s), read", recipe_name(flagfile), seed, path)
+        done.append((seed, results, history))
+        if on_run:
+            on_run(done)
+    return done
+
+
+def _distinct(history, key):
+    return ", ".join(dict.fromkeys(start.get(key, "not recorded") for start in history)) or "not recorded"
+
+
+def make_table(done):
+    columns = ["seed", "test accuracy %", "test loss", "validation accuracy %", "steps", "training s", "images/s",
+               "code (commit of each start)", "CPU"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for seed, results, history in done:
+        validation = results.get("validation_accuracy")
+        lines.append("| " + " | ".join([
+            str(seed), f"{100 * results['test_accuracy']:.2f}", f"{results['test_loss']:.4f}",
+            "—" if validation is None else f"{100 * validation:.2f}", f"{results['train_steps']:,}",
+            f"{results['train_seconds']:,.0f}", f"{results['images_per_second']:,.0f}",
+            _distinct(history, "commit"), _distinct(history, "cpu")]) + " |")
+    mean, extremes = accuracy_spread([results["test_accuracy"] for _, results, _ in done])
+    losses = [results["test_loss"] for _, results, _ in done]
+    loss_spread = f"{statistics.fmean(losses):.4f}" + (f" ± {statistics.stdev(losses):.4f}" if len(losses) > 1 else "")
+    lines.append(f"| mean ± std | {mean} | {loss_spread} |" + " |" * (len(columns) - 3))
+    lines.append(f"| min–max | {extremes} | {min(losses):.4f}–{max(losses):.4f} |" + " |" * (len(columns) - 3))
+    return "\n".join(lines)
+
+
+def make_report(flagfile, seeds, done, command, record):
+    lines = [
+        f"# {recipe_name(flagfile)}: {len(done)} of {seeds} seeds", "",
+        "| | |", "| --- | --- |",
+        f"| recipe | `{flagfile}` |",
+        f"| this report | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs; TensorFlow "
+        f"{record['tensorflow']}, Keras {record['keras']}, Python {record['python']}; commit {record['commit']} |",
+        f"| command | `{command}` |",
+        f"| written | {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC |", "",
+        make_table(done) if done else "No seed has finished yet.", "",
+        "Standard deviations are sample standard deviations over the seeds. Training s: training time of the "
+        "run, summed over its starts when it was resumed (evaluation excluded); images/s: the throughput of its "
+        "last start without the compiling call. Code and CPU: the commit and CPU model that each start of the "
+        "run recorded (a run resumed in another session may have several).", ""]
+    return "\n".join(lines)
+
+
+def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=_launch):
+    """``run_seeds``, rewriting the markdown report ``out`` after every seed; returns what ``run_seeds`` does."""
+    record = machine_record()
+
+    def write(done):
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out + ".tmp", "w") as file:
+            file.write(make_report(flagfile, seeds, done, command, record))
+        os.replace(out + ".tmp", out)
+
+    return run_seeds(flagfile, seeds, logdir, data_dir, launch, on_run=write)

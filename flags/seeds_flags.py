@@ -1,0 +1,23 @@
+"""Flags of ``python -m experiments.seeds``: definitions and parse-time validation."""
+
+import os
+
+from absl import flags as absl_flags
+
+from flags import cli
+
+
+def define_flags():
+    """Defines the flags on ``absl.flags.FLAGS`` (once per process)."""
+    # Not --flagfile: absl reads that one as flags of this command.
+    absl_flags.DEFINE_string("recipe", None, "A training flagfile (e.g. flags/mnist_full.cfg) to run over seeds.")
+    absl_flags.DEFINE_integer("seeds", 3, "Runs with seeds 0, 1, ..., seeds-1.")
+    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz, passed to every run.")
+    absl_flags.DEFINE_string("logdir", os.path.join("runs", "seeds"), "Root of the run directories "
+                             "<logdir>/<recipe>-seed<k>; a finished run there is read, an unfinished one resumed.")
+    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/<recipe>.md.")
+    absl_flags.mark_flag_as_required("recipe")
+    cli.check("recipe", lambda v: v is None or os.path.isfile(v), "must name an existing flagfile")
+    cli.check("seeds", lambda v: v > 0, "must be a positive integer")
+    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")
