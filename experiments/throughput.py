@@ -14,11 +14,11 @@ import time
 import keras
 import tensorflow as tf
 
-from models import analysis
 from experiments.report import cpu_model
-from training import data as data_lib
+from models import analysis
 from training import loop as loop_lib
 from training import parts as parts_lib
+from training import pipeline
 
 # name -> (implementation, loop, XLA)
 VARIANTS = {
@@ -56,7 +56,7 @@ def make_runner(config, dataset, name):
         parts = parts_lib.build_parts(config, dataset, UNBOUNDED_STEPS)
     if loop == "fit":
         return _fit_runner(config, dataset, parts)
-    batches = data_lib.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, config.batch_size,
+    batches = pipeline.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, config.batch_size,
                                                  config.seed, parts.train_preprocess)
     iterator = iter(batches)
     train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
@@ -74,7 +74,7 @@ def _fit_runner(config, dataset, parts):
     model = parts.network
     model.compile(optimizer=parts.optimizer, loss=parts.loss, metrics=[keras.metrics.SparseCategoricalAccuracy()],
                   steps_per_execution=config.steps_per_loop, jit_compile=config.jit_compile)
-    batches = data_lib.train_pipeline(dataset.x_train, dataset.y_train, config.batch_size, config.seed,
+    batches = pipeline.train_pipeline(dataset.x_train, dataset.y_train, config.batch_size, config.seed,
                                       parts.train_preprocess)
 
     def run_steps(steps):

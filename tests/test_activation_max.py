@@ -9,7 +9,7 @@ import tensorflow as tf
 from experiments import activation_max, visuals
 from models.network import build_network
 from reference import copy_weights
-from training import data as data_lib
+from training import pipeline
 
 ARCH = "c4k3-m2-c4k3-gmp-d10"  # conv1 (28, 28, 4) -> maxpool1 -> conv2 (14, 14, 4) -> global max pool -> logits
 MNIST_MEAN, MNIST_STD = np.float32([0.1307]), np.float32([0.3081])  # a standardised run's input space
@@ -33,14 +33,14 @@ def network():
 
 @pytest.fixture(scope="module")
 def bounds():
-    return activation_max.pixel_bounds(data_lib.make_preprocess(MNIST_MEAN, MNIST_STD), 1)
+    return activation_max.pixel_bounds(pipeline.make_preprocess(MNIST_MEAN, MNIST_STD), 1)
 
 
 def test_pixel_bounds_are_the_run_inputs_of_black_and_white(bounds):
     low, high = bounds
     np.testing.assert_allclose(low, -MNIST_MEAN / MNIST_STD, rtol=1e-6)  # (0 - mean) / std
     np.testing.assert_allclose(high, (1 - MNIST_MEAN) / MNIST_STD, rtol=1e-6)
-    np.testing.assert_array_equal(activation_max.pixel_bounds(data_lib.make_preprocess(), 3), ([0] * 3, [1] * 3))
+    np.testing.assert_array_equal(activation_max.pixel_bounds(pipeline.make_preprocess(), 3), ([0] * 3, [1] * 3))
 
 
 def test_plain_ascent_raises_every_chosen_filter(network, bounds):
@@ -60,7 +60,7 @@ def test_result_is_finite_valid_pixels_that_the_run_preprocessing_maps_to_the_re
     assert np.all(np.isfinite(found.image)) and found.image.min() >= 0.0 and found.image.max() <= 1.0
     np.testing.assert_array_equal(found.pixels, np.round(found.image * 255.0))
     # The reported activation is the network's on the pixels, preprocessed as the run preprocesses its images.
-    inputs = data_lib.make_preprocess(MNIST_MEAN, MNIST_STD)(tf.constant(found.pixels), None)[0]
+    inputs = pipeline.make_preprocess(MNIST_MEAN, MNIST_STD)(tf.constant(found.pixels), None)[0]
     conv2 = visuals.block_outputs(network, inputs, ["conv2"])["conv2"]  # (4, 14, 14, 4)
     np.testing.assert_allclose(found.final, conv2.mean(axis=(1, 2))[np.arange(4), FILTERS], rtol=ACTIVATION_RTOL)
 

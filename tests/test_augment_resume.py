@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 
 from training import data as data_lib
+from training import pipeline
 
 # 20 random 8x8 RGB images (padding 4 < 8, so REFLECT works) in batches of 8: batches straddle epochs, and 16
 # batches cover 6.4 epochs. The label is the example's index, which identifies it across runs.
 NUM_EXAMPLES, BATCH, NUM_BATCHES = 20, 8, 16
 IMAGES = np.random.default_rng(0).integers(0, 256, (NUM_EXAMPLES, 8, 8, 3), dtype=np.uint8)
 LABELS = np.arange(NUM_EXAMPLES, dtype=np.int32)
-MEAN, STD = data_lib.channel_stats(IMAGES)
+MEAN, STD = pipeline.channel_stats(IMAGES)
 
 
 def _batches(seed=0, num_batches=NUM_BATCHES, skip_batches=0, replicas=(0, 1, 1), augment=True, **options):
     """The first ``num_batches`` elements of the pipeline, as NumPy ``(images, labels)``."""
-    preprocess = data_lib.make_preprocess(MEAN, STD, augment=augment, **options)
-    pipeline = data_lib.train_pipeline(IMAGES, LABELS, BATCH, seed, preprocess, skip_batches, replicas)
-    return [(images.numpy(), labels.numpy()) for images, labels in pipeline.take(num_batches)]
+    preprocess = pipeline.make_preprocess(MEAN, STD, augment=augment, **options)
+    batches = pipeline.train_pipeline(IMAGES, LABELS, BATCH, seed, preprocess, skip_batches, replicas)
+    return [(images.numpy(), labels.numpy()) for images, labels in batches.take(num_batches)]
 
 
 def _assert_bitwise_equal(got, want):

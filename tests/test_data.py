@@ -13,6 +13,7 @@ from keras.src.backend import config as keras_config
 from keras.src.utils import file_utils as keras_file_utils
 
 from training import data as data_lib
+from training import pipeline
 from training.data import DataError
 
 # Images scaled by 1/255 in float32 against float64 NumPy: within one float32 ulp of values <= 1.
@@ -186,7 +187,7 @@ def _take(dataset, num_batches):
 
 def _train_batches(seed, num_batches, skip_batches=0):
     x, y = _indexed_examples()
-    return _take(data_lib.train_pipeline(x, y, BATCH, seed, data_lib.make_preprocess(), skip_batches),
+    return _take(pipeline.train_pipeline(x, y, BATCH, seed, pipeline.make_preprocess(), skip_batches),
                  num_batches)
 
 
@@ -210,23 +211,23 @@ def test_skipping_k_batches_resumes_at_batch_k():
 
 def test_train_batches_are_full():
     x, y = _indexed_examples()
-    dataset = data_lib.train_pipeline(x[:10], y[:10], BATCH, 0, data_lib.make_preprocess())
+    dataset = pipeline.train_pipeline(x[:10], y[:10], BATCH, 0, pipeline.make_preprocess())
     # 10 examples do not fill batches of 4: the stream repeats before batching, so none is short.
     assert [len(labels) for labels in _take(dataset, 5)] == [BATCH] * 5
 
 
 def test_eval_pipeline_yields_every_example_once_in_order():
     x, y = _indexed_examples()
-    batches = _take(data_lib.eval_pipeline(x[:10], y[:10], BATCH, data_lib.make_preprocess()), 100)
+    batches = _take(pipeline.eval_pipeline(x[:10], y[:10], BATCH, pipeline.make_preprocess()), 100)
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 def test_standardize_uses_per_channel_training_statistics():
     images = np.array([[[[0, 255]], [[255, 255]]]], np.uint8)  # one 2x1 image, two channels
-    mean, std = data_lib.channel_stats(images)
+    mean, std = pipeline.channel_stats(images)
     np.testing.assert_allclose(mean, [0.5, 1.0], atol=PIXEL_ATOL)
     np.testing.assert_allclose(std, [0.5, 0.0], atol=PIXEL_ATOL)
-    preprocess = data_lib.make_preprocess(mean=np.float32([0.5, 0.5]), std=np.float32([0.5, 0.25]))
+    preprocess = pipeline.make_preprocess(mean=np.float32([0.5, 0.5]), std=np.float32([0.5, 0.25]))
     out, labels = preprocess(images, np.int32([7]))
     # (x / 255 - mean) / std per channel.
     np.testing.assert_allclose(out.numpy()[0, :, 0], [[-1.0, 2.0], [1.0, 2.0]], atol=PIXEL_ATOL)
@@ -242,8 +243,8 @@ IMAGE = np.arange(64, dtype=np.uint8).reshape(8, 8)
 def _augmented_copies(num_copies=256, **options):
     """``num_copies`` copies of IMAGE, augmented as one training batch; (n, 8, 8) float64 pixel values."""
     batch = np.repeat(IMAGE[np.newaxis, :, :, np.newaxis], num_copies, axis=0)
-    preprocess = data_lib.make_preprocess(augment=True, **options)
-    images, _ = next(iter(data_lib.train_pipeline(batch, np.zeros(num_copies, np.int32), num_copies, 0,
+    preprocess = pipeline.make_preprocess(augment=True, **options)
+    images, _ = next(iter(pipeline.train_pipeline(batch, np.zeros(num_copies, np.int32), num_copies, 0,
                                                   preprocess)))
     return np.rint(images.numpy()[..., 0].astype(np.float64) * 255)
 
@@ -299,10 +300,10 @@ def test_alternating_flip_flips_each_example_on_every_other_epoch():
     # coin XOR (e odd). Image i is 1x4 with pixels 10 * column + i: increasing unless flipped.
     num_examples, batch, num_batches = 10, 4, 8  # 32 draws: epochs 0, 1, 2 whole and 2 examples of epoch 3
     images = (10 * np.arange(4) + np.arange(num_examples)[:, None]).astype(np.uint8).reshape(num_examples, 1, 4, 1)
-    preprocess = data_lib.make_preprocess(augment=True, crop_padding=0, flip="alternating")
-    pipeline = data_lib.train_pipeline(images, np.arange(num_examples, dtype=np.int32), batch, 5, preprocess)
+    preprocess = pipeline.make_preprocess(augment=True, crop_padding=0, flip="alternating")
+    batches = pipeline.train_pipeline(images, np.arange(num_examples, dtype=np.int32), batch, 5, preprocess)
     flips = {}  # (example, epoch) -> flipped
-    for k, (out, labels) in enumerate(pipeline.take(num_batches)):
+    for k, (out, labels) in enumerate(batches.take(num_batches)):
         pixels = np.rint(out.numpy()[:, 0, :, 0] * 255)
         for j, (row, label) in enumerate(zip(pixels, labels.numpy())):
             assert sorted(row) == sorted(images[label, 0, :, 0])  # the example's own pixels, maybe reversed
@@ -320,19 +321,19 @@ def test_alternating_flip_flips_each_example_on_every_other_epoch():
 ], ids=["flip_mode", "negative_padding", "fractional_padding"])
 def test_bad_augment_options_raise_one_line(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        data_lib.make_preprocess(augment=True, **options)
+        pipeline.make_preprocess(augment=True, **options)
 
 
 def test_padding_that_cannot_reflect_is_refused_when_the_pipeline_is_built():
     x, y = _indexed_examples()  # 2x2 images: REFLECT needs padding < 2
     with pytest.raises(ValueError, match=re.escape("crop_padding 4 must be smaller than the 2x2 images")):
-        data_lib.train_pipeline(x, y, BATCH, 0, data_lib.make_preprocess(augment=True))
+        pipeline.train_pipeline(x, y, BATCH, 0, pipeline.make_preprocess(augment=True))
 
 
 def test_augmenting_without_the_pipelines_draws_is_refused():
     with pytest.raises(ValueError, match=re.escape("the function needs each example's draws; pass it to "
                                                    "train_pipeline")):
-        data_lib.make_preprocess(augment=True)(np.zeros((1, 8, 8, 1), np.uint8), np.int32([0]))
+        pipeline.make_preprocess(augment=True)(np.zeros((1, 8, 8, 1), np.uint8), np.int32([0]))
 
 
 # Loading checks that run before any array is read.

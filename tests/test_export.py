@@ -21,8 +21,7 @@ import tensorflow as tf
 
 from models.keras_cnn import CNN
 from training import config as config_lib
-from training import data as data_lib
-from training import exporting, predicting
+from training import exporting, pipeline, predicting
 from training.config import TrainConfig
 from training.loop import augmented_logits
 from training.trainer import train
@@ -94,8 +93,8 @@ def preprocessed(run, dataset, images):
     """``images`` as the run's evaluation saw them."""
     mean = std = None
     if RUNS[run].get("standardize", False):
-        mean, std = data_lib.channel_stats(dataset.x_train)
-    return data_lib.make_preprocess(mean, std)(tf.constant(images), None)[0]
+        mean, std = pipeline.channel_stats(dataset.x_train)
+    return pipeline.make_preprocess(mean, std)(tf.constant(images), None)[0]
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +219,7 @@ def test_export_record_names_the_checkpoint_and_the_baked_in_statistics(runs, ti
                                                       "ckpt-20")
     assert keras_record["step"] == 20
     assert keras_record["class_names"] == [str(digit) for digit in range(10)]
-    mean, std = data_lib.channel_stats(tiny_mnist.x_train)
+    mean, std = pipeline.channel_stats(tiny_mnist.x_train)
     assert keras_record["mean"] == mean.tolist() and keras_record["std"] == std.tolist()
     assert keras_record["stats_source"] == str(tiny_mnist_dir / "mnist.npz")
     with open(runs["reference"].paths.record) as file:

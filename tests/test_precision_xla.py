@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import data as data_lib
+from tests.event_files import read_scalars
 from training import loop as loop_lib
 from training import parts as parts_lib
-from training import trainer
+from training import pipeline, trainer
 from training.config import TrainConfig
-from tests.event_files import read_scalars
 
 IMPLS = ("keras", "reference")
 # Two convolutions, one with batch norm (kept in float32 inside a float16 network, as Keras does), and a dense
@@ -84,7 +83,7 @@ def first_losses(dataset, impl, jit_compile):
         parts = parts_lib.build_parts(config, dataset, total_steps=XLA_STEPS)
     train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
                                           parts.train_metrics, strategy, BATCH_SIZE, jit_compile)
-    iterator = iter(data_lib.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, BATCH_SIZE,
+    iterator = iter(pipeline.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, BATCH_SIZE,
                                                        config.seed, parts.train_preprocess))
     losses = train_loop(iterator, tf.constant(XLA_STEPS)).numpy()
     library = train_loop.get_concrete_function(iterator, tf.constant(XLA_STEPS)).graph.as_graph_def().library

@@ -10,7 +10,7 @@ import os
 
 from models.architecture import GRAMMAR, PRESETS
 from models.network import IMPLEMENTATIONS, PRECISIONS
-from training import data, distribute, optimization
+from training import data, distribute, optimization, pipeline
 from training.loop import TTA_MODES
 from training.loops import LOOPS
 
@@ -65,7 +65,7 @@ class TrainConfig:
                                "back to its size at a random offset; 0: no translation.",
                                check=(lambda v: 0 <= v <= 16, "must be an integer in [0, 16]"))
     flip: str = _field("random", "With --augment: random (a fair coin per image and step), alternating (each image "
-                       "flipped in every other epoch, airbench94's choice) or none.", choices=data.FLIP_MODES)
+                       "flipped in every other epoch, airbench94's choice) or none.", choices=pipeline.FLIP_MODES)
 
     # Optimisation.
     optimizer: str = _field("adam", "Optimizer.", choices=optimization.OPTIMIZERS)

@@ -25,6 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from training import data as data_lib
+from training import pipeline
 from training.config import VALIDATION_SPLIT_SEED
 from training.errors import OneLineError, RunError
 from training.loop import augmented_logits
@@ -66,7 +67,7 @@ def export_run(run_dir, data_dir=""):
     mean, std, stats_source = standardization_stats(config, run_dir, data_dir)
     paths = export_paths(run_dir, config.impl)
     os.makedirs(os.path.dirname(paths.saved_model), exist_ok=True)
-    module = ServingModule(network, data_lib.make_preprocess(mean, std), info.image_shape,
+    module = ServingModule(network, pipeline.make_preprocess(mean, std), info.image_shape,
                            config.test_time_augmentation)
     _replace(paths.saved_model, lambda tmp: tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve}))
     if paths.keras:
@@ -147,7 +148,7 @@ def standardization_stats(config, run_dir, data_dir=""):
     if results.get("data_source") not in (None, dataset.source):
         logging.warning("the run trained on %s; its mean and std are taken from %s", results["data_source"],
                         dataset.source)
-    mean, std = data_lib.channel_stats(dataset.x_train)
+    mean, std = pipeline.channel_stats(dataset.x_train)
     return mean, std, dataset.source
 
 

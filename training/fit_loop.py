@@ -10,7 +10,7 @@ import time
 
 import keras
 
-from training import data as data_lib
+from training import pipeline
 from training.errors import RunError
 from training.progress import Bookkeeper, kept_checkpoint
 
@@ -62,7 +62,7 @@ def train(run):
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                       steps_per_execution=config.steps_per_loop, jit_compile=config.jit_compile)
     def batches_of(x, y):
-        return data_lib.eval_pipeline(x, y, config.eval_batch_size, parts.eval_preprocess)
+        return pipeline.eval_pipeline(x, y, config.eval_batch_size, parts.eval_preprocess)
 
     test_batches = batches_of(dataset.x_test, dataset.y_test)  # built once, evaluated at every interval
     book = Bookkeeper(run, evaluate=lambda: tuple(model.evaluate(test_batches, verbose=0)),
@@ -72,7 +72,7 @@ def train(run):
     # pipeline that starts at the batch the custom loop would be at.
     while not book.done:
         chunk = min(config.log_every, run.total_steps - int(run.step))
-        train_batches = data_lib.train_pipeline(dataset.x_train, dataset.y_train, config.batch_size, config.seed,
+        train_batches = pipeline.train_pipeline(dataset.x_train, dataset.y_train, config.batch_size, config.seed,
                                                 parts.train_preprocess, skip_batches=int(run.step))
         model.fit(train_batches, epochs=(run.total_steps - int(run.step)) // chunk, steps_per_epoch=chunk,
                   callbacks=[callback], verbose=0, shuffle=False)

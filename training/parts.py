@@ -11,6 +11,7 @@ from models import architecture
 from models.network import build_network
 from models.whitening import initialise_whitening
 from training import data as data_lib
+from training import pipeline
 from training.freezing import FreezeAfter
 from training.lookahead import Lookahead
 from training.losses import classification_loss
@@ -117,22 +118,22 @@ def make_preprocessors(config, dataset):
     """``(train, eval)`` batch preprocessing functions as ``config`` says (scaling, standardising, augmenting)."""
     mean = std = None
     if config.standardize:
-        mean, std = data_lib.channel_stats(dataset.x_train)
-    train = data_lib.make_preprocess(mean, std, augment=config.augment, crop_padding=config.crop_padding,
+        mean, std = pipeline.channel_stats(dataset.x_train)
+    train = pipeline.make_preprocess(mean, std, augment=config.augment, crop_padding=config.crop_padding,
                                      flip=config.flip)
-    return train, data_lib.make_preprocess(mean, std)
+    return train, pipeline.make_preprocess(mean, std)
 
 
 def distributed_train_batches(run, start_step):
     """Training batches from ``start_step`` on, distributed over the run's strategy."""
     config, dataset = run.config, run.dataset
-    return data_lib.distributed_train_dataset(run.strategy, dataset.x_train, dataset.y_train, config.batch_size,
+    return pipeline.distributed_train_dataset(run.strategy, dataset.x_train, dataset.y_train, config.batch_size,
                                               config.seed, run.parts.train_preprocess, skip_batches=start_step)
 
 
 def distributed_eval_batches(run, x, y):
     """Every example of ``x, y`` once, distributed over the run's strategy."""
-    return data_lib.distributed_eval_dataset(run.strategy, x, y, run.config.eval_batch_size,
+    return pipeline.distributed_eval_dataset(run.strategy, x, y, run.config.eval_batch_size,
                                              run.parts.eval_preprocess)
 
 
