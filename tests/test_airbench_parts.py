@@ -102,9 +102,9 @@ def test_a_frozen_variable_keeps_the_value_of_its_last_training_step():
     assert seen == [[1.0, 1.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0]]
 
 
-def test_lookahead_averages_from_its_start_and_resets_the_weights_at_each_epoch_end():
+def test_lookahead_averages_from_its_start_and_ends_on_the_average():
     weight = tf.Variable(1.0)
-    lookahead = Lookahead([weight], every=2, start_step=2, total_steps=10, steps_per_epoch=5)
+    lookahead = Lookahead([weight], every=2, start_step=2, total_steps=7)
 
     def step(number, new_value):
         weight.assign(new_value)  # what the optimizer step would have done
@@ -114,10 +114,14 @@ def test_lookahead_averages_from_its_start_and_resets_the_weights_at_each_epoch_
     assert step(1, 1.0) == 1.0  # before the start: nothing
     assert step(2, 1.0) == 1.0  # first sync: the average becomes the weight
     assert step(3, 3.0) == 3.0  # not a sync step
-    decay = DECAY_BASE**2 * (4 / 10) ** 3
-    assert step(4, 3.0) == pytest.approx(decay * 1.0 + (1 - decay) * 3.0, abs=ATOL)
+    decay = DECAY_BASE**2 * (4 / 7) ** 3
     average = decay * 1.0 + (1 - decay) * 3.0
-    assert step(5, 10.0) == pytest.approx(average, abs=ATOL)  # epoch end: back to the average
+    assert step(4, 3.0) == pytest.approx(average, abs=ATOL)
+    assert step(5, 10.0) == 10.0  # between syncs the weights are the optimizer's (no reset at an epoch's end)
+    decay = DECAY_BASE**2 * (6 / 7) ** 3
+    average = decay * average + (1 - decay) * 12.0
+    assert step(6, 12.0) == pytest.approx(average, abs=ATOL)
+    assert step(7, 20.0) == pytest.approx(average, abs=ATOL)  # after the last step: the average as it is
 
 
 def _small_mnist(bundled_mnist):

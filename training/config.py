@@ -93,8 +93,8 @@ class TrainConfig:
                                      "learning rate times this (airbench94: 64); Adam normalises it away.",
                                      check=(lambda v: 0 < v < math.inf, "must be a finite number > 0"))
     lookahead_every: int = _field(0, "airbench94's lookahead: every this many steps the weights move to a running "
-                                  "average of themselves (decay 0.95**k x (step/total)**3), and they are set to "
-                                  "the average at each epoch's end; 0: off. Custom loop only.",
+                                  "average of themselves (decay 0.95**k x (step/total)**3), and after the last "
+                                  "step they are set to the average; 0: off. Custom loop only.",
                                   check=_non_negative(MAX_STEPS))
     lookahead_start_epochs: float = _field(3.0, "Epochs before the lookahead's first sync.",
                                            check=(lambda v: 0 <= v <= 1e6, "must be >= 0 and at most 1e6"))

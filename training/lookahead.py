@@ -1,6 +1,6 @@
 """airbench94's lookahead: every few steps the weights move part of the way towards a running average of
 themselves and the average is copied back into the network; the average's decay grows over the run (move
-fast early, average strongly at the end) and the network is set to the average at every epoch's end.
+fast early, average strongly at the end), and after the last step the network is set to the average.
 """
 
 import tensorflow as tf
@@ -17,9 +17,8 @@ class Lookahead:
     the network into the average.
     """
 
-    def __init__(self, variables, every, start_step, total_steps, steps_per_epoch):
+    def __init__(self, variables, every, start_step, total_steps):
         self.every, self.start_step, self.total_steps = every, start_step, total_steps
-        self.steps_per_epoch = steps_per_epoch
         self._targets = list(variables)
         self.averages = [tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"average_{i}")
                          for i, v in enumerate(self._targets)]
@@ -32,8 +31,10 @@ class Lookahead:
         # The first sync has decay 0: it sets the average to the weights and changes nothing else.
         tf.cond(sync, lambda: self._sync(tf.where(self.started, self._decay(step), 0.0)), tf.no_op)
         self.started.assign(tf.logical_or(self.started, sync))
-        epoch_end = tf.logical_or(step % self.steps_per_epoch == 0, step >= self.total_steps)
-        tf.cond(tf.logical_and(epoch_end, self.started), lambda: self._sync(tf.constant(1.0)), tf.no_op)
+        # After the last step the network takes the average as it is (decay 1), as airbench94 ends; only then:
+        # a reset at every epoch's end would throw away the steps since the last sync.
+        last = step >= self.total_steps
+        tf.cond(tf.logical_and(last, self.started), lambda: self._sync(tf.constant(1.0)), tf.no_op)
 
     def checkpoint_state(self):
         """What ``tf.train.Checkpoint`` should hold, so a resumed run continues the same averages."""

@@ -101,7 +101,7 @@ def make_step_hooks(config, network, num_train_examples, total_steps):
         hooks["freeze"] = FreezeAfter(biases, round(config.whitening_bias_epochs * epoch))
     if config.lookahead_every:
         hooks["lookahead"] = Lookahead(named.values(), config.lookahead_every,
-                                       round(config.lookahead_start_epochs * epoch), total_steps, epoch)
+                                       round(config.lookahead_start_epochs * epoch), total_steps)
     return hooks
 
 
