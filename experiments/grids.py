@@ -53,11 +53,14 @@ class Grid:
 
     @property
     def varied(self):
-        """The settings the points override besides ``arch``, in order of first appearance: table columns."""
+        """The settings besides ``arch`` that differ between points (a value, or being set at all), in order of
+        first appearance: table columns. Settings every point shares are the grid's, named in its description."""
         names = []
         for _, overrides in self.points:
             names += [name for name in overrides if name != "arch" and name not in names]
-        return names
+        missing = object()
+        return [name for name in names
+                if len({repr(overrides.get(name, missing)) for _, overrides in self.points}) > 1]
 
 
 # --- The named grids: each a function of the dataset's image shape (H, W, C) and class count. ---
@@ -151,19 +154,56 @@ def optimizer(image_shape, num_classes):
     return points
 
 
-# name -> (function making the points, default optimizer steps per run)
+# The cheaper CIFAR-10 speed recipe (flags/cifar10_fast.cfg) as TrainConfig fields, for the ablation grid;
+# tests/test_presets.py checks that they are the flagfile's. Its budget: 4 epochs of the 45,000 images the
+# sweep's validation split leaves, at batch 1024 (43 steps an epoch), with the triangle's peak at 23% of them.
+AIRBENCH_BATCH_SIZE = 1024
+AIRBENCH_ABLATION_STEPS = 4 * 43
+AIRBENCH_FAST_RECIPE = dict(
+    arch="airbench94", standardize=True, augment=True, crop_padding=2, flip="alternating", optimizer="sgd",
+    learning_rate=1.5, momentum=0.85, nesterov=True, lr_schedule="triangle", warmup_steps=int(0.23 * 172),
+    weight_decay=0.0089, bn_bias_lr_scale=64.0, decay_biases=True, whitening_bias_epochs=1.2, lookahead_every=5,
+    lookahead_start_epochs=1.2, label_smoothing=0.2, test_time_augmentation="flip_translate",
+    eval_batch_size=1000, jit_compile=True)
+
+
+def airbench_ablation(image_shape, num_classes):
+    """What each airbench94 piece buys: the cheaper CIFAR-10 speed recipe (`flags/cifar10_fast.cfg`, 4 epochs
+    at batch 1024) and the same with one piece taken out at a time.
+
+    `recipe`: every piece. `no_lookahead`: `lookahead_every=0`. `no_bias_lr_scale`: batch-norm biases at the
+    base rate (`bn_bias_lr_scale=1`). `random_flip`: independent random flips instead of alternating ones.
+    `flip_tta`: test-time augmentation over the image and its mirror only (airbench's level 1) instead of six
+    views; `no_tta`: none. `no_label_smoothing`: `label_smoothing=0`. `no_whitening_bias`: `w2g` (no trained
+    bias) instead of `w2tg`. `no_whitening`: a trained 2x2 valid convolution of the same 24 filters with bias and
+    GELU (`c24k2vg`) in place of the frozen whitening layer. The identity initialisation of the block
+    convolutions is part of the `B` token and is not taken out here.
+    """
+    del image_shape, num_classes  # airbench94's network fits every dataset here; it was made for CIFAR-10.
+    blocks = "B64-B256-B256-gmp-lin9"
+    changes = [("recipe", {}), ("no_lookahead", dict(lookahead_every=0)),
+               ("no_bias_lr_scale", dict(bn_bias_lr_scale=1.0)), ("random_flip", dict(flip="random")),
+               ("flip_tta", dict(test_time_augmentation="flip")), ("no_tta", dict(test_time_augmentation="none")),
+               ("no_label_smoothing", dict(label_smoothing=0.0)),
+               ("no_whitening_bias", dict(arch=f"w2g-{blocks}", whitening_bias_epochs=0.0)),
+               ("no_whitening", dict(arch=f"c24k2vg-{blocks}", whitening_bias_epochs=0.0))]
+    return [(label, dict(AIRBENCH_FAST_RECIPE, **change)) for label, change in changes]
+
+
+# name -> (function making the points, default optimizer steps per run, batch size)
 GRIDS = {
-    "filter_size": (filter_size, DEFAULT_TRAIN_STEPS),
-    "downsampling": (downsampling, DEFAULT_TRAIN_STEPS),
-    "pooling": (pooling, DEFAULT_TRAIN_STEPS),
-    "cnn_vs_mlp": (cnn_vs_mlp, DEFAULT_TRAIN_STEPS),
-    "optimizer": (optimizer, DEFAULT_TRAIN_STEPS),
+    "filter_size": (filter_size, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "downsampling": (downsampling, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "pooling": (pooling, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "cnn_vs_mlp": (cnn_vs_mlp, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "optimizer": (optimizer, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "airbench_ablation": (airbench_ablation, AIRBENCH_ABLATION_STEPS, AIRBENCH_BATCH_SIZE),
 }
 
 
 def make_grid(name, dataset_name):
     """The named grid for ``dataset_name`` (a key of ``data.DATASETS``); its description is its docstring."""
-    make_points, train_steps = GRIDS[name]
+    make_points, train_steps, batch_size = GRIDS[name]
     info = data_lib.DATASETS[dataset_name]
     points = tuple(make_points(info.image_shape, info.num_classes))
-    return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps)
+    return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps, batch_size=batch_size)

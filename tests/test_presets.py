@@ -80,6 +80,12 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     # 4 epochs of 48 full batches = 192 steps; int(0.23 * 192) = 44.
     assert (cheaper["epochs"], cheaper["warmup_steps"], cheaper["whitening_bias_epochs"],
             cheaper["eval_every_epochs"]) == (4.0, 44, 1.2, 0.0)
+    # The ablation grid's "recipe" point is this flagfile's run, but for the warmup: 23% of the grid's 172 steps
+    # (4 epochs of the 45,000 images its validation split leaves) rather than of 192.
+    from experiments import grids
+    recipe = dict(grids.make_grid("airbench_ablation", "cifar10").points)["recipe"]
+    assert {name: cheaper[name] for name in recipe} == dict(recipe, warmup_steps=44)
+    assert recipe["warmup_steps"] == int(0.23 * grids.AIRBENCH_ABLATION_STEPS) == 39
     # CIFAR-100 trains the CIFAR-10 recipe unchanged: every field but the dataset and the run directory agrees.
     hundred = configs[str(REPO_ROOT / "flags" / "cifar100_speed.cfg")]
     differ = {name for name in speed if speed[name] != hundred[name]}
