@@ -97,17 +97,11 @@ def test_a_sigterm_to_the_command_reaches_the_run_it_waits_for(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # this process's own handling is back
 
 
-def test_the_command_trains_a_tiny_recipe_end_to_end(tmp_path, tiny_mnist_dir):
-    recipe = tmp_path / "tiny.cfg"
-    recipe.write_text("--dataset=mnist\n--arch=c4k3-m2-d16\n--batch_size=64\n--train_steps=20\n--log_every=10\n"
-                      "--noaugment\n--eval_batch_size=200\n")
-    out = tmp_path / "tiny.md"
-    process = subprocess.run([sys.executable, "-m", "experiments.seeds", f"--recipe={recipe}", "--seeds=1",
-                              f"--data_dir={tiny_mnist_dir}", f"--logdir={tmp_path / 'runs'}", f"--out={out}"],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS,
-                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert process.returncode == 0, process.stderr[-2000:]
-    results = json.loads((tmp_path / "runs" / "tiny-seed0" / "results.json").read_text())
-    assert (results["seed"], results["train_steps"]) == (0, 20)
-    row = next(line for line in out.read_text().splitlines() if line.startswith("| 0 |"))
-    assert row.startswith(f"| 0 | {100 * results['test_accuracy']:.2f} | {results['test_loss']:.4f} | — | 20 |")
+def test_the_command_refuses_a_missing_recipe_in_one_line(tmp_path):
+    # The real training path of the command was exercised by the CIFAR-10 seeds of WORKSPACE.md section 12; a
+    # tiny end-to-end run here would cost ~15 s of the suite for what the stand-in above already checks.
+    process = subprocess.run([sys.executable, "-m", "experiments.seeds", f"--recipe={tmp_path / 'missing.cfg'}"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines()[-1] == (
+        f"seeds.py: error: flag --recipe={tmp_path / 'missing.cfg'}: --recipe must name an existing flagfile")

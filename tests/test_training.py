@@ -121,11 +121,9 @@ def _kill_after_first_checkpoint(process, checkpoint_dir):
     assert process.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("arch", [
-    "c4k3-m2-d16",
-    # Batch-norm moving statistics and the dropout seed state must be in the checkpoint too.
-    "c4k3b-m2-d16-drop0.5",
-])
+# Batch-norm moving statistics and the dropout seed state must be in the checkpoint too, besides the weights and
+# optimizer slots (a net without them checks a subset of this; it was dropped to keep the suite in its budget).
+@pytest.mark.parametrize("arch", ["c4k3b-m2-d16-drop0.5"])
 @pytest.mark.parametrize("loop", ["custom", "fit"])
 def test_resuming_in_process_matches_a_straight_run(tmp_path, tiny_config, tiny_mnist, caplog, arch, loop):
     caplog.set_level(logging.INFO, logger="absl")
