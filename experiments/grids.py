@@ -158,10 +158,11 @@ def optimizer(image_shape, num_classes):
 # tests/test_presets.py checks that they are the flagfile's. Its budget: 4 epochs of the 45,000 images the
 # sweep's validation split leaves, at batch 1024 (43 steps an epoch), with the triangle's peak at 23% of them.
 AIRBENCH_BATCH_SIZE = 1024
-AIRBENCH_ABLATION_STEPS = 4 * 43
+AIRBENCH_ABLATION_STEPS = 4 * (round(50_000 * (1 - SWEEP_VALIDATION_SPLIT)) // AIRBENCH_BATCH_SIZE)
 AIRBENCH_FAST_RECIPE = dict(
     arch="airbench94", standardize=True, augment=True, crop_padding=2, flip="alternating", optimizer="sgd",
-    learning_rate=1.5, momentum=0.85, nesterov=True, lr_schedule="triangle", warmup_steps=int(0.23 * 172),
+    learning_rate=1.5, momentum=0.85, nesterov=True, lr_schedule="triangle",
+    warmup_steps=int(0.23 * AIRBENCH_ABLATION_STEPS),
     weight_decay=0.0089, bn_bias_lr_scale=64.0, decay_biases=True, whitening_bias_epochs=1.2, lookahead_every=5,
     lookahead_start_epochs=1.2, label_smoothing=0.2, test_time_augmentation="flip_translate",
     eval_batch_size=1000, jit_compile=True)

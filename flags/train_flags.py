@@ -77,17 +77,11 @@ def _register_cross_checks():
     def _fit_needs_keras(values):
         return not (values["impl"] == "reference" and values["loop"] == "fit")
 
-    @absl_flags.multi_flags_validator(["loop", "test_time_augmentation"], message="--test_time_augmentation "
-                                      "evaluates in the custom loop only; use --loop=custom")
-    def _tta_in_custom_loop(values):
-        return values["loop"] == "custom" or values["test_time_augmentation"] == "none"
-
-    @absl_flags.multi_flags_validator(["loop", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs"],
-                                      message="--bn_bias_lr_scale, --lookahead_every and --whitening_bias_epochs "
-                                      "act in the custom loop only; use --loop=custom")
-    def _airbench_optimisation_in_custom_loop(values):
-        return values["loop"] == "custom" or (values["bn_bias_lr_scale"] == 1 and not values["lookahead_every"]
-                                              and not values["whitening_bias_epochs"])
+    @absl_flags.multi_flags_validator(["loop", *config_lib.CUSTOM_LOOP_ONLY], message="--test_time_augmentation, "
+                                      "--bn_bias_lr_scale, --lookahead_every and --whitening_bias_epochs act in the "
+                                      "custom loop only; use --loop=custom")
+    def _custom_loop_settings(values):
+        return values["loop"] == "custom" or not config_lib.custom_loop_only_settings(values)
 
     @absl_flags.multi_flags_validator(["arch", "whitening_bias_epochs"], message="--whitening_bias_epochs freezes "
                                       "the bias of a whitening layer, which --arch does not have; start it with "

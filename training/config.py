@@ -182,6 +182,18 @@ MAIN_JOB = dict(arch="mnist_fast", learning_rate=3e-3, lr_schedule="cosine", war
                 label_smoothing=0.1, augment=True, crop_padding=2, flip="none", epochs=6.0)
 
 
+# Settings that act in the custom training loop only: the flag validators refuse them with --loop=fit, and the
+# fit loop refuses a config built in code that sets them.
+CUSTOM_LOOP_ONLY = ("test_time_augmentation", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs")
+
+
+def custom_loop_only_settings(values):
+    """``name=value`` of each ``CUSTOM_LOOP_ONLY`` setting that ``values`` (field name -> value) sets away from
+    its default."""
+    defaults = {field.name: field.default for field in fields()}
+    return [f"{name}={values[name]!r}" for name in CUSTOM_LOOP_ONLY if values[name] != defaults[name]]
+
+
 def default_logdir(config):
     """``runs/<dataset>-<arch>-<impl>-<loop>``; a long architecture string is cut and given a short hash, so the
     directory name stays within what file systems allow."""

@@ -4,12 +4,12 @@ Same parts (network, optimizer, loss), same batches in the same order, same run 
 the two should agree to rounding.
 """
 
-import dataclasses
 import math
 import time
 
 import keras
 
+from training import config as config_lib
 from training import pipeline
 from training.errors import RunError
 from training.progress import Bookkeeper, kept_checkpoint
@@ -42,17 +42,12 @@ class _BookkeepingCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-# Settings that act in the custom loop only (the flag validators refuse them with --loop=fit; a config built in
-# code is checked here, so that fit never trains or evaluates silently without them).
-CUSTOM_LOOP_ONLY = ("test_time_augmentation", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs")
-
-
 def train(run):
     """Trains ``run`` (a ``parts.Run``, Keras implementation) with ``fit`` in chunks of ``log_every`` steps."""
     config, parts, dataset = run.config, run.parts, run.dataset
-    defaults = {field.name: field.default for field in dataclasses.fields(config)}
-    ignored = [f"{name}={getattr(config, name)!r}" for name in CUSTOM_LOOP_ONLY
-               if getattr(config, name) != defaults[name]]
+    # A config built in code is checked here (flags are refused at parse time), so that fit never trains or
+    # evaluates silently without these settings.
+    ignored = config_lib.custom_loop_only_settings(vars(config))
     if ignored:
         raise ValueError(f"loop='fit' does not apply {', '.join(ignored)}: they act in the custom loop only; use "
                          f"loop='custom'")
