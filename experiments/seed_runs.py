@@ -20,7 +20,7 @@ from absl import logging
 
 from experiments.report import accuracy_spread, machine_record
 from training.errors import OneLineError
-from training.rundir import CONFIG, RESULTS
+from training.rundir import CONFIG, RunDir
 
 
 class SeedsError(OneLineError, RuntimeError):
@@ -81,14 +81,8 @@ def check_recipe(flagfile, logdir):
 def read_run(path):
     """``(results.json, the history of starts in config.json)`` of a run directory; results is None until the
     run has finished."""
-    results, history = None, []
-    if os.path.exists(os.path.join(path, RESULTS)):
-        with open(os.path.join(path, RESULTS)) as file:
-            results = json.load(file)
-    if os.path.exists(os.path.join(path, CONFIG)):
-        with open(os.path.join(path, CONFIG)) as file:
-            history = json.load(file).get("history", [])
-    return results, history
+    run = RunDir(path)
+    return run.read_results(), run.read_saved()["history"] if os.path.exists(run.file(CONFIG)) else []
 
 
 def run_seeds(flagfile, seeds, logdir, data_dir="", launch=_launch, on_run=None):
