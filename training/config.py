@@ -182,8 +182,8 @@ MAIN_JOB = dict(arch="mnist_fast", learning_rate=3e-3, lr_schedule="cosine", war
                 label_smoothing=0.1, augment=True, crop_padding=2, flip="none", epochs=6.0)
 
 
-# Settings that act in the custom training loop only: the flag validators refuse them with --loop=fit, and the
-# fit loop refuses a config built in code that sets them.
+# Settings that act in the custom training loop only: the flag validators refuse them with --loop=fit, and
+# trainer.check_loop_settings refuses a fit-loop config built in code that sets them.
 CUSTOM_LOOP_ONLY = ("test_time_augmentation", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs")
 
 

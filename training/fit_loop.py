@@ -9,7 +9,6 @@ import time
 
 import keras
 
-from training import config as config_lib
 from training import pipeline
 from training.errors import RunError
 from training.progress import Bookkeeper, kept_checkpoint
@@ -45,12 +44,6 @@ class _BookkeepingCallback(keras.callbacks.Callback):
 def train(run):
     """Trains ``run`` (a ``parts.Run``, Keras implementation) with ``fit`` in chunks of ``log_every`` steps."""
     config, parts, dataset = run.config, run.parts, run.dataset
-    # A config built in code is checked here (flags are refused at parse time), so that fit never trains or
-    # evaluates silently without these settings.
-    ignored = config_lib.custom_loop_only_settings(vars(config))
-    if ignored:
-        raise ValueError(f"loop='fit' does not apply {', '.join(ignored)}: they act in the custom loop only; use "
-                         f"loop='custom'")
     model = parts.network
     with run.strategy.scope():
         model.compile(optimizer=parts.optimizer, loss=parts.loss,
