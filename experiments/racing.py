@@ -1,10 +1,15 @@
-"""A race of training recipes to a target test accuracy, on one machine, in one invocation.
+"""A race of training recipes to a target test accuracy, on one machine, with one version of the code.
 
 Each recipe is a flagfile of ``python -m training.train``. Runs alternate (baseline seed 0, candidate seed 0,
 ..., baseline seed 1, ...), so a change in the machine's load touches every recipe alike, and each run is a
-fresh process that records ``seconds_to_target`` (training time until the first evaluation at the target,
+process of its own that records ``seconds_to_target`` (training time until the first evaluation at the target,
 compilation included, evaluation excluded) in its results.json. The report is a markdown table of medians and
 ranges per recipe, with each median's ratio to the baseline's (the first flagfile).
+
+A race longer than a sitting continues: ``<logdir>/race.json`` keeps its terms (the flagfiles' text, the target,
+the seeds, the evaluation settings, the commit and the CPU model), and the same command on the same terms reads
+the finished runs and resumes the unfinished one from its last checkpoint, its clock restored with it. Other
+terms (another recipe, code or CPU, where times would no longer compare) are refused.
 """
 
 import dataclasses
@@ -12,18 +17,22 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 from absl import logging
 
+from experiments.launch import run_in_console
 from experiments.report import machine_record
 from training.errors import OneLineError
+from training.rundir import CONFIG, RunDir
+
+RACE_TERMS = "race.json"
 
 
 class RaceError(OneLineError, RuntimeError):
-    """A race that cannot go on (a run that failed); the message says which and why."""
+    """A race that cannot go on (a run that failed, a folder holding another race); the message says which and
+    why."""
 
 
 @dataclasses.dataclass
@@ -31,6 +40,7 @@ class Entrant:
     name: str  # the flagfile's name without .cfg
     flagfile: str
     runs: list = dataclasses.field(default_factory=list)  # results.json of each seed, in seed order
+    starts: list = dataclasses.field(default_factory=list)  # how many times each seed's run was started
 
 
 def entrant_name(flagfile):
@@ -38,9 +48,10 @@ def entrant_name(flagfile):
 
 
 def train_command(flagfile, seed, target, logdir, data_dir, eval_every_epochs, stop_at_target):
-    """The ``training.train`` command of one run: the flagfile, then what the race sets for every recipe."""
+    """The ``training.train`` command of one run: the flagfile, then what the race sets for every recipe. It
+    resumes the run in ``logdir`` when there is one (a race continued)."""
     command = [sys.executable, "-m", "training.train", f"--flagfile={flagfile}", f"--seed={seed}",
-               f"--target_accuracy={target}", f"--logdir={logdir}", "--noresume"]
+               f"--target_accuracy={target}", f"--logdir={logdir}"]
     if data_dir:
         command.append(f"--data_dir={data_dir}")
     if eval_every_epochs:
@@ -51,29 +62,35 @@ def train_command(flagfile, seed, target, logdir, data_dir, eval_every_epochs, s
 
 
 def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.0, stop_at_target=False,
-             on_run=None):
+             on_run=None, launch=run_in_console):
     """Runs every flagfile with seeds 0..seeds-1, alternating; returns the ``Entrant``s with their results.
 
-    Each run lives in ``<logdir>/<recipe>-seed<k>``, which must not exist yet (the times of a race are only
-    comparable within one invocation). ``on_run(entrants)`` is called after every run.
+    Each run lives in ``<logdir>/<recipe>-seed<k>``; a run that has finished there is read, not trained again.
+    ``launch(command)`` runs one ``training.train`` command and returns its exit code; ``on_run(entrants)`` is
+    called after every run.
     """
     entrants = [Entrant(entrant_name(flagfile), flagfile) for flagfile in flagfiles]
     for seed in range(seeds):
         for entrant in entrants:
-            run_dir = os.path.join(logdir, f"{entrant.name}-seed{seed}")
-            command = train_command(entrant.flagfile, seed, target, run_dir, data_dir, eval_every_epochs,
-                                    stop_at_target)
-            logging.info("race: %s seed %d: %s", entrant.name, seed, " ".join(command[1:]))
-            tick = time.time()
-            process = subprocess.run(command, capture_output=True, text=True)
-            if process.returncode != 0:
-                last = (process.stderr.strip().splitlines() or ["no output"])[-1]
-                raise RaceError(f"{entrant.name} seed {seed} failed (exit {process.returncode}): {last}")
-            with open(os.path.join(run_dir, "results.json")) as file:
-                results = json.load(file)
+            run = RunDir(os.path.join(logdir, f"{entrant.name}-seed{seed}"))
+            results = run.read_results()
+            if results is None:
+                command = train_command(entrant.flagfile, seed, target, run.path, data_dir, eval_every_epochs,
+                                        stop_at_target)
+                logging.info("race: %s seed %d: %s", entrant.name, seed, " ".join(command[1:]))
+                tick = time.time()
+                code = launch(command)
+                if code != 0:
+                    raise RaceError(f"{entrant.name} seed {seed} failed (exit {code}; its error is above); the "
+                                    f"same command continues the race")
+                results = run.read_results()
+                logging.info("race: %s seed %d: %s to target, test accuracy %.2f%%, %.0f s in all", entrant.name,
+                             seed, _seconds(results["seconds_to_target"]), 100 * results["test_accuracy"],
+                             time.time() - tick)
+            else:
+                logging.info("race: %s seed %d: finished before (%s), read", entrant.name, seed, run.path)
             entrant.runs.append(results)
-            logging.info("race: %s seed %d: %s to target, test accuracy %.2f%%, %.0f s in all", entrant.name, seed,
-                         _seconds(results["seconds_to_target"]), 100 * results["test_accuracy"], time.time() - tick)
+            entrant.starts.append(len(run.read_saved()["history"]) if os.path.exists(run.file(CONFIG)) else 1)
             if on_run:
                 on_run(entrants)
     return entrants
@@ -117,6 +134,7 @@ def make_table(entrants, target):
 
 def make_report(entrants, target, seeds, command, record, elapsed_seconds):
     done = sum(len(e.runs) for e in entrants)
+    resumed = sum(starts > 1 for e in entrants for starts in e.starts)
     lines = [
         f"# Race to {100 * target:.2f}% test accuracy", "",
         "| | |", "| --- | --- |",
@@ -126,25 +144,58 @@ def make_report(entrants, target, seeds, command, record, elapsed_seconds):
         f"| versions | TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']} |",
         f"| commit | {record['commit']} |",
         f"| command | `{command}` |",
-        f"| runs | {done} of {len(entrants) * seeds}; {elapsed_seconds:.0f} s of wall time in this command |",
+        f"| runs | {done} of {len(entrants) * seeds}, {resumed} of them resumed after a stop; "
+        f"{elapsed_seconds:.0f} s of wall time in this command |",
         f"| written | {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC |", "",
         make_table(entrants, target), "",
         "Seconds to target: training time of a run until its first evaluation at or above the target, the first "
         "(compiling) call included, evaluations excluded (results.json `seconds_to_target`). The ratio compares "
         "medians with the baseline's and is shown only when every seed of both reached the target. Images to "
         "target: optimizer steps until that evaluation times the batch size. Final test accuracy: at the end of "
-        "each run. images/s: training throughput without the compiling call.", ""]
+        "each run. images/s: training throughput without the compiling call. A resumed run's training time is "
+        "summed over its starts, from the checkpoint it resumed at (each start compiles again).", ""]
     return "\n".join(lines)
 
 
-def race_and_report(flagfiles, target, seeds, logdir, out, command, data_dir="", eval_every_epochs=0.0,
-                    stop_at_target=False):
-    """``run_race``, rewriting the markdown report ``out`` after every run; returns the ``Entrant``s."""
+def race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, record):
+    """What a race's times depend on, as ``race.json`` keeps it: a continued race must bring the same. The data
+    folder is left out: it only says where the flagfiles' dataset is."""
+    recipes = {}
     for flagfile in flagfiles:
+        with open(flagfile) as file:
+            recipes[flagfile] = file.read()
+    return dict(recipes=recipes, target_accuracy=target, seeds=seeds, eval_every_epochs=eval_every_epochs,
+                stop_at_target=stop_at_target, commit=record["commit"], cpu_model=record["cpu_model"])
+
+
+def check_terms(logdir, terms):
+    """Records ``terms`` in ``<logdir>/race.json`` for a new race; for a race that is there, refuses other terms."""
+    path = os.path.join(logdir, RACE_TERMS)
+    if os.path.exists(path):
+        with open(path) as file:
+            recorded = json.load(file)
+        for key, value in terms.items():
+            if recorded.get(key) != value:
+                shown = "recipes" if key == "recipes" else f"{key} ({recorded.get(key)}; here {value})"
+                raise RaceError(f"{logdir} holds a race with other {shown}; a race continues only on its own terms "
+                                f"({path}), so pass a new --logdir")
+        return
+    for flagfile in terms["recipes"]:
         if os.path.exists(os.path.join(logdir, f"{entrant_name(flagfile)}-seed0")):
-            raise RaceError(f"{logdir} already holds runs of {entrant_name(flagfile)}; a race's times compare only "
-                            f"within one invocation, so pass a new --logdir")
+            raise RaceError(f"{logdir} already holds runs of {entrant_name(flagfile)} but no {RACE_TERMS}; a race's "
+                            f"times compare only on its own terms, so pass a new --logdir")
+    os.makedirs(logdir, exist_ok=True)
+    with open(path + ".tmp", "w") as file:
+        json.dump(terms, file, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def race_and_report(flagfiles, target, seeds, logdir, out, command, data_dir="", eval_every_epochs=0.0,
+                    stop_at_target=False, launch=run_in_console):
+    """``run_race`` on terms checked against ``<logdir>/race.json``, rewriting the markdown report ``out``
+    after every run; returns the ``Entrant``s."""
     record, started = machine_record(), time.time()
+    check_terms(logdir, race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, record))
 
     def write(entrants):
         text = make_report(entrants, target, seeds, command, record, time.time() - started)
@@ -153,4 +204,5 @@ def race_and_report(flagfiles, target, seeds, logdir, out, command, data_dir="",
             file.write(text)
         os.replace(out + ".tmp", out)
 
-    return run_race(flagfiles, target, seeds, logdir, data_dir, eval_every_epochs, stop_at_target, on_run=write)
+    return run_race(flagfiles, target, seeds, logdir, data_dir, eval_every_epochs, stop_at_target, on_run=write,
+                    launch=launch)

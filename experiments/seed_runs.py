@@ -11,13 +11,12 @@ keeps the flagfile's text; another version of it is refused, so one table never 
 import datetime
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 
 from absl import logging
 
+from experiments.launch import run_in_console
 from experiments.report import accuracy_spread, machine_record
 from training.errors import OneLineError
 from training.rundir import CONFIG, RunDir
@@ -41,24 +40,6 @@ def train_command(flagfile, seed, logdir, data_dir=""):
     command = [sys.executable, "-m", "training.train", f"--flagfile={flagfile}", f"--seed={seed}",
                f"--logdir={run_dir(logdir, flagfile, seed)}"]
     return command + ([f"--data_dir={data_dir}"] if data_dir else [])
-
-
-def _launch(command):
-    """Runs ``command`` with this process's console, so a long run shows its progress; returns its exit code.
-
-    Ctrl-C reaches the whole process group, so the run stops through its own cleanup (its checkpoints kept) while
-    this waits for it; a SIGTERM sent to this process is passed on to the run, which then does the same.
-    """
-    process = subprocess.Popen(command)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
-    try:
-        while True:
-            try:
-                return process.wait()
-            except KeyboardInterrupt:
-                continue  # the run got the Ctrl-C too; its exit code says how it ended
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def check_recipe(flagfile, logdir):
@@ -85,7 +66,7 @@ def read_run(path):
     return run.read_results(), run.read_saved()["history"] if os.path.exists(run.file(CONFIG)) else []
 
 
-def run_seeds(flagfile, seeds, logdir, data_dir="", launch=_launch, on_run=None):
+def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_in_console, on_run=None):
     """Trains (or reads) seeds 0..seeds-1 of ``flagfile``; returns ``[(seed, results, history)]`` in seed order.
 
     ``launch(command)`` runs one ``training.train`` command and returns its exit code. ``on_run(done)`` is called
@@ -152,7 +133,7 @@ def make_report(flagfile, seeds, done, command, record):
     return "\n".join(lines)
 
 
-def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=_launch):
+def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=run_in_console):
     """``run_seeds``, rewriting the markdown report ``out`` after every seed; returns what ``run_seeds`` does."""
     record = machine_record()
 

@@ -18,7 +18,8 @@ def define_flags():
                             "flagfile's own interval.")
     absl_flags.DEFINE_bool("stop_at_target", False, "End each run at its first evaluation at the target.")
     absl_flags.DEFINE_string("logdir", os.path.join("runs", "races", "race"), "Root of the run directories "
-                             "<logdir>/<recipe>-seed<k>; must not hold runs of these recipes yet.")
+                             "<logdir>/<recipe>-seed<k> and of race.json, the race's terms: the same command "
+                             "continues a stopped race there (same recipes, settings, commit and CPU model).")
     absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/race.md.")
     absl_flags.mark_flags_as_required(["flagfiles", "target_accuracy"])
     cli.check("flagfiles", lambda v: v is None or (len(v) >= 2 and all(os.path.isfile(f) for f in v)),

@@ -1,8 +1,16 @@
-"""``experiments.race``'s table: medians, ranges and the ratio to the baseline, from runs' results."""
+"""``experiments.race``: the table (medians, ranges, the ratio to the baseline) from runs' results, and a race
+continued on its own terms. The bookkeeping uses a stand-in for the training process that writes what a finished
+run leaves."""
+
+import json
+import os
+import re
 
 import pytest
 
 from experiments import racing
+
+SECONDS = {("slow", 0): 100.0, ("fast", 0): 20.0, ("slow", 1): 120.0, ("fast", 1): 25.0}
 
 
 def _entrant(flagfile, seconds, accuracies):
@@ -28,9 +36,86 @@ def test_no_ratio_when_a_seed_missed_the_target():
     assert row.startswith("| `flags/fast.cfg` | 1/2 | 20.0 (20.0–20.0) | — |")
 
 
-def test_a_folder_holding_runs_of_a_recipe_is_refused(tmp_path):
+@pytest.fixture
+def flagfiles(tmp_path):
+    paths = [tmp_path / "slow.cfg", tmp_path / "fast.cfg"]
+    for path in paths:
+        path.write_text(f"--arch={path.stem}\n")
+    return [str(path) for path in paths]
+
+
+def _fake_training(launched, fail_at=None):
+    """A ``launch`` that records (recipe, seed) and writes the results.json and config.json of a finished run;
+    the run ``fail_at`` instead stops after its first start, as a run stopped by a signal does (exit -15)."""
+    def launch(command):
+        recipe = next(arg for arg in command if arg.startswith("--flagfile=")).split("=")[1]
+        key = (os.path.splitext(os.path.basename(recipe))[0],
+               int(next(arg for arg in command if arg.startswith("--seed=")).split("=")[1]))
+        path = next(arg for arg in command if arg.startswith("--logdir=")).split("=", 1)[1]
+        launched.append(key)
+        config = os.path.join(path, "config.json")
+        history = json.load(open(config))["history"] if os.path.exists(config) else []
+        os.makedirs(path, exist_ok=True)
+        with open(config, "w") as file:
+            json.dump(dict(config={}, history=[*history, dict(from_step=0, commit="abc1234", cpu="Some CPU")]), file)
+        if key == fail_at and len(history) == 0:
+            return -15
+        results = dict(seconds_to_target=SECONDS[key], images_to_target=1000 * int(SECONDS[key]),
+                       test_accuracy=0.99, train_seconds=2 * SECONDS[key], images_per_second=500.0)
+        with open(os.path.join(path, "results.json"), "w") as file:
+            json.dump(results, file)
+        return 0
+    return launch
+
+
+def test_a_stopped_race_continues_with_the_unfinished_run_and_reads_the_finished(tmp_path, flagfiles):
+    logdir, out, launched = str(tmp_path / "race"), str(tmp_path / "race.md"), []
+    with pytest.raises(racing.RaceError, match=r"^fast seed 0 failed \(exit -15; its error is above\); the same "
+                                               r"command continues the race$"):
+        racing.race_and_report(flagfiles, 0.99, 2, logdir, out, "the command",
+                               launch=_fake_training(launched, fail_at=("fast", 0)))
+    entrants = racing.race_and_report(flagfiles, 0.99, 2, logdir, out, "the command",
+                                      launch=_fake_training(launched, fail_at=("fast", 0)))
+    assert launched == [("slow", 0), ("fast", 0), ("fast", 0), ("slow", 1), ("fast", 1)]
+    assert [entrant.starts for entrant in entrants] == [[1, 1], [2, 1]]
+    text = open(out).read()
+    assert "| runs | 4 of 4, 1 of them resumed after a stop; " in text
+    assert f"| `{flagfiles[1]}` | 2/2 | 22.5 (20.0–25.0) | 0.205 |" in text  # medians 22.5 / 110.0
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(target=0.98), "target_accuracy (0.99; here 0.98)"),
+    (dict(seeds=3), "seeds (2; here 3)"),
+    (dict(recipe_text="--arch=other\n"), "recipes"),
+])
+def test_a_race_continued_on_other_terms_is_refused(tmp_path, flagfiles, change, named):
+    logdir, launched = str(tmp_path / "race"), []
+    racing.race_and_report(flagfiles, 0.99, 2, logdir, str(tmp_path / "r.md"), "c", launch=_fake_training(launched))
+    if "recipe_text" in change:
+        with open(flagfiles[1], "w") as file:
+            file.write(change["recipe_text"])
+    message = (f"{logdir} holds a race with other {named}; a race continues only on its own terms "
+               f"({logdir}/race.json), so pass a new --logdir")
+    with pytest.raises(racing.RaceError, match=f"^{re.escape(message)}$"):
+        racing.race_and_report(flagfiles, change.get("target", 0.99), change.get("seeds", 2), logdir,
+                               str(tmp_path / "r.md"), "c", launch=_fake_training(launched))
+    assert len(launched) == 4  # the refused invocation launched nothing
+
+
+def test_a_race_on_another_cpu_is_refused(tmp_path, flagfiles):
+    logdir, launched = tmp_path / "race", []
+    racing.race_and_report(flagfiles, 0.99, 1, str(logdir), str(tmp_path / "r.md"), "c",
+                           launch=_fake_training(launched))
+    terms = json.loads((logdir / "race.json").read_text())
+    (logdir / "race.json").write_text(json.dumps(dict(terms, cpu_model="Another CPU")))
+    with pytest.raises(racing.RaceError, match=r"holds a race with other cpu_model \(Another CPU; here "):
+        racing.race_and_report(flagfiles, 0.99, 1, str(logdir), str(tmp_path / "r.md"), "c",
+                               launch=_fake_training(launched))
+
+
+def test_a_folder_holding_runs_but_no_race_terms_is_refused(tmp_path, flagfiles):
     (tmp_path / "fast-seed0").mkdir()
-    with pytest.raises(racing.RaceError, match=f"^{tmp_path} already holds runs of fast; a race's times compare "
-                                               "only within one invocation, so pass a new --logdir$"):
-        racing.race_and_report(["flags/slow.cfg", "flags/fast.cfg"], 0.99, 1, str(tmp_path), str(tmp_path / "r.md"),
-                               "the command")
+    with pytest.raises(racing.RaceError, match=f"^{tmp_path} already holds runs of fast but no race.json; a race's "
+                                               "times compare only on its own terms, so pass a new --logdir$"):
+        racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path), str(tmp_path / "r.md"), "the command",
+                               launch=_fake_training([]))
