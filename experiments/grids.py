@@ -9,8 +9,8 @@ import inspect
 import re
 
 from models import analysis, architecture
-from training import data as data_lib
 from training.config import TrainConfig
+from training.dataset_info import DATASETS
 
 # Optimizer steps per run: 76,800 images at batch 128 (1.28 MNIST epochs). A small net trains at 5-15k images/s
 # on this project's 2-core machine (~10 s a run), the default mnist_cnn at ~2.5k images/s (~35 s a run).
@@ -203,8 +203,8 @@ GRIDS = {
 
 
 def make_grid(name, dataset_name):
-    """The named grid for ``dataset_name`` (a key of ``data.DATASETS``); its description is its docstring."""
+    """The named grid for ``dataset_name`` (a key of ``dataset_info.DATASETS``); its description is its docstring."""
     make_points, train_steps, batch_size = GRIDS[name]
-    info = data_lib.DATASETS[dataset_name]
+    info = DATASETS[dataset_name]
     points = tuple(make_points(info.image_shape, info.num_classes))
     return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps, batch_size=batch_size)

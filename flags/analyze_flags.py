@@ -4,14 +4,14 @@ from absl import flags as absl_flags
 
 from flags import cli
 from models import architecture
-from training import data
+from training.dataset_info import DATASETS
 
 
 def define_flags():
     """Defines the analysis flags on ``absl_flags.FLAGS`` (once per process)."""
     absl_flags.DEFINE_string("arch", architecture.DEFAULT_ARCH, f"Architecture string ({architecture.GRAMMAR}, joined "
                         f"by '-') or a preset: {', '.join(architecture.PRESETS)}.")
-    absl_flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Dataset whose image shape and class count the "
+    absl_flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset whose image shape and class count the "
                       "network is analysed for.")
     absl_flags.DEFINE_bool("compare_mlp", True, "Also print the MLP with the same parameter count (within 2%) and "
                       "compare the two.")

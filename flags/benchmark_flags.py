@@ -2,14 +2,14 @@
 
 from absl import flags as absl_flags
 
-from flags import cli
 from experiments.throughput import VARIANTS
+from flags import cli
 from models import architecture
-from training import data
+from training.dataset_info import DATASETS
 
 
 def define_flags():
-    absl_flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Dataset whose images are fed.")
+    absl_flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset whose images are fed.")
     absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz; empty: Keras cache or bundled MNIST.")
     absl_flags.DEFINE_string("arch", architecture.DEFAULT_ARCH, "Architecture string or preset.")
     absl_flags.DEFINE_integer("batch_size", 128, "Global batch size.")

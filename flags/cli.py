@@ -54,7 +54,7 @@ def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
     message names the token and the shapes, from ``models.architecture.plan``), or whose weights alone could not
     be trained in this machine's memory."""
     from models import analysis
-    from training.data import DATASETS
+    from training.dataset_info import DATASETS
 
     @absl_flags.multi_flags_validator([arch_flag, dataset_flag], message="")
     def _arch_fits(values):

@@ -4,15 +4,15 @@ import os
 
 from absl import flags as absl_flags
 
-from flags import cli
 from experiments import grids
-from training import data
+from flags import cli
+from training.dataset_info import DATASETS
 
 
 def define_flags():
     """Defines the sweep flags on ``absl_flags.FLAGS`` (once per process)."""
     absl_flags.DEFINE_enum("grid", None, list(grids.GRIDS), "Named grid of points to train (experiments/grids.py).")
-    absl_flags.DEFINE_enum("dataset", "mnist", list(data.DATASETS), "Dataset to train and test on.")
+    absl_flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset to train and test on.")
     absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); "
                         "empty: tf.keras.datasets, then the MNIST subset bundled in bundled_data/.")
     absl_flags.DEFINE_integer("seeds", 3, "Runs per point, with seeds 0, 1, ..., seeds-1.")

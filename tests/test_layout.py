@@ -1,7 +1,12 @@
-"""The code's shape: no import circle among the project's modules, and entry points apart from the library."""
+"""The code's shape: no import circle among the project's modules, entry points apart from the library, flags
+parsed before TensorFlow is imported."""
 
 import ast
 import pathlib
+import subprocess
+import sys
+
+import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "reference", "training", "experiments", "flags")
@@ -64,3 +69,22 @@ def test_the_run_machinery_never_imports_experiment_tooling_or_entry_points():
         assert not deps & entry_points, f"{name} imports an entry point"
     assert graph["training.trainer"] >= {"training.loops"}
     assert "training.trainer" not in graph["training.fit_loop"] | graph["training.custom_loop"]
+
+
+@pytest.mark.parametrize("entry_point", ["training.train", "experiments.sweep", "experiments.seeds",
+                                         "experiments.race"])
+def test_an_entry_point_defines_its_flags_without_importing_tensorflow(entry_point):
+    # So a refused flag or --help answers in a fraction of a second instead of after TensorFlow's start-up
+    # (seconds); the entry point imports TensorFlow in main(), once the flags have parsed.
+    code = (f"import sys; sys.argv = ['{entry_point}']; import {entry_point}; "
+            "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
+def test_every_loop_a_run_can_name_is_implemented():
+    from training import choices, loops
+
+    assert tuple(loops.LOOPS) == choices.LOOPS

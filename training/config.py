@@ -10,9 +10,16 @@ import os
 
 from models.architecture import GRAMMAR, PRESETS
 from models.network import IMPLEMENTATIONS, PRECISIONS
-from training import data, distribute, optimization, pipeline
-from training.loop import TTA_MODES
-from training.loops import LOOPS
+from training.choices import (
+    FLIP_MODES,
+    LOOPS,
+    OPTIMIZERS,
+    SCHEDULES,
+    STARTUP_TIMEOUT,
+    STRATEGIES,
+    TTA_MODES,
+)
+from training.dataset_info import DATASETS
 
 # What a resumed run may do with a field. FIXED fields define the computation (weights, data order, update
 # rule): a run directory resumed with another value would no longer be one run, so the change is refused unless
@@ -44,7 +51,7 @@ def _non_negative(limit):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # What to train.
-    dataset: str = _field("mnist", "Dataset to train and test on.", choices=data.DATASETS)
+    dataset: str = _field("mnist", "Dataset to train and test on.", choices=DATASETS)
     data_dir: str = _field("", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); empty: "
                            "tf.keras.datasets, then the MNIST subset bundled in bundled_data/.", resume=FREE,
                            check=(lambda v: not v or os.path.isdir(v), "must be an existing directory"))
@@ -65,16 +72,16 @@ class TrainConfig:
                                "back to its size at a random offset; 0: no translation.",
                                check=(lambda v: 0 <= v <= 16, "must be an integer in [0, 16]"))
     flip: str = _field("random", "With --augment: random (a fair coin per image and step), alternating (each image "
-                       "flipped in every other epoch, airbench94's choice) or none.", choices=pipeline.FLIP_MODES)
+                       "flipped in every other epoch, airbench94's choice) or none.", choices=FLIP_MODES)
 
     # Optimisation.
-    optimizer: str = _field("adam", "Optimizer.", choices=optimization.OPTIMIZERS)
+    optimizer: str = _field("adam", "Optimizer.", choices=OPTIMIZERS)
     learning_rate: float = _field(1e-3, "Peak learning rate, per update.",
                                   check=(lambda v: 0 < v < math.inf, "must be a finite number > 0"))
     momentum: float = _field(0.9, "SGD momentum coefficient, in [0, 1) (ignored by Adam).",
                              check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
     nesterov: bool = _field(False, "Use Nesterov momentum with SGD.")
-    lr_schedule: str = _field("constant", "Decay after the warmup.", choices=optimization.SCHEDULES)
+    lr_schedule: str = _field("constant", "Decay after the warmup.", choices=SCHEDULES)
     warmup_steps: int = _field(0, "Steps of linear warmup from 0 to --learning_rate.", check=_non_negative(MAX_STEPS))
     decay_rate: float = _field(0.1, "exponential: factor per --decay_steps; piecewise: factor at each boundary. "
                                "In (0, 1].", check=(lambda v: 0 < v <= 1, "must be in (0, 1]"))
@@ -144,11 +151,11 @@ class TrainConfig:
 
     # Devices and numerics.
     strategy: str = _field("default", "tf.distribute strategy. auto: mirrored on 2+ GPUs, one_device on 1 GPU, "
-                           "default on CPU; multi_worker reads TF_CONFIG.", choices=distribute.STRATEGIES,
+                           "default on CPU; multi_worker reads TF_CONFIG.", choices=STRATEGIES,
                            resume=FREE)
     num_cpu_devices: int = _field(1, "Split the CPU into this many logical devices (mirrored training over CPU "
                                   "replicas).", resume=FREE, check=_positive(256))
-    startup_timeout: int = _field(distribute.STARTUP_TIMEOUT, "Multi-worker runs: seconds to wait at start-up for "
+    startup_timeout: int = _field(STARTUP_TIMEOUT, "Multi-worker runs: seconds to wait at start-up for "
                                   "the other tasks of TF_CONFIG's cluster before stopping.", resume=FREE,
                                   check=_positive(7 * 24 * 3600))
     tf32: bool = _field(True, "Allow TensorFloat-32 matmuls and convolutions on Ampere and newer GPUs "

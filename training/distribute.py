@@ -20,10 +20,9 @@ from absl import logging
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.eager import context as tf_context
 
+from training.choices import STARTUP_TIMEOUT, STRATEGIES
 from training.errors import RunError
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
-STARTUP_TIMEOUT = 300  # seconds a multi-worker run waits at start-up for the other workers of its cluster
 PROBE_EVERY = 0.5  # seconds between looks at the ports of the workers still awaited
 REPORT_EVERY = 30  # seconds between log lines naming the workers still awaited
 REGISTER_TIMEOUT = 120  # seconds for TensorFlow to set up devices and connect the tasks, once all have started

@@ -6,8 +6,6 @@ and the low-level reference alike) under any ``tf.distribute.Strategy``.
 
 import tensorflow as tf
 
-TTA_MODES = ("none", "flip", "flip_translate")
-
 
 def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size, jit_compile=False,
                     gradient_scales=None, step_hooks=()):
@@ -61,7 +59,7 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
 def make_eval_step(model, loss_fn, metrics, strategy, test_time_augmentation="none"):
     """Returns ``eval_step(distributed_batch)`` as a ``tf.function`` updating ``(mean_loss, accuracy)``.
 
-    ``test_time_augmentation`` (one of ``TTA_MODES``) averages the logits over views of each image.
+    ``test_time_augmentation`` (one of ``choices.TTA_MODES``) averages the logits over views of each image.
     """
     mean_loss, accuracy = metrics
 

@@ -3,11 +3,11 @@
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "cosine", "linear", "triangle", "exponential", "piecewise")
+from training.choices import OPTIMIZERS, SCHEDULES
+
 # airbench94's triangle: from this fraction of the peak up to the peak at the end of the warmup, then down to
 # TRIANGLE_END of the peak at the last step.
 TRIANGLE_START, TRIANGLE_END = 0.2, 0.07
-OPTIMIZERS = ("adam", "sgd")
 
 
 @keras.saving.register_keras_serializable("cnn_lab")

@@ -12,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from training.choices import FLIP_MODES
+
 
 def channel_stats(images):
     """Per-channel mean and standard deviation of uint8 images, on the [0, 1] scale."""
@@ -25,9 +27,6 @@ class Draws(NamedTuple):
     crop_flip: tf.Tensor  # (b, 3) float32 in [0, 1): row offset, column offset, flip coin; new at every step
     example_coin: tf.Tensor  # (b,) float32 in [0, 1): one per training example, fixed for the whole run
     epoch: tf.Tensor  # (b,) int64: how many full passes over the training set came before this example
-
-
-FLIP_MODES = ("random", "alternating", "none")
 
 
 def make_preprocess(mean=None, std=None, augment=False, dtype=tf.float32, crop_padding=4, flip="random"):
