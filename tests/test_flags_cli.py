@@ -1,9 +1,10 @@
 """``python -m training.train`` end to end: bad input fails with one line naming the flag; a tiny run works.
 
-Each subprocess imports TensorFlow (seconds), so a module fixture runs the failing commands two at a time and
-each parametrised test checks its own. Flag values refused at parse time are all checked in one process that
-parses them with the real flag definitions one after another (the message is what ``cli.parse_or_exit``
-prints); a few of them also run as real commands, to check the printing and the exit status end to end.
+A command that gets past its flags imports TensorFlow (seconds), so a module fixture runs the failing commands
+two at a time and each parametrised test checks its own. Flag values refused at parse time are all checked in one
+process that parses them with the real flag definitions one after another (the message is what
+``cli.parse_or_exit`` prints); one also runs as a real command, to check the printing and the exit status end to
+end.
 """
 
 import concurrent.futures
