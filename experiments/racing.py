@@ -17,12 +17,11 @@ import datetime
 import json
 import os
 import statistics
-import sys
 import time
 
 from absl import logging
 
-from experiments.launch import run_in_console
+from experiments.launch import recipe_name, run_dir, run_in_console, train_command
 from experiments.report import machine_record
 from training.errors import OneLineError
 from training.rundir import CONFIG, RunDir
@@ -43,22 +42,12 @@ class Entrant:
     starts: list = dataclasses.field(default_factory=list)  # how many times each seed's run was started
 
 
-def entrant_name(flagfile):
-    return os.path.splitext(os.path.basename(flagfile))[0]
-
-
-def train_command(flagfile, seed, target, logdir, data_dir, eval_every_epochs, stop_at_target):
-    """The ``training.train`` command of one run: the flagfile, then what the race sets for every recipe. It
-    resumes the run in ``logdir`` when there is one (a race continued)."""
-    command = [sys.executable, "-m", "training.train", f"--flagfile={flagfile}", f"--seed={seed}",
-               f"--target_accuracy={target}", f"--logdir={logdir}"]
-    if data_dir:
-        command.append(f"--data_dir={data_dir}")
+def race_flags(target, eval_every_epochs, stop_at_target):
+    """What the race sets for every recipe, after the flagfile's own flags."""
+    flags = [f"--target_accuracy={target}"]
     if eval_every_epochs:
-        command += ["--eval_every=0", f"--eval_every_epochs={eval_every_epochs}"]
-    if stop_at_target:
-        command.append("--stop_at_target")
-    return command
+        flags += ["--eval_every=0", f"--eval_every_epochs={eval_every_epochs}"]
+    return flags + (["--stop_at_target"] if stop_at_target else [])
 
 
 def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.0, stop_at_target=False,
@@ -69,14 +58,14 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
     ``launch(command)`` runs one ``training.train`` command and returns its exit code; ``on_run(entrants)`` is
     called after every run.
     """
-    entrants = [Entrant(entrant_name(flagfile), flagfile) for flagfile in flagfiles]
+    entrants = [Entrant(recipe_name(flagfile), flagfile) for flagfile in flagfiles]
     for seed in range(seeds):
         for entrant in entrants:
-            run = RunDir(os.path.join(logdir, f"{entrant.name}-seed{seed}"))
+            run = RunDir(run_dir(logdir, entrant.flagfile, seed))
             results = run.read_results()
             if results is None:
-                command = train_command(entrant.flagfile, seed, target, run.path, data_dir, eval_every_epochs,
-                                        stop_at_target)
+                command = train_command(entrant.flagfile, seed, logdir, data_dir,
+                                        race_flags(target, eval_every_epochs, stop_at_target))
                 logging.info("race: %s seed %d: %s", entrant.name, seed, " ".join(command[1:]))
                 tick = time.time()
                 code = launch(command)
@@ -181,8 +170,8 @@ def check_terms(logdir, terms):
                                 f"({path}), so pass a new --logdir")
         return
     for flagfile in terms["recipes"]:
-        if os.path.exists(os.path.join(logdir, f"{entrant_name(flagfile)}-seed0")):
-            raise RaceError(f"{logdir} already holds runs of {entrant_name(flagfile)} but no {RACE_TERMS}; a race's "
+        if os.path.exists(os.path.join(logdir, f"{recipe_name(flagfile)}-seed0")):
+            raise RaceError(f"{logdir} already holds runs of {recipe_name(flagfile)} but no {RACE_TERMS}; a race's "
                             f"times compare only on its own terms, so pass a new --logdir")
     os.makedirs(logdir, exist_ok=True)
     with open(path + ".tmp", "w") as file:

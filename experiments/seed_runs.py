@@ -12,11 +12,10 @@ import datetime
 import json
 import os
 import statistics
-import sys
 
 from absl import logging
 
-from experiments.launch import run_in_console
+from experiments.launch import recipe_name, run_dir, run_in_console, train_command
 from experiments.report import accuracy_spread, machine_record
 from training.errors import OneLineError
 from training.rundir import CONFIG, RunDir
@@ -24,22 +23,6 @@ from training.rundir import CONFIG, RunDir
 
 class SeedsError(OneLineError, RuntimeError):
     """Seeds that cannot be run (another version of the recipe in the folder, a run that failed)."""
-
-
-def recipe_name(flagfile):
-    """A flagfile's name without its folder and ``.cfg``: the prefix of its run directories."""
-    return os.path.splitext(os.path.basename(flagfile))[0]
-
-
-def run_dir(logdir, flagfile, seed):
-    return os.path.join(logdir, f"{recipe_name(flagfile)}-seed{seed}")
-
-
-def train_command(flagfile, seed, logdir, data_dir=""):
-    """The ``training.train`` command of one seed: it resumes the run in its directory when there is one."""
-    command = [sys.executable, "-m", "training.train", f"--flagfile={flagfile}", f"--seed={seed}",
-               f"--logdir={run_dir(logdir, flagfile, seed)}"]
-    return command + ([f"--data_dir={data_dir}"] if data_dir else [])
 
 
 def check_recipe(flagfile, logdir):

@@ -16,7 +16,7 @@ SECONDS = {("slow", 0): 100.0, ("fast", 0): 20.0, ("slow", 1): 120.0, ("fast", 1
 def _entrant(flagfile, seconds, accuracies):
     runs = [dict(seconds_to_target=s, images_to_target=None if s is None else 1024 * int(s), test_accuracy=a,
                  train_seconds=2 * (s or 500), images_per_second=100.0) for s, a in zip(seconds, accuracies)]
-    return racing.Entrant(racing.entrant_name(flagfile), flagfile, runs)
+    return racing.Entrant(racing.recipe_name(flagfile), flagfile, runs)
 
 
 def test_the_table_gives_medians_ranges_and_the_ratio_of_medians():
@@ -119,3 +119,18 @@ def test_a_folder_holding_runs_but_no_race_terms_is_refused(tmp_path, flagfiles)
                                                "times compare only on its own terms, so pass a new --logdir$"):
         racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path), str(tmp_path / "r.md"), "the command",
                                launch=_fake_training([]))
+
+
+def test_every_recipe_runs_with_the_race_target_and_evaluation_interval(tmp_path, flagfiles):
+    commands = []
+
+    def launch(command):
+        commands.append(command)
+        return _fake_training([])(command)
+
+    racing.run_race(flagfiles, 0.99, 1, str(tmp_path), data_dir="/data", eval_every_epochs=0.25,
+                    stop_at_target=True, launch=launch)
+    assert [command[3:] for command in commands] == [
+        [f"--flagfile={flagfile}", "--seed=0", f"--logdir={tmp_path / name}-seed0", "--target_accuracy=0.99",
+         "--eval_every=0", "--eval_every_epochs=0.25", "--stop_at_target", "--data_dir=/data"]
+        for flagfile, name in zip(flagfiles, ["slow", "fast"])]
