@@ -77,9 +77,10 @@ def _register_cross_checks():
     def _fit_needs_keras(values):
         return not (values["impl"] == "reference" and values["loop"] == "fit")
 
-    @absl_flags.multi_flags_validator(["loop", *config_lib.CUSTOM_LOOP_ONLY], message="--test_time_augmentation, "
-                                      "--bn_bias_lr_scale, --lookahead_every and --whitening_bias_epochs act in the "
-                                      "custom loop only; use --loop=custom")
+    *others, last = [f"--{name}" for name in config_lib.CUSTOM_LOOP_ONLY]
+
+    @absl_flags.multi_flags_validator(["loop", *config_lib.CUSTOM_LOOP_ONLY], message=f"{', '.join(others)} and "
+                                      f"{last} act in the custom loop only; use --loop=custom")
     def _custom_loop_settings(values):
         return values["loop"] == "custom" or not config_lib.custom_loop_only_settings(values)
 

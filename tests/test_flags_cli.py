@@ -65,9 +65,9 @@ FAILURES = {
                         "--impl=keras with --loop=fit, or --loop=custom with --impl=reference"),
     "lookahead_in_fit": (["--loop=fit", "--lookahead_every=5"], USAGE_ERROR,
                          "train.py: error: flags loop=fit, test_time_augmentation=none, bn_bias_lr_scale=1.0, "
-                         "lookahead_every=5, whitening_bias_epochs=0.0: --test_time_augmentation, "
-                         "--bn_bias_lr_scale, --lookahead_every and --whitening_bias_epochs act in the custom loop "
-                         "only; use --loop=custom"),
+                         "lookahead_every=5, whitening_bias_epochs=0.0, max_seconds_per_loop=10.0: "
+                         "--test_time_augmentation, --bn_bias_lr_scale, --lookahead_every, --whitening_bias_epochs "
+                         "and --max_seconds_per_loop act in the custom loop only; use --loop=custom"),
     "no_whitening_bias_to_freeze": (["--arch=w2g-B8-gmp", "--whitening_bias_epochs=3"], USAGE_ERROR,
                                     "train.py: error: flags arch=w2g-B8-gmp, whitening_bias_epochs=3.0: "
                                     "--whitening_bias_epochs freezes the bias of a whitening layer, which --arch "

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
+from training.progress import CallLength
 from training.rundir import RunDir
 from training.trainer import RunError, train
 from tests.event_files import read_scalars
@@ -41,7 +42,8 @@ def _checkpoint_numbers(logdir):
 
 def test_summaries_hold_the_expected_scalars_at_the_expected_steps(tmp_path, tiny_config, tiny_mnist):
     peak = 1e-2
-    config = tiny_config(tmp_path, learning_rate=peak, lr_schedule="cosine", eval_every=10)
+    # Calls of --steps_per_loop=10 steps throughout (no time limit), so the first call is steps 1-10.
+    config = tiny_config(tmp_path, learning_rate=peak, lr_schedule="cosine", eval_every=10, max_seconds_per_loop=0)
     result = train(config, dataset=tiny_mnist)
 
     train_scalars = read_scalars(tmp_path / "train")
@@ -312,3 +314,20 @@ def test_a_checkpoint_with_values_the_run_has_no_variable_for_is_refused(tmp_pat
         RunDir(str(tmp_path)).restore_latest(tf.train.Checkpoint(model=dict(w=weight), step=step), step)
     RunDir(str(tmp_path)).restore_latest(tf.train.Checkpoint(model=dict(saved), step=step), step)
     assert (int(step), float(saved["w"])) == (4, 2.0)
+
+
+def test_a_call_ends_at_every_interval_and_lasts_about_the_time_limit():
+    # Intervals 25 (log) and 40 (checkpoint); at most 10 steps a call; calls limited to 3 s.
+    length = CallLength(steps_per_loop=10, max_seconds=3.0, intervals=(25, 0, 40))
+    assert length.next_steps(0, 1000) == 1  # the first call compiles: one step
+    length.record(1, 30.0)
+    assert length.next_steps(1, 1000) == 1  # the second measures a step
+    length.record(1, 0.5)
+    assert length.next_steps(2, 1000) == 6  # 3 s / 0.5 s a step
+    length.record(6, 2.4)  # 0.4 s a step now: 7 steps fit 3 s
+    assert [length.next_steps(begin, 1000) for begin in (8, 20, 24, 38, 995)] == [7, 5, 1, 2, 5]
+    unlimited = CallLength(steps_per_loop=10, intervals=(25,))
+    assert [unlimited.next_steps(begin, 1000) for begin in (0, 10, 20, 990)] == [10, 10, 5, 10]
+    unlimited.record(10, 100.0)
+    unlimited.record(10, 100.0)  # slow steps do not shorten calls without a limit
+    assert unlimited.next_steps(30, 1000) == 10

@@ -134,8 +134,14 @@ class TrainConfig:
                             check=_positive(MAX_STEPS))
     checkpoint_every: int = _field(1000, "Steps between checkpoints; one is always written at the end.",
                                    resume=FREE, check=_positive(MAX_STEPS))
-    steps_per_loop: int = _field(10, "Train steps per tf.function call (or fit's steps_per_execution); log, eval "
-                                 "and checkpoint intervals round up to it.", resume=FREE, check=_positive(MAX_STEPS))
+    steps_per_loop: int = _field(10, "Train steps per tf.function call (or fit's steps_per_execution). The custom "
+                                 "loop ends a call at every log, eval and checkpoint interval; fit rounds those up "
+                                 "to it.", resume=FREE, check=_positive(MAX_STEPS))
+    max_seconds_per_loop: float = _field(
+        10.0, "Custom loop on one machine: fewer than --steps_per_loop steps per call when calls would last longer "
+        "than this, as the last call's time per step says, so console lines come and a stop signal (Ctrl-C, "
+        "SIGTERM) is acted on about this often; 0: always --steps_per_loop.", resume=FREE,
+        check=(lambda v: 0 <= v <= 1e6, "must be >= 0 and at most 1e6"))
     loop: str = _field("custom", "custom: tf.function training loop; fit: Keras compile/fit/evaluate on the same "
                        "model, as a cross-check.", choices=LOOPS)
     test_time_augmentation: str = _field(
@@ -191,7 +197,8 @@ MAIN_JOB = dict(arch="mnist_fast", learning_rate=3e-3, lr_schedule="cosine", war
 
 # Settings that act in the custom training loop only: the flag validators refuse them with --loop=fit, and
 # trainer.check_loop_settings refuses a fit-loop config built in code that sets them.
-CUSTOM_LOOP_ONLY = ("test_time_augmentation", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs")
+CUSTOM_LOOP_ONLY = ("test_time_augmentation", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs",
+                    "max_seconds_per_loop")
 
 
 def custom_loop_only_settings(values):

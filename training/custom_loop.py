@@ -10,7 +10,7 @@ from training import loop as loop_lib
 from training import parts as parts_lib
 from training.errors import RunError
 from training.profiling import StepProfiler
-from training.progress import Bookkeeper, kept_checkpoint
+from training.progress import Bookkeeper, CallLength, kept_checkpoint
 
 
 def train(run):
@@ -27,10 +27,14 @@ def train(run):
                       evaluate_validation=lambda x, y: evaluate(
                           eval_step, parts_lib.distributed_eval_batches(run, x, y), parts.eval_metrics))
     profiler = StepProfiler(run.logdir, *config.profile_steps) if config.profile_steps else None
+    # Workers of a multi-worker run must make calls of the same lengths, and each would time its own: no limit.
+    max_seconds = 0.0 if config.strategy == "multi_worker" else config.max_seconds_per_loop
+    call_length = CallLength(config.steps_per_loop, max_seconds,
+                             (config.log_every, run.eval_every, config.checkpoint_every))
 
     while not book.done:
         begin = int(run.step)
-        num_steps = min(config.steps_per_loop, run.total_steps - begin)
+        num_steps = call_length.next_steps(begin, run.total_steps)
         if profiler:
             num_steps = profiler.steps_before_boundary(begin, num_steps)
         # A profiled step (and the one before, which traces that call) runs unrolled: see make_train_loop.
@@ -39,6 +43,7 @@ def train(run):
         with profiler.around(begin + 1) if profiler else contextlib.nullcontext():
             losses = train_loop(train_iterator, steps).numpy()
         seconds = time.time() - tick
+        call_length.record(num_steps, seconds)
         check_finite(losses, begin, run.checkpoints)
         run.step.assign(begin + num_steps)
         book.after_steps(begin, begin + num_steps, seconds, float(np.mean(losses)),

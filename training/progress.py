@@ -45,6 +45,39 @@ class Progress:
         return f"{rate:.0f} images/s, {int(left) // 60}:{int(left) % 60:02d} left"
 
 
+class CallLength:
+    """How many steps the custom loop's next compiled call may train: at most ``steps_per_loop``, fewer when
+    calls of that many would last longer than ``max_seconds`` (0: no limit), and never past the next multiple of
+    one of ``intervals`` (the log, evaluation and checkpoint intervals).
+
+    A stop signal and a console line can only come between calls, so a slow step (seconds on a CPU) must not be
+    multiplied by ``steps_per_loop``. The first two calls of a process train one step each when there is a limit:
+    the first traces and compiles, the second measures the time of a step. Ending calls at the intervals makes
+    logs, evaluations and checkpoints happen at exact multiples of their intervals, whatever the calls' lengths.
+    """
+
+    def __init__(self, steps_per_loop, max_seconds=0.0, intervals=()):
+        self.steps_per_loop, self.max_seconds = steps_per_loop, max_seconds
+        self.intervals = tuple(every for every in intervals if every > 0)
+        self.calls, self.seconds_per_step = 0, None
+
+    def next_steps(self, begin, total_steps):
+        """Steps of the call that starts after step ``begin`` of a run of ``total_steps``."""
+        steps = min(self.steps_per_loop, total_steps - begin)
+        for every in self.intervals:
+            steps = min(steps, every - begin % every)
+        if self.max_seconds:
+            steps = min(steps, 1 if self.seconds_per_step is None else
+                        max(1, int(self.max_seconds / self.seconds_per_step)))
+        return steps
+
+    def record(self, num_steps, seconds):
+        """A call of ``num_steps`` steps took ``seconds``; the first call (compiling) does not count."""
+        self.calls += 1
+        if self.calls > 1:
+            self.seconds_per_step = seconds / num_steps
+
+
 class TargetClock:
     """Training and evaluation seconds until the first evaluation at or above ``target`` test accuracy.
 
