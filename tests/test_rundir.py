@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from training.config import TrainConfig
 from training.errors import RunError
-from training.rundir import RunDir
+from training.rundir import RunDir, stopped_message
 
 
 def _write_everything(run_dir, config):
@@ -130,3 +130,12 @@ def test_a_preset_and_its_string_are_the_same_network_on_resume(tmp_path):
     RunDir(str(tmp_path)).check(TrainConfig(arch="c24k5s2b-c48k5s2b-d128", logdir=str(tmp_path)))
     with pytest.raises(RunError, match=r"holds a run of the network c24k5s2b-c48k5s2b-d128, but --arch=c8k3-d16"):
         RunDir(str(tmp_path)).check(TrainConfig(arch="c8k3-d16", logdir=str(tmp_path)))
+
+
+def test_a_stopped_run_says_whether_it_kept_checkpoints(tmp_path):
+    assert stopped_message(str(tmp_path)) == ("stopped by a signal before the run's first checkpoint; the same "
+                                              "command starts it from step 0")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-40.index").write_bytes(b"")
+    assert stopped_message(str(tmp_path)) == (f"stopped by a signal; checkpoints already saved in {tmp_path} are "
+                                              "kept, and the same command resumes from the last one")

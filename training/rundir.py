@@ -321,6 +321,15 @@ def checkpoint_state_text(newest, kept):
     return "\n".join(lines) + "\n"
 
 
+def stopped_message(path):
+    """What a run stopped by a signal says: where its checkpoints are, or that it had none yet (a start that made
+    its directory then leaves nothing behind, and the same command starts over)."""
+    if checkpoint_prefixes(os.path.join(path, CHECKPOINTS)):
+        return (f"stopped by a signal; checkpoints already saved in {path} are kept, and the same command resumes "
+                f"from the last one")
+    return "stopped by a signal before the run's first checkpoint; the same command starts it from step 0"
+
+
 def checkpoint_prefixes(directory):
     """Prefixes of the checkpoints in ``directory`` that have an index file, newest (highest step) first.
 

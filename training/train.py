@@ -25,6 +25,7 @@ FLAGS = absl_flags.FLAGS
 def main(arguments):
     del arguments
     from training import distribute, trainer
+    from training.rundir import stopped_message
 
     config = train_flags.config_from_flags(FLAGS)
     distribute.configure_devices(config.num_cpu_devices, config.tf32)
@@ -33,8 +34,7 @@ def main(arguments):
     try:
         trainer.train(config, flagfile=train_flags.flagfile_text(FLAGS, config))
     except KeyboardInterrupt:
-        raise RunError(f"stopped by a signal; checkpoints already saved in {config.logdir} are kept, and the same "
-                       f"command resumes from the last one") from None
+        raise RunError(stopped_message(config.logdir)) from None
     except distribute.LOST_WORKER_ERRORS as error:
         if config.strategy != "multi_worker":
             raise
