@@ -43,4 +43,5 @@ def main(arguments):
 
 
 if __name__ == "__main__":
-    cli.run('sweep', main)
+    cli.run('sweep', main, stopped="stopped by a signal; finished runs are kept, and the same command continues "
+            "with the others")

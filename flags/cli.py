@@ -1,6 +1,7 @@
 """What every entry point shares: parsing flags with a one-line error instead of a usage dump."""
 
 import os
+import signal
 import sys
 
 from absl import app, logging
@@ -18,20 +19,30 @@ def parse_or_exit(argv):
         sys.exit(2)
 
 
-def run(program, body, positional=False):
+def run(program, body, positional=False, stopped="stopped by a signal"):
     """Runs ``body(arguments)`` as the main function of ``program``: absl parses the flags (a bad flag is one
     line and exit 2), arguments besides flags are refused unless ``positional``, and a ``OneLineError`` is one
-    line and exit 1."""
+    line and exit 1. SIGTERM stops the body as Ctrl-C does, through its own cleanup (a run's lock, a directory
+    that a start made and never checkpointed into); either then prints ``stopped`` as one line, exit 1."""
     def main(argv):
         if len(argv) > 1 and not positional:
             fail(program, f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             body(argv[1:])
         except OneLineError as error:
             logging.flush()
             fail(program, error)
+        except KeyboardInterrupt:
+            logging.flush()
+            fail(program, stopped)
 
     app.run(main, flags_parser=parse_or_exit)
+
+
+def _interrupt(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def fail(program, message, status=1):

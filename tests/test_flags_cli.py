@@ -212,3 +212,28 @@ def test_tiny_run_writes_results_and_reruns_from_its_flagfile(tmp_path, tiny_mni
     assert rerun["train_steps"] == 20
     assert rerun["test_loss"] == pytest.approx(results["test_loss"], abs=SAME_WEIGHTS_LOSS_ATOL)
     assert rerun["test_accuracy"] == results["test_accuracy"]
+
+
+_STOPPED_BY_SIGTERM = """
+import os, signal, time
+from flags import cli
+
+def body(arguments):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    finally:
+        print("cleanup ran")
+
+cli.run("prog", body, stopped="stopped by a signal; what is kept")
+"""
+
+
+def test_sigterm_stops_an_entry_point_through_its_cleanup_with_one_line():
+    # Every entry point runs through cli.run; this one needs no TensorFlow, so the check costs a fraction of a
+    # second. (training.train adds where its checkpoints are: tests/test_rundir.py.)
+    completed = subprocess.run([sys.executable, "-c", _STOPPED_BY_SIGTERM], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert completed.returncode == RUN_ERROR
+    assert completed.stdout == "cleanup ran\n"
+    assert completed.stderr == "prog: error: stopped by a signal; what is kept\n"

@@ -4,7 +4,6 @@ With no flags it trains the default MNIST CNN on MNIST (the bundled subset when 
 nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.json under runs/.
 """
 
-import signal
 import sys
 
 if __name__ == "__main__":
@@ -29,8 +28,6 @@ def main(arguments):
 
     config = train_flags.config_from_flags(FLAGS)
     distribute.configure_devices(config.num_cpu_devices, config.tf32)
-    # SIGTERM ends the run as Ctrl-C does, through the trainer's cleanup (lock, a worker's temporary directory).
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         trainer.train(config, flagfile=train_flags.flagfile_text(FLAGS, config))
     except KeyboardInterrupt:
@@ -39,11 +36,6 @@ def main(arguments):
         if config.strategy != "multi_worker":
             raise
         raise RunError(distribute.lost_worker(error)) from None
-
-
-def _interrupt(signum, frame):
-    del signum, frame
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
