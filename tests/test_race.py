@@ -24,9 +24,9 @@ def test_the_table_gives_medians_ranges_and_the_ratio_of_medians():
     candidate = _entrant("flags/fast.cfg", [20.0, 25.0, 22.0], [0.990, 0.993, 0.991])
     rows = racing.make_table([baseline, candidate], 0.99).splitlines()[2:]
     assert rows[0] == ("| `flags/slow.cfg` | 3/3 | 110.0 (100.0–120.0) | 1.000 | 112,640 (102,400–122,880) | "
-                       "99.10 (99.00–99.20) | 220.0 | 100 |")
+                       "99.10 (99.00–99.20) | 220.0 | 1.000 | 100 |")
     assert rows[1] == ("| `flags/fast.cfg` | 3/3 | 22.0 (20.0–25.0) | 0.200 | 22,528 (20,480–25,600) | "
-                       "99.10 (99.00–99.30) | 44.0 | 100 |")
+                       "99.10 (99.00–99.30) | 44.0 | 0.200 | 100 |")
 
 
 def test_no_ratio_when_a_seed_missed_the_target():
@@ -34,6 +34,8 @@ def test_no_ratio_when_a_seed_missed_the_target():
     candidate = _entrant("flags/fast.cfg", [20.0, None], [0.990, 0.985])
     row = racing.make_table([baseline, candidate], 0.99).splitlines()[3]
     assert row.startswith("| `flags/fast.cfg` | 1/2 | 20.0 (20.0–20.0) | — |")
+    # The whole runs' training times still compare: medians 520 (40 and 1000) against 220 (200 and 240).
+    assert row.endswith("| 520.0 | 2.364 | 100 |")
 
 
 @pytest.fixture
