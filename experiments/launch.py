@@ -31,13 +31,29 @@ def run_in_console(command):
     Ctrl-C reaches the whole process group, so the run stops through its own cleanup (its checkpoints kept) while
     this waits for it; a SIGTERM sent to this process is passed on to the run, which then does the same.
     """
-    process = subprocess.Popen(command)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+    return run_all_in_console([command])[0]
+
+
+def run_all_in_console(commands):
+    """``run_in_console`` for several commands at once: they run side by side; returns their exit codes."""
+    processes = [subprocess.Popen(command) for command in commands]
+
+    def pass_on(signum, frame):
+        del frame
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, pass_on)
     try:
-        while True:
-            try:
-                return process.wait()
-            except KeyboardInterrupt:
-                continue  # the run got the Ctrl-C too; its exit code says how it ended
+        codes = []
+        for process in processes:
+            while True:
+                try:
+                    codes.append(process.wait())
+                    break
+                except KeyboardInterrupt:
+                    continue  # the runs got the Ctrl-C too; their exit codes say how they ended
+        return codes
     finally:
         signal.signal(signal.SIGTERM, previous)

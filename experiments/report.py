@@ -76,8 +76,9 @@ def make_table(varied, points):
     return "\n".join(lines)
 
 
-def make_report(grid, dataset, train_steps, seeds, points, record, command, elapsed_seconds):
-    """The markdown file of a sweep: what was run, where and how, then the table (of the points done so far)."""
+def make_report(grid, dataset, train_steps, seeds, points, record, command, elapsed_seconds, jobs=1):
+    """The markdown file of a sweep: what was run, where and how, then the table (of the points done so far);
+    ``jobs`` runs were trained at once."""
     images = train_steps * grid.batch_size
     runs = [run for point in points for run in point.runs]
     reused = sum(run.reused for run in runs)
@@ -96,6 +97,8 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
         f"| command | `{command}` |",
         f"| runs | {len(runs) - reused} trained, {reused} reused from earlier results.json; {elapsed_seconds:.0f} s "
         f"of wall time in this command |",
+        *([f"| jobs | {jobs} runs trained at once, each in a process of its own: the times of the runs trained "
+           f"now are with the cores shared |"] if jobs > 1 else []),
         f"| written | {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC |", "",
     ]
     if len(points) < len(grid.points):

@@ -1,7 +1,9 @@
 """Trains every point of a grid over seeds, each run in ``<logdir>/<grid>/<dataset>/<label>-seed<k>``.
 
 A run whose directory already holds results.json of the same configuration is reused instead of trained
-again, so an interrupted sweep continues where it stopped. Everything here takes plain arguments.
+again, so an interrupted sweep continues where it stopped. Processes that each call ``train_free_runs`` share a
+sweep's runs between them (a run being trained is locked, and the others pass it by); ``run_and_report`` then
+reads them all into the table. Everything here takes plain arguments.
 """
 
 import dataclasses
@@ -16,8 +18,8 @@ from experiments.report import machine_record, make_report
 from training import config as config_lib
 from training import trainer
 from training.config import TrainConfig
-from training.rundir import CONFIG, RunDir
 from training.errors import OneLineError
+from training.rundir import CONFIG, RunDir, RunInUse
 
 
 class SweepError(OneLineError, RuntimeError):
@@ -97,16 +99,18 @@ def _hparam_value(value):
     return ",".join(map(str, value))
 
 
-def run_once(config, dataset, name, point=None):
+def run_once(config, dataset, name, point=None, finished_before=None):
     """One run: reused from its run directory when it finished before, else trained. Logs one progress line.
 
     ``point`` is ``(grid name, label, overrides)``: a run of a grid logs them for the HParams dashboard.
+    ``finished_before``: the run directories that had finished before this command began; a run read from its
+    directory but not among them was trained by this command's other processes (``--jobs``), not reused.
     """
     results = reusable_results(config)
     if results is not None:
-        logging.info("sweep: %s: test accuracy %.2f%%, %.1f s when trained; reused %s/results.json, not trained "
-                     "again", name, 100 * results["test_accuracy"], results["wall_seconds"], config.logdir)
-        return RunRecord(results, reused=True)
+        logging.info("sweep: %s: test accuracy %.2f%%, %.1f s when trained; read %s/results.json", name,
+                     100 * results["test_accuracy"], results["wall_seconds"], config.logdir)
+        return RunRecord(results, reused=finished_before is None or config.logdir in finished_before)
     results = trainer.train(config, dataset=dataset).results
     if point:
         grid_name, label, overrides = point
@@ -118,41 +122,72 @@ def run_once(config, dataset, name, point=None):
     return RunRecord(results, reused=False)
 
 
-def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_point=None):
+def sweep_runs(grid, dataset_name, seeds, logdir, train_steps=None, data_dir=""):
+    """Every run of the sweep in table order, as ``(label, overrides, name, config)``."""
+    steps = train_steps or grid.train_steps
+    total = len(grid.points) * seeds
+    return [(label, overrides, f"run {index * seeds + seed + 1}/{total}, point {label}, seed {seed}",
+             run_config(grid, label, overrides, dataset_name, seed, steps, logdir, data_dir))
+            for index, (label, overrides) in enumerate(grid.points) for seed in range(seeds)]
+
+
+def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_point=None, finished_before=None):
     """Trains every point of ``grid`` with seeds 0..seeds-1 on ``dataset`` (a ``data.Dataset``), in-process.
 
     ``train_steps`` replaces the grid's budget. ``on_point(done)`` is called with the ``PointResult``s so far
     after each point. Returns them all.
     """
-    steps = train_steps or grid.train_steps
-    done, total = [], len(grid.points) * seeds
-    for label, overrides in grid.points:
-        runs = []
-        for seed in range(seeds):
-            config = run_config(grid, label, overrides, dataset.name, seed, steps, logdir, data_dir)
-            name = f"run {len(done) * seeds + seed + 1}/{total}, point {label}, seed {seed}"
-            runs.append(run_once(config, dataset, name, point=(grid.name, label, overrides)))
-        done.append(PointResult(label, dict(overrides), runs))
-        if on_point:
-            on_point(done)
+    done, runs = [], []
+    for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
+        runs.append(run_once(config, dataset, name, (grid.name, label, overrides), finished_before))
+        if len(runs) == seeds:
+            done.append(PointResult(label, dict(overrides), runs))
+            runs = []
+            if on_point:
+                on_point(done)
     return done
 
 
-def run_and_report(grid, dataset, seeds, logdir, out, command, train_steps=None, data_dir=""):
-    """``run_sweep``, rewriting the markdown report ``out`` after every point; returns the ``PointResult``s."""
+def train_free_runs(grid, dataset, seeds, logdir, train_steps=None, data_dir=""):
+    """Trains every run of the sweep that has not finished and that no other process is training (its directory
+    is locked: passed by); writes no table. Returns how many runs this process trained."""
+    trained = 0
+    for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
+        if reusable_results(config) is not None:
+            continue
+        try:
+            run_once(config, dataset, name, (grid.name, label, overrides))
+            trained += 1
+        except RunInUse:
+            logging.info("sweep: %s: another process is training it; passed by", name)
+    return trained
+
+
+def run_and_report(grid, dataset, seeds, logdir, out, command, train_steps=None, data_dir="", train_elsewhere=None,
+                   jobs=1):
+    """``run_sweep``, rewriting the markdown report ``out`` after every point; returns the ``PointResult``s.
+
+    ``train_elsewhere()``, when given, first trains the runs in other processes (``jobs`` of them at once);
+    this process then reads them, and trains any they left.
+    """
     record = machine_record()
     steps = train_steps or grid.train_steps
     started = time.time()
+    finished_before = {config.logdir for *_, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps,
+                                                                  data_dir) if reusable_results(config) is not None}
 
     def write(done):
-        text = make_report(grid, dataset, steps, seeds, done, record, command, time.time() - started)
+        text = make_report(grid, dataset, steps, seeds, done, record, command, time.time() - started, jobs)
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
         with open(out + ".tmp", "w") as file:
             file.write(text)
         os.replace(out + ".tmp", out)
 
     write([])
-    done = run_sweep(grid, dataset, seeds, logdir, train_steps, data_dir, on_point=write)
+    if train_elsewhere:
+        train_elsewhere()
+    done = run_sweep(grid, dataset, seeds, logdir, train_steps, data_dir, on_point=write,
+                     finished_before=finished_before)
     logging.info("sweep: %d points x %d seeds done in %.0f s; table in %s", len(done), seeds,
                  time.time() - started, out)
     return done

@@ -1,10 +1,12 @@
 """Train a named grid of points over seeds and write a markdown table of the results.
 
 ``python -m experiments.sweep --grid=filter_size --data_dir=../shared/data [--dataset=mnist] [--seeds=3]
-[--train_steps=N] [--out=sweeps/<grid>-<dataset>.md] [--logdir=runs/sweeps]``
+[--train_steps=N] [--out=sweeps/<grid>-<dataset>.md] [--logdir=runs/sweeps] [--jobs=2]``
 
 The grids are in ``experiments/grids.py``. Every run has its own directory under ``--logdir``; running the same
-command again reuses the finished runs, so an interrupted sweep continues where it stopped.
+command again reuses the finished runs, so an interrupted sweep continues where it stopped. With ``--jobs=N``
+this command starts N copies of itself with ``--train_only``, which share the runs between them, then reads
+their results into the table.
 """
 
 import os
@@ -18,6 +20,7 @@ if __name__ == "__main__":
     console.quiet(sys.argv)
 
 from absl import flags as absl_flags  # noqa: E402
+from absl import logging  # noqa: E402
 
 from flags import cli, sweep_flags  # noqa: E402
 
@@ -32,14 +35,29 @@ def command_line(argv):
 
 def main(arguments):
     del arguments
-    from experiments import grids, runner
+    from experiments import grids, launch, runner
     from training import data
 
     grid = grids.make_grid(FLAGS.grid, FLAGS.dataset)
     out = FLAGS.out or os.path.join("sweeps", f"{grid.name}-{FLAGS.dataset}.md")
     dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
+    steps = FLAGS.train_steps or None
+    if FLAGS.train_only:
+        trained = runner.train_free_runs(grid, dataset, FLAGS.seeds, FLAGS.logdir, steps, FLAGS.data_dir)
+        logging.info("sweep: this process trained %d runs", trained)
+        return
+    train_elsewhere = None
+    if FLAGS.jobs > 1:
+        def train_elsewhere():
+            # Later flags win: each copy trains only, one process each.
+            copy = [sys.executable, "-m", "experiments.sweep", *sys.argv[1:], "--train_only", "--jobs=1"]
+            codes = launch.run_all_in_console([copy] * FLAGS.jobs)
+            if any(codes):
+                raise runner.SweepError(f"a training process ended with exit {next(c for c in codes if c)} (its "
+                                        f"error is above); the same command continues the sweep")
     runner.run_and_report(grid, dataset, FLAGS.seeds, FLAGS.logdir, out, command_line(sys.argv),
-                          train_steps=FLAGS.train_steps or None, data_dir=FLAGS.data_dir)
+                          train_steps=steps, data_dir=FLAGS.data_dir, train_elsewhere=train_elsewhere,
+                          jobs=FLAGS.jobs)
 
 
 if __name__ == "__main__":

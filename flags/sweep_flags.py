@@ -22,6 +22,11 @@ def define_flags():
     absl_flags.DEFINE_string("out", "", "Markdown file to write; default sweeps/<grid>-<dataset>.md.")
     absl_flags.DEFINE_string("logdir", os.path.join("runs", "sweeps"), "Root of the run directories: each run lives in "
                         "<logdir>/<grid>/<dataset>/<point>-seed<k>, and a finished one is reused, not retrained.")
+    absl_flags.DEFINE_integer("jobs", 1, "Runs trained at once, each in a process of its own; this process then "
+                              "writes the table. Two on 2 cores put ~1.2x the images/s through them (WORKSPACE.md "
+                              "section 12); the runs' times are then with the cores shared.")
+    absl_flags.DEFINE_bool("train_only", False, "Train the runs that have not finished and that no other process "
+                           "is training, and write no table: what each of --jobs's processes does.")
     absl_flags.mark_flag_as_required("grid")
     _register_validators()
 
@@ -29,5 +34,6 @@ def define_flags():
 def _register_validators():
     cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
     cli.check("seeds", lambda v: v > 0, "must be a positive integer")
+    cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")
     cli.check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: the grid's budget)")
     cli.check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")

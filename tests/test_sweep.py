@@ -14,6 +14,7 @@ from training import data as data_lib
 from experiments import grids, runner
 from experiments import report as report_lib
 from training.config import TrainConfig
+from training.rundir import RunDir
 
 # The issue asks for MLPs "of similar parameter count": within 2% of the CNN's weights.
 MLP_PARAMS_RTOL = 0.02
@@ -213,6 +214,26 @@ def test_a_second_sweep_reuses_every_finished_run(tiny_sweep):
     assert "| runs | 0 trained, 4 reused from earlier results.json;" in tiny_sweep["report"]
     first_rows = [line for line in tiny_sweep["first_report"].splitlines() if line.startswith("| conv ")]
     assert first_rows == [line for line in tiny_sweep["report"].splitlines() if line.startswith("| conv ")]
+
+
+def test_processes_sharing_a_sweep_pass_by_a_run_in_training_and_the_table_counts_what_they_trained(
+        tmp_path, tiny_mnist):
+    grid = grids.Grid("one", "One tiny net.", (("conv", dict(arch="c4k3-m2-d16")),), train_steps=5, batch_size=64)
+    logdir = str(tmp_path / "runs")
+    busy = RunDir(str(tmp_path / "runs" / "one" / "mnist" / "conv-seed0"))
+    busy.lock()  # as another process training seed 0 would hold it
+    try:
+        assert runner.train_free_runs(grid, tiny_mnist, 2, logdir) == 1  # seed 1 only
+    finally:
+        busy.close()
+    assert not (tmp_path / "runs" / "one" / "mnist" / "conv-seed0" / "results.json").exists()
+    # What --jobs=2 does: the other processes train (here: this one, for the run left), then the table is read.
+    runner.run_and_report(grid, tiny_mnist, 2, logdir, str(tmp_path / "one.md"), "the command",
+                          train_elsewhere=lambda: runner.train_free_runs(grid, tiny_mnist, 2, logdir), jobs=2)
+    report = (tmp_path / "one.md").read_text()
+    assert "| runs | 1 trained, 1 reused from earlier results.json;" in report
+    assert "| jobs | 2 runs trained at once, each in a process of its own: the times of the runs trained now are " \
+           "with the cores shared |" in report
 
 
 def test_a_run_directory_of_another_budget_is_refused(tiny_sweep):

@@ -39,6 +39,10 @@ STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, n
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
 
 
+class RunInUse(RunError):
+    """The run directory is locked by a run that is still going (in this or another process)."""
+
+
 class RunDir:
     """The run directory ``path``; ``chief=False`` makes this process a worker that keeps nothing there."""
 
@@ -80,7 +84,7 @@ class RunDir:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             lock.close()
-            raise RunError(f"--logdir {self.path} is in use by a run that is still going ({holder}); wait for it "
+            raise RunInUse(f"--logdir {self.path} is in use by a run that is still going ({holder}); wait for it "
                            f"to end or choose a new --logdir") from None
         lock.truncate(0)
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
