@@ -1,5 +1,6 @@
-"""The ``training.train`` processes an experiment command (seeds, race) runs: their commands, where each run
-lives, and running one as a child with the command's console."""
+"""The processes an experiment command waits for: the ``training.train`` command of one seed of a recipe (seeds,
+race) and where that run lives, and running children with the command's console (one, or several side by side
+as ``experiments.sweep --jobs`` does)."""
 
 import os
 import signal
