@@ -15,7 +15,7 @@ import statistics
 
 from absl import logging
 
-from experiments.launch import recipe_name, run_dir, run_in_console, train_command
+from experiments.launch import recipe_name, run_all_in_console, run_dir, train_command
 from experiments.report import accuracy_spread, machine_record
 from training.errors import OneLineError
 from training.rundir import CONFIG, RunDir
@@ -49,30 +49,39 @@ def read_run(path):
     return run.read_results(), run.read_saved()["history"] if os.path.exists(run.file(CONFIG)) else []
 
 
-def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_in_console, on_run=None):
+def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, on_run=None, jobs=1):
     """Trains (or reads) seeds 0..seeds-1 of ``flagfile``; returns ``[(seed, results, history)]`` in seed order.
 
-    ``launch(command)`` runs one ``training.train`` command and returns its exit code. ``on_run(done)`` is called
-    after each seed with the list so far.
+    Unfinished seeds train ``jobs`` at a time, side by side. ``launch(commands)`` runs ``training.train`` commands
+    side by side and returns their exit codes. ``on_run(done)`` is called with the list so far whenever it grows.
     """
     check_recipe(flagfile, logdir)
+    name = recipe_name(flagfile)
+    finished = {seed: read_run(run_dir(logdir, flagfile, seed)) for seed in range(seeds)}
+    pending = [seed for seed in range(seeds) if finished[seed][0] is None]
+    for seed in sorted(set(range(seeds)) - set(pending)):
+        logging.info("seeds: %s seed %d: finished before (%s), read", name, seed, run_dir(logdir, flagfile, seed))
     done = []
-    for seed in range(seeds):
-        path = run_dir(logdir, flagfile, seed)
-        results, history = read_run(path)
-        if results is None:
-            command = train_command(flagfile, seed, logdir, data_dir)
-            logging.info("seeds: %s seed %d: %s", recipe_name(flagfile), seed, " ".join(command[1:]))
-            code = launch(command)
-            if code != 0:
-                raise SeedsError(f"{recipe_name(flagfile)} seed {seed} failed (exit {code}; its error is above); "
-                                 f"the same command resumes it")
-            results, history = read_run(path)
-        else:
-            logging.info("seeds: %s seed %d: finished before (%s), read", recipe_name(flagfile), seed, path)
-        done.append((seed, results, history))
+
+    def report_in_order():
+        while len(done) < seeds and finished[len(done)][0] is not None:
+            done.append((len(done), *finished[len(done)]))
         if on_run:
             on_run(done)
+
+    report_in_order()
+    for start in range(0, len(pending), jobs):
+        batch = pending[start:start + jobs]
+        commands = [train_command(flagfile, seed, logdir, data_dir) for seed in batch]
+        for seed, command in zip(batch, commands):
+            logging.info("seeds: %s seed %d: %s", name, seed, " ".join(command[1:]))
+        codes = launch(commands)
+        for seed, code in zip(batch, codes):
+            if code != 0:
+                raise SeedsError(f"{name} seed {seed} failed (exit {code}; its error is above); the same command "
+                                 f"resumes it")
+            finished[seed] = read_run(run_dir(logdir, flagfile, seed))
+        report_in_order()
     return done
 
 
@@ -99,7 +108,7 @@ def make_table(done):
     return "\n".join(lines)
 
 
-def make_report(flagfile, seeds, done, command, record):
+def make_report(flagfile, seeds, done, command, record, jobs=1):
     lines = [
         f"# {recipe_name(flagfile)}: {len(done)} of {seeds} seeds", "",
         "| | |", "| --- | --- |",
@@ -107,6 +116,8 @@ def make_report(flagfile, seeds, done, command, record):
         f"| this report | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs; TensorFlow "
         f"{record['tensorflow']}, Keras {record['keras']}, Python {record['python']}; commit {record['commit']} |",
         f"| command | `{command}` |",
+        *([f"| jobs | {jobs} seeds trained at once: the training times of the seeds trained by this command are "
+           f"with the cores shared |"] if jobs > 1 else []),
         f"| written | {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC |", "",
         make_table(done) if done else "No seed has finished yet.", "",
         "Standard deviations are sample standard deviations over the seeds. Training s: training time of the "
@@ -116,14 +127,14 @@ def make_report(flagfile, seeds, done, command, record):
     return "\n".join(lines)
 
 
-def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=run_in_console):
+def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=run_all_in_console, jobs=1):
     """``run_seeds``, rewriting the markdown report ``out`` after every seed; returns what ``run_seeds`` does."""
     record = machine_record()
 
     def write(done):
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
         with open(out + ".tmp", "w") as file:
-            file.write(make_report(flagfile, seeds, done, command, record))
+            file.write(make_report(flagfile, seeds, done, command, record, jobs))
         os.replace(out + ".tmp", out)
 
-    return run_seeds(flagfile, seeds, logdir, data_dir, launch, on_run=write)
+    return run_seeds(flagfile, seeds, logdir, data_dir, launch, on_run=write, jobs=jobs)

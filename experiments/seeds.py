@@ -32,7 +32,7 @@ def main(arguments):
     command = shlex.join([os.path.basename(sys.executable), "-m", "experiments.seeds", *sys.argv[1:]])
     flagfile = FLAGS.recipe
     out = FLAGS.out or os.path.join(FLAGS.logdir, f"{seed_runs.recipe_name(flagfile)}.md")
-    seed_runs.seeds_and_report(flagfile, FLAGS.seeds, FLAGS.logdir, out, command, FLAGS.data_dir)
+    seed_runs.seeds_and_report(flagfile, FLAGS.seeds, FLAGS.logdir, out, command, FLAGS.data_dir, jobs=FLAGS.jobs)
     print(out)
 
 
