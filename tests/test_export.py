@@ -271,6 +271,23 @@ def test_evaluating_the_test_split_gives_the_run_accuracy(runs, tiny_mnist_dir):
     assert abs(evaluation.accuracy - recorded) <= ACCURACY_ATOL_IMAGES / evaluation.total + ACCURACY_ATOL
     assert evaluation.source == str(tiny_mnist_dir / "mnist.npz")
     assert predicting.format_evaluation(evaluation).startswith(f"test accuracy {evaluation.accuracy:.4f} (")
+    # Every test image is counted once per class, and every mistake once among the confusions.
+    assert [name for name, _, _ in evaluation.per_class] == [str(digit) for digit in range(10)]
+    assert sum(correct for _, correct, _ in evaluation.per_class) == evaluation.correct
+    assert sum(images for _, _, images in evaluation.per_class) == evaluation.total
+    assert sum(images for _, _, images in evaluation.confusions) == evaluation.total - evaluation.correct
+
+
+def test_the_class_breakdown_counts_each_class_and_orders_the_mistakes():
+    labels, predicted = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2]), np.array([0, 1, 1, 1, 0, 2, 0, 1, 2])
+    per_class, confusions = predicting.class_breakdown(labels, predicted, ("a", "b", "c"))
+    assert per_class == (("a", 1, 3), ("b", 1, 2), ("c", 2, 4))
+    assert confusions == (("a", "b", 2), ("b", "a", 1), ("c", "a", 1), ("c", "b", 1))  # ties in label order
+    evaluation = predicting.Evaluation("test", 4, 9, "the file", None, per_class=per_class, confusions=confusions)
+    assert predicting.format_evaluation(evaluation).splitlines() == [
+        "test accuracy 0.4444 (4/9 images of the file)",
+        "lowest per-class accuracy (3 of 3 classes): a 0.3333 (1/3), b 0.5000 (1/2), c 0.5000 (2/4)",
+        "most frequent mistakes, true -> predicted (4 of 4 pairs): a -> b 2, b -> a 1, c -> a 1, c -> b 1"]
 
 
 def test_the_test_split_evaluation_counts_top5_hits_and_has_no_superclasses_on_mnist(runs, run_logits, tiny_mnist):

@@ -28,6 +28,7 @@ from training.errors import OneLineError
 BATCH_SIZE = 500  # images per call of the SavedModel
 NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
 SPLITS = ("test",)
+CLASSES_SHOWN = 5  # classes and mistakes a split evaluation prints, worst first
 
 
 class PredictError(OneLineError, ValueError):
@@ -67,6 +68,8 @@ class Evaluation:
     recorded: float  # the run's own test_accuracy from results.json, or None
     top5_correct: int = None  # images whose label is among the 5 most probable classes (10+ classes only)
     superclass_correct: int = None  # CIFAR-100: images whose predicted fine class lies in the right superclass
+    per_class: tuple = ()  # (class name, correct, images of that class), in label order
+    confusions: tuple = ()  # (true class name, predicted class name, images), most frequent first, mistakes only
 
     @property
     def accuracy(self):
@@ -101,8 +104,23 @@ def evaluate_split(run_dir, split="test", data_dir=""):
         top5 = int(np.sum(np.any(best5 == dataset.y_test[:, np.newaxis], axis=1)))
     if dataset.fine_to_coarse is not None:
         superclass = int(np.sum(dataset.fine_to_coarse[class_ids] == dataset.y_test_coarse))
+    per_class, confusions = class_breakdown(dataset.y_test, class_ids, exported.class_names)
     return Evaluation(split, int(np.sum(class_ids == dataset.y_test)), len(dataset.y_test), dataset.source, recorded,
-                      top5, superclass)
+                      top5, superclass, per_class, confusions)
+
+
+def class_breakdown(labels, predicted, class_names):
+    """``(per_class, confusions)`` of integer ``labels`` and ``predicted`` classes: per class in label order
+    ``(name, correct, images)``; and every (true, predicted) pair of a mistake as ``(true name, predicted name,
+    images)``, most frequent first (ties in label order)."""
+    num_classes = len(class_names)
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    per_class = tuple((class_names[c], int(matrix[c, c]), int(matrix[c].sum())) for c in range(num_classes))
+    mistakes = [(int(matrix[t, p]), t, p) for t in range(num_classes) for p in range(num_classes)
+                if t != p and matrix[t, p]]
+    mistakes.sort(key=lambda item: (-item[0], item[1], item[2]))
+    return per_class, tuple((class_names[t], class_names[p], count) for count, t, p in mistakes)
 
 
 def format_prediction(prediction):
@@ -118,8 +136,18 @@ def format_evaluation(evaluation):
         extra += f"; top-5 accuracy {evaluation.top5_correct / evaluation.total:.4f}"
     if evaluation.superclass_correct is not None:
         extra += f"; superclass accuracy of the fine predictions {evaluation.superclass_correct / evaluation.total:.4f}"
-    return (f"{evaluation.split} accuracy {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} "
-            f"images of {evaluation.source}){recorded}{extra}")
+    lines = [f"{evaluation.split} accuracy {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} "
+             f"images of {evaluation.source}){recorded}{extra}"]
+    present = [row for row in evaluation.per_class if row[2]]
+    if present:
+        worst = sorted(present, key=lambda row: row[1] / row[2])[:CLASSES_SHOWN]
+        lines.append(f"lowest per-class accuracy ({len(worst)} of {len(present)} classes): " + ", ".join(
+            f"{name} {correct / images:.4f} ({correct}/{images})" for name, correct, images in worst))
+    if evaluation.confusions:
+        shown = evaluation.confusions[:CLASSES_SHOWN]
+        lines.append(f"most frequent mistakes, true -> predicted ({len(shown)} of {len(evaluation.confusions)} "
+                     f"pairs): " + ", ".join(f"{true} -> {predicted} {images}" for true, predicted, images in shown))
+    return "\n".join(lines)
 
 
 def load_export(run_dir, config=None):
