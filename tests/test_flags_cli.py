@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
+
 from flags import cli
 
 # One per core: two concurrent TensorFlow imports take as long as one, four about four times as long.

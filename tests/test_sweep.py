@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import tensorflow as tf
-
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
-from models import analysis, architecture
-from training import data as data_lib
+
 from experiments import grids, runner
 from experiments import report as report_lib
+from models import analysis, architecture
+from training import data as data_lib
 from training.config import TrainConfig
 from training.rundir import RunDir
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.event_files import read_scalars
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
 from training.progress import CallLength
 from training.rundir import RunDir
 from training.trainer import RunError, train
-from tests.event_files import read_scalars
 
 # With deterministic kernels a resumed run repeats the uninterrupted one bit for bit; 1e-6 only allows for
 # float32 rounding of the O(0.1) weights should a kernel ever change.

@@ -22,8 +22,8 @@ from absl import logging
 
 from training import data as data_lib
 from training import exporting
-from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
 from training.errors import OneLineError
+from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
 
 BATCH_SIZE = 500  # images per call of the SavedModel
 NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
