@@ -10,6 +10,8 @@ from models.architecture import DEFAULT_ARCH, PRESETS, plan, resolve
 from models.network import IMPLEMENTATIONS, PRECISIONS, Network, build_network
 
 _KERAS_NAMES = ("CNN", "build_model")
+__all__ = ["DEFAULT_ARCH", "PRESETS", "plan", "resolve", "IMPLEMENTATIONS", "PRECISIONS", "Network", "build_network",
+           *_KERAS_NAMES, "keras_cnn"]
 
 
 def __getattr__(name):

@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
+
 from training import data as data_lib
 
 CANDIDATES = [os.environ.get("CIFAR100_DIR", ""), str(REPO_ROOT.parent / "shared" / "data")]
