@@ -75,7 +75,7 @@ class CallLength:
         """A call of ``num_steps`` steps took ``seconds``; the first call (compiling) does not count."""
         self.calls += 1
         if self.calls > 1:
-            self.seconds_per_step = seconds / num_steps
+            self.seconds_per_step = max(seconds, 1e-9) / num_steps  # a clock that did not tick is not 0 s
 
 
 class TargetClock:
