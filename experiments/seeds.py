@@ -27,11 +27,11 @@ FLAGS = absl_flags.FLAGS
 
 def main(arguments):
     del arguments
-    from experiments import seed_runs
+    from experiments import launch, seed_runs
 
     command = shlex.join([os.path.basename(sys.executable), "-m", "experiments.seeds", *sys.argv[1:]])
     flagfile = FLAGS.recipe
-    out = FLAGS.out or os.path.join(FLAGS.logdir, f"{seed_runs.recipe_name(flagfile)}.md")
+    out = FLAGS.out or os.path.join(FLAGS.logdir, f"{launch.recipe_name(flagfile)}.md")
     seed_runs.seeds_and_report(flagfile, FLAGS.seeds, FLAGS.logdir, out, command, FLAGS.data_dir, jobs=FLAGS.jobs)
     print(out)
 
