@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+from training.rundir import CONFIG, RunDir
+
 
 def recipe_name(flagfile):
     """A flagfile's name without its folder and ``.cfg``: the prefix of its run directories."""
@@ -16,6 +18,13 @@ def recipe_name(flagfile):
 def run_dir(logdir, flagfile, seed):
     """``<logdir>/<recipe>-seed<seed>``: the run directory of one seed of a recipe."""
     return os.path.join(logdir, f"{recipe_name(flagfile)}-seed{seed}")
+
+
+def read_run(path):
+    """``(results.json, the history of starts in config.json)`` of a run directory; results is None until the
+    run has finished."""
+    run = RunDir(path)
+    return run.read_results(), run.read_saved()["history"] if os.path.exists(run.file(CONFIG)) else []
 
 
 def train_command(flagfile, seed, logdir, data_dir="", extra=()):

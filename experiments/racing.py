@@ -21,10 +21,15 @@ import time
 
 from absl import logging
 
-from experiments.launch import recipe_name, run_dir, run_in_console, train_command
-from experiments.report import machine_record
+from experiments.launch import (
+    read_run,
+    recipe_name,
+    run_dir,
+    run_in_console,
+    train_command,
+)
+from experiments.report import machine_record, write_report
 from training.errors import OneLineError
-from training.rundir import CONFIG, RunDir
 
 RACE_TERMS = "race.json"
 
@@ -61,8 +66,8 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
     entrants = [Entrant(recipe_name(flagfile), flagfile) for flagfile in flagfiles]
     for seed in range(seeds):
         for entrant in entrants:
-            run = RunDir(run_dir(logdir, entrant.flagfile, seed))
-            results = run.read_results()
+            path = run_dir(logdir, entrant.flagfile, seed)
+            results, history = read_run(path)
             if results is None:
                 command = train_command(entrant.flagfile, seed, logdir, data_dir,
                                         race_flags(target, eval_every_epochs, stop_at_target))
@@ -72,14 +77,14 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
                 if code != 0:
                     raise RaceError(f"{entrant.name} seed {seed} failed (exit {code}; its error is above); the "
                                     f"same command continues the race")
-                results = run.read_results()
+                results, history = read_run(path)
                 logging.info("race: %s seed %d: %s to target, test accuracy %.2f%%, %.0f s in all", entrant.name,
                              seed, _seconds(results["seconds_to_target"]), 100 * results["test_accuracy"],
                              time.time() - tick)
             else:
-                logging.info("race: %s seed %d: finished before (%s), read", entrant.name, seed, run.path)
+                logging.info("race: %s seed %d: finished before (%s), read", entrant.name, seed, path)
             entrant.runs.append(results)
-            entrant.starts.append(len(run.read_saved()["history"]) if os.path.exists(run.file(CONFIG)) else 1)
+            entrant.starts.append(len(history))
             if on_run:
                 on_run(entrants)
     return entrants
@@ -175,7 +180,7 @@ def check_terms(logdir, terms):
                                 f"({path}), so pass a new --logdir")
         return
     for flagfile in terms["recipes"]:
-        if os.path.exists(os.path.join(logdir, f"{recipe_name(flagfile)}-seed0")):
+        if os.path.exists(run_dir(logdir, flagfile, 0)):
             raise RaceError(f"{logdir} already holds runs of {recipe_name(flagfile)} but no {RACE_TERMS}; a race's "
                             f"times compare only on its own terms, so pass a new --logdir")
     os.makedirs(logdir, exist_ok=True)
@@ -192,11 +197,7 @@ def race_and_report(flagfiles, target, seeds, logdir, out, command, data_dir="",
     check_terms(logdir, race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, record))
 
     def write(entrants):
-        text = make_report(entrants, target, seeds, command, record, time.time() - started)
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        with open(out + ".tmp", "w") as file:
-            file.write(text)
-        os.replace(out + ".tmp", out)
+        write_report(out, make_report(entrants, target, seeds, command, record, time.time() - started))
 
     return run_race(flagfiles, target, seeds, logdir, data_dir, eval_every_epochs, stop_at_target, on_run=write,
                     launch=launch)

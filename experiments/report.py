@@ -20,6 +20,15 @@ def machine_record(repo_dir=REPO_DIR):
                 commit=git_commit(repo_dir))
 
 
+def write_report(path, text):
+    """Writes ``text`` to ``path`` whole or not at all (through a temporary file), making its folder: a report
+    rewritten after every run is never seen half-written."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as file:
+        file.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def accuracy_spread(accuracies):
     """``("99.00 ± 1.00", "98.00–100.00")`` for accuracies 0.98, 0.99, 1.00: percent mean ± sample standard
     deviation (the mean alone for one run), and min–max."""

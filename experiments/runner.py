@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from experiments.report import machine_record, make_report
+from experiments.report import machine_record, make_report, write_report
 from training import config as config_lib
 from training import trainer
 from training.config import TrainConfig
@@ -177,11 +177,8 @@ def run_and_report(grid, dataset, seeds, logdir, out, command, train_steps=None,
                                                                   data_dir) if reusable_results(config) is not None}
 
     def write(done):
-        text = make_report(grid, dataset, steps, seeds, done, record, command, time.time() - started, jobs)
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        with open(out + ".tmp", "w") as file:
-            file.write(text)
-        os.replace(out + ".tmp", out)
+        write_report(out, make_report(grid, dataset, steps, seeds, done, record, command, time.time() - started,
+                                      jobs))
 
     write([])
     if train_elsewhere:

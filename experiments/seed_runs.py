@@ -15,10 +15,15 @@ import statistics
 
 from absl import logging
 
-from experiments.launch import recipe_name, run_all_in_console, run_dir, train_command
-from experiments.report import accuracy_spread, machine_record
+from experiments.launch import (
+    read_run,
+    recipe_name,
+    run_all_in_console,
+    run_dir,
+    train_command,
+)
+from experiments.report import accuracy_spread, machine_record, write_report
 from training.errors import OneLineError
-from training.rundir import CONFIG, RunDir
 
 
 class SeedsError(OneLineError, RuntimeError):
@@ -40,13 +45,6 @@ def check_recipe(flagfile, logdir):
     with open(manifest + ".tmp", "w") as file:
         json.dump(dict(flagfile=flagfile, flagfile_text=text), file, indent=2)
     os.replace(manifest + ".tmp", manifest)
-
-
-def read_run(path):
-    """``(results.json, the history of starts in config.json)`` of a run directory; results is None until the
-    run has finished."""
-    run = RunDir(path)
-    return run.read_results(), run.read_saved()["history"] if os.path.exists(run.file(CONFIG)) else []
 
 
 def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, on_run=None, jobs=1):
@@ -132,9 +130,6 @@ def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=
     record = machine_record()
 
     def write(done):
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        with open(out + ".tmp", "w") as file:
-            file.write(make_report(flagfile, seeds, done, command, record, jobs))
-        os.replace(out + ".tmp", out)
+        write_report(out, make_report(flagfile, seeds, done, command, record, jobs))
 
     return run_seeds(flagfile, seeds, logdir, data_dir, launch, on_run=write, jobs=jobs)
