@@ -5,8 +5,7 @@ import os
 from absl import flags as absl_flags
 
 from flags import cli
-
-SPLITS = ["test"]  # training.predicting.SPLITS, kept here so that parsing flags imports no TensorFlow
+from training.dataset_info import SPLITS
 
 
 def define_flags():

@@ -45,6 +45,9 @@ _CIFAR100_SUPERCLASSES = (
     "people", "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
 )
 
+# The splits a trained run can be evaluated on (training.predict --dataset_split).
+SPLITS = ("test",)
+
 # Every dataset the loader knows, with its class names as the datasets' documentation gives them.
 DATASETS = {
     "mnist": DatasetInfo(28, 28, 1, 10, tuple(str(digit) for digit in range(10))),

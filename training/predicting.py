@@ -22,12 +22,12 @@ from absl import logging
 
 from training import data as data_lib
 from training import exporting
+from training.dataset_info import SPLITS
 from training.errors import OneLineError
 from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
 
 BATCH_SIZE = 500  # images per call of the SavedModel
 NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
-SPLITS = ("test",)
 CLASSES_SHOWN = 5  # classes and mistakes a split evaluation prints, worst first
 
 
