@@ -153,11 +153,8 @@ def train_free_runs(grid, dataset, seeds, logdir, train_steps=None, data_dir="")
     is locked: passed by); writes no table. Returns how many runs this process trained."""
     trained = 0
     for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
-        if reusable_results(config) is not None:
-            continue
         try:
-            run_once(config, dataset, name, (grid.name, label, overrides))
-            trained += 1
+            trained += not run_once(config, dataset, name, (grid.name, label, overrides)).reused
         except RunInUse:
             logging.info("sweep: %s: another process is training it; passed by", name)
     return trained
