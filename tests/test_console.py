@@ -3,10 +3,15 @@
 The filter itself is tested on its own (which lines it drops, and that a crash loses no line); then the real
 ``python3 -m training.train`` runs twice side by side, as a user runs it (no TF_CPP_MIN_LOG_LEVEL): a tiny run,
 whose every console line must be this project's, and one with ``--verbosity=1``, which shows TensorFlow's lines.
+Each command imports TensorFlow (seconds), so the same two commands also carry the command line's end-to-end
+checks: the tiny run's results.json and flags.txt (then rerun from that flagfile), and the refused run's
+directory left as it was.
 """
 
 import concurrent.futures
+import json
 import logging
+import math
 import os
 import re
 import signal
@@ -153,7 +158,8 @@ def consoles(tmp_path_factory):
                               capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
 
     with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
-        return dict(zip(commands, pool.map(run, commands.values())))
+        completed = dict(zip(commands, pool.map(run, commands.values())))
+    return dict(completed, root=root, run=run)
 
 
 def test_every_console_line_of_the_main_job_is_ours(consoles):
@@ -171,6 +177,49 @@ def test_every_console_line_of_the_main_job_is_ours(consoles):
 def test_verbosity_one_shows_tensorflows_own_lines(consoles):
     verbose = consoles["verbose"]
     assert verbose.returncode == 1
-    assert verbose.stderr.splitlines()[-1].endswith("occupied already holds a run; resume it (--resume) or choose "
-                                                    "a new --logdir")
+    assert verbose.stderr.splitlines()[-1] == (f"train: error: --logdir {consoles['root'] / 'occupied'} already "
+                                               "holds a run; resume it (--resume) or choose a new --logdir")
     assert ABSL_NOTICE in verbose.stderr.splitlines()
+
+
+def test_a_refused_run_leaves_the_occupied_directory_alone(consoles):
+    assert consoles["verbose"].stdout == ""
+    occupied = consoles["root"] / "occupied"
+    assert sorted(p.name for p in occupied.iterdir()) == ["notes.txt"]
+    assert (occupied / "notes.txt").read_text() == "an earlier run\n"
+
+
+RESULT_KEYS = {"test_accuracy", "test_loss", "train_steps", "wall_seconds", "params", "dataset", "arch", "impl"}
+# Evaluating the same restored weights on the same test images twice: identical up to float32 rounding.
+SAME_WEIGHTS_LOSS_ATOL = 1e-6
+
+
+def test_the_tiny_run_writes_results_and_reruns_from_its_flagfile(consoles):
+    assert consoles["quiet"].returncode == 0, consoles["quiet"].stderr
+    logdir = consoles["root"] / "run"
+    results = json.loads((logdir / "results.json").read_text())
+    assert RESULT_KEYS <= set(results)
+    # conv1 3*3*1*4 + 4 = 40; 'same' conv and a 2x2 pool: 14*14*4 = 784 features; dense1 784*16 + 16 = 12,560;
+    # logits 16*10 + 10 = 170; total 12,770.
+    assert results["params"] == 12_770
+    assert results["train_steps"] == 20
+    assert (results["dataset"], results["arch"], results["impl"]) == ("mnist", "c4k3-m2-d16", "keras")
+    assert results["data_source"] == f"bundled MNIST subset {REPO_ROOT / 'bundled_data' / 'mnist_subset.npz'}"
+    # 20 steps already beat the uniform guess's loss of ln 10 = 2.303 (they reach ~2.11, label smoothing included).
+    assert 0.0 < results["test_loss"] < math.log(10)
+    assert 0.1 < results["test_accuracy"] <= 1.0
+    assert results["wall_seconds"] > 0
+    assert sorted(p.name for p in (logdir / "checkpoints").glob("ckpt-*.index")) == ["ckpt-10.index", "ckpt-20.index"]
+
+    flags_txt = (logdir / "flags.txt").read_text().splitlines()
+    for line in (*TINY_RUN, f"--logdir={logdir}", "--optimizer=adam", "--seed=0"):
+        assert line in flags_txt
+    assert not any(line.startswith("--epochs") for line in flags_txt)  # only the budget that was used
+
+    again = consoles["run"]([f"--flagfile={logdir}/flags.txt"])
+    assert again.returncode == 0, again.stderr
+    assert re.search(rf"resumed from {re.escape(str(logdir))}/checkpoints/ckpt-20 at step 20\n", again.stderr)
+    rerun = json.loads((logdir / "results.json").read_text())
+    assert rerun["train_steps"] == 20
+    assert rerun["test_loss"] == pytest.approx(results["test_loss"], abs=SAME_WEIGHTS_LOSS_ATOL)
+    assert rerun["test_accuracy"] == results["test_accuracy"]

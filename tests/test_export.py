@@ -381,7 +381,8 @@ def test_data_dir_flag_supplies_a_standardised_run_its_training_images(broken_ru
 COMMAND_FAILURES = {
     "predict_bad_file": (RUN_ERROR, ("predict: error: {folder}/notes.png: cannot be decoded as an image (Unknown "
                                      "image file format")),
-    "export_no_run": (RUN_ERROR, "export: error: run directory {folder}/no_such_run does not exist"),
+    "export_no_run": (USAGE_ERROR, ("export.py: error: flag --run_dir={folder}/no_such_run: --run_dir must be an "
+                                    "existing directory")),
     "export_no_flag": (USAGE_ERROR, ("export.py: error: flag --run_dir=None: Flag --run_dir must have a value "
                                      "other than None.")),
     "predict_nothing": (USAGE_ERROR, ("predict: error: give image files (PNG or JPEG, or .npz holding x_test or x) "

@@ -1,4 +1,5 @@
-"""``python -m training.train`` end to end: bad input fails with one line naming the flag; a tiny run works.
+"""``python -m training.train`` end to end: bad input fails with one line naming the flag (a tiny run that works,
+and one refused at an occupied --logdir, are in tests/test_console.py).
 
 A command that gets past its flags imports TensorFlow (seconds), so a module fixture runs the failing commands
 two at a time and each parametrised test checks its own. Flag values refused at parse time are all checked in one
@@ -9,9 +10,7 @@ end.
 
 import concurrent.futures
 import json
-import math
 import os
-import re
 import subprocess
 import sys
 
@@ -23,8 +22,6 @@ from flags import cli
 
 # One per core: two concurrent TensorFlow imports take as long as one, four about four times as long.
 CONCURRENT_COMMANDS = 2
-# Evaluating the same restored weights on the same test images twice: identical up to float32 rounding.
-SAME_WEIGHTS_LOSS_ATOL = 1e-6
 # Parse-time errors exit with 2 (absl's usage-error status); errors while running exit with 1.
 USAGE_ERROR, RUN_ERROR = 2, 1
 
@@ -74,10 +71,7 @@ FAILURES = {
                                     "does not have; start it with w{{size}}t (e.g. w2tg)"),
     "data_dir_missing": (["--data_dir=/nonexistent"], USAGE_ERROR,
                          "train.py: error: flag --data_dir=/nonexistent: --data_dir must be an existing directory"),
-    # {occupied} and {bad_data} are filled in by the fixture.
-    "noresume_occupied": (["--noresume", "--logdir={occupied}"], RUN_ERROR,
-                          "train: error: --logdir {occupied} already holds a run; resume it (--resume) or choose a "
-                          "new --logdir"),
+    # {bad_data} is filled in by the fixture.
     "malformed_data": (["--data_dir={bad_data}"], RUN_ERROR,
                        "train: error: {bad_data}/mnist.npz: x_train has dtype float64, expected uint8 pixels in "
                        "[0, 255]"),
@@ -86,21 +80,19 @@ FAILURES = {
 
 @pytest.fixture(scope="module")
 def cli_paths(tmp_path_factory):
-    """Folders the failing commands need: a run directory already in use, and data with float images."""
+    """Folders the failing commands need: data with float images. (A run directory already in use is refused in
+    tests/test_console.py, whose command also checks the console.)"""
     root = tmp_path_factory.mktemp("cli_failures")
-    occupied = root / "occupied"
-    occupied.mkdir()
-    (occupied / "notes.txt").write_text("an earlier run\n")
     bad_data = root / "bad_data"
     bad_data.mkdir()
     images = np.zeros((2, 28, 28), np.float64)
     np.savez(bad_data / "mnist.npz", x_train=images, y_train=np.zeros(2, np.uint8), x_test=images,
              y_test=np.zeros(2, np.uint8))
-    return dict(root=root, occupied=occupied, bad_data=bad_data)
+    return dict(root=root, bad_data=bad_data)
 
 
 # The failures run as real commands; the other usage errors are parsed in one process (parse_failures).
-AS_COMMANDS = ("unknown_flag", "noresume_occupied", "malformed_data")
+AS_COMMANDS = ("unknown_flag", "malformed_data")
 
 _PARSE_EACH = """
 import json, sys
@@ -166,52 +158,6 @@ def test_bad_input_fails_with_one_line_naming_the_flag(failures, name):
     assert "Traceback" not in process.stderr
     assert process.stderr.splitlines()[-1] == message
     assert process.stdout == ""
-
-
-def test_noresume_leaves_the_occupied_directory_alone(failures, cli_paths):
-    assert failures["noresume_occupied"][0].returncode == RUN_ERROR
-    occupied = cli_paths["occupied"]
-    assert sorted(p.name for p in occupied.iterdir()) == ["notes.txt"]
-    assert (occupied / "notes.txt").read_text() == "an earlier run\n"
-
-
-RESULT_KEYS = {"test_accuracy", "test_loss", "train_steps", "wall_seconds", "params", "dataset", "arch", "impl"}
-
-
-def test_tiny_run_writes_results_and_reruns_from_its_flagfile(tmp_path, tiny_mnist_dir, run_cli):
-    logdir = tmp_path / "run"
-    first = run_cli("--arch=c4k3-m2-d16", "--train_steps=20", "--log_every=10", f"--logdir={logdir}",
-                    f"--data_dir={tiny_mnist_dir}")
-    assert first.returncode == 0, first.stderr
-    assert "Traceback" not in first.stderr
-    assert "Sharding callback duration" not in first.stderr  # TensorFlow's own INFO lines are filtered out
-    results = json.loads((logdir / "results.json").read_text())
-    assert RESULT_KEYS <= set(results)
-    # conv1 3*3*1*4 + 4 = 40; 'same' conv and a 2x2 pool: 14*14*4 = 784 features; dense1 784*16 + 16 = 12,560;
-    # logits 16*10 + 10 = 170; total 12,770.
-    assert results["params"] == 12_770
-    assert results["train_steps"] == 20
-    assert (results["dataset"], results["arch"], results["impl"]) == ("mnist", "c4k3-m2-d16", "keras")
-    assert results["data_source"] == str(tiny_mnist_dir / "mnist.npz")
-    # 20 Adam steps already beat the uniform guess's loss of ln 10 = 2.303 (they reach ~2.08).
-    assert 0.0 < results["test_loss"] < math.log(10)
-    assert 0.1 < results["test_accuracy"] <= 1.0
-    assert results["wall_seconds"] > 0
-    assert sorted(p.name for p in (logdir / "checkpoints").glob("ckpt-*.index")) == ["ckpt-20.index"]
-
-    flags_txt = (logdir / "flags.txt").read_text().splitlines()
-    for line in ("--arch=c4k3-m2-d16", "--train_steps=20", "--log_every=10", f"--logdir={logdir}",
-                 f"--data_dir={tiny_mnist_dir}", "--optimizer=adam", "--seed=0"):
-        assert line in flags_txt
-    assert not any(line.startswith("--epochs") for line in flags_txt)  # only the budget that was used
-
-    again = run_cli(f"--flagfile={logdir}/flags.txt")
-    assert again.returncode == 0, again.stderr
-    assert re.search(rf"resumed from {re.escape(str(logdir))}/checkpoints/ckpt-20 at step 20\n", again.stderr)
-    rerun = json.loads((logdir / "results.json").read_text())
-    assert rerun["train_steps"] == 20
-    assert rerun["test_loss"] == pytest.approx(results["test_loss"], abs=SAME_WEIGHTS_LOSS_ATOL)
-    assert rerun["test_accuracy"] == results["test_accuracy"]
 
 
 _STOPPED_BY_SIGTERM = """
