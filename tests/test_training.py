@@ -30,6 +30,7 @@ LOSS_ATOL = 1e-6
 WEIGHT_DECAY_ATOL = 1e-6
 # How long the killed run may take to write its first checkpoint (it imports TensorFlow first).
 FIRST_CHECKPOINT_TIMEOUT_SECONDS = 120
+KILLED_RUN_STEPS = 60
 
 
 def _numpy_weights(model):
@@ -71,7 +72,9 @@ def test_summaries_hold_the_expected_scalars_at_the_expected_steps(tmp_path, tin
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mnist_dir, start_cli, run_cli):
-    args = ["--arch=c4k3-m2-d16", "--train_steps=200", "--checkpoint_every=10", "--deterministic",
+    # Killed at its first checkpoint (step 10): 50 steps and 5 checkpoints, about a second, before its end, while
+    # the kill follows the checkpoint's state file within 10 ms.
+    args = ["--arch=c4k3-m2-d16", f"--train_steps={KILLED_RUN_STEPS}", "--checkpoint_every=10", "--deterministic",
             f"--data_dir={tiny_mnist_dir}"]
     interrupted_dir, straight_dir = tmp_path / "interrupted", tmp_path / "straight"
     straight = start_cli(*args, f"--logdir={straight_dir}")
@@ -92,14 +95,14 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mnist_d
     match = re.search(r"resumed from (\S+)/ckpt-(\d+) at step (\d+)\n", resumed.stderr)
     assert match, resumed.stderr
     assert match[1] == str(interrupted_dir / "checkpoints") and match[2] == match[3]
-    assert 0 < int(match[3]) < 200 and int(match[3]) % 10 == 0
+    assert 0 < int(match[3]) < KILLED_RUN_STEPS and int(match[3]) % 10 == 0
     resumed_results = json.loads((interrupted_dir / "results.json").read_text())
     straight_results = json.loads((straight_dir / "results.json").read_text())
-    assert resumed_results["train_steps"] == straight_results["train_steps"] == 200
+    assert resumed_results["train_steps"] == straight_results["train_steps"] == KILLED_RUN_STEPS
     assert resumed_results["test_loss"] == pytest.approx(straight_results["test_loss"], abs=RESUME_ATOL)
     # Every saved value (weights, optimizer slots, step counters) of the final checkpoints.
-    resumed_ckpt = tf.train.load_checkpoint(str(interrupted_dir / "checkpoints" / "ckpt-200"))
-    straight_ckpt = tf.train.load_checkpoint(str(straight_dir / "checkpoints" / "ckpt-200"))
+    resumed_ckpt = tf.train.load_checkpoint(str(interrupted_dir / "checkpoints" / f"ckpt-{KILLED_RUN_STEPS}"))
+    straight_ckpt = tf.train.load_checkpoint(str(straight_dir / "checkpoints" / f"ckpt-{KILLED_RUN_STEPS}"))
     names = sorted(set(straight_ckpt.get_variable_to_shape_map()) - {"_CHECKPOINTABLE_OBJECT_GRAPH"})
     assert names == sorted(set(resumed_ckpt.get_variable_to_shape_map()) - {"_CHECKPOINTABLE_OBJECT_GRAPH"})
     assert len(names) > 10
