@@ -1,6 +1,7 @@
 """Shared set-up: the repository on the import path, quiet TensorFlow, tiny MNIST data and a CLI runner.
 
-Everything here is small on purpose: the whole core suite runs in a couple of minutes on two CPU cores.
+Everything here is small on purpose: the whole suite must stay under 10 minutes on the slowest two-core machine
+it runs on (a few minutes here, in the two processes of pyproject.toml's addopts).
 """
 
 import os
@@ -20,9 +21,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from tensorflow.python.framework import config as tf_config  # noqa: E402
 
-from training import data as data_lib  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 
 # Sizes of the tiny MNIST cut used by the training and CLI tests: an epoch is 4 batches of the CLI's default 128
@@ -43,6 +42,10 @@ def _op_determinism_stays_in_its_test():
     has no public way to turn it off, hence the private ``disable_op_determinism``.
     """
     yield
+    if "tensorflow" not in sys.modules:
+        return  # a test that never imported TensorFlow cannot have turned it on
+    from tensorflow.python.framework import config as tf_config
+
     if tf_config.is_op_determinism_enabled():
         tf_config.disable_op_determinism()
 
@@ -50,6 +53,8 @@ def _op_determinism_stays_in_its_test():
 @pytest.fixture(scope="session")
 def bundled_mnist():
     """The arrays of bundled_data/mnist_subset.npz, as stored: (n, 28, 28) uint8 images and uint8 labels."""
+    from training import data as data_lib
+
     with np.load(data_lib.BUNDLED_MNIST) as npz:
         return {key: npz[key] for key in data_lib.REQUIRED_KEYS}
 
@@ -64,6 +69,8 @@ def tiny_arrays(bundled_mnist):
 @pytest.fixture(scope="session")
 def tiny_mnist(tiny_arrays):
     """A validated in-memory ``Dataset`` (uint8 NHWC images, int32 labels) to pass to ``train``."""
+    from training import data as data_lib
+
     return data_lib._validated("mnist", tiny_arrays, "tiny MNIST", source="tiny MNIST cut of the bundled subset")
 
 
