@@ -9,7 +9,9 @@ MultiWorkerMirroredStrategy must be created at start-up, so the tests run these 
 summary JSON goes) and ``runs``: a list of ``{"name", "config": {TrainConfig fields}, "weights": path.npz}``
 trained one after another in this process. Each run saves every weight (``named_weights()``, the same for both
 implementations) to its .npz; the summary maps each run name to its results,
-its log lines, and, for replicated variables, the largest difference between replica copies.
+its log lines, and, for replicated variables, the largest difference between replica copies. With
+``"two_replica_batch_norm": true`` (two CPU devices) the summary also holds, under that key, what
+``two_replica_batch_norm`` returns: it needs the same fresh process with two devices.
 """
 
 import argparse
@@ -77,6 +79,36 @@ def run_one(run, dataset):
                 dtypes=sorted({str(np.asarray(v.numpy()).dtype) for v in variables.values()}))
 
 
+def two_replica_batch_norm():
+    """Per implementation, the largest |difference| over every weight (batch-norm moving statistics included)
+    between one float64 forward pass in training mode under MirroredStrategy over two CPUs, each replica holding
+    half the batch, and the same pass over the whole batch on one device. Both networks all-reduce their
+    batch-norm sums under a strategy, so the two differ by rounding only."""
+    import tensorflow as tf
+
+    import models
+    import reference
+
+    arch, shape = "c4k3b-r6-gap", (6, 6, 3)
+    images = tf.constant(np.random.default_rng(0).normal(size=(4, *shape)))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        replicated = {"keras": models.build_model(arch, shape, 3, dtype="float64"),
+                      "reference": reference.build_reference(arch, shape, 3, dtype=tf.float64)}
+    single = reference.build_reference(arch, shape, 3, dtype=tf.float64)
+    reference.copy_weights(replicated["keras"], replicated["reference"])
+    reference.copy_weights(replicated["keras"], single)
+    halves = strategy.experimental_distribute_values_from_function(
+        lambda context: images[2 * context.replica_id_in_sync_group:][:2])
+    for model in replicated.values():
+        strategy.run(tf.function(lambda x, model=model: model(x, training=True)), (halves,))
+    single(images, training=True)
+    expected = {name: np.asarray(variable.numpy()) for name, variable in single.named_weights().items()}
+    return {impl: max(float(np.max(np.abs(np.asarray(model.named_weights()[name].numpy()) - value)))
+                      for name, value in expected.items())
+            for impl, model in replicated.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="JSON file describing the runs")
@@ -87,6 +119,8 @@ def main():
     distribute.configure_devices(spec.get("num_cpu_devices", 1), tf32=False)
     dataset = tiny_mnist(spec["train_size"], spec["test_size"])
     summary = {}
+    if spec.get("two_replica_batch_norm"):
+        summary["two_replica_batch_norm"] = two_replica_batch_norm()
     for run in spec["runs"]:
         summary[run["name"]] = run_one(run, dataset)
         with open(spec["out"] + ".tmp", "w") as file:  # written after every run, so a failure keeps the rest

@@ -3,7 +3,8 @@
 Two logical CPU devices must be configured before TensorFlow initialises its devices, and
 MultiWorkerMirroredStrategy must be created at start-up, so those runs happen in subprocesses running
 tests/distributed_job.py. One subprocess with two logical CPUs trains every single-process configuration (the
-default strategy runs there too, on the first device), so TensorFlow is imported once for all of them.
+default strategy runs there too, on the first device), so TensorFlow is imported once for all of them; the same
+process checks that both networks' batch-norm statistics are global under two replicas (float64, one forward pass).
 """
 
 import json
@@ -74,9 +75,9 @@ def job_env(tmp, **extra):
     return env
 
 
-def write_spec(path, runs, num_cpu_devices):
+def write_spec(path, runs, num_cpu_devices, two_replica_batch_norm=False):
     spec = dict(num_cpu_devices=num_cpu_devices, train_size=TRAIN_SIZE, test_size=TEST_SIZE,
-                out=str(path.with_suffix(".out.json")), runs=runs)
+                out=str(path.with_suffix(".out.json")), runs=runs, two_replica_batch_norm=two_replica_batch_norm)
     path.write_text(json.dumps(spec, indent=2))
     return spec
 
@@ -152,7 +153,7 @@ def single_process(tmp_path_factory):
     """Runs every single-process configuration in one subprocess with 2 logical CPUs; returns
     ``(summary, tmp)``: the job's summary (results, log lines, replica spread per run) and its folder."""
     tmp = tmp_path_factory.mktemp("single_process")
-    write_spec(tmp / "spec.json", single_process_runs(tmp), num_cpu_devices=2)
+    write_spec(tmp / "spec.json", single_process_runs(tmp), num_cpu_devices=2, two_replica_batch_norm=True)
     process = start_job(tmp / "spec.json", job_env(tmp), tmp / "job.log")
     try:
         wait_all([process], JOB_TIMEOUT_SECONDS)
@@ -189,6 +190,19 @@ def test_mirrored_over_two_cpus_matches_default_strategy(single_process, impl, a
     assert difference <= ATOL, f"max |mirrored - default| = {difference:.3g}"
     # The test set is split into per-replica batches of 50; the loss means differ by rounding only.
     assert mirrored["results"]["test_loss"] == pytest.approx(default["results"]["test_loss"], abs=ATOL)
+
+
+# float64 forward passes of the same weights: anything above ~1e-12 would be a real difference.
+FLOAT64_TOL = 1e-10
+
+
+def test_batch_norm_statistics_are_global_under_two_replicas(single_process):
+    # Two replicas with half a batch each must compute the single-device batch statistics, in both networks.
+    summary, _ = single_process
+    differences = summary["two_replica_batch_norm"]
+    assert set(differences) == {"keras", "reference"}
+    for impl, difference in differences.items():
+        assert difference <= FLOAT64_TOL, f"{impl}: max |two replicas - one device| = {difference:.3g}"
 
 
 def test_airbench_pieces_under_mirrored_match_the_default_strategy(single_process):

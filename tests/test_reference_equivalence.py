@@ -2,12 +2,11 @@
 
 Forward pass, gradients, 10-step optimiser trajectories (weights and BN moving statistics) and weight
 transfer are compared on identical weights, over architectures that cover every token and both paddings.
+Batch-norm statistics under two replicas need two logical CPUs, so they are checked in the two-CPU process of
+tests/test_distributed.py.
 """
 
-import pathlib
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -255,39 +254,3 @@ def test_keras_gelu_is_tf_nn_gelu_bit_for_bit(dtype):
     erf_gelu = tf.nn.gelu(x, approximate=False)
     np.testing.assert_array_equal(keras.activations.gelu(x, approximate=False), erf_gelu)
     assert np.abs(tf.nn.gelu(x, approximate=True) - erf_gelu).max() > 1e-4
-
-
-# Under a strategy, both sides' batch norm all-reduces its sums, so two replicas with half a batch each must
-# compute the single-device statistics. Needs two logical CPUs, which must be configured before TensorFlow
-# initialises its devices, hence a fresh process.
-_TWO_REPLICA_SCRIPT = """
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import models, reference
-arch, shape = "c4k3b-r6-gap", (6, 6, 3)
-images = tf.constant(np.random.default_rng(0).normal(size=(4, *shape)))
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    keras_model = models.build_model(arch, shape, 3, dtype="float64")
-    ref = reference.build_reference(arch, shape, 3, dtype=tf.float64)
-single = reference.build_reference(arch, shape, 3, dtype=tf.float64)
-reference.copy_weights(keras_model, ref)
-reference.copy_weights(keras_model, single)
-halves = strategy.experimental_distribute_values_from_function(
-    lambda context: images[2 * context.replica_id_in_sync_group:][:2])
-for model in (keras_model, ref):
-    strategy.run(tf.function(lambda x: model(x, training=True)), (halves,))
-single(images, training=True)
-for named in (keras_model.named_weights(), ref.named_weights()):
-    for name, variable in single.named_weights().items():
-        np.testing.assert_allclose(named[name], variable, atol={tol}, rtol={tol}, err_msg=name)
-print("ok")
-"""
-
-
-def test_batch_norm_statistics_are_global_under_two_replicas():
-    result = subprocess.run([sys.executable, "-c", _TWO_REPLICA_SCRIPT.format(tol=FLOAT64_TOL)],
-                            cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
-                            timeout=300, check=False)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
