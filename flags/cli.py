@@ -56,6 +56,11 @@ def check(name, predicate, message):
     absl_flags.register_validator(name, predicate, message=f"--{name} {message}")
 
 
+def check_directory(name):
+    """Registers a parse-time check that flag ``name``, when given, names an existing directory."""
+    check(name, lambda v: not v or os.path.isdir(v), "must be an existing directory")
+
+
 # Bytes a float32 weight costs while training: the weight, its gradient and two Adam moments.
 TRAINING_BYTES_PER_PARAM = 16
 

@@ -1,6 +1,5 @@
 """Flags of ``python -m training.export``: the run to export, and where a standardised run's training images are."""
 
-import os
 
 from absl import flags as absl_flags
 
@@ -16,5 +15,5 @@ def define_flags():
                              "export; empty: the run's own --data_dir, then the Keras cache, then the bundled MNIST "
                              "subset. Never downloads.")
     absl_flags.mark_flag_as_required("run_dir")
-    cli.check("run_dir", lambda v: v is None or os.path.isdir(v), "must be an existing directory")
-    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check_directory("run_dir")
+    cli.check_directory("data_dir")

@@ -1,6 +1,5 @@
 """Flags of ``python -m experiments.inspect_run``: definitions and parse-time validation."""
 
-import os
 
 from absl import flags as absl_flags
 
@@ -26,10 +25,9 @@ def define_flags():
                               "(one input per filter); 0: none.")
     absl_flags.DEFINE_integer("ascent_seed", 0, "Seed of the activation-maximisation start images and jitter.")
     absl_flags.mark_flag_as_required("run_dir")
-    cli.check("run_dir", lambda v: v is None or os.path.isdir(v), "must be an existing directory")
+    cli.check_directory("run_dir")
     for name in ("num_images", "top_k", "max_images", "max_filters"):
         absl_flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
     absl_flags.register_validator("ascent_steps", lambda v: v >= 0, message="--ascent_steps must be 0 (no "
                                   "activation-maximisation pictures) or more")
-    absl_flags.register_validator("data_dir", lambda v: not v or os.path.isdir(v),
-                             message="--data_dir must be an existing directory")
+    cli.check_directory("data_dir")

@@ -1,6 +1,5 @@
 """Flags of ``python -m training.predict``: the exported run, how many classes to print, or a split to evaluate."""
 
-import os
 
 from absl import flags as absl_flags
 
@@ -19,6 +18,6 @@ def define_flags():
     absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz for --dataset_split; empty: the run's own "
                              "--data_dir, then the Keras cache, then the bundled MNIST subset. Never downloads.")
     absl_flags.mark_flag_as_required("run_dir")
-    cli.check("run_dir", lambda v: v is None or os.path.isdir(v), "must be an existing directory")
+    cli.check_directory("run_dir")
     cli.check("top_k", lambda v: v > 0, "must be a positive integer")
-    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check_directory("data_dir")

@@ -27,4 +27,4 @@ def define_flags():
     cli.check("target_accuracy", lambda v: v is None or 0 < v <= 1, "must be in (0, 1]")
     cli.check("seeds", lambda v: v > 0, "must be a positive integer")
     cli.check("eval_every_epochs", lambda v: v >= 0, "must be >= 0")
-    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check_directory("data_dir")

@@ -23,5 +23,5 @@ def define_flags():
     cli.check("recipe", lambda v: v is None or os.path.isfile(v), "must name an existing flagfile")
     cli.check("seeds", lambda v: v > 0, "must be a positive integer")
     cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")
-    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check_directory("data_dir")
     cli.check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")

@@ -32,7 +32,7 @@ def define_flags():
 
 
 def _register_validators():
-    cli.check("data_dir", lambda v: not v or os.path.isdir(v), "must be an existing directory")
+    cli.check_directory("data_dir")
     cli.check("seeds", lambda v: v > 0, "must be a positive integer")
     cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")
     cli.check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: the grid's budget)")
