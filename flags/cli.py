@@ -56,9 +56,11 @@ def check(name, predicate, message):
     absl_flags.register_validator(name, predicate, message=f"--{name} {message}")
 
 
-def check_directory(name):
-    """Registers a parse-time check that flag ``name``, when given, names an existing directory."""
-    check(name, lambda v: not v or os.path.isdir(v), "must be an existing directory")
+def check_directory(name, required=False):
+    """Registers a parse-time check that flag ``name``, when given, names an existing directory. An optional flag
+    may be empty; a ``required`` one may not (its absence is ``mark_flag_as_required``'s to report)."""
+    unset = (lambda v: v is None) if required else (lambda v: not v)
+    check(name, lambda v: unset(v) or os.path.isdir(v), "must be an existing directory")
 
 
 # Bytes a float32 weight costs while training: the weight, its gradient and two Adam moments.

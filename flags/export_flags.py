@@ -15,5 +15,5 @@ def define_flags():
                              "export; empty: the run's own --data_dir, then the Keras cache, then the bundled MNIST "
                              "subset. Never downloads.")
     absl_flags.mark_flag_as_required("run_dir")
-    cli.check_directory("run_dir")
+    cli.check_directory("run_dir", required=True)
     cli.check_directory("data_dir")

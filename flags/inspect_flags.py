@@ -25,7 +25,7 @@ def define_flags():
                               "(one input per filter); 0: none.")
     absl_flags.DEFINE_integer("ascent_seed", 0, "Seed of the activation-maximisation start images and jitter.")
     absl_flags.mark_flag_as_required("run_dir")
-    cli.check_directory("run_dir")
+    cli.check_directory("run_dir", required=True)
     for name in ("num_images", "top_k", "max_images", "max_filters"):
         absl_flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
     absl_flags.register_validator("ascent_steps", lambda v: v >= 0, message="--ascent_steps must be 0 (no "

@@ -18,6 +18,6 @@ def define_flags():
     absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz for --dataset_split; empty: the run's own "
                              "--data_dir, then the Keras cache, then the bundled MNIST subset. Never downloads.")
     absl_flags.mark_flag_as_required("run_dir")
-    cli.check_directory("run_dir")
+    cli.check_directory("run_dir", required=True)
     cli.check("top_k", lambda v: v > 0, "must be a positive integer")
     cli.check_directory("data_dir")
