@@ -1,6 +1,5 @@
 """Flags of ``python -m training.export``: the run to export, and where a standardised run's training images are."""
 
-
 from absl import flags as absl_flags
 
 from flags import cli

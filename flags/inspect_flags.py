@@ -1,6 +1,5 @@
 """Flags of ``python -m experiments.inspect_run``: definitions and parse-time validation."""
 
-
 from absl import flags as absl_flags
 
 from flags import cli

@@ -1,6 +1,5 @@
 """Flags of ``python -m training.predict``: the exported run, how many classes to print, or a split to evaluate."""
 
-
 from absl import flags as absl_flags
 
 from flags import cli

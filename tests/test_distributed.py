@@ -41,9 +41,10 @@ ARCHS = {"bn": "c8k3-m2-c8k3b-m2-d32"}
 AIRBENCH_ARCH = "w2t-B8-gmp-lin9"
 # airbench's pieces make a chaotic 10 steps: scale-free batch norm and the 64x rate on its biases amplify the
 # rounding differences of the replicas' summation order until a max pool's winner may flip. Measured (WORKSPACE.md
-# section 14), seeds 0-4: mirrored against default ended 8.2e-4, 4.2e-4, 3.9e-6, 3.1e-6 and 3.2e-4 apart (seed 0: 8e-6 after one step, 1.3e-4 after the second). A piece missing under one strategy moves
-# weights much further in the same 10 steps (default strategy, seed 0, each piece off): lookahead 0.10, the bias
-# rate 0.16, a doubled learning rate 0.23. Weight decay (1.3e-3) and the whitening bias's freeze (1.6e-4) are too
+# section 14), seeds 0-4: mirrored against default ended 8.2e-4, 4.2e-4, 3.9e-6, 3.1e-6 and 3.2e-4 apart (seed 0:
+# 8e-6 after one step, 1.3e-4 after the second). A piece missing under one strategy moves weights much further
+# in the same 10 steps (default strategy, seed 0, each piece off): lookahead 0.10, the bias rate 0.16, a doubled
+# learning rate 0.23. Weight decay (1.3e-3) and the whitening bias's freeze (1.6e-4) are too
 # small to tell from the noise here: both are the same optimizer and hook under every strategy, checked in
 # tests/test_airbench_parts.py, and replica_spread == 0 shows they reached each replica alike.
 AIRBENCH_ATOL = 1e-2

@@ -19,7 +19,7 @@ WEIGHT_ATOL = 1e-4
 LOSS_ATOL = 1e-4
 
 
-# Each optimizer once (a plain Adam case would repeat the third's update rule and the second's constant rate).
+# Each optimizer once: a plain Adam case would repeat the second case's update rule and the first's constant rate.
 @pytest.mark.parametrize("overrides", [
     # SGD needs a large step for the weights to move well beyond the tolerance in 20 steps.
     dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True),
