@@ -53,6 +53,14 @@ HARMLESS = (
      re.compile(rb"To enable the following instructions: .*, in other operations, rebuild TensorFlow with the "
                 rb"appropriate compiler flags\."),
      "cpu_features"),
+    # On CPUs where TensorFlow turns its oneDNN kernels on by default (Intel's with AVX-512, for one), each of
+    # its libraries says so as it loads: a fact about the machine, and the job's float results already depend on
+    # the machine's kernels.
+    ("onednn_on",
+     re.compile(_CPP + rb"port\.cc:\d+\] oneDNN custom operations are on\. You may see slightly different "
+                       rb"numerical results due to floating-point round-off errors from different computation "
+                       rb"orders\. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`\."),
+     None),
     # XLA (--jit_compile) compiles TensorFlow's own internal Assert ops away, once per compiled function.
     ("xla_ignores_assert", re.compile(_CPP + rb"assert_op\.cc:\d+\] Ignoring Assert operator \S+"), None),
     # One buffer is large next to free memory (5 such lines start the CIFAR speed recipe, batch 1,024).
