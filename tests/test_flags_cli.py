@@ -1,27 +1,21 @@
 """``python -m training.train`` end to end: bad input fails with one line naming the flag (a tiny run that works,
 and one refused at an occupied --logdir, are in tests/test_console.py).
 
-A command that gets past its flags imports TensorFlow (seconds), so a module fixture runs the failing commands
-two at a time and each parametrised test checks its own. Flag values refused at parse time are all checked in one
-process that parses them with the real flag definitions one after another (the message is what
-``cli.parse_or_exit`` prints); one also runs as a real command, to check the printing and the exit status end to
-end.
+Flag values refused at parse time are all checked in one process that parses them with the real flag
+definitions one after another (the message is what ``cli.parse_or_exit`` prints); one also runs as a real
+command, to check the printing and the exit status end to end. Neither imports TensorFlow.
 """
 
-import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
 
 from flags import cli
 
-# One per core: two concurrent TensorFlow imports take as long as one, four about four times as long.
-CONCURRENT_COMMANDS = 2
 # Parse-time errors exit with 2 (absl's usage-error status); errors while running exit with 1.
 USAGE_ERROR, RUN_ERROR = 2, 1
 
@@ -71,28 +65,19 @@ FAILURES = {
                                     "does not have; start it with w{{size}}t (e.g. w2tg)"),
     "data_dir_missing": (["--data_dir=/nonexistent"], USAGE_ERROR,
                          "train.py: error: flag --data_dir=/nonexistent: --data_dir must be an existing directory"),
-    # {bad_data} is filled in by the fixture.
-    "malformed_data": (["--data_dir={bad_data}"], RUN_ERROR,
-                       "train: error: {bad_data}/mnist.npz: x_train has dtype float64, expected uint8 pixels in "
-                       "[0, 255]"),
 }
 
 
 @pytest.fixture(scope="module")
 def cli_paths(tmp_path_factory):
-    """Folders the failing commands need: data with float images. (A run directory already in use is refused in
-    tests/test_console.py, whose command also checks the console.)"""
-    root = tmp_path_factory.mktemp("cli_failures")
-    bad_data = root / "bad_data"
-    bad_data.mkdir()
-    images = np.zeros((2, 28, 28), np.float64)
-    np.savez(bad_data / "mnist.npz", x_train=images, y_train=np.zeros(2, np.uint8), x_test=images,
-             y_test=np.zeros(2, np.uint8))
-    return dict(root=root, bad_data=bad_data)
+    """A folder for the commands' run directories, should validation ever let one through."""
+    return dict(root=tmp_path_factory.mktemp("cli_failures"))
 
 
-# The failures run as real commands; the other usage errors are parsed in one process (parse_failures).
-AS_COMMANDS = ("unknown_flag", "malformed_data")
+# The failure that runs as a real command; the other usage errors are parsed in one process (parse_failures).
+# Errors found while running (bad data, a lost worker, ...) print through the same one-line path: the lone worker
+# of tests/test_multiworker_faults.py checks it end to end, tests/test_data.py each data message in-process.
+AS_COMMANDS = ("unknown_flag",)
 
 _PARSE_EACH = """
 import json, sys
@@ -135,25 +120,11 @@ def test_a_bad_flag_value_is_refused_at_parse_time_in_one_line(parse_failures, n
     assert message == expected
 
 
-@pytest.fixture(scope="module")
-def failures(cli_paths, run_cli):
-    """Runs the commands of AS_COMMANDS concurrently; maps each name to (CompletedProcess, expected message)."""
-
-    def run(name):
-        args = FAILURES[name][0]
-        args = [arg.format(**cli_paths) for arg in args]
-        if not any(arg.startswith("--logdir") for arg in args):
-            # Should validation ever let a command through, it must not write under the repository's runs/.
-            args.append(f"--logdir={cli_paths['root'] / name}")
-        return run_cli(*args), _expected(name, cli_paths)
-
-    with concurrent.futures.ThreadPoolExecutor(CONCURRENT_COMMANDS) as pool:
-        return dict(zip(AS_COMMANDS, pool.map(run, AS_COMMANDS)))
-
-
 @pytest.mark.parametrize("name", AS_COMMANDS)
-def test_bad_input_fails_with_one_line_naming_the_flag(failures, name):
-    process, message = failures[name]
+def test_bad_input_fails_with_one_line_naming_the_flag(cli_paths, run_cli, name):
+    # Should validation ever let the command through, it must not write under the repository's runs/.
+    process = run_cli(*FAILURES[name][0], f"--logdir={cli_paths['root'] / name}")
+    message = _expected(name, cli_paths)
     assert process.returncode == FAILURES[name][1], process.stderr
     assert "Traceback" not in process.stderr
     assert process.stderr.splitlines()[-1] == message
