@@ -6,6 +6,7 @@ import logging
 import math
 import re
 import signal
+import threading
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ from tests.event_files import read_scalars
 from training import config as config_lib
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
-from training.progress import CallLength
+from training.progress import Bookkeeper, CallLength
 from training.rundir import RunDir
 from training.trainer import RunError, train
 
@@ -127,15 +128,46 @@ def _kill_after_first_checkpoint(process, checkpoint_dir):
     assert process.returncode == -signal.SIGKILL
 
 
+def _signal_at_step(monkeypatch, step):
+    """Makes the loop's bookkeeping send this process SIGTERM when it reaches ``step``, as a scheduler would
+    between two chunks of steps; returns the network's weights at that moment (filled in then)."""
+    at_signal = {}
+    after_steps = Bookkeeper.after_steps
+
+    def after_steps_and_signal(book, begin, now, *args):
+        if now == step:
+            at_signal.update(_numpy_weights(book.run.parts.network))
+            signal.raise_signal(signal.SIGTERM)
+        return after_steps(book, begin, now, *args)
+
+    monkeypatch.setattr(Bookkeeper, "after_steps", after_steps_and_signal)
+    return at_signal
+
+
 # Batch-norm moving statistics and the dropout seed state must be in the checkpoint too, besides the weights and
 # optimizer slots (a net without them checks a subset of this; it was dropped to keep the suite in its budget).
 @pytest.mark.parametrize("arch", ["c4k3b-m2-d16-drop0.5"])
 @pytest.mark.parametrize("loop", ["custom", "fit"])
-def test_resuming_in_process_matches_a_straight_run(tmp_path, tiny_config, tiny_mnist, caplog, arch, loop):
+def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_to_the_straight_result(tmp_path, tiny_config,
+                                                                                      tiny_mnist, caplog,
+                                                                                      monkeypatch, arch, loop):
+    # The stop is in-process: the handler is the loop's, so SIGTERM only asks (checked by the test's survival).
+    assert threading.current_thread() is threading.main_thread(), "needs the main thread to receive the signal"
     caplog.set_level(logging.INFO, logger="absl")
-    config = tiny_config(tmp_path / "resumed", arch=arch, loop=loop)
-    after_20 = _numpy_weights(train(config, dataset=tiny_mnist).model)
-    resumed = train(dataclasses.replace(config, train_steps=40), dataset=tiny_mnist)
+    # No checkpoint is due before the end: the one at step 20 is the stop's.
+    config = tiny_config(tmp_path / "resumed", arch=arch, loop=loop, train_steps=40, checkpoint_every=1000)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:
+        after_20 = _signal_at_step(patch, 20)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, dataset=tiny_mnist)
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    assert (f"SIGTERM: stopped after step 20; the last good checkpoint {tmp_path}/resumed/checkpoints/ckpt-20 is "
+            "kept") in caplog.text
+    assert _checkpoint_numbers(tmp_path / "resumed") == [20]
+    assert list(json.loads((tmp_path / "resumed" / "clock.json").read_text())) == ["20"]
+    assert not (tmp_path / "resumed" / "results.json").exists()
+    resumed = train(config, dataset=tiny_mnist)
     assert f"resumed from {tmp_path}/resumed/checkpoints/ckpt-20 at step 20" in caplog.text
     straight = train(tiny_config(tmp_path / "straight", arch=arch, loop=loop, train_steps=40), dataset=tiny_mnist)
 

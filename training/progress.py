@@ -157,13 +157,25 @@ class Bookkeeper:
             self.log_training(now, *train_metrics())
         if run.eval_every and due(run.eval_every) and now != run.total_steps:
             self.evaluate(now)
+        saved = False
         if due(config.checkpoint_every) or self.done:
             if self.diverged:
                 logging.warning("step %d: no checkpoint while the training loss (%.4g) is above %.4g", now,
                                 chunk_loss, self.loss_bound)
             else:
-                run.checkpoints.save(checkpoint_number=now)
-                run.run_dir.write_clock(now, self.clock.state())
+                self.save(now)
+                saved = True
+        stop = run.stop_request
+        if stop is not None and stop.signal_name and not self.done:
+            if not saved and not self.diverged:
+                self.save(now)
+            logging.warning("%s: stopped after step %d; %s", stop.signal_name, now, kept_checkpoint(run.checkpoints))
+            raise KeyboardInterrupt
+
+    def save(self, step):
+        """A checkpoint at ``step``, and the run's clock as of it."""
+        self.run.checkpoints.save(checkpoint_number=step)
+        self.run.run_dir.write_clock(step, self.clock.state())
 
     def check_divergence(self, step, chunk_loss):
         if chunk_loss <= self.loss_bound:

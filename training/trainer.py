@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from training import data as data_lib
-from training import distribute
+from training import distribute, stopping
 from training.config import VALIDATION_SPLIT_SEED, custom_loop_only_settings
 from training.errors import RunError
 from training.loops import LOOPS
@@ -67,10 +67,14 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         checkpoint = tf.train.Checkpoint(**state)
         run_dir.restore_latest(checkpoint, step)
         run_dir.prepare(config, flagfile, from_step=int(step))  # only now: a failed start leaves no run behind
-        run = Run(config, dataset, strategy, parts, step, total_steps, run_dir.own_dir,
-                  run_dir.checkpoint_manager(checkpoint), run_dir.summary_writers(), run_dir,
-                  eval_every=resolve_eval_every(config, len(dataset.x_train)), validation=validation)
-        figures = LOOPS[config.loop](run)
+        # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
+        # a checkpoint is a collective save, and a signal reaches one worker only.
+        with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:
+            run = Run(config, dataset, strategy, parts, step, total_steps, run_dir.own_dir,
+                      run_dir.checkpoint_manager(checkpoint), run_dir.summary_writers(), run_dir,
+                      eval_every=resolve_eval_every(config, len(dataset.x_train)), validation=validation,
+                      stop_request=stop_request)
+            figures = LOOPS[config.loop](run)
         results = run_results(config, dataset, strategy, parts.network, int(step), start, figures)
         run_dir.write_results(results)
         failed = False

@@ -1,0 +1,50 @@
+"""The first SIGINT or SIGTERM during training only asks the loop to stop; the second stops at once.
+
+The loop's side (a checkpoint at the step reached, then the stop) is in tests/test_training.py. The signals here
+go to this process, whose handlers ``stop_requests`` replaces for the block: Python runs them in the main thread.
+"""
+
+import signal
+import threading
+
+import pytest
+
+from training import stopping
+
+
+@pytest.fixture(autouse=True)
+def main_thread_only():
+    assert threading.current_thread() is threading.main_thread(), "needs the main thread to receive the signals"
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_the_first_signal_asks_and_the_second_stops_at_once(number):
+    before = signal.getsignal(number)
+    with pytest.raises(KeyboardInterrupt):
+        with stopping.stop_requests() as request:
+            assert request.signal_name is None
+            signal.raise_signal(number)
+            assert request.signal_name == number.name  # noted, and the block goes on
+            signal.raise_signal(number)
+            pytest.fail("the second signal did not stop the block")
+    assert signal.getsignal(number) is before
+
+
+def test_disabled_it_leaves_the_handlers_alone():
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    with stopping.stop_requests(enabled=False) as request:
+        assert {number: signal.getsignal(number) for number in before} == before
+    assert request.signal_name is None
+
+
+def test_an_ignored_signal_stays_ignored():
+    before, term_before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
+    try:
+        with stopping.stop_requests() as request:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            assert request.signal_name is None
+            assert callable(signal.getsignal(signal.SIGTERM)) and signal.getsignal(signal.SIGTERM) is not term_before
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -1,0 +1,49 @@
+"""A stop asked for while a run trains: the run ends at the end of its current chunk of steps, with a checkpoint.
+
+Outside training, SIGINT and SIGTERM stop an entry point at once (``flags.cli.run``): what was trained since the
+last checkpoint is lost. While a loop trains, ``stop_requests`` turns the first of them into a request instead;
+the loop's bookkeeping finishes the steps it is running (and an evaluation under way), saves a checkpoint with
+the run's clock, and then stops the way a signal stops every entry point (``KeyboardInterrupt``). A second signal
+stops at once, for a run whose chunk or evaluation would take too long. A scheduler's SIGTERM followed by SIGKILL
+after a grace period thus keeps the run's work when one chunk (``--max_seconds_per_loop``) fits in that period.
+"""
+
+import contextlib
+import signal
+import threading
+
+
+class StopRequest:
+    """Which signal asked the run to stop (``signal_name``, e.g. "SIGTERM"), or None while none has."""
+
+    def __init__(self):
+        self.signal_name = None
+
+
+@contextlib.contextmanager
+def stop_requests(enabled=True):
+    """Yields a ``StopRequest`` that SIGINT and SIGTERM fill in while the block runs (the second signal raises
+    ``KeyboardInterrupt``); the earlier handlers come back after. Not ``enabled``, or outside the main thread
+    (where Python sets no handlers), it changes nothing and no request is ever made. Signals ignored at start (a
+    background job's SIGINT) stay ignored."""
+    request = StopRequest()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def ask(number, frame):
+        del frame
+        if request.signal_name is not None:
+            raise KeyboardInterrupt
+        # Only a note here: the loop logs and saves in its own time, not inside the handler.
+        request.signal_name = signal.Signals(number).name
+
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: handler for number, handler in previous.items() if handler is not signal.SIG_IGN}
+    for number in previous:
+        signal.signal(number, ask)
+    try:
+        yield request
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
