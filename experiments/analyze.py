@@ -25,9 +25,9 @@ FLAGS = absl_flags.FLAGS
 def main(arguments):
     del arguments
     from models import analysis
-    from training import data
+    from training.dataset_info import DATASETS  # not training.data, which imports TensorFlow
 
-    info = data.DATASETS[FLAGS.dataset]
+    info = DATASETS[FLAGS.dataset]
     try:
         text = analysis.report(FLAGS.arch, info.image_shape, info.num_classes, compare_mlp=FLAGS.compare_mlp,
                                mlp_depth=FLAGS.mlp_depth)
