@@ -13,8 +13,18 @@ from training import stopping
 
 
 @pytest.fixture(autouse=True)
-def main_thread_only():
+def known_handlers():
+    """Handlers of this test's own for both signals while it runs, whatever the process running the tests had (a
+    pytest-xdist worker ignores SIGINT): a signal that reaches one of them got past ``stop_requests``."""
     assert threading.current_thread() is threading.main_thread(), "needs the main thread to receive the signals"
+
+    def escaped(number, frame):
+        raise AssertionError(f"{signal.Signals(number).name} reached the handler from before the block")
+
+    before = {number: signal.signal(number, escaped) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in before.items():
+        signal.signal(number, handler)
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
@@ -38,13 +48,11 @@ def test_disabled_it_leaves_the_handlers_alone():
 
 
 def test_an_ignored_signal_stays_ignored():
-    before, term_before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
-    try:
-        with stopping.stop_requests() as request:
-            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-            signal.raise_signal(signal.SIGINT)
-            assert request.signal_name is None
-            assert callable(signal.getsignal(signal.SIGTERM)) and signal.getsignal(signal.SIGTERM) is not term_before
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term_before = signal.getsignal(signal.SIGTERM)
+    with stopping.stop_requests() as request:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, before)
+        signal.raise_signal(signal.SIGINT)
+        assert request.signal_name is None
+        assert signal.getsignal(signal.SIGTERM) is not term_before  # SIGTERM is still asked for
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
