@@ -24,8 +24,9 @@ FLAGS = absl_flags.FLAGS
 
 def main(arguments):
     del arguments
+    # training.dataset_info, not training.data, which imports TensorFlow.
     from models import analysis
-    from training.dataset_info import DATASETS  # not training.data, which imports TensorFlow
+    from training.dataset_info import DATASETS
 
     info = DATASETS[FLAGS.dataset]
     try:
