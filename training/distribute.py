@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 
 import tensorflow as tf
@@ -20,6 +19,7 @@ from absl import logging
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.eager import context as tf_context
 
+from training import stopping
 from training.choices import STARTUP_TIMEOUT, STRATEGIES
 from training.errors import RunError
 
@@ -210,23 +210,13 @@ def _stop_on_signals(awaited):
     preemption notifier: a multi-worker run then ends on SIGTERM as any other run does. Signals ignored at
     start (a background job) stay ignored; outside the main thread, where Python sets no handlers, nothing
     changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def stop(number, frame):
         waiting = f"while waiting for {_names(awaited)}" if awaited else "while the cluster was forming"
         raise RunError(f"stopped by {signal.Signals(number).name} {waiting}")
 
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    previous = {number: handler for number, handler in previous.items() if handler is not signal.SIG_IGN}
-    for number in previous:
-        signal.signal(number, stop)
-    try:
+    with stopping.handling_stop_signals(stop):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def wait_for_tasks(own, awaited, timeout):

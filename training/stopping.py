@@ -27,9 +27,6 @@ def stop_requests(enabled=True):
     (where Python sets no handlers), it changes nothing and no request is ever made. Signals ignored at start (a
     background job's SIGINT) stay ignored."""
     request = StopRequest()
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield request
-        return
 
     def ask(number, frame):
         del frame
@@ -38,12 +35,24 @@ def stop_requests(enabled=True):
         # Only a note here: the loop logs and saves in its own time, not inside the handler.
         request.signal_name = signal.Signals(number).name
 
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    previous = {number: handler for number, handler in previous.items() if handler is not signal.SIG_IGN}
-    for number in previous:
-        signal.signal(number, ask)
-    try:
+    with handling_stop_signals(ask if enabled else None):
         yield request
+
+
+@contextlib.contextmanager
+def handling_stop_signals(handler):
+    """Makes ``handler(number, frame)`` handle SIGINT and SIGTERM while the block runs, then puts the earlier
+    handlers back. Signals ignored at start stay ignored; with ``handler`` None, or outside the main thread (where
+    Python sets no handlers), nothing changes."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: earlier for number, earlier in previous.items() if earlier is not signal.SIG_IGN}
+    for number in previous:
+        signal.signal(number, handler)
+    try:
+        yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number, earlier in previous.items():
+            signal.signal(number, signal.SIG_DFL if earlier is None else earlier)
