@@ -1,7 +1,7 @@
-"""Training throughput of the custom loop, ``fit``, the reference network and XLA: ``python -m
-experiments.benchmark [--flags]`` prints a markdown table of images/s per variant and each one's ratio to the
-custom Keras loop, with the training FLOP/s each achieves and its share of this machine's peak, measured by a
-matmul and a conv probe in the same process (``experiments/throughput.py``).
+"""Training throughput of the custom loop, ``fit``, the reference network and XLA, each with or without training
+augmentation: ``python -m experiments.benchmark [--flags]`` prints a markdown table of images/s per variant and
+each one's ratio to the custom Keras loop, with the training FLOP/s each achieves and its share of this machine's
+peak, measured by a matmul and a conv probe in the same process (``experiments/throughput.py``).
 """
 
 import sys
@@ -29,7 +29,8 @@ def main(arguments):
     from training.config import TrainConfig
 
     config = TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, arch=FLAGS.arch,
-                         batch_size=FLAGS.batch_size, steps_per_loop=FLAGS.steps_per_loop, seed=0)
+                         batch_size=FLAGS.batch_size, steps_per_loop=FLAGS.steps_per_loop,
+                         crop_padding=FLAGS.crop_padding, flip=FLAGS.flip, seed=0)
     dataset = data.load(config.dataset, config.data_dir, allow_download=False)
     keras.utils.set_random_seed(0)
     peaks = throughput.peak_probes()

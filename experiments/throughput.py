@@ -1,4 +1,5 @@
-"""Training throughput of the custom loop, ``fit``, the reference network and XLA, measured in one process.
+"""Training throughput of the custom loop, ``fit``, the reference network and XLA, with and without training
+augmentation, measured in one process.
 
 The variants are measured in interleaved rounds (A, B, C, A, B, C, ...) and the median round is reported, so
 background load affects all of them alike. Each variant builds its parts as a training run does
@@ -15,20 +16,12 @@ import keras
 import tensorflow as tf
 
 from experiments.report import cpu_model
+from experiments.variants import AUGMENTED, VARIANTS
 from models import analysis
 from training import loop as loop_lib
 from training import parts as parts_lib
 from training import pipeline
 
-# name -> (implementation, loop, XLA)
-VARIANTS = {
-    "custom": ("keras", "custom", False),
-    "fit": ("keras", "fit", False),
-    "reference": ("reference", "custom", False),
-    "custom_xla": ("keras", "custom", True),
-    "fit_xla": ("keras", "fit", True),
-    "reference_xla": ("reference", "custom", True),
-}
 UNBOUNDED_STEPS = 10**6  # the schedule's horizon: far beyond any benchmark, so the rate stays at its peak
 
 
@@ -47,20 +40,25 @@ class Runner:
         return time.perf_counter() - tick
 
 
+def variant_config(config, name):
+    """``config`` (a ``TrainConfig``) with the implementation, loop, XLA and augmentation of variant ``name``."""
+    impl, loop, jit_compile = VARIANTS[name.removesuffix(AUGMENTED)]
+    return dataclasses.replace(config, impl=impl, loop=loop, jit_compile=jit_compile, augment=name.endswith(AUGMENTED))
+
+
 def make_runner(config, dataset, name):
     """The ``Runner`` of variant ``name`` for ``config`` (a ``TrainConfig``) on ``dataset``."""
-    impl, loop, jit_compile = VARIANTS[name]
-    config = dataclasses.replace(config, impl=impl, loop=loop, jit_compile=jit_compile)
+    config = variant_config(config, name)
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
         parts = parts_lib.build_parts(config, dataset, UNBOUNDED_STEPS)
-    if loop == "fit":
+    if config.loop == "fit":
         return _fit_runner(config, dataset, parts)
     batches = pipeline.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, config.batch_size,
                                                  config.seed, parts.train_preprocess)
     iterator = iter(batches)
     train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
-                                          parts.train_metrics, strategy, config.batch_size, jit_compile)
+                                          parts.train_metrics, strategy, config.batch_size, config.jit_compile)
 
     def run_steps(steps):
         for _ in range(steps // config.steps_per_loop):
@@ -134,15 +132,19 @@ def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
         lines += [f"peak probes in this process: matmul {peaks['matmul'] / 1e9:.1f} GFLOP/s, conv "
                   f"{peaks['conv'] / 1e9:.1f} GFLOP/s; training FLOPs per image {flops_per_image / 1e6:.1f}M "
                   "(6 x the multiply-adds of convolutions and dense layers: x2 FLOPs, x3 forward and backward)", ""]
-    lines += ["| variant | implementation | loop | XLA | images/s (median) | min–max over rounds | ratio to custom | "
-              "GFLOP/s | of conv peak |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    if any(name.endswith(AUGMENTED) for name in rates):
+        lines += [f"augmented: crop with {config.crop_padding} pixels of padding, flip {config.flip}", ""]
+    lines += ["| variant | implementation | loop | XLA | augmented | images/s (median) | min–max over rounds | "
+              "ratio to custom | GFLOP/s | of conv peak |",
+              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
-        impl, loop, jit_compile = VARIANTS[name]
+        impl, loop, jit_compile = VARIANTS[name.removesuffix(AUGMENTED)]
+        augmented = "yes" if name.endswith(AUGMENTED) else "no"
         ratio = f"{rate / base:.3f}" if base else "-"
         achieved = rate * flops_per_image if flops_per_image else None
         gflops = f"{achieved / 1e9:.1f}" if achieved else "-"
         share = f"{100 * achieved / peaks['conv']:.0f}%" if achieved and peaks else "-"
         spread = f"{min(round_rates[name]):.0f}–{max(round_rates[name]):.0f}"
-        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {rate:.0f} | {spread} | "
-                     f"{ratio} | {gflops} | {share} |")
+        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {augmented} | {rate:.0f} | "
+                     f"{spread} | {ratio} | {gflops} | {share} |")
     return "\n".join(lines)

@@ -2,9 +2,10 @@
 
 from absl import flags as absl_flags
 
-from experiments.throughput import VARIANTS
+from experiments.variants import VARIANT_NAMES
 from flags import cli
 from models import architecture
+from training.choices import FLIP_MODES
 from training.dataset_info import DATASETS
 
 
@@ -16,11 +17,17 @@ def define_flags():
     absl_flags.DEFINE_integer("steps_per_loop", 10, "Steps per tf.function call (fit's steps_per_execution).")
     absl_flags.DEFINE_integer("steps", 100, "Timed steps per round; a multiple of --steps_per_loop.")
     absl_flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median is reported.")
-    absl_flags.DEFINE_list("variants", ["custom", "fit", "reference"], f"Any of {', '.join(VARIANTS)}.")
+    absl_flags.DEFINE_list("variants", ["custom", "fit", "reference"],
+                           f"Any of {', '.join(VARIANT_NAMES)}; an _augmented variant also crops and flips its "
+                           "training images in the input pipeline, as --augment does in a run.")
+    absl_flags.DEFINE_integer("crop_padding", 4, "_augmented variants: pixels of reflected padding before the crop.")
+    absl_flags.DEFINE_enum("flip", "random", list(FLIP_MODES), "_augmented variants: how images are flipped.")
     for name in ("batch_size", "steps_per_loop", "steps", "rounds"):
         absl_flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
-    absl_flags.register_validator("variants", lambda v: v and set(v) <= set(VARIANTS),
-                                  message=f"--variants must be a comma-separated subset of {','.join(VARIANTS)}")
+    absl_flags.register_validator("variants", lambda v: v and set(v) <= set(VARIANT_NAMES),
+                                  message=f"--variants must be a comma-separated subset of {','.join(VARIANT_NAMES)}")
+    absl_flags.register_validator("crop_padding", lambda v: 0 <= v <= 16,
+                                  message="--crop_padding must be an integer in [0, 16]")
     cli.register_arch_validator()
     absl_flags.register_multi_flags_validator(["steps", "steps_per_loop"],
                                               lambda v: v["steps"] % v["steps_per_loop"] == 0,

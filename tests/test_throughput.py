@@ -1,5 +1,7 @@
 """The benchmark's arithmetic: training FLOPs per image, the share of the peak, and a tiny real measurement."""
 
+import dataclasses
+
 from experiments import throughput
 from training.config import TrainConfig
 
@@ -16,13 +18,26 @@ def test_the_table_states_achieved_flops_and_the_share_of_the_conv_peak():
                             rounds=3, flops_per_image=2e6, peaks={"matmul": 8e9, "conv": 10e9})
     assert "matmul 8.0 GFLOP/s, conv 10.0 GFLOP/s" in text
     # Medians 1000 and 500 images/s, x 2 MFLOP per image.
-    assert "| custom | keras | custom | no | 1000 | 900–1200 | 1.000 | 2.0 | 20% |" in text
-    assert "| fit | keras | fit | no | 500 | 450–520 | 0.500 | 1.0 | 10% |" in text
+    assert "| custom | keras | custom | no | no | 1000 | 900–1200 | 1.000 | 2.0 | 20% |" in text
+    assert "| fit | keras | fit | no | no | 500 | 450–520 | 0.500 | 1.0 | 10% |" in text
+    assert "augmented:" not in text
+
+
+def test_an_augmented_variant_is_its_plain_variant_with_augmentation_and_says_how():
+    config = TrainConfig(arch="c4k3-m2-d16", batch_size=64, crop_padding=2, flip="alternating")
+    augmented = throughput.variant_config(config, "fit_xla_augmented")
+    assert (augmented.impl, augmented.loop, augmented.jit_compile, augmented.augment) == ("keras", "fit", True, True)
+    assert (augmented.crop_padding, augmented.flip) == (2, "alternating")
+    assert throughput.variant_config(config, "fit_xla") == dataclasses.replace(augmented, augment=False)
+    text = throughput.table({"custom": [1000.0], "custom_augmented": [800.0]}, config, steps=10, rounds=1)
+    assert "augmented: crop with 2 pixels of padding, flip alternating" in text
+    assert "| custom_augmented | keras | custom | no | yes | 800 | 800–800 | 0.800 | - | - |" in text
 
 
 def test_a_tiny_measurement_and_the_probes_give_positive_rates(tiny_mnist):
     config = TrainConfig(arch="c4k3-m2-d16", batch_size=32, steps_per_loop=5)
-    rates = throughput.measure(config, tiny_mnist, ["custom", "reference"], steps=5, rounds=1)
-    assert set(rates) == {"custom", "reference"} and all(len(r) == 1 and r[0] > 0 for r in rates.values())
+    # The reference network, and a pipeline that crops and flips: every kind of runner but fit's.
+    rates = throughput.measure(config, tiny_mnist, ["custom", "reference_augmented"], steps=5, rounds=1)
+    assert set(rates) == {"custom", "reference_augmented"} and all(len(r) == 1 and r[0] > 0 for r in rates.values())
     peaks = throughput.peak_probes(seconds=0.2)
     assert peaks["matmul"] > 1e8 and peaks["conv"] > 1e8  # any CPU of this century does 0.1 GFLOP/s
