@@ -89,16 +89,20 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
     """The markdown file of a sweep: what was run, where and how, then the table (of the points done so far);
     ``jobs`` runs were trained at once."""
     images = train_steps * grid.batch_size
+    # The runs train on what the validation split leaves (training.data.split_validation holds out this many).
+    held_out = round(grid.validation_split * len(dataset.x_train))
+    trained_on = len(dataset.x_train) - held_out
     runs = [run for point in points for run in point.runs]
     reused = sum(run.reused for run in runs)
     lines = [
         f"# Sweep `{grid.name}` on {dataset.name}", "", grid.description, "",
         "| | |", "| --- | --- |",
         f"| grid | `{grid.name}`: {len(grid.points)} points x {seeds} seeds |",
-        f"| dataset | {dataset.name} from {dataset.source}: {len(dataset.x_train):,} training, "
-        f"{len(dataset.x_test):,} test images |",
+        f"| dataset | {dataset.name} from {dataset.source}: {len(dataset.x_train):,} training images"
+        + (f" ({trained_on:,} trained on, {held_out:,} held out for validation)" if held_out else "")
+        + f", {len(dataset.x_test):,} test images |",
         f"| step budget | {train_steps:,} steps per run at batch size {grid.batch_size}: {images:,} images, "
-        f"{images / len(dataset.x_train):.2f} epochs |",
+        f"{images / trained_on:.2f} epochs |",
         f"| seeds | {', '.join(map(str, range(seeds)))} |",
         f"| machine | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs |",
         f"| versions | TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']} |",

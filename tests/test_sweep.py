@@ -195,12 +195,13 @@ def test_each_run_shows_its_settings_and_results_in_the_hparams_dashboard(tiny_s
 def test_tiny_sweep_writes_the_header_and_one_row_per_point(tiny_sweep):
     report = tiny_sweep["first_report"]
     for line in ("# Sweep `tiny` on mnist", "| grid | `tiny`: 2 points x 2 seeds |",
-                 "| step budget | 5 steps per run at batch size 64: 320 images, 0.62 epochs |",
+                 # The runs hold 10% of the 512 training images out for validation: 320 / 461 = 0.69 epochs.
+                 "| step budget | 5 steps per run at batch size 64: 320 images, 0.69 epochs |",
                  "| seeds | 0, 1 |", f"| machine | {report_lib.cpu_model()} ({os.uname().machine}), {os.cpu_count()} CPUs |",
                  "| command | `python3 -m experiments.sweep --grid=tiny` |",
                  "| runs | 4 trained, 0 reused from earlier results.json;"):
         assert line in report, line
-    assert f"{TINY_TEST:,} test images" in report
+    assert f": 512 training images (461 trained on, 51 held out for validation), {TINY_TEST:,} test images |" in report
     assert "| commit | " in report and "Incomplete" not in report
     rows = [line for line in report.splitlines() if line.startswith("| conv ") or line.startswith("| mlp ")]
     assert len(rows) == 2
