@@ -1,7 +1,8 @@
 """Training throughput of the custom loop, ``fit``, the reference network and XLA, each with or without training
 augmentation: ``python -m experiments.benchmark [--flags]`` prints a markdown table of images/s per variant and
-each one's ratio to the custom Keras loop, with the training FLOP/s each achieves and its share of this machine's
-peak, measured by a matmul and a conv probe in the same process (``experiments/throughput.py``).
+each one's ratio to the custom Keras loop (or to the first variant listed without it), with the training FLOP/s
+each achieves and its share of this machine's peak, measured by a matmul and a conv probe in the same process
+(``experiments/throughput.py``).
 """
 
 import sys

@@ -122,9 +122,11 @@ def peak_probes(seconds=2.0):
 
 def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
     """The markdown table of ``measure``'s rates: the median of each variant's rounds, their range, and the
-    ratio of medians to the custom loop's."""
+    ratio of medians to the custom loop's (or the first variant's, when the custom loop was not measured)."""
     rates = {name: statistics.median(values) for name, values in round_rates.items()}
-    base = rates.get("custom")
+    # Ratios are to the custom Keras loop, or to the first variant measured when that is not among them.
+    base_name = "custom" if "custom" in rates else next(iter(rates))
+    base = rates[base_name]
     lines = [f"arch `{config.arch}`, global batch {config.batch_size}, {config.steps_per_loop} steps per call, "
              f"median of {rounds} interleaved rounds of {steps} steps; {cpu_model()} ({platform.machine()}), "
              f"{os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}", ""]
@@ -135,12 +137,12 @@ def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
     if any(name.endswith(AUGMENTED) for name in rates):
         lines += [f"augmented: crop with {config.crop_padding} pixels of padding, flip {config.flip}", ""]
     lines += ["| variant | implementation | loop | XLA | augmented | images/s (median) | min–max over rounds | "
-              "ratio to custom | GFLOP/s | of conv peak |",
+              f"ratio to {base_name} | GFLOP/s | of conv peak |",
               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
         impl, loop, jit_compile = VARIANTS[name.removesuffix(AUGMENTED)]
         augmented = "yes" if name.endswith(AUGMENTED) else "no"
-        ratio = f"{rate / base:.3f}" if base else "-"
+        ratio = f"{rate / base:.3f}"
         achieved = rate * flops_per_image if flops_per_image else None
         gflops = f"{achieved / 1e9:.1f}" if achieved else "-"
         share = f"{100 * achieved / peaks['conv']:.0f}%" if achieved and peaks else "-"

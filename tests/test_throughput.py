@@ -32,6 +32,10 @@ def test_an_augmented_variant_is_its_plain_variant_with_augmentation_and_says_ho
     text = throughput.table({"custom": [1000.0], "custom_augmented": [800.0]}, config, steps=10, rounds=1)
     assert "augmented: crop with 2 pixels of padding, flip alternating" in text
     assert "| custom_augmented | keras | custom | no | yes | 800 | 800–800 | 0.800 | - | - |" in text
+    # Without the custom loop among them, ratios are to the first variant measured.
+    text = throughput.table({"fit_xla": [500.0], "fit_xla_augmented": [450.0]}, config, steps=10, rounds=1)
+    assert "| images/s (median) | min–max over rounds | ratio to fit_xla |" in text
+    assert "| fit_xla_augmented | keras | fit | yes | yes | 450 | 450–450 | 0.900 | - | - |" in text
 
 
 def test_a_tiny_measurement_and_the_probes_give_positive_rates(tiny_mnist):
