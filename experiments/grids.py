@@ -36,6 +36,9 @@ class Grid:
     train_steps: int = DEFAULT_TRAIN_STEPS  # per run, unless the sweep is given another budget
     batch_size: int = DEFAULT_BATCH_SIZE
     validation_split: float = SWEEP_VALIDATION_SPLIT
+    # Whether the table names the point of best validation accuracy: a grid of choices does; an ablation, each of
+    # whose points takes one piece out of a recipe, measures what each piece buys and picks nothing.
+    picks_a_point: bool = True
 
     def __post_init__(self):
         fields = {field.name for field in dataclasses.fields(TrainConfig)}
@@ -191,6 +194,7 @@ def airbench_ablation(image_shape, num_classes):
     return [(label, dict(AIRBENCH_FAST_RECIPE, **change)) for label, change in changes]
 
 
+ABLATIONS = ("airbench_ablation",)  # grids whose tables pick no point (Grid.picks_a_point)
 # name -> (function making the points, default optimizer steps per run, batch size)
 GRIDS = {
     "filter_size": (filter_size, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
@@ -207,4 +211,5 @@ def make_grid(name, dataset_name):
     make_points, train_steps, batch_size = GRIDS[name]
     info = DATASETS[dataset_name]
     points = tuple(make_points(info.image_shape, info.num_classes))
-    return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps, batch_size=batch_size)
+    return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps, batch_size=batch_size,
+                picks_a_point=name not in ABLATIONS)

@@ -117,7 +117,7 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
     if len(points) < len(grid.points):
         lines += [f"**Incomplete: {len(points)} of {len(grid.points)} points done.** Running the command again "
                   "continues the sweep; finished runs are reused.", ""]
-    picked = picked_on_validation(points)
+    picked = picked_on_validation(points) if grid.picks_a_point else None
     pick = []
     if picked is not None:
         pick = [f"Picked on validation accuracy ({grid.validation_split:.0%} of the training images, held out of "

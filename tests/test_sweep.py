@@ -87,7 +87,7 @@ def test_table_rows_hold_every_figure():
                         "| 12,770 | 1,500 | 3.0 |")
 
 
-def test_the_point_is_picked_on_validation_accuracy_and_its_test_accuracy_reported_beside_it():
+def test_the_point_is_picked_on_validation_accuracy_and_its_test_accuracy_reported_beside_it(tiny_mnist):
     def with_validation(point, accuracies):
         for run, accuracy in zip(point.runs, accuracies):
             run.results["validation_accuracy"] = accuracy
@@ -102,6 +102,13 @@ def test_the_point_is_picked_on_validation_accuracy_and_its_test_accuracy_report
     assert table[2].startswith("| a | `d16` | 96.00 ± 1.41 | 91.00 ± 1.41 | 90.00–92.00 |")
     # Without a validation set in every run there is nothing to pick by, and no column.
     assert report_lib.picked_on_validation([_point("c", [0.9], arch="d16")]) is None
+    # The report names the pick, unless the grid is an ablation; the validation column stays.
+    record = dict(cpu_model="a CPU", machine="x86_64", cpus=2, tensorflow="2", keras="3", python="3", commit="abc")
+    for grid, picks in ((grids.Grid("choice", "", (("a", {}), ("b", {}))), True),
+                        (grids.make_grid("airbench_ablation", "cifar10"), False)):
+        report = report_lib.make_report(grid, tiny_mnist, 5, 2, points, record, "the command", 0.0)
+        assert ("Picked on validation accuracy" in report) is picks, grid.name
+        assert "| validation accuracy % (mean ± std) |" in report
 
 
 def test_pooling_grid_follows_its_rule_on_mnist():
