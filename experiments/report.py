@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from models import architecture
+from training import data
 from training.config import TrainConfig
 from training.provenance import REPO_DIR, cpu_model, git_commit
 
@@ -89,8 +90,7 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
     """The markdown file of a sweep: what was run, where and how, then the table (of the points done so far);
     ``jobs`` runs were trained at once."""
     images = train_steps * grid.batch_size
-    # The runs train on what the validation split leaves (training.data.split_validation holds out this many).
-    held_out = round(grid.validation_split * len(dataset.x_train))
+    held_out = data.held_out_count(len(dataset.x_train), grid.validation_split)  # the runs train on the rest
     trained_on = len(dataset.x_train) - held_out
     runs = [run for point in points for run in point.runs]
     reused = sum(run.reused for run in runs)

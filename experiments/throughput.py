@@ -15,8 +15,8 @@ import time
 import keras
 import tensorflow as tf
 
+from experiments import variants
 from experiments.report import cpu_model
-from experiments.variants import AUGMENTED, VARIANTS
 from models import analysis
 from training import loop as loop_lib
 from training import parts as parts_lib
@@ -42,8 +42,8 @@ class Runner:
 
 def variant_config(config, name):
     """``config`` (a ``TrainConfig``) with the implementation, loop, XLA and augmentation of variant ``name``."""
-    impl, loop, jit_compile = VARIANTS[name.removesuffix(AUGMENTED)]
-    return dataclasses.replace(config, impl=impl, loop=loop, jit_compile=jit_compile, augment=name.endswith(AUGMENTED))
+    impl, loop, jit_compile, augment = variants.parse(name)
+    return dataclasses.replace(config, impl=impl, loop=loop, jit_compile=jit_compile, augment=augment)
 
 
 def make_runner(config, dataset, name):
@@ -134,19 +134,18 @@ def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
         lines += [f"peak probes in this process: matmul {peaks['matmul'] / 1e9:.1f} GFLOP/s, conv "
                   f"{peaks['conv'] / 1e9:.1f} GFLOP/s; training FLOPs per image {flops_per_image / 1e6:.1f}M "
                   "(6 x the multiply-adds of convolutions and dense layers: x2 FLOPs, x3 forward and backward)", ""]
-    if any(name.endswith(AUGMENTED) for name in rates):
+    if any(variants.parse(name)[3] for name in rates):
         lines += [f"augmented: crop with {config.crop_padding} pixels of padding, flip {config.flip}", ""]
     lines += ["| variant | implementation | loop | XLA | augmented | images/s (median) | min–max over rounds | "
               f"ratio to {base_name} | GFLOP/s | of conv peak |",
               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
-        impl, loop, jit_compile = VARIANTS[name.removesuffix(AUGMENTED)]
-        augmented = "yes" if name.endswith(AUGMENTED) else "no"
+        impl, loop, jit_compile, augmented = variants.parse(name)
         ratio = f"{rate / base:.3f}"
         achieved = rate * flops_per_image if flops_per_image else None
         gflops = f"{achieved / 1e9:.1f}" if achieved else "-"
         share = f"{100 * achieved / peaks['conv']:.0f}%" if achieved and peaks else "-"
         spread = f"{min(round_rates[name]):.0f}–{max(round_rates[name]):.0f}"
-        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {augmented} | {rate:.0f} | "
+        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {'yes' if augmented else 'no'} | {rate:.0f} | "
                      f"{spread} | {ratio} | {gflops} | {share} |")
     return "\n".join(lines)

@@ -15,3 +15,8 @@ VARIANTS = {
 # augmentation costs where the pipeline and the steps share the cores.
 AUGMENTED = "_augmented"
 VARIANT_NAMES = (*VARIANTS, *(name + AUGMENTED for name in VARIANTS))
+
+
+def parse(name):
+    """``(implementation, loop, XLA, augmented)`` of the variant called ``name``."""
+    return (*VARIANTS[name.removesuffix(AUGMENTED)], name.endswith(AUGMENTED))

@@ -83,6 +83,11 @@ def load(name, data_dir=None, allow_download=True):
                     f"pass --data_dir, or allow tf.keras.datasets to download it ({unavailable})")
 
 
+def held_out_count(num_train, fraction):
+    """How many of ``num_train`` training examples ``split_validation`` holds out for ``fraction``."""
+    return round(fraction * num_train)
+
+
 def split_validation(dataset, fraction, seed):
     """Holds ``round(fraction * n)`` training examples out for validation: returns ``(rest, (x_val, y_val))``.
 
@@ -95,7 +100,7 @@ def split_validation(dataset, fraction, seed):
     if not 0 <= fraction < 1:
         raise ValueError(f"split_validation: fraction must be in [0, 1), got {fraction}")
     num_train = len(dataset.x_train)
-    num_val = round(fraction * num_train)
+    num_val = held_out_count(num_train, fraction)
     if num_val == 0:
         return dataset, (dataset.x_train[:0], dataset.y_train[:0])
     if num_val == num_train:
