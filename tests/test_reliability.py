@@ -130,7 +130,7 @@ def test_a_start_that_fails_at_its_first_steps_leaves_no_run_behind(tmp_path, ti
     assert not (tmp_path / "run").exists()
 
 
-def test_the_state_file_written_on_resume_names_checkpoints_relative_to_their_folder(tmp_path):
+def test_the_state_file_written_on_resume_names_checkpoints_relative_to_their_folder_and_lets_them_rotate(tmp_path):
     import tensorflow as tf
 
     from training.rundir import STATE_FILE, checkpoint_state_text
@@ -146,9 +146,14 @@ def test_the_state_file_written_on_resume_names_checkpoints_relative_to_their_fo
     state = tf.train.get_checkpoint_state(str(tmp_path / "b"))
     assert state.model_checkpoint_path == str(tmp_path / "b" / "ckpt-2")
     assert list(state.all_model_checkpoint_paths) == [str(tmp_path / "b" / f"ckpt-{s}") for s in (1, 2)]
-    # A manager that reads it keeps the listed checkpoints (no timestamps: never rotated away) and rotates its own;
-    # ckpt-3, which the file does not list, is not the manager's to delete either.
+    # Each listed checkpoint carries its index file's time, oldest first.
+    times = list(state.all_model_checkpoint_timestamps)
+    assert times == [pytest.approx(os.path.getmtime(tmp_path / "b" / f"ckpt-{s}.index"), abs=1e-5) for s in (1, 2)]
+    # A manager that reads it rotates the listed checkpoints away with its own, oldest first, keeping 3; ckpt-3,
+    # which the file does not list, is not the manager's to delete.
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "b"), max_to_keep=3)
-    for step in (4, 5, 6, 7):
+    manager.save(checkpoint_number=4)
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.index")) == [f"ckpt-{s}.index" for s in (1, 2, 3, 4)]
+    for step in (5, 6, 7):
         manager.save(checkpoint_number=step)
-    assert sorted(p.name for p in (tmp_path / "b").glob("*.index")) == [f"ckpt-{s}.index" for s in (1, 2, 3, 5, 6, 7)]
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.index")) == [f"ckpt-{s}.index" for s in (3, 5, 6, 7)]

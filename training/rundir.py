@@ -316,12 +316,13 @@ def checkpoint_state_text(newest, kept):
     """The ``checkpoint`` state file listing ``kept`` (oldest first) with ``newest`` as the one to restore.
 
     TensorFlow's text-format ``CheckpointState`` with names relative to the folder, as ``CheckpointManager``
-    writes it (the run directory can move). Without timestamps, as ``update_checkpoint_state`` writes it (whose
-    every call prints a deprecation notice): a manager that reads the file then never rotates these checkpoints
-    away, so the ones a resumed run started from stay.
+    writes it (the run directory can move), and with each checkpoint's time (its index file's): a manager that
+    reads the file rotates only checkpoints that carry a time, so without them the ones a resumed run started
+    from would stay for good.
     """
     lines = [f'model_checkpoint_path: "{os.path.basename(newest)}"']
     lines += [f'all_model_checkpoint_paths: "{os.path.basename(path)}"' for path in kept]
+    lines += [f"all_model_checkpoint_timestamps: {os.path.getmtime(path + '.index'):.6f}" for path in kept]
     return "\n".join(lines) + "\n"
 
 
