@@ -23,8 +23,9 @@ def define_flags():
     absl_flags.DEFINE_string("logdir", os.path.join("runs", "sweeps"), "Root of the run directories: each run lives in "
                         "<logdir>/<grid>/<dataset>/<point>-seed<k>, and a finished one is reused, not retrained.")
     absl_flags.DEFINE_integer("jobs", 1, "Runs trained at once, each in a process of its own; this process then "
-                              "writes the table. Two on 2 cores put ~1.2x the images/s of batch-128 nets through "
-                              "them (WORKSPACE.md section 12); the runs' times are then with the cores shared.")
+                              "writes the table. Two on 2 cores put 0.96-1.37x the images/s of one through them, by "
+                              "machine and net (WORKSPACE.md section 12); the runs' times are then with the cores "
+                              "shared.")
     absl_flags.DEFINE_bool("train_only", False, "Train the runs that have not finished and that no other process "
                            "is training, and write no table: what each of --jobs's processes does.")
     absl_flags.mark_flag_as_required("grid")
