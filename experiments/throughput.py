@@ -124,7 +124,6 @@ def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
     """The markdown table of ``measure``'s rates: the median of each variant's rounds, their range, and the
     ratio of medians to the custom loop's (or the first variant's, when the custom loop was not measured)."""
     rates = {name: statistics.median(values) for name, values in round_rates.items()}
-    # Ratios are to the custom Keras loop, or to the first variant measured when that is not among them.
     base_name = "custom" if "custom" in rates else next(iter(rates))
     base = rates[base_name]
     lines = [f"arch `{config.arch}`, global batch {config.batch_size}, {config.steps_per_loop} steps per call, "
@@ -140,12 +139,13 @@ def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
               f"ratio to {base_name} | GFLOP/s | of conv peak |",
               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
-        impl, loop, jit_compile, augmented = variants.parse(name)
+        impl, loop, *flags = variants.parse(name)
+        xla, augmented = ("yes" if flag else "no" for flag in flags)
         ratio = f"{rate / base:.3f}"
         achieved = rate * flops_per_image if flops_per_image else None
         gflops = f"{achieved / 1e9:.1f}" if achieved else "-"
         share = f"{100 * achieved / peaks['conv']:.0f}%" if achieved and peaks else "-"
         spread = f"{min(round_rates[name]):.0f}–{max(round_rates[name]):.0f}"
-        lines.append(f"| {name} | {impl} | {loop} | {'yes' if jit_compile else 'no'} | {'yes' if augmented else 'no'} | {rate:.0f} | "
-                     f"{spread} | {ratio} | {gflops} | {share} |")
+        lines.append(f"| {name} | {impl} | {loop} | {xla} | {augmented} | {rate:.0f} | {spread} | {ratio} | "
+                     f"{gflops} | {share} |")
     return "\n".join(lines)
