@@ -1,11 +1,12 @@
 """The processes an experiment command waits for: the ``training.train`` command of one seed of a recipe (seeds,
-race) and where that run lives, and running children with the command's console (one, or several side by side
-as ``experiments.sweep --jobs`` does)."""
+race) and where that run lives, and running children with the command's console (one, or a pool of several side
+by side, as ``experiments.seeds --jobs`` and ``experiments.sweep --jobs`` use)."""
 
 import os
 import signal
 import subprocess
 import sys
+import time
 
 from training.rundir import CONFIG, RunDir
 
@@ -44,26 +45,42 @@ def run_in_console(command):
     return run_all_in_console([command])[0]
 
 
-def run_all_in_console(commands):
-    """``run_in_console`` for several commands at once: they run side by side; returns their exit codes."""
-    processes = [subprocess.Popen(command) for command in commands]
+POLL_SECONDS = 0.2  # how soon a free slot is noticed; nothing here is timed finer than a run takes
+
+
+def run_all_in_console(commands, jobs=None, on_exit=None):
+    """``run_in_console`` for several commands, at most ``jobs`` side by side (all at once by default): a pool,
+    where the next command starts as soon as any running one ends. ``on_exit(index, code)`` is called as each
+    ends. After a non-zero exit or a stop signal no further command starts, and the running ones are waited for.
+    Returns the exit codes in command order, None for a command never started.
+    """
+    jobs = jobs or len(commands)
+    codes, running, waiting = [None] * len(commands), {}, list(range(len(commands)))
+    stopping = False
 
     def pass_on(signum, frame):
+        nonlocal stopping
         del frame
-        for process in processes:
+        stopping = True
+        for process in running.values():
             if process.poll() is None:
                 process.send_signal(signum)
 
     previous = signal.signal(signal.SIGTERM, pass_on)
     try:
-        codes = []
-        for process in processes:
-            while True:
-                try:
-                    codes.append(process.wait())
-                    break
-                except KeyboardInterrupt:
-                    continue  # the runs got the Ctrl-C too; their exit codes say how they ended
+        while running or (waiting and not stopping):
+            while waiting and not stopping and len(running) < jobs:
+                index = waiting.pop(0)
+                running[index] = subprocess.Popen(commands[index])
+            try:
+                time.sleep(POLL_SECONDS)
+            except KeyboardInterrupt:
+                stopping = True  # the runs got the Ctrl-C too; their exit codes say how they ended
+            for index in [index for index, process in running.items() if process.poll() is not None]:
+                codes[index] = running.pop(index).returncode
+                stopping = stopping or codes[index] != 0
+                if on_exit:
+                    on_exit(index, codes[index])
         return codes
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -50,8 +50,10 @@ def check_recipe(flagfile, logdir):
 def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, on_run=None, jobs=1):
     """Trains (or reads) seeds 0..seeds-1 of ``flagfile``; returns ``[(seed, results, history)]`` in seed order.
 
-    Unfinished seeds train ``jobs`` at a time, side by side. ``launch(commands)`` runs ``training.train`` commands
-    side by side and returns their exit codes. ``on_run(done)`` is called with the list so far whenever it grows.
+    Unfinished seeds train ``jobs`` at a time, side by side, the next starting as soon as one ends.
+    ``launch(commands, jobs, on_exit)`` runs ``training.train`` commands that way and calls ``on_exit(index,
+    code)`` as each ends (``launch.run_all_in_console``). ``on_run(done)`` is called with the list so far whenever
+    it grows.
     """
     check_recipe(flagfile, logdir)
     name = recipe_name(flagfile)
@@ -59,7 +61,7 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
     pending = [seed for seed in range(seeds) if finished[seed][0] is None]
     for seed in sorted(set(range(seeds)) - set(pending)):
         logging.info("seeds: %s seed %d: finished before (%s), read", name, seed, run_dir(logdir, flagfile, seed))
-    done = []
+    done, failures = [], []
 
     def report_in_order():
         while len(done) < seeds and finished[len(done)][0] is not None:
@@ -67,19 +69,23 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
         if on_run:
             on_run(done)
 
-    report_in_order()
-    for start in range(0, len(pending), jobs):
-        batch = pending[start:start + jobs]
-        commands = [train_command(flagfile, seed, logdir, data_dir) for seed in batch]
-        for seed, command in zip(batch, commands):
-            logging.info("seeds: %s seed %d: %s", name, seed, " ".join(command[1:]))
-        codes = launch(commands)
-        for seed, code in zip(batch, codes):
-            if code != 0:
-                raise SeedsError(f"{name} seed {seed} failed (exit {code}; its error is above); the same command "
-                                 f"resumes it")
-            finished[seed] = read_run(run_dir(logdir, flagfile, seed))
+    def ended(index, code):
+        seed = pending[index]
+        if code != 0:
+            failures.append((seed, code))
+            return
+        finished[seed] = read_run(run_dir(logdir, flagfile, seed))
         report_in_order()
+
+    report_in_order()
+    commands = [train_command(flagfile, seed, logdir, data_dir) for seed in pending]
+    for seed, command in zip(pending, commands):
+        logging.info("seeds: %s seed %d: %s", name, seed, " ".join(command[1:]))
+    if commands:
+        launch(commands, jobs, ended)
+    if failures:
+        seed, code = failures[0]
+        raise SeedsError(f"{name} seed {seed} failed (exit {code}; its error is above); the same command resumes it")
     return done
 
 

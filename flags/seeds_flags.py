@@ -16,10 +16,10 @@ def define_flags():
     absl_flags.DEFINE_string("logdir", os.path.join("runs", "seeds"), "Root of the run directories "
                              "<logdir>/<recipe>-seed<k>; a finished run there is read, an unfinished one resumed.")
     absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/<recipe>.md.")
-    absl_flags.DEFINE_integer("jobs", 1, "Seeds trained at once, side by side: two on 2 cores put 0.96-1.37x the "
-                              "images/s of one through them, by machine and net (WORKSPACE.md section 12), for "
-                              "recipes whose result is an accuracy; their training times are then with the cores "
-                              "shared.")
+    absl_flags.DEFINE_integer("jobs", 1, "Seeds trained at once, side by side, the next starting as soon as one "
+                              "ends: two on 2 cores put 0.96-1.37x the images/s of one through them, by machine and "
+                              "net (WORKSPACE.md section 12), for recipes whose result is an accuracy; their "
+                              "training times are then with the cores shared.")
     absl_flags.mark_flag_as_required("recipe")
     cli.check("recipe", lambda v: v is None or os.path.isfile(v), "must name an existing flagfile")
     cli.check("seeds", lambda v: v > 0, "must be a positive integer")

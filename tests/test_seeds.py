@@ -18,13 +18,16 @@ from experiments.seed_runs import SeedsError
 ACCURACIES = {0: 0.990, 1: 0.992, 2: 0.994}
 
 
-def _fake_training(launched, batches=None):
-    """A ``launch`` that records each seed (and in ``batches`` the seeds launched together) and writes the files
-    of a finished run: results and config.json."""
-    def launch(commands):
-        if batches is not None:
-            batches.append([int(next(a for a in c if a.startswith("--seed=")).split("=")[1]) for c in commands])
-        return [launch_one(command) for command in commands]
+def _fake_training(launched, jobs_seen=None):
+    """A ``launch`` that records each seed (and in ``jobs_seen`` the ``jobs`` it was given) and writes the files
+    of a finished run: results and config.json. The pool itself is tested in tests/test_launch.py."""
+    def launch(commands, jobs, on_exit):
+        if jobs_seen is not None:
+            jobs_seen.append(jobs)
+        codes = [launch_one(command) for command in commands]
+        for index, code in enumerate(codes):
+            on_exit(index, code)
+        return codes
 
     def launch_one(command):
         seed = int(next(arg for arg in command if arg.startswith("--seed=")).split("=")[1])
@@ -76,9 +79,13 @@ def test_another_version_of_the_recipe_is_refused(tmp_path, recipe):
 
 
 def test_a_failed_seed_stops_the_command_in_one_line(tmp_path, recipe):
+    def first_fails(commands, jobs, on_exit):  # as the pool does: nothing starts after a failure
+        on_exit(0, 2)
+        return [2] + [None] * (len(commands) - 1)
+
     with pytest.raises(SeedsError, match=r"^recipe seed 0 failed \(exit 2; its error is above\); the same command "
                                          r"resumes it$"):
-        seed_runs.run_seeds(recipe, 2, str(tmp_path / "runs"), launch=lambda commands: [2] * len(commands))
+        seed_runs.run_seeds(recipe, 2, str(tmp_path / "runs"), launch=first_fails)
 
 
 def test_the_command_refuses_a_missing_recipe_in_one_line(tmp_path):
@@ -91,11 +98,11 @@ def test_the_command_refuses_a_missing_recipe_in_one_line(tmp_path):
         f"seeds.py: error: flag --recipe={tmp_path / 'missing.cfg'}: --recipe must name an existing flagfile")
 
 
-def test_seeds_train_side_by_side_in_batches_of_jobs(tmp_path, recipe):
-    launched, batches, out = [], [], str(tmp_path / "report.md")
+def test_jobs_reach_the_pool_and_the_table_says_the_cores_were_shared(tmp_path, recipe):
+    launched, jobs_seen, out = [], [], str(tmp_path / "report.md")
     done = seed_runs.seeds_and_report(recipe, 3, str(tmp_path / "runs"), out, "the command",
-                                      launch=_fake_training(launched, batches), jobs=2)
-    assert batches == [[0, 1], [2]]
+                                      launch=_fake_training(launched, jobs_seen), jobs=2)
+    assert jobs_seen == [2]
     assert [seed for seed, _, _ in done] == [0, 1, 2]
     assert ("| jobs | 2 seeds trained at once: the training times of the seeds trained by this command are with "
             "the cores shared |") in open(out).read().splitlines()
