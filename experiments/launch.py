@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from training.rundir import CONFIG, RunDir
+from training import run_files
 
 
 def recipe_name(flagfile):
@@ -24,8 +24,8 @@ def run_dir(logdir, flagfile, seed):
 def read_run(path):
     """``(results.json, the history of starts in config.json)`` of a run directory; results is None until the
     run has finished."""
-    run = RunDir(path)
-    return run.read_results(), run.read_saved()["history"] if os.path.exists(run.file(CONFIG)) else []
+    has_config = os.path.exists(os.path.join(path, run_files.CONFIG))
+    return run_files.read_results(path), run_files.read_saved(path)["history"] if has_config else []
 
 
 def train_command(flagfile, seed, logdir, data_dir="", extra=()):

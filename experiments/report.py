@@ -1,24 +1,29 @@
 """The markdown report of a sweep: what was run, where and how, then a table of the points over seeds."""
 
 import datetime
+import importlib.metadata
 import os
 import platform
 import statistics
 
-import keras
-import tensorflow as tf
-
 from models import architecture
-from training import data
 from training.config import TrainConfig
+from training.dataset_info import held_out_count
 from training.provenance import REPO_DIR, cpu_model, git_commit
+
+
+def installed_version(module):
+    """The version of the installed package that provides ``module``, read from its metadata: importing
+    TensorFlow to ask would cost the experiment commands that only start runs seconds and hundreds of MB."""
+    distributions = importlib.metadata.packages_distributions().get(module)
+    return importlib.metadata.version(distributions[0]) if distributions else "not installed"
 
 
 def machine_record(repo_dir=REPO_DIR):
     """What made the numbers: machine, CPU count, library versions and the git commit of ``repo_dir``."""
     return dict(machine=platform.machine(), cpu_model=cpu_model(), cpus=os.cpu_count(),
-                python=platform.python_version(), tensorflow=tf.__version__, keras=keras.__version__,
-                commit=git_commit(repo_dir))
+                python=platform.python_version(), tensorflow=installed_version("tensorflow"),
+                keras=installed_version("keras"), commit=git_commit(repo_dir))
 
 
 def write_report(path, text):
@@ -90,7 +95,7 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
     """The markdown file of a sweep: what was run, where and how, then the table (of the points done so far);
     ``jobs`` runs were trained at once."""
     images = train_steps * grid.batch_size
-    held_out = data.held_out_count(len(dataset.x_train), grid.validation_split)  # the runs train on the rest
+    held_out = held_out_count(len(dataset.x_train), grid.validation_split)  # the runs train on the rest
     trained_on = len(dataset.x_train) - held_out
     runs = [run for point in points for run in point.runs]
     reused = sum(run.reused for run in runs)

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from training.dataset_info import DATASETS
+from training.dataset_info import DATASETS, held_out_count
 from training.errors import OneLineError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -81,11 +81,6 @@ def load(name, data_dir=None, allow_download=True):
     where = os.path.join(data_dir, f"{name}.npz") if data_dir else f"<data_dir>/{name}.npz"
     raise DataError(f"dataset '{name}' not found: put {where} (arrays {', '.join(REQUIRED_KEYS)}) there and "
                     f"pass --data_dir, or allow tf.keras.datasets to download it ({unavailable})")
-
-
-def held_out_count(num_train, fraction):
-    """How many of ``num_train`` training examples ``split_validation`` holds out for ``fraction``."""
-    return round(fraction * num_train)
 
 
 def split_validation(dataset, fraction, seed):

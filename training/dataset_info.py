@@ -57,3 +57,9 @@ DATASETS = {
                                            "ship", "truck")),
     "cifar100": DatasetInfo(32, 32, 3, 100, _CIFAR100_CLASSES, _CIFAR100_SUPERCLASSES),
 }
+
+
+def held_out_count(num_train, fraction):
+    """How many of ``num_train`` training examples a validation split of ``fraction`` holds out
+    (``data.split_validation``); here so that reports can say it without loading TensorFlow."""
+    return round(fraction * num_train)

@@ -30,11 +30,10 @@ from absl import logging
 
 from models import architecture
 from training import config as config_lib
-from training import provenance
+from training import provenance, run_files
 from training.errors import RunError
+from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESULTS
 
-CONFIG, RESULTS, FLAGFILE, CHECKPOINTS, LOCK = "config.json", "results.json", "flags.txt", "checkpoints", ".lock"
-CLOCK = "clock.json"
 STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, newest last
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
 
@@ -120,18 +119,8 @@ class RunDir:
     # config.json ----------------------------------------------------------------------------------------------
 
     def read_saved(self):
-        """config.json as ``{"config": {...}, "history": [...]}`` (a run of older code held the config alone)."""
-        path = self.file(CONFIG)
-        try:
-            with open(path) as file:
-                saved = json.load(file)
-        except OSError as error:
-            raise RunError(f"{path}: cannot be read ({error.strerror})") from None
-        except ValueError as error:
-            raise RunError(f"{path}: not valid JSON ({error}); move it away or choose a new --logdir") from None
-        if not isinstance(saved, dict):
-            raise RunError(f"{path}: holds no run configuration; move it away or choose a new --logdir")
-        return saved if "config" in saved else {"config": saved, "history": []}
+        """config.json as ``{"config": {...}, "history": [...]}`` (``run_files.read_saved``)."""
+        return run_files.read_saved(self.path)
 
     def read_config(self):
         """The run's ``TrainConfig``, whose ``arch`` is the network the run trained: the string config.json
@@ -287,10 +276,7 @@ class RunDir:
 
     def read_results(self):
         """results.json of a finished run, or None while there is none."""
-        if not os.path.exists(self.file(RESULTS)):
-            return None
-        with open(self.file(RESULTS)) as file:
-            return json.load(file)
+        return run_files.read_results(self.path)
 
     def close(self, failed=False):
         """Releases the lock and removes a non-chief worker's temporary directory. After a failed start that
