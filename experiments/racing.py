@@ -151,8 +151,8 @@ def make_report(entrants, target, seeds, command, record, elapsed_seconds):
         "medians with the baseline's and is shown only when every seed of both reached the target. Images to "
         "target: optimizer steps until that evaluation times the batch size. Final test accuracy: at the end of "
         "each run. Training s per run: the whole run's training time (evaluations excluded), whether or not it "
-        "reached the target. images/s: training throughput without the compiling call. A resumed run's training time is "
-        "summed over its starts, from the checkpoint it resumed at (each start compiles again).", ""]
+        "reached the target. images/s: training throughput without the compiling call. A resumed run's training "
+        "time is summed over its starts, from the checkpoint it resumed at (each start compiles again).", ""]
     return "\n".join(lines)
 
 

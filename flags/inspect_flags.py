@@ -13,7 +13,8 @@ def define_flags():
                         "Keras cache, then the bundled MNIST subset. Never downloads.")
     absl_flags.DEFINE_list("layers", [], "Conv or residual blocks to draw feature maps and top-k images of, e.g. "
                       "conv1,conv2; empty: every conv and residual block of the model.")
-    absl_flags.DEFINE_integer("num_images", 8, "Test images (the first ones) whose feature maps are drawn, one row each.")
+    absl_flags.DEFINE_integer("num_images", 8, "Test images (the first ones) whose feature maps are drawn, one row "
+                              "each.")
     absl_flags.DEFINE_integer("top_k", 9, "Images per filter in the top-k pictures.")
     absl_flags.DEFINE_integer("max_images", 2000, "Test images (the first ones) searched for each filter's top k.")
     absl_flags.DEFINE_integer("max_filters", 32, "Filters drawn per layer in feature-map and top-k pictures (the first "

@@ -204,7 +204,8 @@ def test_tiny_sweep_writes_the_header_and_one_row_per_point(tiny_sweep):
     for line in ("# Sweep `tiny` on mnist", "| grid | `tiny`: 2 points x 2 seeds |",
                  # The runs hold 10% of the 512 training images out for validation: 320 / 461 = 0.69 epochs.
                  "| step budget | 5 steps per run at batch size 64: 320 images, 0.69 epochs |",
-                 "| seeds | 0, 1 |", f"| machine | {report_lib.cpu_model()} ({os.uname().machine}), {os.cpu_count()} CPUs |",
+                 "| seeds | 0, 1 |",
+                 f"| machine | {report_lib.cpu_model()} ({os.uname().machine}), {os.cpu_count()} CPUs |",
                  "| command | `python3 -m experiments.sweep --grid=tiny` |",
                  "| runs | 4 trained, 0 reused from earlier results.json;"):
         assert line in report, line

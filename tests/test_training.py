@@ -289,7 +289,8 @@ def _rates(schedule, steps):
     # Linear warmup: step k (counted from 0) uses (k + 1) / warmup_steps of the peak, so the first update is
     # not wasted at rate 0 and step warmup_steps - 1 reaches the peak.
     (Schedule("constant", 0.1, 100, warmup_steps=4), {0: 0.025, 1: 0.05, 2: 0.075, 3: 0.1, 4: 0.1, 99: 0.1}),
-], ids=["constant", "cosine", "cosine_warmup", "linear_warmup", "exponential", "exponential_warmup", "piecewise", "warmup"])
+], ids=["constant", "cosine", "cosine_warmup", "linear_warmup", "exponential", "exponential_warmup", "piecewise",
+        "warmup"])
 def test_schedule_values(schedule, expected):
     np.testing.assert_allclose(_rates(schedule, expected), list(expected.values()), atol=SCHEDULE_ATOL)
     clone = Schedule(**schedule.get_config())

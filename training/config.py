@@ -109,7 +109,8 @@ class TrainConfig:
                                           "(w{size}t) is frozen, as airbench94 does after 3; 0: it trains "
                                           "throughout. Custom loop only.",
                                           check=(lambda v: 0 <= v <= 1e6, "must be >= 0 and at most 1e6"))
-    label_smoothing: float = _field(0.0, "Label smoothing, in [0, 1).", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    label_smoothing: float = _field(0.0, "Label smoothing, in [0, 1).",
+                                    check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
 
     # Budget and loop.
     batch_size: int = _field(128, "Global batch size across all replicas, images per step.",
