@@ -119,24 +119,33 @@ def pooling(image_shape, num_classes):
 
 
 def cnn_vs_mlp(image_shape, num_classes):
-    """CNNs against MLPs of about the same number of weights (within 2%), with 1 and with 2 hidden layers.
+    """CNNs against MLPs of about the same number of weights (within 2%), with 1 and with 2 hidden layers, each
+    side with dropout and without.
 
     CNNs: `mnist_cnn` (the default), `keras_convnet` (the Keras example) and `small_cnn`
     (`c16k5-m2-c32k5-m2-d128`). For each, `mlp1_like_<cnn>` is `d{w}` and `mlp2_like_<cnn>` is `d{w}-d{w}`,
     with the width w whose weight count (biases included) is closest to the CNN's (`models.analysis.similar_mlp`).
     An MLP that no width brings within 2% is left out (2 hidden layers like `keras_convnet` on 32x32x3 images,
-    where one more unit adds ~3k weights to its 42k). The CNN presets keep their dropout (`drop0.5`); the MLPs
-    have none.
+    where one more unit adds ~3k weights to its 42k). The two presets with dropout (`drop0.5`) are also trained
+    without it (`<cnn>_nodrop`), and their MLPs also with it after each hidden layer (`mlp{k}_like_<cnn>_drop0.5`,
+    the same weights): CNN against MLP with dropout on both sides and on neither. `small_cnn` has none.
     """
     points = []
     for label, arch in (("mnist_cnn", "mnist_cnn"), ("keras_convnet", "keras_convnet"), ("small_cnn", SMALL_CNN)):
-        points.append((label, {"arch": architecture.resolve(arch)}))
+        tokens = architecture.resolve(arch).split("-")
+        dropout = next((token for token in tokens if token.startswith("drop")), None)
+        points.append((label, {"arch": "-".join(tokens)}))
+        if dropout:
+            points.append((f"{label}_nodrop", {"arch": "-".join(t for t in tokens if not t.startswith("drop"))}))
         for depth in (1, 2):
             try:
                 mlp = analysis.similar_mlp(arch, image_shape, num_classes, depth)
             except ValueError:  # no width within 2%
                 continue
             points.append((f"mlp{depth}_like_{label}", {"arch": mlp}))
+            if dropout:
+                points.append((f"mlp{depth}_like_{label}_{dropout}",
+                               {"arch": "-".join(f"{hidden}-{dropout}" for hidden in mlp.split("-"))}))
     return points
 
 

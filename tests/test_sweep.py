@@ -46,21 +46,27 @@ def _params(arch, input_shape):
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
-def test_similar_mlps_are_within_two_percent_of_their_cnn(dataset):
+def test_similar_mlps_are_within_two_percent_of_their_cnn_with_and_without_dropout(dataset):
     points = dict(grids.make_grid("cnn_vs_mlp", dataset).points)
     input_shape = data_lib.DATASETS[dataset].image_shape
     for label, overrides in points.items():
         if label.startswith("mlp"):
-            cnn = points[label.split("_like_")[1]]["arch"]
+            cnn = points[label.split("_like_")[1].removesuffix("_drop0.5")]["arch"]
             target, got = _params(cnn, input_shape), _params(overrides["arch"], input_shape)
             assert abs(got - target) <= MLP_PARAMS_RTOL * target, (label, got, target)
+    # Dropout changes no weight count: each variant is its twin without (or with) it.
+    assert points["mnist_cnn_nodrop"]["arch"] == "c32k5-m2-c64k5-m2-d1024"
+    assert points["keras_convnet_nodrop"]["arch"] == "c32k3v-m2-c64k3v-m2"
+    assert "small_cnn_nodrop" not in points and "mlp1_like_small_cnn_drop0.5" not in points
     if dataset == "mnist":
         # The Keras example's 34,826 weights against 44 * (784 + 1 + 10) + 10 = 34,990 (+0.5%).
         assert points["mlp1_like_keras_convnet"]["arch"] == "d44"
-        assert len(points) == 9
+        assert points["mlp2_like_mnist_cnn_drop0.5"]["arch"] == "d1455-drop0.5-d1455-drop0.5"
+        assert len(points) == 15
     else:
         # On 3,072 inputs a unit of d{w}-d{w} is ~3k weights: none comes within 2% of keras_convnet's 42,442.
-        assert "mlp2_like_keras_convnet" not in points and len(points) == 8
+        assert "mlp2_like_keras_convnet" not in points and "mlp2_like_keras_convnet_drop0.5" not in points
+        assert len(points) == 13
 
 
 def _point(label, accuracies, **overrides):
