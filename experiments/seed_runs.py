@@ -81,8 +81,7 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
     commands = [train_command(flagfile, seed, logdir, data_dir) for seed in pending]
     for seed, command in zip(pending, commands):
         logging.info("seeds: %s seed %d: %s", name, seed, " ".join(command[1:]))
-    if commands:
-        launch(commands, jobs, ended)
+    launch(commands, jobs, ended)
     if failures:
         seed, code = failures[0]
         raise SeedsError(f"{name} seed {seed} failed (exit {code}; its error is above); the same command resumes it")

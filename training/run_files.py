@@ -1,6 +1,6 @@
 """A run directory's file names, and reading its JSON files, without TensorFlow: commands that only start runs
 and read what they left (``experiments.seeds``, ``experiments.race``) then never import it, which spares each
-such command TensorFlow's start-up and, for the hours it waits, the ~600 MB TensorFlow holds (WORKSPACE.md
+such command TensorFlow's start-up and, for the hours it waits, the ~600 MiB TensorFlow holds (WORKSPACE.md
 section 14). ``training/rundir.py`` owns everything else a run directory is: its lock, its writing, its
 checkpoints.
 """
