@@ -5,7 +5,6 @@
 from absl import flags as absl_flags
 
 from flags import cli
-from models import architecture
 from training import config as config_lib
 from training.config import TrainConfig
 
@@ -17,8 +16,13 @@ def flag_name(field):
     return field.metadata["flag"] or field.name
 
 
+_FIELDS = {field.name: field for field in config_lib.fields()}  # rules name fields, whose flags share the names
+
+
 def define_flags():
-    """Defines one flag per ``TrainConfig`` field on ``absl.flags.FLAGS`` (once per process), with its checks.
+    """Defines one flag per ``TrainConfig`` field on ``absl.flags.FLAGS`` (once per process). A flag is checked by
+    its field's own check (``config.field_problem``), and the flags of each rule between settings by that rule
+    (``config.RULES``): the code a ``TrainConfig`` built anywhere else runs.
 
     A flag's default is the field's, or the main job's where ``config.MAIN_JOB`` names the field.
     """
@@ -31,77 +35,53 @@ def define_flags():
             absl_flags.DEFINE_list(name, [str(v) for v in default], meta["help"])
         else:
             _DEFINE[field.type](name, default, meta["help"])
-        if meta["check"]:
-            predicate, message = meta["check"]
-            cli.check(name, _on_value(field, predicate), message)
-    _register_cross_checks()
+        absl_flags.register_validator(name, _field_check(field), message="")
+    for rule in config_lib.RULES:
+        absl_flags.register_multi_flags_validator(list(rule.names), _rule_check(rule), message="")
+    cli.register_arch_validator()  # the machine's memory, which a config built elsewhere may not be trained on
+
+    @absl_flags.multi_flags_validator(["train_steps", "epochs"],
+                                      message="give either --train_steps or --epochs, not both")
+    def _one_budget(values):
+        del values  # Whether a flag was given matters here, not its value: a config always has both fields.
+        return not (absl_flags.FLAGS["train_steps"].present and absl_flags.FLAGS["epochs"].present)
 
 
-def _on_value(field, predicate):
-    """The check of ``field`` applied to the flag's parsed value (a list flag's items converted first)."""
+def _field_check(field):
     def check(raw):
         try:
-            return predicate(_value(field, raw))
-        except (ValueError, OverflowError):
-            return False
+            value = config_lib.normalised(field, _value(field, raw))
+        except (ValueError, OverflowError):  # a list item that is not a number: what the check asks for
+            raise absl_flags.ValidationError(f"--{flag_name(field)} {field.metadata['check'][1]}") from None
+        problem = config_lib.field_problem(field, value, on_disk=field.metadata["on_disk"])
+        if problem:
+            raise absl_flags.ValidationError(problem)
+        return True
     return check
+
+
+def _rule_check(rule):
+    def check(values):
+        try:
+            values = {name: _normalised_flag(name, value) for name, value in values.items()}
+        except (ValueError, OverflowError):
+            return True  # the flag's own check reports it
+        problem = rule.problem(values)
+        if problem:
+            raise absl_flags.ValidationError(problem)
+        return True
+    return check
+
+
+def _normalised_flag(name, raw):
+    field = _FIELDS[name]
+    return config_lib.normalised(field, _value(field, raw))
 
 
 def _value(field, raw):
     if field.type is tuple:
         return tuple(field.metadata["item"](item) for item in raw)
     return raw
-
-
-def _register_cross_checks():
-    @absl_flags.multi_flags_validator(["train_steps", "epochs"],
-                                      message="give either --train_steps or --epochs, not both")
-    def _one_budget(values):
-        del values  # Whether a flag was given matters here, not its value.
-        return not (absl_flags.FLAGS["train_steps"].present and absl_flags.FLAGS["epochs"].present)
-
-    @absl_flags.multi_flags_validator(["eval_every", "eval_every_epochs"],
-                                      message="give either --eval_every or --eval_every_epochs, not both")
-    def _one_eval_interval(values):
-        return not (values["eval_every"] and values["eval_every_epochs"])
-
-    @absl_flags.multi_flags_validator(["stop_at_target", "target_accuracy"],
-                                      message="--stop_at_target needs a --target_accuracy above 0")
-    def _stop_needs_target(values):
-        return not values["stop_at_target"] or values["target_accuracy"] > 0
-
-    cli.register_arch_validator()
-
-    @absl_flags.multi_flags_validator(["impl", "loop"], message="--loop=fit trains Keras models only; use "
-                                      "--impl=keras with --loop=fit, or --loop=custom with --impl=reference")
-    def _fit_needs_keras(values):
-        return not (values["impl"] == "reference" and values["loop"] == "fit")
-
-    *others, last = [f"--{name}" for name in config_lib.CUSTOM_LOOP_ONLY]
-
-    @absl_flags.multi_flags_validator(["loop", *config_lib.CUSTOM_LOOP_ONLY], message=f"{', '.join(others)} and "
-                                      f"{last} act in the custom loop only; use --loop=custom")
-    def _custom_loop_settings(values):
-        return values["loop"] == "custom" or not config_lib.custom_loop_only_settings(values)
-
-    @absl_flags.multi_flags_validator(["arch", "whitening_bias_epochs"], message="--whitening_bias_epochs freezes "
-                                      "the bias of a whitening layer, which --arch does not have; start it with "
-                                      "w{size}t (e.g. w2tg)")
-    def _whitening_bias_to_freeze(values):
-        return not values["whitening_bias_epochs"] or architecture.has_whitening_bias(values["arch"])
-
-    @absl_flags.multi_flags_validator(["loop", "strategy"], message="--loop=fit runs on one machine; use "
-                                      "--loop=custom with --strategy=multi_worker")
-    def _fit_on_one_machine(values):
-        return not (values["loop"] == "fit" and values["strategy"] == "multi_worker")
-
-    @absl_flags.multi_flags_validator(["strategy", "num_cpu_devices", "batch_size", "eval_batch_size"],
-                                      message="--batch_size and --eval_batch_size are global and must divide by "
-                                      "--num_cpu_devices under --strategy=mirrored")
-    def _batches_divide_over_cpus(values):
-        if values["strategy"] != "mirrored":
-            return True  # other counts of replicas are known only once devices are up; train() checks them
-        return all(values[name] % values["num_cpu_devices"] == 0 for name in ("batch_size", "eval_batch_size"))
 
 
 def config_from_flags(values):

@@ -214,15 +214,6 @@ def test_an_occupied_logdir_is_refused_without_resume(tmp_path, tiny_config, tin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
-def test_the_fit_loop_refuses_settings_that_act_in_the_custom_loop_only(tmp_path, tiny_config, tiny_mnist):
-    config = tiny_config(tmp_path / "run", loop="fit", test_time_augmentation="flip", bn_bias_lr_scale=64.0)
-    with pytest.raises(ValueError, match=re.escape("loop='fit' does not apply test_time_augmentation='flip', "
-                                                   "bn_bias_lr_scale=64.0: they act in the custom loop only; use "
-                                                   "loop='custom'")):
-        train(config, dataset=tiny_mnist)
-    assert not (tmp_path / "run").exists()  # a failed start leaves no run
-
-
 # Another network is refused whatever --allow_config_change says (tests/test_rundir.py).
 @pytest.mark.parametrize("field,value,earlier", [
     ("optimizer", "sgd", "adam"),

@@ -8,6 +8,7 @@ import hashlib
 import math
 import os
 
+from models import architecture
 from models.architecture import GRAMMAR, PRESETS
 from models.network import IMPLEMENTATIONS, PRECISIONS
 from training.choices import (
@@ -20,6 +21,7 @@ from training.choices import (
     TTA_MODES,
 )
 from training.dataset_info import DATASETS
+from training.errors import OneLineError
 
 # What a resumed run may do with a field. FIXED fields define the computation (weights, data order, update
 # rule): a run directory resumed with another value would no longer be one run, so the change is refused unless
@@ -31,12 +33,17 @@ VALIDATION_SPLIT_SEED = 0  # one held-out set for every run, so validation accur
 MAX_BATCH = 2**20  # images per global batch; far beyond any dataset here, and far below int32 overflow
 
 
-def _field(default, help, *, choices=None, check=None, resume=FIXED, flag=None, item=None):
+class ConfigError(OneLineError, ValueError):
+    """A setting a run cannot have, alone or with the others; the message names it and what it allows."""
+
+
+def _field(default, help, *, choices=None, check=None, resume=FIXED, flag=None, item=None, on_disk=False):
     """A ``TrainConfig`` field. ``check`` is ``(predicate, "must be ...")``; ``choices`` an iterable of allowed
     values (a registry's keys); ``flag`` the flag's name when it is not the field's; ``item`` the element type
-    of a tuple field."""
+    of a tuple field. An ``on_disk`` check looks at the file system: it runs when a run starts and when the flag
+    is parsed, not when a config is built, so a saved run's config stays readable on another machine."""
     metadata = dict(help=help, choices=tuple(choices) if choices else None, check=check, resume=resume,
-                    flag=flag, item=item)
+                    flag=flag, item=item, on_disk=on_disk)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -54,7 +61,7 @@ class TrainConfig:
     dataset: str = _field("mnist", "Dataset to train and test on.", choices=DATASETS)
     data_dir: str = _field("", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); empty: "
                            "tf.keras.datasets, then the MNIST subset bundled in bundled_data/.", resume=FREE,
-                           check=(lambda v: not v or os.path.isdir(v), "must be an existing directory"))
+                           check=(lambda v: not v or os.path.isdir(v), "must be an existing directory"), on_disk=True)
     allow_download: bool = _field(True, "Let tf.keras.datasets download a dataset it has not cached.",
                                   resume=FREE, flag="download")
     arch: str = _field("mnist_cnn", f"Architecture string ({GRAMMAR}, joined by '-') or a preset: "
@@ -184,8 +191,78 @@ class TrainConfig:
                                        "change is recorded in config.json.", resume=FREE)
 
     def __post_init__(self):
+        """Checks every setting and every rule between settings (``ConfigError``, naming them), so a config is
+        valid however it was made: from flags, in a sweep, in a test or in a notebook."""
+        for field in fields():
+            value = normalised(field, getattr(self, field.name))
+            object.__setattr__(self, field.name, value)
+            problem = field_problem(field, value)
+            if problem:
+                raise ConfigError(f"setting {field.name}={value!r}: {problem}")
+        values = vars(self)
+        for rule in RULES:
+            problem = rule.problem(values)
+            if problem:
+                shown = ", ".join(f"{name}={values[name]!r}" for name in rule.names)
+                raise ConfigError(f"settings {shown}: {problem}")
         if not self.logdir:
             object.__setattr__(self, "logdir", default_logdir(self))
+
+    def check_on_disk(self):
+        """Runs the checks that look at the file system (``ConfigError``); ``train`` calls it at the start."""
+        for field in fields():
+            if field.metadata["on_disk"]:
+                problem = field_problem(field, getattr(self, field.name), on_disk=True)
+                if problem:
+                    raise ConfigError(f"setting {field.name}={getattr(self, field.name)!r}: {problem}")
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a sequence"}
+_ITEMS = {int: "integers", float: "numbers"}
+
+
+def _is_a(kind, value):
+    """Whether ``value`` is a ``kind`` as a setting means it: bools are not numbers, integers are numbers."""
+    if isinstance(value, bool) or kind is bool:
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def normalised(field, value):
+    """``value`` in the field's own type where that loses nothing: a list as a tuple (JSON has no tuples), an
+    integer as a float in a float field (config.json then reads the same however the config was made)."""
+    if field.type is tuple and isinstance(value, list):
+        value = tuple(value)
+    if field.type is tuple and field.metadata["item"] is float and isinstance(value, tuple):
+        value = tuple(float(v) if _is_a(float, v) else v for v in value)
+    if field.type is float and _is_a(float, value):
+        return float(value)
+    return value
+
+
+def field_problem(field, value, on_disk=False):
+    """What is wrong with ``value`` for ``field`` ("must be ..."), or None: its type, its choices, its check.
+    The check of an ``on_disk`` field runs only when ``on_disk`` is asked for."""
+    name = f"--{field.metadata['flag'] or field.name}"
+    if not _is_a(field.type, value):
+        return f"{name} must be {_KINDS[field.type]}"
+    item = field.metadata["item"]
+    if item and not all(_is_a(item, v) for v in value):
+        return f"{name} must hold only {_ITEMS[item]}"
+    if field.metadata["choices"] and value not in field.metadata["choices"]:
+        return f"{name} must be one of {', '.join(field.metadata['choices'])}"
+    check = field.metadata["check"]
+    if check and field.metadata["on_disk"] == on_disk:
+        predicate, message = check
+        try:
+            holds = predicate(value)
+        except (TypeError, ValueError, OverflowError):
+            holds = False
+        if not holds:
+            return f"{name} {message}"
+    return None
 
 
 # What ``python -m training.train`` runs when a flag is not given: the main job, a fast MNIST recipe (two 5x5
@@ -196,8 +273,7 @@ MAIN_JOB = dict(arch="mnist_fast", learning_rate=3e-3, lr_schedule="cosine", war
                 label_smoothing=0.1, augment=True, crop_padding=2, flip="none", epochs=6.0)
 
 
-# Settings that act in the custom training loop only: the flag validators refuse them with --loop=fit, and
-# trainer.check_loop_settings refuses a fit-loop config built in code that sets them.
+# Settings that act in the custom training loop only: a fit-loop config that sets them is refused.
 CUSTOM_LOOP_ONLY = ("test_time_augmentation", "bn_bias_lr_scale", "lookahead_every", "whitening_bias_epochs",
                     "max_seconds_per_loop")
 
@@ -207,6 +283,91 @@ def custom_loop_only_settings(values):
     its default."""
     defaults = {field.name: field.default for field in fields()}
     return [f"{name}={values[name]!r}" for name in CUSTOM_LOOP_ONLY if values[name] != defaults[name]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A rule between settings: ``problem(values)`` says what is wrong (one sentence) or returns None. The flag
+    parser registers each one on the flags of ``names``, so flags and configs built in code obey the same rules."""
+
+    names: tuple
+    problem: object
+
+
+RULES = []
+# Which implementation Keras' fit can train (a Keras model) and which only the custom loop can.
+RUNS_UNDER_FIT = {"keras": True, "reference": False}
+
+
+def _rule(*names):
+    def register(problem):
+        RULES.append(Rule(names, problem))
+        return problem
+    return register
+
+
+@_rule("eval_every", "eval_every_epochs")
+def _one_eval_interval(values):
+    if values["eval_every"] and values["eval_every_epochs"]:
+        return "give either --eval_every or --eval_every_epochs, not both"
+
+
+@_rule("stop_at_target", "target_accuracy")
+def _stop_needs_target(values):
+    if values["stop_at_target"] and not values["target_accuracy"] > 0:
+        return "--stop_at_target needs a --target_accuracy above 0"
+
+
+@_rule("arch", "dataset")
+def _arch_fits(values):
+    info = DATASETS[values["dataset"]]
+    try:
+        architecture.plan(values["arch"], info.image_shape, info.num_classes)
+    except ValueError as error:
+        return f"--arch {error}"
+
+
+@_rule("impl", "loop")
+def _fit_needs_keras(values):
+    if values["loop"] == "fit" and not RUNS_UNDER_FIT[values["impl"]]:
+        return ("--loop=fit trains Keras models only; use --impl=keras with --loop=fit, or --loop=custom with "
+                f"--impl={values['impl']}")
+
+
+@_rule("loop", *CUSTOM_LOOP_ONLY)
+def _custom_loop_settings(values):
+    if values["loop"] != "custom" and custom_loop_only_settings(values):
+        *others, last = [f"--{name}" for name in CUSTOM_LOOP_ONLY]
+        return f"{', '.join(others)} and {last} act in the custom loop only; use --loop=custom"
+
+
+@_rule("arch", "whitening_bias_epochs")
+def _whitening_bias_to_freeze(values):
+    if values["whitening_bias_epochs"] and not architecture.has_whitening_bias(values["arch"]):
+        return ("--whitening_bias_epochs freezes the bias of a whitening layer, which --arch does not have; start "
+                "it with w{size}t (e.g. w2tg)")
+
+
+@_rule("loop", "strategy")
+def _fit_on_one_machine(values):
+    if values["loop"] == "fit" and values["strategy"] == "multi_worker":
+        return "--loop=fit runs on one machine; use --loop=custom with --strategy=multi_worker"
+
+
+@_rule("strategy", "num_cpu_devices", "batch_size", "eval_batch_size")
+def _batches_divide_over_cpus(values):
+    # Other counts of replicas are known only once devices are up; train() checks them.
+    if values["strategy"] == "mirrored" and any(values[name] % values["num_cpu_devices"]
+                                                for name in ("batch_size", "eval_batch_size")):
+        return ("--batch_size and --eval_batch_size are global and must divide by --num_cpu_devices under "
+                "--strategy=mirrored")
+
+
+@_rule("profile_steps", "train_steps")
+def _profile_within_budget(values):
+    # An --epochs budget is known in steps only once the data is loaded; train() checks that case.
+    if values["profile_steps"] and values["train_steps"] and values["profile_steps"][1] > values["train_steps"]:
+        return f"--profile_steps ends after the run's last step {values['train_steps']}"
 
 
 def default_logdir(config):

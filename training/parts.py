@@ -93,12 +93,9 @@ def make_step_hooks(config, network, num_train_examples, total_steps):
     """``{checkpoint key: hook}`` of what acts after each optimizer step (see ``RunParts.step_hooks``)."""
     epoch = max(1, steps_per_epoch(config.batch_size, num_train_examples))  # a batch larger than the data: 1
     hooks, named = {}, network.named_weights()
-    if config.whitening_bias_epochs:
+    if config.whitening_bias_epochs:  # the config guarantees the architecture has such a bias
         biases = [named[f"{layer.spec.name}/bias"] for layer in network.plan
                   if isinstance(layer.spec, architecture.Whitening) and layer.spec.bias]
-        if not biases:
-            raise ValueError(f"--whitening_bias_epochs={config.whitening_bias_epochs} freezes the bias of a whitening "
-                             f"layer, but architecture '{config.arch}' has none; use a w{{size}}t first token")
         hooks["freeze"] = FreezeAfter(biases, round(config.whitening_bias_epochs * epoch))
     if config.lookahead_every:
         hooks["lookahead"] = Lookahead(named.values(), config.lookahead_every,

@@ -15,7 +15,7 @@ from absl import logging
 
 from training import data as data_lib
 from training import distribute, stopping
-from training.config import VALIDATION_SPLIT_SEED, custom_loop_only_settings
+from training.config import VALIDATION_SPLIT_SEED
 from training.errors import RunError
 from training.loops import LOOPS
 from training.parts import Run, build_parts, steps_per_epoch
@@ -45,7 +45,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         run_dir.lock()
         if run_dir.chief:
             run_dir.check(config)
-        check_loop_settings(config)
+        config.check_on_disk()
         dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
         validation = None
         if config.validation_split:
@@ -92,15 +92,6 @@ def run_results(config, dataset, strategy, network, train_steps, start, figures)
         arch=config.arch, impl=config.impl, loop=config.loop, batch_size=config.batch_size, seed=config.seed,
         data_source=dataset.source, precision=config.precision, strategy=type(strategy).__name__,
         num_replicas=strategy.num_replicas_in_sync)
-
-
-def check_loop_settings(config):
-    """Refuses a fit-loop config that sets custom-loop-only settings (flags are refused at parse time; a config
-    built in code is checked here), so that fit never trains or evaluates silently without them."""
-    ignored = custom_loop_only_settings(vars(config)) if config.loop == "fit" else []
-    if ignored:
-        raise ValueError(f"loop='fit' does not apply {', '.join(ignored)}: they act in the custom loop only; use "
-                         f"loop='custom'")
 
 
 def resolve_train_steps(config, num_train_examples):
