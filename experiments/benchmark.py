@@ -1,8 +1,9 @@
-"""Training throughput of the custom loop, ``fit``, the reference network and XLA, each with or without training
-augmentation: ``python -m experiments.benchmark [--flags]`` prints a markdown table of images/s per variant and
-each one's ratio to the custom Keras loop (or to the first variant listed without it), with the training FLOP/s
-each achieves and its share of this machine's peak, measured by a matmul and a conv probe in the same process
-(``experiments/throughput.py``).
+"""Training throughput of the custom loop, ``fit``, the reference network and XLA, in float32 or bfloat16, each
+with or without training augmentation: ``python -m experiments.benchmark [--flags]`` prints a markdown table of
+images/s per variant and each one's ratio to the custom Keras loop (or to the first variant listed without it),
+with the training FLOP/s each achieves and its share of this machine's peak in its precision, measured by matmul
+and conv probes in the same process (``experiments/throughput.py``). ``--recipe=<flagfile>`` times the train step
+a run of that recipe takes.
 """
 
 import sys
@@ -15,7 +16,7 @@ if __name__ == "__main__":
 
 from absl import flags as absl_flags  # noqa: E402
 
-from flags import benchmark_flags, cli  # noqa: E402
+from flags import benchmark_flags, cli, train_flags  # noqa: E402
 
 benchmark_flags.define_flags()
 FLAGS = absl_flags.FLAGS
@@ -29,9 +30,13 @@ def main(arguments):
     from training import data
     from training.config import TrainConfig
 
-    config = TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, arch=FLAGS.arch,
-                         batch_size=FLAGS.batch_size, steps_per_loop=FLAGS.steps_per_loop,
-                         crop_padding=FLAGS.crop_padding, flip=FLAGS.flip, seed=0)
+    if FLAGS.recipe:
+        config = train_flags.recipe_config(FLAGS.recipe, f"--data_dir={FLAGS.data_dir}", "--seed=0",
+                                           f"--steps_per_loop={FLAGS.steps_per_loop}")
+    else:
+        config = TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, arch=FLAGS.arch,
+                             batch_size=FLAGS.batch_size, steps_per_loop=FLAGS.steps_per_loop,
+                             crop_padding=FLAGS.crop_padding, flip=FLAGS.flip, seed=0)
     dataset = data.load(config.dataset, config.data_dir, allow_download=False)
     keras.utils.set_random_seed(0)
     peaks = throughput.peak_probes()

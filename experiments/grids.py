@@ -169,6 +169,8 @@ def optimizer(image_shape, num_classes):
 # The cheaper CIFAR-10 speed recipe (flags/cifar10_fast.cfg) as TrainConfig fields, for the ablation grid;
 # tests/test_presets.py checks that they are the flagfile's. Its budget: 4 epochs of the 45,000 images the
 # sweep's validation split leaves, at batch 1024 (43 steps an epoch), with the triangle's peak at 23% of them.
+# The numerics stay those the ablation table was measured in (float32, XLA), where the flagfile lets each
+# machine choose (--precision=auto).
 AIRBENCH_BATCH_SIZE = 1024
 AIRBENCH_ABLATION_STEPS = 4 * (round(50_000 * (1 - SWEEP_VALIDATION_SPLIT)) // AIRBENCH_BATCH_SIZE)
 AIRBENCH_FAST_RECIPE = dict(

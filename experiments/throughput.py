@@ -14,13 +14,14 @@ import time
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from experiments import variants
-from experiments.report import cpu_model
 from models import analysis
-from training import loop as loop_lib
 from training import parts as parts_lib
 from training import pipeline
+from training.config import CUSTOM_LOOP_ONLY
+from training.provenance import cpu_description
 
 UNBOUNDED_STEPS = 10**6  # the schedule's horizon: far beyond any benchmark, so the rate stays at its peak
 
@@ -41,13 +42,20 @@ class Runner:
 
 
 def variant_config(config, name):
-    """``config`` (a ``TrainConfig``) with the implementation, loop, XLA and augmentation of variant ``name``."""
-    impl, loop, jit_compile, augment = variants.parse(name)
-    return dataclasses.replace(config, impl=impl, loop=loop, jit_compile=jit_compile, augment=augment)
+    """``config`` (a ``TrainConfig``) with the implementation, loop, XLA, precision and augmentation of variant
+    ``name``; a config that augments already (a recipe's) keeps augmenting."""
+    impl, loop, jit_compile, augment, precision = variants.parse(name)
+    changes = dict(impl=impl, loop=loop, jit_compile=jit_compile, augment=augment or config.augment,
+                   precision=precision)
+    if loop == "fit":  # what only the custom loop applies is left out of fit's step, as --loop=fit requires
+        defaults = {field.name: field.default for field in dataclasses.fields(config)}
+        changes.update({name: defaults[name] for name in CUSTOM_LOOP_ONLY})
+    return dataclasses.replace(config, **changes)
 
 
 def make_runner(config, dataset, name):
-    """The ``Runner`` of variant ``name`` for ``config`` (a ``TrainConfig``) on ``dataset``."""
+    """The ``Runner`` of variant ``name`` for ``config`` (a ``TrainConfig``) on ``dataset``: the train step a run
+    of that config takes (``parts.make_run_train_loop``), fed by the run's input pipeline."""
     config = variant_config(config, name)
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
@@ -57,8 +65,7 @@ def make_runner(config, dataset, name):
     batches = pipeline.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, config.batch_size,
                                                  config.seed, parts.train_preprocess)
     iterator = iter(batches)
-    train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
-                                          parts.train_metrics, strategy, config.batch_size, config.jit_compile)
+    train_loop = parts_lib.make_run_train_loop(config, parts, strategy)
 
     def run_steps(steps):
         for _ in range(steps // config.steps_per_loop):
@@ -84,13 +91,16 @@ def _fit_runner(config, dataset, parts):
 def measure(config, dataset, variants, steps, rounds):
     """images/s of each variant in each of ``rounds`` interleaved rounds of ``steps`` steps: name -> list."""
     runners = {}
-    for name in variants:
+    for index, name in enumerate(variants, 1):
+        logging.info("benchmark: building and compiling variant %d of %d, %s", index, len(variants), name)
         runners[name] = make_runner(config, dataset, name)
         runners[name].warm_up(2 * config.steps_per_loop)
     seconds = {name: [] for name in variants}
-    for _ in range(rounds):
+    for round_number in range(1, rounds + 1):
         for name, runner in runners.items():
             seconds[name].append(runner.seconds_for(steps))
+        logging.info("benchmark: round %d of %d: %s images/s", round_number, rounds,
+                     ", ".join(f"{name} {steps * config.batch_size / s[-1]:.0f}" for name, s in seconds.items()))
     return {name: [steps * config.batch_size / t for t in times] for name, times in seconds.items()}
 
 
@@ -102,12 +112,18 @@ def training_flops_per_image(arch, dataset):
 
 
 def peak_probes(seconds=2.0):
-    """This machine's float32 FLOP/s on two dense kernels, in this process: a 2048x2048 matmul and a 3x3
-    convolution of 256 to 256 channels on 16 images of 16x16. The best of repeated calls within ``seconds``."""
-    matmul_a = tf.random.normal([2048, 2048])
-    conv_x, conv_k = tf.random.normal([16, 16, 16, 256]), tf.random.normal([3, 3, 256, 256])
-    probes = {"matmul": (lambda: tf.matmul(matmul_a, matmul_a), 2 * 2048**3),
-              "conv": (lambda: tf.nn.conv2d(conv_x, conv_k, 1, "SAME"), 2 * 16 * 16 * 16 * 9 * 256 * 256)}
+    """This machine's FLOP/s on two dense kernels, in this process: a 2048x2048 matmul and a 3x3 convolution of
+    256 to 256 channels on 16 images of 16x16, in float32 ("matmul", "conv") and in bfloat16 ("matmul_bf16",
+    "conv_bf16": native on CPUs with avx512_bf16 or amx_bf16, emulated elsewhere). The best of repeated calls
+    within ``seconds`` each."""
+    probes = {}
+    for suffix, dtype in (("", tf.float32), ("_bf16", tf.bfloat16)):
+        matmul_a = tf.cast(tf.random.normal([2048, 2048]), dtype)
+        conv_x = tf.cast(tf.random.normal([16, 16, 16, 256]), dtype)
+        conv_k = tf.cast(tf.random.normal([3, 3, 256, 256]), dtype)
+        probes[f"matmul{suffix}"] = (lambda a=matmul_a: tf.matmul(a, a), 2 * 2048**3)
+        probes[f"conv{suffix}"] = (lambda x=conv_x, k=conv_k: tf.nn.conv2d(x, k, 1, "SAME"),
+                                   2 * 16 * 16 * 16 * 9 * 256 * 256)
     peaks = {}
     for name, (run, flops) in probes.items():
         run().numpy()  # warm up
@@ -121,31 +137,34 @@ def peak_probes(seconds=2.0):
 
 
 def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
-    """The markdown table of ``measure``'s rates: the median of each variant's rounds, their range, and the
-    ratio of medians to the custom loop's (or the first variant's, when the custom loop was not measured)."""
+    """The markdown table of ``measure``'s rates: the median of each variant's rounds, their range, the ratio of
+    medians to the custom loop's (or the first variant's, when the custom loop was not measured), and the share
+    of the conv probe's peak in the variant's own precision."""
     rates = {name: statistics.median(values) for name, values in round_rates.items()}
     base_name = "custom" if "custom" in rates else next(iter(rates))
     base = rates[base_name]
     lines = [f"arch `{config.arch}`, global batch {config.batch_size}, {config.steps_per_loop} steps per call, "
-             f"median of {rounds} interleaved rounds of {steps} steps; {cpu_model()} ({platform.machine()}), "
+             f"median of {rounds} interleaved rounds of {steps} steps; {cpu_description()} ({platform.machine()}), "
              f"{os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}", ""]
     if peaks:
-        lines += [f"peak probes in this process: matmul {peaks['matmul'] / 1e9:.1f} GFLOP/s, conv "
-                  f"{peaks['conv'] / 1e9:.1f} GFLOP/s; training FLOPs per image {flops_per_image / 1e6:.1f}M "
-                  "(6 x the multiply-adds of convolutions and dense layers: x2 FLOPs, x3 forward and backward)", ""]
+        probes = ", ".join(f"{name} {peak / 1e9:.1f}" for name, peak in peaks.items())
+        lines += [f"peak probes in this process, GFLOP/s: {probes}; training FLOPs per image "
+                  f"{flops_per_image / 1e6:.1f}M (6 x the multiply-adds of convolutions and dense layers: x2 FLOPs, "
+                  "x3 forward and backward)", ""]
     if any(variants.parse(name)[3] for name in rates):
         lines += [f"augmented: crop with {config.crop_padding} pixels of padding, flip {config.flip}", ""]
-    lines += ["| variant | implementation | loop | XLA | augmented | images/s (median) | min–max over rounds | "
-              f"ratio to {base_name} | GFLOP/s | of conv peak |",
-              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| variant | implementation | loop | XLA | precision | augmented | images/s (median) | min–max over "
+              f"rounds | ratio to {base_name} | GFLOP/s | of conv peak in its precision |",
+              "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
-        impl, loop, *flags = variants.parse(name)
-        xla, augmented = ("yes" if flag else "no" for flag in flags)
+        impl, loop, jit, augment, precision = variants.parse(name)
+        xla, augmented = ("yes" if flag else "no" for flag in (jit, augment))
         ratio = f"{rate / base:.3f}"
         achieved = rate * flops_per_image if flops_per_image else None
         gflops = f"{achieved / 1e9:.1f}" if achieved else "-"
-        share = f"{100 * achieved / peaks['conv']:.0f}%" if achieved and peaks else "-"
+        peak = peaks and peaks.get("conv_bf16" if precision == "mixed_bfloat16" else "conv")
+        share = f"{100 * achieved / peak:.0f}%" if achieved and peak else "-"
         spread = f"{min(round_rates[name]):.0f}–{max(round_rates[name]):.0f}"
-        lines.append(f"| {name} | {impl} | {loop} | {xla} | {augmented} | {rate:.0f} | {spread} | {ratio} | "
-                     f"{gflops} | {share} |")
+        lines.append(f"| {name} | {impl} | {loop} | {xla} | {precision} | {augmented} | {rate:.0f} | {spread} | "
+                     f"{ratio} | {gflops} | {share} |")
     return "\n".join(lines)

@@ -10,13 +10,20 @@ VARIANTS = {
     "fit_xla": ("keras", "fit", True),
     "reference_xla": ("reference", "custom", True),
 }
-# Any variant with this suffix also crops and flips its training images (``config.crop_padding``, ``config.flip``)
-# in the input pipeline, as ``--augment`` does in a run: its ratio to the same variant without says what the
-# augmentation costs where the pipeline and the steps share the cores.
+# A variant with this suffix computes in bfloat16 (--precision=mixed_bfloat16: variables, batch-norm statistics,
+# the loss and the optimizer stay float32); without it, in float32.
+BFLOAT16 = "_bf16"
+# Any variant with this suffix (last) also crops and flips its training images (``config.crop_padding``,
+# ``config.flip``) in the input pipeline, as ``--augment`` does in a run: its ratio to the same variant without
+# says what the augmentation costs where the pipeline and the steps share the cores.
 AUGMENTED = "_augmented"
-VARIANT_NAMES = (*VARIANTS, *(name + AUGMENTED for name in VARIANTS))
+VARIANT_NAMES = tuple(f"{name}{bf16}{augmented}" for name in VARIANTS for bf16 in ("", BFLOAT16)
+                      for augmented in ("", AUGMENTED))
 
 
 def parse(name):
-    """``(implementation, loop, XLA, augmented)`` of the variant called ``name``."""
-    return (*VARIANTS[name.removesuffix(AUGMENTED)], name.endswith(AUGMENTED))
+    """``(implementation, loop, XLA, augmented, precision)`` of the variant called ``name``."""
+    augmented = name.endswith(AUGMENTED)
+    name = name.removesuffix(AUGMENTED)
+    precision = "mixed_bfloat16" if name.endswith(BFLOAT16) else "float32"
+    return (*VARIANTS[name.removesuffix(BFLOAT16)], augmented, precision)

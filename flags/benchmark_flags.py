@@ -1,5 +1,7 @@
 """Flags of ``python -m experiments.benchmark``."""
 
+import os
+
 from absl import flags as absl_flags
 
 from experiments.variants import VARIANT_NAMES
@@ -10,6 +12,10 @@ from training.dataset_info import DATASETS
 
 
 def define_flags():
+    absl_flags.DEFINE_string("recipe", "", "A training flagfile (e.g. flags/cifar10_speed.cfg) whose run's train step "
+                             "is timed: its network, batch, optimizer, augmentation and hooks (the variants set the "
+                             "implementation, loop, XLA and precision); then --dataset, --arch, --batch_size, "
+                             "--crop_padding and --flip are the recipe's and may not be given.")
     absl_flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset whose images are fed.")
     absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz; empty: Keras cache or bundled MNIST.")
     absl_flags.DEFINE_string("arch", architecture.DEFAULT_ARCH, "Architecture string or preset.")
@@ -18,8 +24,9 @@ def define_flags():
     absl_flags.DEFINE_integer("steps", 100, "Timed steps per round; a multiple of --steps_per_loop.")
     absl_flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median is reported.")
     absl_flags.DEFINE_list("variants", ["custom", "fit", "reference"],
-                           f"Any of {', '.join(VARIANT_NAMES)}; an _augmented variant also crops and flips its "
-                           "training images in the input pipeline, as --augment does in a run.")
+                           f"Any of {', '.join(VARIANT_NAMES)}; a _bf16 variant computes in mixed_bfloat16 (the "
+                           "others in float32), an _augmented one also crops and flips its training images in the "
+                           "input pipeline, as --augment does in a run.")
     absl_flags.DEFINE_integer("crop_padding", 4, "_augmented variants: pixels of reflected padding before the crop.")
     absl_flags.DEFINE_enum("flip", "random", list(FLIP_MODES), "_augmented variants: how images are flipped.")
     for name in ("batch_size", "steps_per_loop", "steps", "rounds"):
@@ -29,6 +36,13 @@ def define_flags():
     absl_flags.register_validator("crop_padding", lambda v: 0 <= v <= 16,
                                   message="--crop_padding must be an integer in [0, 16]")
     cli.register_arch_validator()
+    recipe_sets = ["dataset", "arch", "batch_size", "crop_padding", "flip"]
+    absl_flags.register_multi_flags_validator(
+        ["recipe", *recipe_sets],
+        lambda v: not v["recipe"] or not any(absl_flags.FLAGS[name].present for name in recipe_sets),
+        message=f"--recipe sets {', '.join('--' + name for name in recipe_sets)}; give them in the recipe")
+    absl_flags.register_validator("recipe", lambda v: not v or os.path.isfile(v),
+                                  message="--recipe must be an existing flagfile")
     absl_flags.register_multi_flags_validator(["steps", "steps_per_loop"],
                                               lambda v: v["steps"] % v["steps_per_loop"] == 0,
                                               message="--steps must be a multiple of --steps_per_loop")

@@ -67,14 +67,14 @@ def check_directory(name, required=False):
 TRAINING_BYTES_PER_PARAM = 16
 
 
-def register_arch_validator(arch_flag="arch", dataset_flag="dataset"):
+def register_arch_validator(arch_flag="arch", dataset_flag="dataset", flag_values=absl_flags.FLAGS):
     """Refuses, at parse time, an architecture that is malformed or does not fit the dataset's images (the
     message names the token and the shapes, from ``models.architecture.plan``), or whose weights alone could not
     be trained in this machine's memory."""
     from models import analysis
     from training.dataset_info import DATASETS
 
-    @absl_flags.multi_flags_validator([arch_flag, dataset_flag], message="")
+    @absl_flags.multi_flags_validator([arch_flag, dataset_flag], message="", flag_values=flag_values)
     def _arch_fits(values):
         info = DATASETS[values[dataset_flag]]
         try:

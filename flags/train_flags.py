@@ -19,8 +19,8 @@ def flag_name(field):
 _FIELDS = {field.name: field for field in config_lib.fields()}  # rules name fields, whose flags share the names
 
 
-def define_flags():
-    """Defines one flag per ``TrainConfig`` field on ``absl.flags.FLAGS`` (once per process). A flag is checked by
+def define_flags(flag_values=absl_flags.FLAGS):
+    """Defines one flag per ``TrainConfig`` field on ``flag_values`` (once per process). A flag is checked by
     its field's own check (``config.field_problem``), and the flags of each rule between settings by that rule
     (``config.RULES``): the code a ``TrainConfig`` built anywhere else runs.
 
@@ -30,21 +30,23 @@ def define_flags():
         meta, name = field.metadata, flag_name(field)
         default = config_lib.MAIN_JOB.get(field.name, field.default)
         if meta["choices"]:
-            absl_flags.DEFINE_enum(name, default, list(meta["choices"]), meta["help"])
+            absl_flags.DEFINE_enum(name, default, list(meta["choices"]), meta["help"], flag_values=flag_values)
         elif field.type is tuple:
-            absl_flags.DEFINE_list(name, [str(v) for v in default], meta["help"])
+            absl_flags.DEFINE_list(name, [str(v) for v in default], meta["help"], flag_values=flag_values)
         else:
-            _DEFINE[field.type](name, default, meta["help"])
-        absl_flags.register_validator(name, _field_check(field), message="")
+            _DEFINE[field.type](name, default, meta["help"], flag_values=flag_values)
+        absl_flags.register_validator(name, _field_check(field), message="", flag_values=flag_values)
     for rule in config_lib.RULES:
-        absl_flags.register_multi_flags_validator(list(rule.names), _rule_check(rule), message="")
-    cli.register_arch_validator()  # the machine's memory, which a config built elsewhere may not be trained on
+        absl_flags.register_multi_flags_validator(list(rule.names), _rule_check(rule), message="",
+                                                  flag_values=flag_values)
+    # The machine's memory, which a config built elsewhere may not be trained on.
+    cli.register_arch_validator(flag_values=flag_values)
 
-    @absl_flags.multi_flags_validator(["train_steps", "epochs"],
+    @absl_flags.multi_flags_validator(["train_steps", "epochs"], flag_values=flag_values,
                                       message="give either --train_steps or --epochs, not both")
     def _one_budget(values):
         del values  # Whether a flag was given matters here, not its value: a config always has both fields.
-        return not (absl_flags.FLAGS["train_steps"].present and absl_flags.FLAGS["epochs"].present)
+        return not (flag_values["train_steps"].present and flag_values["epochs"].present)
 
 
 def _field_check(field):
@@ -92,6 +94,19 @@ def config_from_flags(values):
     if not values["train_steps"].present:
         fields["train_steps"] = 0  # the budget is --epochs
     return TrainConfig(**fields)
+
+
+def recipe_config(flagfile, *overrides):
+    """The ``TrainConfig`` that ``python -m training.train --flagfile=<flagfile> <overrides>`` would train, parsed
+    and checked by the training flags themselves (in flag values of its own, so any command can read a recipe).
+    Raises ``config.ConfigError`` with the parser's one line."""
+    values = absl_flags.FlagValues()
+    define_flags(values)
+    try:
+        values(["recipe", f"--flagfile={flagfile}", *overrides])
+    except absl_flags.Error as error:
+        raise config_lib.ConfigError(f"recipe {flagfile}: {error}") from None
+    return config_from_flags(values)
 
 
 def flagfile_text(values, config):

@@ -352,8 +352,8 @@ def test_runs_that_cannot_be_exported_are_refused_in_one_line(broken_runs):
         run["missing"]: f"run directory {run['missing']} does not exist",
         run["no_checkpoint"]:
             f"{run['no_checkpoint']}/checkpoints holds no checkpoint yet; wait for the run's first one",
-        run["unknown_dataset"]: f"{run['unknown_dataset']}/config.json: run of unknown dataset 'svhn'; this code knows "
-                                f"mnist, fashion_mnist, cifar10, cifar100",
+        run["unknown_dataset"]: f"{run['unknown_dataset']}/config.json: setting dataset='svhn': --dataset must be one "
+                                f"of mnist, fashion_mnist, cifar10, cifar100",
         run["data_gone"]: f"the run standardised its images with its training set's per-channel mean and std, but "
                           f"{run['empty_data']}/mnist.npz (the run's data_dir {run['empty_data']}) cannot be found; "
                           f"pass --data_dir=<folder holding mnist.npz>",

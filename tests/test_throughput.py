@@ -16,10 +16,10 @@ def test_the_table_states_achieved_flops_and_the_share_of_the_conv_peak():
     config = TrainConfig(arch="c4k3-m2-d16", batch_size=64)
     text = throughput.table({"custom": [900.0, 1000.0, 1200.0], "fit": [500.0, 450.0, 520.0]}, config, steps=10,
                             rounds=3, flops_per_image=2e6, peaks={"matmul": 8e9, "conv": 10e9})
-    assert "matmul 8.0 GFLOP/s, conv 10.0 GFLOP/s" in text
+    assert "peak probes in this process, GFLOP/s: matmul 8.0, conv 10.0;" in text
     # Medians 1000 and 500 images/s, x 2 MFLOP per image.
-    assert "| custom | keras | custom | no | no | 1000 | 900–1200 | 1.000 | 2.0 | 20% |" in text
-    assert "| fit | keras | fit | no | no | 500 | 450–520 | 0.500 | 1.0 | 10% |" in text
+    assert "| custom | keras | custom | no | float32 | no | 1000 | 900–1200 | 1.000 | 2.0 | 20% |" in text
+    assert "| fit | keras | fit | no | float32 | no | 500 | 450–520 | 0.500 | 1.0 | 10% |" in text
     assert "augmented:" not in text
 
 
@@ -31,11 +31,27 @@ def test_an_augmented_variant_is_its_plain_variant_with_augmentation_and_says_ho
     assert throughput.variant_config(config, "fit_xla") == dataclasses.replace(augmented, augment=False)
     text = throughput.table({"custom": [1000.0], "custom_augmented": [800.0]}, config, steps=10, rounds=1)
     assert "augmented: crop with 2 pixels of padding, flip alternating" in text
-    assert "| custom_augmented | keras | custom | no | yes | 800 | 800–800 | 0.800 | - | - |" in text
+    assert "| custom_augmented | keras | custom | no | float32 | yes | 800 | 800–800 | 0.800 | - | - |" in text
     # Without the custom loop among them, ratios are to the first variant measured.
     text = throughput.table({"fit_xla": [500.0], "fit_xla_augmented": [450.0]}, config, steps=10, rounds=1)
     assert "| images/s (median) | min–max over rounds | ratio to fit_xla |" in text
-    assert "| fit_xla_augmented | keras | fit | yes | yes | 450 | 450–450 | 0.900 | - | - |" in text
+    assert "| fit_xla_augmented | keras | fit | yes | float32 | yes | 450 | 450–450 | 0.900 | - | - |" in text
+
+
+def test_a_bfloat16_variant_computes_in_bfloat16_and_is_compared_with_its_own_peak():
+    config = TrainConfig(arch="c4k3-m2-d16", batch_size=64)
+    assert throughput.variant_config(config, "custom_xla_bf16").precision == "mixed_bfloat16"
+    assert throughput.variant_config(config, "custom_xla").precision == "float32"
+    text = throughput.table({"custom": [1000.0], "custom_bf16": [1500.0]}, config, steps=10, rounds=1,
+                            flops_per_image=2e6, peaks={"conv": 10e9, "conv_bf16": 30e9})
+    assert "| custom_bf16 | keras | custom | no | mixed_bfloat16 | no | 1500 | 1500–1500 | 1.500 | 3.0 | 10% |" in text
+
+
+def test_a_recipe_keeps_its_augmentation_and_fit_drops_what_only_the_custom_loop_applies():
+    recipe = TrainConfig(arch="c4k3-m2-d16", batch_size=64, augment=True, lookahead_every=5, bn_bias_lr_scale=64)
+    assert throughput.variant_config(recipe, "custom").augment
+    fit = throughput.variant_config(recipe, "fit")
+    assert (fit.augment, fit.lookahead_every, fit.bn_bias_lr_scale) == (True, 0, 1.0)
 
 
 def test_a_tiny_measurement_and_the_probes_give_positive_rates(tiny_mnist):

@@ -30,6 +30,7 @@ FIXED, FREE = "fixed", "free"
 MAX_STEPS = 2**31 - 1  # step counters and schedules are int32/float32 inside TensorFlow
 MAX_SEED = 2**32 - 1  # keras.utils.set_random_seed and NumPy take seeds below 2**32
 VALIDATION_SPLIT_SEED = 0  # one held-out set for every run, so validation accuracies compare across runs
+AUTO_PRECISION = "auto"  # --precision chosen by timing the train step (training/numerics.py)
 MAX_BATCH = 2**20  # images per global batch; far beyond any dataset here, and far below int32 overflow
 
 
@@ -161,7 +162,8 @@ class TrainConfig:
     seed: int = _field(0, "Seed of weight initialisation, data order, dropout and augmentation.",
                        check=_non_negative(MAX_SEED))
     deterministic: bool = _field(False, "Use deterministic kernels: bit-reproducible, slower.", resume=FREE)
-    jit_compile: bool = _field(False, "Compile the train step with XLA.", resume=FREE)
+    jit_compile: bool = _field(False, "Compile the train step with XLA (with --precision=auto: only XLA numerics "
+                               "are timed).", resume=FREE)
 
     # Devices and numerics.
     strategy: str = _field("default", "tf.distribute strategy. auto: mirrored on 2+ GPUs, one_device on 1 GPU, "
@@ -174,8 +176,12 @@ class TrainConfig:
                                   check=_positive(7 * 24 * 3600))
     tf32: bool = _field(True, "Allow TensorFloat-32 matmuls and convolutions on Ampere and newer GPUs "
                         "(TensorFlow's default).", resume=FREE)
-    precision: str = _field("float32", "Compute dtype; variables stay float32. mixed_float16 scales the loss "
-                            "dynamically.", choices=PRECISIONS)
+    precision: str = _field("float32", "Compute dtype; variables, batch-norm statistics, the loss and the "
+                            "optimizer stay float32. mixed_float16 scales the loss dynamically. auto: the fastest "
+                            "train step on this machine of float32 and mixed_bfloat16 (where bfloat16 is native), "
+                            "each with and without XLA (only with XLA under --jit_compile), timed on the run's own "
+                            "step at its first start and cached per machine (training/numerics.py).",
+                            choices=(*PRECISIONS, AUTO_PRECISION))
     profile_steps: tuple = _field((), "FIRST,LAST: record a TensorBoard profile of these training steps (1-based, "
                                   "inclusive) into <logdir>/plugins/profile.", resume=FREE, item=int,
                                   check=(lambda v: not v or (len(v) == 2 and 1 <= v[0] <= v[1]),
@@ -361,6 +367,14 @@ def _batches_divide_over_cpus(values):
                                                 for name in ("batch_size", "eval_batch_size")):
         return ("--batch_size and --eval_batch_size are global and must divide by --num_cpu_devices under "
                 "--strategy=mirrored")
+
+
+@_rule("precision", "loop", "strategy")
+def _auto_precision_where_it_is_timed(values):
+    # The probe times the custom loop's step; the workers of a multi-worker run would each time their own and
+    # could choose differently.
+    if values["precision"] == AUTO_PRECISION and (values["loop"] != "custom" or values["strategy"] == "multi_worker"):
+        return "--precision=auto times the custom loop's step on one machine; give --precision explicitly"
 
 
 @_rule("profile_steps", "train_steps")

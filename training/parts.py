@@ -11,6 +11,7 @@ from models import architecture
 from models.network import build_network
 from models.whitening import initialise_whitening
 from training import data as data_lib
+from training import loop as loop_lib
 from training import pipeline
 from training.freezing import FreezeAfter
 from training.lookahead import Lookahead
@@ -127,6 +128,14 @@ def distributed_train_batches(run, start_step):
     config, dataset = run.config, run.dataset
     return pipeline.distributed_train_dataset(run.strategy, dataset.x_train, dataset.y_train, config.batch_size,
                                               config.seed, run.parts.train_preprocess, skip_batches=start_step)
+
+
+def make_run_train_loop(config, parts, strategy):
+    """The compiled train function a run trains with (``loop.make_train_loop``), with its gradient scales and
+    step hooks: the custom loop, the numerics probe and the benchmark all time this one."""
+    return loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss, parts.train_metrics,
+                                    strategy, config.batch_size, config.jit_compile, parts.gradient_scales,
+                                    tuple(parts.step_hooks.values()))
 
 
 def distributed_eval_batches(run, x, y):

@@ -7,16 +7,43 @@ import subprocess
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cpu_model():
-    """The CPU's model name as ``lscpu`` prints it (from /proc/cpuinfo), or the platform's processor field."""
+# Instruction sets that compute bfloat16 natively (AVX-512 BF16 on Zen 4+ and Cooper Lake+; AMX tiles on Sapphire
+# Rapids+): where neither is present, bfloat16 is emulated and slower than float32.
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpuinfo():
+    """The first processor's fields of /proc/cpuinfo (``{"model name": ..., "cpu family": ..., ...}``), or {}."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as file:
             for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                name, _, value = line.partition(":")
+                fields[name.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return fields
+
+
+def cpu_model():
+    """The CPU's model name as ``lscpu`` prints it (from /proc/cpuinfo), or the platform's processor field."""
+    return _cpuinfo().get("model name") or platform.processor() or "unknown CPU"
+
+
+def cpu_description():
+    """The CPU as a speed figure needs it named: model name, family and model numbers (a virtual machine's model
+    name may be only "AMD EPYC", shared by generations that differ in speed), and its native bfloat16 flags."""
+    info = _cpuinfo()
+    flags = [flag for flag in BFLOAT16_FLAGS if flag in info.get("flags", "").split()]
+    return (f"{cpu_model()}, family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
+            f"{'+'.join(flags) if flags else 'no native bfloat16'}")
+
+
+def native_bfloat16_cpu():
+    """Whether the CPU computes bfloat16 natively (``BFLOAT16_FLAGS``)."""
+    return bool(set(_cpuinfo().get("flags", "").split()) & set(BFLOAT16_FLAGS))
 
 
 def git_commit(repo_dir=REPO_DIR):

@@ -130,7 +130,10 @@ class RunDir:
         if not os.path.exists(self.file(CONFIG)):
             raise RunError(f"{self.path} holds no {CONFIG}; pass a run directory written by training.train")
         saved = self.read_saved()
-        config, unknown = config_lib.from_json(saved["config"])
+        try:
+            config, unknown = config_lib.from_json(saved["config"])
+        except config_lib.ConfigError as error:  # a damaged file, or a run of code that allowed other settings
+            raise RunError(f"{self.file(CONFIG)}: {error}") from None
         if unknown:  # a run of another version of the code; what it computed is still described by the rest
             logging.warning("%s: ignoring fields TrainConfig does not know: %s", self.file(CONFIG), ", ".join(unknown))
         network = saved.get("network")
@@ -140,9 +143,10 @@ class RunDir:
             config = dataclasses.replace(config, arch=network)
         return config
 
-    def prepare(self, config, flagfile=None, from_step=0):
+    def prepare(self, config, flagfile=None, from_step=0, numerics=None):
         """Creates the directory and records this start in config.json (and flags.txt when ``flagfile`` text is
-        given). Earlier starts stay in the history, with the fields this one changed."""
+        given). Earlier starts stay in the history, with the fields this one changed and, under
+        ``--precision=auto``, the ``numerics`` it computed in and why (``training.numerics.Choice.record``)."""
         if not self.chief:
             return
         os.makedirs(self.path, exist_ok=True)
@@ -157,6 +161,8 @@ class RunDir:
         history.append(dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                             from_step=from_step, changed=changed, commit=provenance.git_commit(),
                             cpu=provenance.cpu_model()))
+        if numerics:
+            history[-1]["numerics"] = numerics
         _write_atomically(self.file(CONFIG), json.dumps(dict(config=config_lib.as_json(config),
                                                              network=architecture.resolve(config.arch),
                                                              history=history), indent=2))

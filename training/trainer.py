@@ -7,6 +7,7 @@ real thing on tiny arrays.
 
 import dataclasses
 import math
+import os
 import time
 
 import keras
@@ -14,12 +15,12 @@ import tensorflow as tf
 from absl import logging
 
 from training import data as data_lib
-from training import distribute, stopping
+from training import distribute, numerics, stopping
 from training.config import VALIDATION_SPLIT_SEED
 from training.errors import RunError
 from training.loops import LOOPS
 from training.parts import Run, build_parts, steps_per_epoch
-from training.rundir import RunDir
+from training.rundir import CONFIG, RunDir
 
 __all__ = ["RunError", "TrainResult", "train"]
 
@@ -43,6 +44,10 @@ def train(config, dataset=None, strategy=None, flagfile=None):
     failed = True
     try:
         run_dir.lock()
+        saved = run_dir.read_saved() if os.path.exists(run_dir.file(CONFIG)) else None
+        choice = numerics.from_saved_run(config, saved)
+        if choice:
+            config = choice.applied(config)
         if run_dir.chief:
             run_dir.check(config)
         config.check_on_disk()
@@ -55,6 +60,11 @@ def train(config, dataset=None, strategy=None, flagfile=None):
                      len(dataset.x_test))
         total_steps = resolve_train_steps(config, len(dataset.x_train))
         check_profile_range(config, total_steps)
+        if config.precision == numerics.AUTO:
+            choice = numerics.choose(config, dataset, strategy, total_steps)
+            config = choice.applied(config)
+        if choice:
+            logging.info("%s", choice.describe())
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -66,7 +76,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         state.update({key: hook.checkpoint_state() for key, hook in parts.step_hooks.items()})
         checkpoint = tf.train.Checkpoint(**state)
         run_dir.restore_latest(checkpoint, step)
-        run_dir.prepare(config, flagfile, from_step=int(step))  # only now: a failed start leaves no run behind
+        run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None)  # only now: a failed start leaves no run behind
         # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
         # a checkpoint is a collective save, and a signal reaches one worker only.
         with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:
