@@ -5,6 +5,7 @@ import dataclasses
 import re
 
 import pytest
+from conftest import REPO_ROOT
 
 from experiments import grids, runner
 from training import config as config_lib
@@ -112,3 +113,13 @@ def test_every_rule_is_registered_on_the_flags_it_names():
         assert set(rule.names) <= names, rule
         values = {field.name: field.default for field in config_lib.fields()}
         assert rule.problem({name: values[name] for name in rule.names}) is None, rule
+
+
+def test_a_recipe_reads_into_the_config_its_command_would_train():
+    from flags import train_flags
+
+    config = train_flags.recipe_config(REPO_ROOT / "flags" / "cifar10_speed.cfg", "--batch_size=512")
+    assert (config.arch, config.batch_size, config.precision, config.lookahead_every) == ("airbench94", 512, "auto", 5)
+    with pytest.raises(ConfigError, match=re.escape("cifar10_speed.cfg: flag --batch_size=0: --batch_size must be "
+                                                    "a positive integer")):
+        train_flags.recipe_config(REPO_ROOT / "flags" / "cifar10_speed.cfg", "--batch_size=0")
