@@ -123,3 +123,11 @@ def test_a_recipe_reads_into_the_config_its_command_would_train():
     with pytest.raises(ConfigError, match=re.escape("cifar10_speed.cfg: flag --batch_size=0: --batch_size must be "
                                                     "a positive integer")):
         train_flags.recipe_config(REPO_ROOT / "flags" / "cifar10_speed.cfg", "--batch_size=0")
+
+
+def test_adam_takes_its_betas_from_the_config():
+    from training import parts
+
+    config = TrainConfig(adam_beta_1=0.7, adam_beta_2=0.9)
+    optimizer = parts.make_optimizer(config, total_steps=10, variables=[])
+    assert (optimizer.beta_1, optimizer.beta_2) == (0.7, 0.9)

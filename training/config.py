@@ -89,6 +89,10 @@ class TrainConfig:
     momentum: float = _field(0.9, "SGD momentum coefficient, in [0, 1) (ignored by Adam).",
                              check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
     nesterov: bool = _field(False, "Use Nesterov momentum with SGD.")
+    adam_beta_1: float = _field(0.9, "Adam's decay of its mean of gradients, in [0, 1) (Keras' default 0.9).",
+                                check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    adam_beta_2: float = _field(0.999, "Adam's decay of its mean of squared gradients, in [0, 1) (Keras' default "
+                                "0.999).", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
     lr_schedule: str = _field("constant", "Decay after the warmup.", choices=SCHEDULES)
     warmup_steps: int = _field(0, "Steps of linear warmup from 0 to --learning_rate.", check=_non_negative(MAX_STEPS))
     decay_rate: float = _field(0.1, "exponential: factor per --decay_steps; piecewise: factor at each boundary. "

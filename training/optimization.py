@@ -58,7 +58,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                     decay_rate=self.decay_rate, decay_steps=self.decay_steps, boundaries=self.boundaries)
 
 
-def build_optimizer(name, learning_rate, momentum=0.9, nesterov=False, weight_decay=0.0):
+def build_optimizer(name, learning_rate, momentum=0.9, nesterov=False, weight_decay=0.0, adam_betas=(0.9, 0.999)):
     """A Keras optimizer; ``learning_rate`` is a float or a ``Schedule``.
 
     Weight decay is Keras' decoupled decay (``w -= lr * weight_decay * w`` per update); callers exclude biases
@@ -66,7 +66,8 @@ def build_optimizer(name, learning_rate, momentum=0.9, nesterov=False, weight_de
     """
     decay = weight_decay or None
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+        beta_1, beta_2 = adam_betas
+        return keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2, weight_decay=decay)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=decay)
     raise ValueError(f"unknown optimizer '{name}'; choose one of {', '.join(OPTIMIZERS)}")

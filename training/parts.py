@@ -151,7 +151,8 @@ def make_optimizer(config, total_steps, variables):
     """
     schedule = Schedule(config.lr_schedule, config.learning_rate, total_steps, config.warmup_steps,
                         config.decay_rate, config.decay_steps, config.piecewise_boundaries)
-    optimizer = build_optimizer(config.optimizer, schedule, config.momentum, config.nesterov, config.weight_decay)
+    optimizer = build_optimizer(config.optimizer, schedule, config.momentum, config.nesterov, config.weight_decay,
+                                (config.adam_beta_1, config.adam_beta_2))
     if not config.decay_biases:
         exclude_from_decay(optimizer, variables)
     if config.precision == "mixed_float16":
