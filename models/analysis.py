@@ -1,10 +1,10 @@
 """Where the parameters and the multiply-adds of a network sit, and the MLP with as many parameters.
 
 Pure Python on top of ``architecture.plan`` and the counts each layer kind declares (``architecture.KINDS``): no
-Keras, so a table costs nothing to make. Parameter counts are those of Keras' ``count_params`` (batch norm holds 4 vectors per channel: gamma and beta, trained, and the
-moving mean and variance, not trained; 3 in ``B{filters}`` blocks, which have no gamma); the frozen whitening
-kernel counts as a parameter but not a trained one. ``tests/test_analysis.py`` checks them against the built
-models.
+Keras, so a table costs nothing to make. Parameter counts are those of Keras' ``count_params`` (batch norm holds
+4 vectors per channel: gamma and beta, trained, and the moving mean and variance, not trained; 3 in
+``B{filters}`` blocks, which have no gamma); the frozen whitening kernel counts as a parameter but not a trained
+one. ``tests/test_analysis.py`` checks them against the built models.
 
 Multiply-adds (MACs) are counted per image for convolutions and dense layers only: a conv computes
 ``H_out * W_out * k * k * C_in * C_out`` of them, a dense layer ``in * out``. The first conv of a ``B{filters}``

@@ -584,5 +584,27 @@ def plan(arch, input_shape, num_classes):
     return tuple(planner.layers)
 
 
+def outputs_of_layers(planned, names, step, x):
+    """``{name: output}`` of the layers of ``planned`` (a plan) called ``names``, in plan order.
+
+    Feeds ``x`` through the layers with ``step(index, x) -> x`` (an implementation runs its own layer
+    ``planned[index]``), and stops after the last layer named. Raises ``ValueError`` for a name the plan does not
+    have, listing the names it has.
+    """
+    wanted = set(names)
+    missing = wanted - {layer.spec.name for layer in planned}
+    if missing:
+        raise ValueError(f"the network has no layer named {', '.join(sorted(missing))}; its layers are "
+                         f"{', '.join(layer.spec.name for layer in planned)}")
+    outputs = {}
+    for index, layer in enumerate(planned):
+        if len(outputs) == len(wanted):
+            break
+        x = step(index, x)
+        if layer.spec.name in wanted:
+            outputs[layer.spec.name] = x
+    return outputs
+
+
 if __doc__:  # None under python -OO
     __doc__ = __doc__.replace("{token_table}", token_table())
