@@ -10,7 +10,9 @@ plan), the tokens that make it (grammar, pattern, parser), what it counts (param
 by ``models.analysis``) and what inspection shows of it (a convolution's feature maps and first kernel). Each
 implementation builds a kind from its own table, keyed as ``KINDS`` is: ``models.keras_cnn.KERAS_LAYERS`` and
 ``reference.network.REFERENCE_LAYERS``. ``COVERAGE_ARCHS`` uses every token and suffix, and
-``tests/test_layer_kinds.py`` fails when a kind lacks one of its parts or a token is not covered.
+``tests/test_layer_kinds.py`` fails when a kind lacks one of its parts or a token is not covered. A new kind is a
+section here (record, parser, counts, ``Kind`` entry in ``KINDS``, a use in ``COVERAGE_ARCHS``), an entry in each
+implementation's table, and a row in README's token table.
 
 The tokens (this table is made from ``KINDS`` when the module loads: ``help(models.architecture)`` shows it):
 
