@@ -58,20 +58,17 @@ def pixel_bounds(preprocess, channels):
 
 def filter_means(model, layer, filters, low, high):
     """``fn(p) -> (F,)``: for images ``p`` ``(F, H, W, C)`` on the pixel scale, filter ``filters[i]``'s mean
-    activation over the output of block ``layer`` of the Keras CNN ``model`` (inference mode) on image i."""
-    names = [block.name for block in model.stack]
-    if layer not in names:
-        raise ValueError(f"the model has no layer named {layer}")
-    stack = model.stack[:names.index(layer) + 1]
+    activation over the output of layer ``layer`` of the network ``model`` (either implementation, inference
+    mode) on image i."""
+    shapes = {planned.spec.name: planned.output_shape for planned in model.plan}
+    if layer not in shapes:
+        raise ValueError(f"the network has no layer named {layer}")
     low = tf.constant(low, tf.float32)
     span = tf.constant(high, tf.float32) - low
-    channels = model.plan[names.index(layer)].output_shape[-1]
-    chosen = tf.one_hot(np.asarray(filters), channels)  # (F, channels): picks filter i's channel for image i
+    chosen = tf.one_hot(np.asarray(filters), shapes[layer][-1])  # (F, channels): picks filter i's channel for image i
 
     def means(p):
-        x = tf.cast(low + p * span, model.compute_dtype)
-        for block in stack:
-            x = block(x, training=False)
+        x = model.layer_outputs(low + p * span, [layer])[layer]
         return tf.reduce_sum(tf.reduce_mean(tf.cast(x, tf.float32), axis=(1, 2)) * chosen, axis=1)
 
     return means
@@ -105,7 +102,7 @@ def maximise(model, layer, filters, low, high, ascent=Ascent()):
     ``low``/``high`` from ``pixel_bounds``. Returns ``Maximised``; the same ``ascent.seed`` gives the same images."""
     means = filter_means(model, layer, filters, low, high)
     rng = np.random.default_rng(ascent.seed)
-    shape = (len(filters),) + tuple(model.image_shape)
+    shape = (len(filters),) + tuple(model.plan[0].input_shape)
     start = (0.5 + ascent.start_noise * (rng.uniform(size=shape) - 0.5)).astype(np.float32)
 
     @tf.function

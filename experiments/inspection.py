@@ -32,7 +32,6 @@ from absl import logging
 
 from experiments import activation_max, visuals
 from models import architecture
-from reference import copy_weights
 from training import data as data_lib
 from training.config import TrainConfig
 from training.errors import OneLineError, RunError
@@ -49,7 +48,7 @@ class InspectError(OneLineError, ValueError):
 @dataclasses.dataclass
 class RestoredRun:
     config: TrainConfig
-    model: object  # a Keras CNN (models.CNN) holding the checkpoint's weights
+    model: object  # the run's Network, as its impl builds it, holding the checkpoint's weights
     checkpoint: str  # path prefix of the restored checkpoint
     step: int  # training step of that checkpoint
 
@@ -63,39 +62,25 @@ def load_config(run_dir):
 
 
 def restore_run(run_dir):
-    """The run's model with the weights of its latest checkpoint, as a float32-variable Keras CNN.
-
-    A reference-network run is restored as such, then its weights are copied into the equivalent Keras CNN
-    (``reference.copy_weights`` is exact), so activations are always read from ``model.stack``.
-    """
+    """The run's network, as its ``impl`` builds it (either implementation), with the weights of its latest
+    checkpoint."""
     config = load_config(run_dir)
     model = build_run_network(config)
     try:
         latest, step = RunDir(run_dir).restore_weights(model, config.arch)
     except RunError as error:
         raise InspectError(str(error)) from None
-    return RestoredRun(config, _as_keras(model, config), latest, step)
-
-
-def _as_keras(model, config):
-    """A Keras CNN holding ``model``'s weights (an exact copy, whichever implementation ``model`` is), so
-    activations are read from ``keras_model.stack`` alike for both."""
-    keras_model = build_run_network(config, "keras")
-    copy_weights(model, keras_model)
-    return keras_model
-
-
-# Blocks whose output is a stack of feature maps: convs, residual blocks, airbench's whitening layer and blocks.
-CONV_SPECS = (architecture.Conv, architecture.Residual, architecture.Whitening, architecture.Block)
+    return RestoredRun(config, model, latest, step)
 
 
 def conv_blocks(model):
-    """Names of the model's conv blocks (``CONV_SPECS``), in order."""
-    return [layer.spec.name for layer in model.plan if isinstance(layer.spec, CONV_SPECS)]
+    """Names of the network's conv blocks, in order: the layers whose kind is a convolution
+    (``architecture.CONV``), whose output is a stack of feature maps."""
+    return architecture.layers_of_role(model.plan, architecture.CONV)
 
 
 def choose_layers(model, names):
-    """``names`` checked against the model, or every conv block (``CONV_SPECS``) when ``names`` is empty."""
+    """``names`` checked against the network, or every conv block when ``names`` is empty."""
     blocks = conv_blocks(model)
     if not blocks:
         raise InspectError(f"arch {model.arch} has no conv block to look inside")
@@ -110,19 +95,23 @@ def choose_layers(model, names):
     return list(names) or blocks
 
 
+def first_kernel_variable(model):
+    """``(name, variable)`` of the first conv block: the HWIO kernel its kind names (``Kind.kernel``)."""
+    spec = next(layer.spec for layer in model.plan if layer.spec.name == conv_blocks(model)[0])
+    return spec.name, model.named_weights()[f"{spec.name}/{architecture.kind_of(spec).kernel}"]
+
+
 def first_kernel(model):
-    """``(name, kernel)`` of the first conv block: its (first) convolution's HWIO kernel."""
-    name = conv_blocks(model)[0]
-    block = next(layer for layer in model.stack if layer.name == name)
-    conv = getattr(block, "conv", None) or block.conv1  # ConvBlock/WhiteningBlock.conv, or Residual/Airbench conv1
-    return name, np.asarray(conv.kernel, np.float32)
+    """``(name, kernel)`` of the first conv block: its (first) convolution's HWIO kernel, float32."""
+    name, variable = first_kernel_variable(model)
+    return name, np.asarray(variable, np.float32)
 
 
 def initial_kernel(config):
-    """The first conv kernel as ``trainer.train`` initialised it: the model rebuilt right after seeding Keras
+    """The first conv kernel as ``trainer.train`` initialised it: the network rebuilt right after seeding Keras
     with ``config.seed``, as ``train`` does. Seeds Python's, NumPy's and TensorFlow's global generators."""
     keras.utils.set_random_seed(config.seed)
-    return first_kernel(_as_keras(build_run_network(config), config))[1]
+    return first_kernel(build_run_network(config))[1]
 
 
 def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_images=2000, max_filters=32,
@@ -149,7 +138,7 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
     maps = visuals.block_outputs(model, preprocess(tf.constant(shown), None)[0], layers)  # {layer: (n, H, W, F)}
     about = (f"run {os.path.basename(os.path.normpath(run_dir))}: arch {config.arch}, {config.dataset}, "
              f"step {run.step}")
-    bounds = activation_max.pixel_bounds(preprocess, model.image_shape[-1])
+    bounds = activation_max.pixel_bounds(preprocess, model.plan[0].input_shape[-1])
 
     pictures = kernel_pictures(model, config, about, shared_scale)
     for name in layers:
@@ -171,7 +160,8 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
 
 def kernel_pictures(model, config, about, shared_scale):
     """``{("filters", layer): picture, ("filters_change", layer): picture}`` of the first conv layer's kernels."""
-    layer, kernel = first_kernel(model)
+    layer, variable = first_kernel_variable(model)
+    kernel = np.asarray(variable, np.float32)
     size = "x".join(map(str, kernel.shape[:3]))
     pictures = {
         ("filters", layer): visuals.annotate(
@@ -179,8 +169,8 @@ def kernel_pictures(model, config, about, shared_scale):
             [f"{layer} kernels ({size}: height x width x input channels), a tile per filter", about],
             visuals.value_bar(kernel, shared_scale, "kernel weight")),
     }
-    if isinstance(model.plan[0].spec, architecture.Whitening):
-        return pictures  # computed from the training images, never trained: there is no change to draw
+    if not variable.trainable:
+        return pictures  # frozen (whitening: computed from the training images): there is no change to draw
     change = kernel - initial_kernel(config)
     return {
         **pictures,

@@ -1,7 +1,7 @@
 """Pictures of what a trained CNN computes: image grids of kernels, feature maps and top-activating images.
 
-Grid helpers take and return NumPy arrays (uint8 HWC images); the activation helpers take a Keras CNN from
-``models.build_model`` and batches of preprocessed images. Nothing here reads flags or files.
+Grid helpers take and return NumPy arrays (uint8 HWC images); the activation helpers take a network of either
+implementation (``models.build_network``) and batches of preprocessed images. Nothing here reads flags or files.
 
 A grid given a ``layer`` labels each tile above it (``"conv1 f3"``: layer and filter index). ``annotate`` then
 puts a title above the grid and a colour bar below it, with the values black and white stand for and whether
@@ -297,23 +297,9 @@ def top_k_indices(activations, k):
 
 
 def block_outputs(model, images, layer_names):
-    """Outputs of the named blocks of a Keras CNN (``models.CNN``) for one batch of preprocessed images.
-
-    Runs ``model.stack`` in inference mode up to the last named layer; returns ``{name: (B, H, W, F) float32}``.
-    """
-    wanted = set(layer_names)
-    outputs = {}
-    x = tf.convert_to_tensor(images, dtype=model.compute_dtype)
-    for layer in model.stack:
-        if len(outputs) == len(wanted):
-            break
-        x = layer(x, training=False)
-        if layer.name in wanted:
-            outputs[layer.name] = np.asarray(x, np.float32)
-    missing = wanted - set(outputs)
-    if missing:
-        raise ValueError(f"the model has no layer named {', '.join(sorted(missing))}")
-    return outputs
+    """Outputs of the named layers of a network (``models.network.Network``, either implementation) for one batch
+    of preprocessed images, in inference mode: ``{name: (B, H, W, F) float32}``."""
+    return {name: np.asarray(output, np.float32) for name, output in model.layer_outputs(images, layer_names).items()}
 
 
 # How a filter's map is summed up per image for ranking: the mean favours images with much ink (many weak

@@ -7,11 +7,11 @@ the Keras models load on first use of ``CNN``, ``build_model`` or ``keras_cnn``.
 import importlib
 
 from models.architecture import DEFAULT_ARCH, PRESETS, plan, resolve
-from models.network import IMPLEMENTATIONS, PRECISIONS, Network, build_network
+from models.network import CAPABILITIES, IMPLEMENTATIONS, PRECISIONS, Network, build_network
 
 _KERAS_NAMES = ("CNN", "build_model")
-__all__ = ["DEFAULT_ARCH", "PRESETS", "plan", "resolve", "IMPLEMENTATIONS", "PRECISIONS", "Network", "build_network",
-           *_KERAS_NAMES, "keras_cnn"]
+__all__ = ["DEFAULT_ARCH", "PRESETS", "plan", "resolve", "CAPABILITIES", "IMPLEMENTATIONS", "PRECISIONS", "Network",
+           "build_network", *_KERAS_NAMES, "keras_cnn"]
 
 
 def __getattr__(name):

@@ -1,10 +1,10 @@
 """Where the parameters and the multiply-adds of a network sit, and the MLP with as many parameters.
 
-Pure Python on top of ``architecture.plan``: no Keras, so a table costs nothing to make. Parameter counts are
-those of Keras' ``count_params`` (batch norm holds 4 vectors per channel: gamma and beta, trained, and the
-moving mean and variance, not trained; 3 in ``B{filters}`` blocks, which have no gamma); the frozen whitening
-kernel counts as a parameter but not a trained one. ``tests/test_analysis.py`` checks them against the built
-models.
+Pure Python on top of ``architecture.plan`` and the counts each layer kind declares (``architecture.KINDS``): no
+Keras, so a table costs nothing to make. Parameter counts are those of Keras' ``count_params`` (batch norm holds
+4 vectors per channel: gamma and beta, trained, and the moving mean and variance, not trained; 3 in
+``B{filters}`` blocks, which have no gamma); the frozen whitening kernel counts as a parameter but not a trained
+one. ``tests/test_analysis.py`` checks them against the built models.
 
 Multiply-adds (MACs) are counted per image for convolutions and dense layers only: a conv computes
 ``H_out * W_out * k * k * C_in * C_out`` of them, a dense layer ``in * out``. The first conv of a ``B{filters}``
@@ -19,12 +19,6 @@ from models import architecture as A
 
 EARLY, LATE, DENSE = "early convolutions", "late convolutions", "dense layers"
 GROUPS = (EARLY, LATE, DENSE)
-# Vectors per channel a batch norm layer holds: gamma and beta (trained), moving mean and variance (not).
-BN_VECTORS, BN_TRAINED_VECTORS = 4, 2
-# Without a scale (inside B{filters} blocks): beta (trained), moving mean and variance (not).
-BN_NO_SCALE_VECTORS, BN_NO_SCALE_TRAINED_VECTORS = 3, 1
-# Layers that count as convolutions in the early/late groups.
-CONV_SPECS = (A.Conv, A.Whitening, A.Residual, A.Block)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,91 +35,28 @@ class LayerRow:
     share: float  # of the network's parameters, in [0, 1]
 
 
-def _conv_counts(kernel_size, in_channels, filters, out_hw, bias, batch_norm, bn_scale=True, trainable=True):
-    """(params, trainable params, MACs per image) of one convolution, with its bias or batch norm."""
-    weights = kernel_size * kernel_size * in_channels * filters
-    params, trained = weights, weights if trainable else 0
-    if bias:
-        params, trained = params + filters, trained + filters
-    if batch_norm:
-        vectors, trained_vectors = ((BN_VECTORS, BN_TRAINED_VECTORS) if bn_scale else
-                                    (BN_NO_SCALE_VECTORS, BN_NO_SCALE_TRAINED_VECTORS))
-        params, trained = params + vectors * filters, trained + trained_vectors * filters
-    return params, trained, out_hw[0] * out_hw[1] * weights
-
-
-def _counts(layer):
-    """(kind, params, trainable params, MACs per image) of one ``PlannedLayer``."""
-    spec, in_shape, out_shape = layer.spec, layer.input_shape, layer.output_shape
-    if isinstance(spec, A.Conv):
-        counts = _conv_counts(spec.kernel_size, in_shape[2], spec.filters, out_shape[:2], bias=not spec.batch_norm,
-                              batch_norm=spec.batch_norm)
-        stride = f" stride {spec.stride}" if spec.stride != 1 else ""
-        norm = " + BN" if spec.batch_norm else ""
-        gelu = " + GELU" if spec.activation == "gelu" else ""
-        return (f"conv {spec.kernel_size}x{spec.kernel_size}{stride} {spec.padding}{norm}{gelu}", *counts)
-    if isinstance(spec, A.Whitening):
-        counts = _conv_counts(spec.kernel_size, in_shape[2], spec.filters, out_shape[:2], bias=spec.bias,
-                              batch_norm=False, trainable=False)
-        bias = " + trained bias" if spec.bias else ""
-        gelu = " + GELU" if spec.activation == "gelu" else ""
-        return (f"frozen whitening conv {spec.kernel_size}x{spec.kernel_size} valid{bias}{gelu}", *counts)
-    if isinstance(spec, A.Block):
-        # conv1 at the input size, then the pool halves it for conv2; both 3x3 `same` without bias.
-        parts = [_conv_counts(3, channels, spec.filters, hw, bias=False, batch_norm=True, bn_scale=False)
-                 for channels, hw in ((in_shape[2], in_shape[:2]), (spec.filters, out_shape[:2]))]
-        kind = "block: conv 3x3, max pool 2, BN, GELU, conv 3x3, BN, GELU"
-        return (kind, *(sum(column) for column in zip(*parts)))
-    if isinstance(spec, A.Residual):
-        # Both 3x3 convs and the 1x1 projection keep the spatial size (stride 1, `same`); none has a bias.
-        convs = [(3, in_shape[2]), (3, spec.filters)] + ([(1, in_shape[2])] if spec.projection else [])
-        parts = [_conv_counts(size, channels, spec.filters, out_shape[:2], bias=False, batch_norm=True)
-                 for size, channels in convs]
-        kind = "residual: 2 conv 3x3 + BN" + (", 1x1 conv + BN skip" if spec.projection else "")
-        return (kind, *(sum(column) for column in zip(*parts)))
-    if isinstance(spec, A.Dense):
-        params = in_shape[0] * spec.units + (spec.units if spec.bias else 0)
-        kind = "dense" if spec.activation else "logits"
-        if not spec.bias:
-            kind += ", no bias"
-        if spec.scale != 1.0:
-            kind += f", x {spec.scale:.4g}"
-        return (kind, params, params, in_shape[0] * spec.units)
-    if isinstance(spec, A.Pool):
-        return (f"{spec.kind} pool {spec.size}", 0, 0, 0)
-    if isinstance(spec, A.GlobalPool):
-        return (f"global {spec.kind} pool", 0, 0, 0)
-    if isinstance(spec, A.Dropout):
-        return (f"dropout {spec.rate:g}", 0, 0, 0)
-    if isinstance(spec, A.Flatten):
-        return ("flatten", 0, 0, 0)
-    raise TypeError(f"no parameter count for {spec!r}")
-
-
 def layer_table(arch, input_shape, num_classes):
     """One ``LayerRow`` per layer of ``architecture.plan(arch, input_shape, num_classes)``, in order.
 
-    Groups: the first half of the conv, whitening, residual and block layers (rounded up) are the early
-    convolutions, the rest the late ones; dense layers and the logits are the dense layers. Raises
-    ``ValueError`` as ``plan`` does.
+    Groups: the first half (rounded up) of the layers whose kind is a convolution (``architecture.CONV``: conv,
+    whitening, residual and block layers) are the early convolutions, the rest the late ones; dense layers and
+    the logits are the dense layers. Raises ``ValueError`` as ``plan`` does.
     """
     planned = A.plan(arch, input_shape, num_classes)
-    convs = [layer.spec.name for layer in planned if isinstance(layer.spec, CONV_SPECS)]
+    convs = A.layers_of_role(planned, A.CONV)
     early = set(convs[:math.ceil(len(convs) / 2)])
-    counted = [(layer, *_counts(layer)) for layer in planned]
-    total = sum(params for _, _, params, _, _ in counted)
-    rows = []
-    for layer, kind, params, trainable, macs in counted:
-        spec = layer.spec
-        if isinstance(spec, A.Dense):
-            group = DENSE
-        elif isinstance(spec, CONV_SPECS):
-            group = EARLY if spec.name in early else LATE
-        else:
-            group = ""
-        rows.append(LayerRow(spec.name, kind, layer.output_shape, params, trainable, macs, group,
-                             share=params / total))
-    return rows
+    counted = [(layer, A.kind_of(layer.spec).count(layer)) for layer in planned]
+    total = sum(counts.params for _, counts in counted)
+    return [LayerRow(layer.spec.name, counts.description, layer.output_shape, counts.params, counts.trainable,
+                     counts.macs, _group(layer.spec, early), share=counts.params / total)
+            for layer, counts in counted]
+
+
+def _group(spec, early):
+    role = A.kind_of(spec).role
+    if role == A.CONV:
+        return EARLY if spec.name in early else LATE
+    return DENSE if role == A.DENSE else ""
 
 
 def totals(rows):
@@ -186,7 +117,7 @@ def similar_mlp(arch, input_shape, num_classes, depth=None, tolerance=0.02):
     target = totals(layer_table(arch, input_shape, num_classes))[0]
     if depth is None:
         planned = A.plan(arch, input_shape, num_classes)
-        depth = max(1, sum(isinstance(layer.spec, A.Dense) for layer in planned) - 1)
+        depth = max(1, len(A.layers_of_role(planned, A.DENSE)) - 1)
     if depth < 1:
         raise ValueError(f"MLP depth must be at least 1, got {depth}")
     inputs = math.prod(input_shape)

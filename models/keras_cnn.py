@@ -179,33 +179,44 @@ def _build_in_order(input_shape, *layers):
             shape = tuple(layer.compute_output_shape(shape))
 
 
-def _layer_for(spec, dtype):
-    if isinstance(spec, A.Conv):
-        return ConvBlock(spec, dtype)
-    if isinstance(spec, A.Residual):
-        return ResidualBlock(spec, dtype)
-    if isinstance(spec, A.Whitening):
-        return WhiteningBlock(spec, dtype)
-    if isinstance(spec, A.Block):
-        return AirbenchBlock(spec, dtype)
-    if isinstance(spec, A.Pool):
-        pool = keras.layers.MaxPooling2D if spec.kind == "max" else keras.layers.AveragePooling2D
-        return pool(spec.size, name=spec.name, dtype=dtype)
-    if isinstance(spec, A.GlobalPool):
-        pool = keras.layers.GlobalMaxPooling2D if spec.kind == "max" else keras.layers.GlobalAveragePooling2D
-        return pool(name=spec.name, dtype=dtype)
-    if isinstance(spec, A.Flatten):
-        return keras.layers.Flatten(name=spec.name, dtype=dtype)
-    if isinstance(spec, A.Dense):
-        activation = "relu" if spec.activation else None
-        if spec.scale != 1.0:
-            return ScaledDense(spec.units, spec.scale, activation=activation, use_bias=spec.bias, name=spec.name,
-                               dtype=dtype)
-        return keras.layers.Dense(spec.units, activation=activation, use_bias=spec.bias, name=spec.name,
-                                  dtype=dtype)
-    if isinstance(spec, A.Dropout):
-        return keras.layers.Dropout(spec.rate, name=spec.name, dtype=dtype)
-    raise TypeError(f"no Keras layer for {spec!r}")
+def _pool(spec, dtype):
+    pool = keras.layers.MaxPooling2D if spec.kind == "max" else keras.layers.AveragePooling2D
+    return pool(spec.size, name=spec.name, dtype=dtype)
+
+
+def _global_pool(spec, dtype):
+    pool = keras.layers.GlobalMaxPooling2D if spec.kind == "max" else keras.layers.GlobalAveragePooling2D
+    return pool(name=spec.name, dtype=dtype)
+
+
+def _flatten(spec, dtype):
+    return keras.layers.Flatten(name=spec.name, dtype=dtype)
+
+
+def _dense(spec, dtype):
+    activation = "relu" if spec.activation else None
+    if spec.scale != 1.0:
+        return ScaledDense(spec.units, spec.scale, activation=activation, use_bias=spec.bias, name=spec.name,
+                           dtype=dtype)
+    return keras.layers.Dense(spec.units, activation=activation, use_bias=spec.bias, name=spec.name, dtype=dtype)
+
+
+def _dropout(spec, dtype):
+    return keras.layers.Dropout(spec.rate, name=spec.name, dtype=dtype)
+
+
+# Each layer kind of ``architecture.KINDS`` -> (spec, dtype) -> the Keras layer named ``spec.name``.
+KERAS_LAYERS = {
+    A.Conv: ConvBlock,
+    A.Whitening: WhiteningBlock,
+    A.Pool: _pool,
+    A.Residual: ResidualBlock,
+    A.Block: AirbenchBlock,
+    A.GlobalPool: _global_pool,
+    A.Flatten: _flatten,
+    A.Dense: _dense,
+    A.Dropout: _dropout,
+}
 
 
 @keras.saving.register_keras_serializable(package="cnn_lab", name="CNN")  # model.keras files name it so
@@ -218,7 +229,7 @@ class CNN(keras.Model):
         self.image_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.plan = A.plan(self.arch, self.image_shape, num_classes)
-        self.stack = [_layer_for(layer.spec, dtype) for layer in self.plan]
+        self.stack = [KERAS_LAYERS[type(layer.spec)](layer.spec, dtype) for layer in self.plan]
 
     def build(self, input_shape):
         for layer, planned in zip(self.stack, self.plan):
@@ -229,6 +240,11 @@ class CNN(keras.Model):
         for layer in self.stack:
             x = layer(x, training=training)
         return x
+
+    def layer_outputs(self, images, names):
+        """``{name: output}`` of the layers called ``names``, for ``images`` in inference mode (``Network``)."""
+        x = keras.ops.cast(images, self.compute_dtype)
+        return A.outputs_of_layers(self.plan, names, lambda index, x: self.stack[index](x, training=False), x)
 
     def named_weights(self):
         """Maps ``"<layer>/<sublayer>/<variable>"`` to each variable, BN moving statistics included.

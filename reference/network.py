@@ -6,6 +6,7 @@ kernels are HWIO and dense kernels (in, out), and flatten is NHWC, so weight tra
 """
 
 import math
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
@@ -29,7 +30,7 @@ class ReferenceCNN(tf.Module):
         self._kernels_drawn = 0  # each kernel gets its own stateless seed (seed, k)
         self._weights = {}  # name -> tf.Variable, in plan order (the order of the Keras CNN's named_weights)
         for layer in self.plan:
-            self._create_layer(layer)
+            REFERENCE_LAYERS[type(layer.spec)].create(self, layer)
         self._dropout_rng = tf.random.Generator.from_seed(seed)
 
     # Variables -------------------------------------------------------------------------------------------
@@ -92,43 +93,6 @@ class ReferenceCNN(tf.Module):
         self._variable(f"{name}/moving_mean", tf.zeros((channels,), self.dtype), trainable=False)
         self._variable(f"{name}/moving_variance", tf.ones((channels,), self.dtype), trainable=False)
 
-    def _create_layer(self, layer):
-        spec, channels_in = layer.spec, layer.input_shape[-1]
-        if isinstance(spec, A.Conv):
-            self._create_conv(f"{spec.name}/conv", spec.kernel_size, channels_in, spec.filters,
-                              bias=not spec.batch_norm)
-            if spec.batch_norm:
-                self._create_bn(f"{spec.name}/bn", spec.filters)
-        elif isinstance(spec, A.Residual):
-            # Same order as the attributes of models.keras_cnn.ResidualBlock: conv1, bn1, conv2, bn2, proj, proj_bn.
-            self._create_conv(f"{spec.name}/conv1", 3, channels_in, spec.filters, bias=False)
-            self._create_bn(f"{spec.name}/bn1", spec.filters)
-            self._create_conv(f"{spec.name}/conv2", 3, spec.filters, spec.filters, bias=False)
-            self._create_bn(f"{spec.name}/bn2", spec.filters)
-            if spec.projection:
-                self._create_conv(f"{spec.name}/proj", 1, channels_in, spec.filters, bias=False)
-                self._create_bn(f"{spec.name}/proj_bn", spec.filters)
-        elif isinstance(spec, A.Whitening):
-            # Frozen: models.whitening assigns the kernel; no optimizer sees it. The bias (`t`) trains; it comes
-            # first, as in models.keras_cnn.WhiteningBlock, whose own variables precede its conv's.
-            if spec.bias:
-                self._variable(f"{spec.name}/bias", tf.zeros((spec.filters,), self.dtype))
-            self._create_conv(f"{spec.name}/conv", spec.kernel_size, channels_in, spec.filters, bias=False,
-                              trainable=False)
-        elif isinstance(spec, A.Block):
-            # Same order as models.keras_cnn.AirbenchBlock: conv1, bn1, conv2, bn2.
-            self._fan_in_uniform(f"{spec.name}/conv1/kernel", (3, 3, channels_in, spec.filters), identity_filters=True)
-            self._create_bn(f"{spec.name}/bn1", spec.filters, scale=False)
-            self._fan_in_uniform(f"{spec.name}/conv2/kernel", (3, 3, spec.filters, spec.filters), identity_filters=True)
-            self._create_bn(f"{spec.name}/bn2", spec.filters, scale=False)
-        elif isinstance(spec, A.Dense) and spec.scale != 1.0:  # airbench's logits (lin{divisor}), its init
-            self._fan_in_uniform(f"{spec.name}/kernel", (channels_in, spec.units))
-        elif isinstance(spec, A.Dense):
-            self._glorot(f"{spec.name}/kernel", (channels_in, spec.units), channels_in, spec.units)
-            if spec.bias:
-                self._variable(f"{spec.name}/bias", tf.zeros((spec.units,), self.dtype))
-        # Pool, GlobalPool, Flatten and Dropout have no variables.
-
     # Forward pass ----------------------------------------------------------------------------------------
 
     def __call__(self, images, training=False):
@@ -171,59 +135,161 @@ class ReferenceCNN(tf.Module):
         return tf.cast(y, self.compute_dtype)
 
     def _apply(self, layer, x, training):
-        spec = layer.spec
-        if isinstance(spec, A.Conv):
-            x = self._conv(x, f"{spec.name}/conv", spec.stride, spec.padding)
-            if spec.batch_norm:
-                x = self._batch_norm(x, f"{spec.name}/bn", training)
-            else:
-                x = x + self._get(f"{spec.name}/conv/bias")  # a broadcast add, as Keras' ops.add
-            return _ACTIVATIONS[spec.activation](x)
-        if isinstance(spec, A.Whitening):  # (B, H, W, C) -> (B, H - k + 1, W - k + 1, 2*C*k*k)
-            x = self._conv(x, f"{spec.name}/conv", 1, "valid")
-            if spec.bias:
-                x = x + self._get(f"{spec.name}/bias")
-            return _ACTIVATIONS[spec.activation](x)
-        if isinstance(spec, A.Block):  # (B, H, W, C) -> (B, H // 2, W // 2, filters)
-            n = spec.name
+        return REFERENCE_LAYERS[type(layer.spec)].apply(self, layer, x, training)
 
-            def bn(y, name):
-                return self._batch_norm(y, name, training, A.BLOCK_BN_MOMENTUM, A.BLOCK_BN_EPSILON)
+    def layer_outputs(self, images, names):
+        """``{name: output}`` of the layers called ``names``, for ``images`` in inference mode (``Network``)."""
+        x = tf.cast(images, self.compute_dtype)
+        return A.outputs_of_layers(self.plan, names, lambda index, x: self._apply(self.plan[index], x, False), x)
 
-            y = tf.nn.max_pool2d(self._conv(x, f"{n}/conv1", 1, "same"), 2, 2, "VALID")
-            y = _gelu(bn(y, f"{n}/bn1"))
-            return _gelu(bn(self._conv(y, f"{n}/conv2", 1, "same"), f"{n}/bn2"))
-        if isinstance(spec, A.Residual):
-            n = spec.name
-            skip = x
-            if spec.projection:  # 1x1 conv + BN so the skip has `filters` channels
-                skip = self._batch_norm(self._conv(x, f"{n}/proj", 1, "same"), f"{n}/proj_bn", training)
-            y = tf.nn.relu(self._batch_norm(self._conv(x, f"{n}/conv1", 1, "same"), f"{n}/bn1", training))
-            y = self._batch_norm(self._conv(y, f"{n}/conv2", 1, "same"), f"{n}/bn2", training)
-            return tf.nn.relu(skip + y)
-        if isinstance(spec, A.Pool):
-            pool = tf.nn.max_pool2d if spec.kind == "max" else tf.nn.avg_pool2d
-            return pool(x, spec.size, spec.size, "VALID")  # (B, H, W, C) -> (B, H // size, W // size, C)
-        if isinstance(spec, A.GlobalPool):  # (B, H, W, C) -> (B, C)
-            if spec.kind == "max":
-                return tf.reduce_max(x, axis=[1, 2])
-            # Keras averages float16/bfloat16 in float32 to avoid overflow, then casts back.
-            return tf.cast(tf.reduce_mean(tf.cast(x, self.bn_dtype), axis=[1, 2]), x.dtype)
-        if isinstance(spec, A.Flatten):
-            return tf.reshape(x, (-1, math.prod(layer.input_shape)))  # (B, H, W, C) -> (B, H*W*C)
-        if isinstance(spec, A.Dense):  # (B, in) -> (B, units)
-            x = tf.matmul(x, self._get(f"{spec.name}/kernel"))
-            if spec.bias:
-                # A broadcast add as Keras' ops.add (not tf.nn.bias_add), so the bias gradient is the same reduction.
-                x = x + self._get(f"{spec.name}/bias")
-            x = tf.nn.relu(x) if spec.activation else x
-            return x * spec.scale if spec.scale != 1.0 else x
-        if isinstance(spec, A.Dropout):
-            if not training or spec.rate == 0:  # Keras' Dropout is the identity then too
-                return x
-            seed = self._dropout_rng.make_seeds(1)[:, 0]  # a fresh mask on every call
-            return tf.nn.experimental.stateless_dropout(x, spec.rate, seed)
-        raise TypeError(f"no reference layer for {spec!r}")
+
+# Each layer kind: create(net, layer) makes its variables, in the order the Keras layer creates them (the order of
+# named_weights and of the initial draws); apply(net, layer, x, training) is its forward pass.
+
+def _create_conv_layer(net, layer):
+    spec = layer.spec
+    net._create_conv(f"{spec.name}/conv", spec.kernel_size, layer.input_shape[-1], spec.filters,
+                     bias=not spec.batch_norm)
+    if spec.batch_norm:
+        net._create_bn(f"{spec.name}/bn", spec.filters)
+
+
+def _apply_conv_layer(net, layer, x, training):
+    spec = layer.spec
+    x = net._conv(x, f"{spec.name}/conv", spec.stride, spec.padding)
+    if spec.batch_norm:
+        x = net._batch_norm(x, f"{spec.name}/bn", training)
+    else:
+        x = x + net._get(f"{spec.name}/conv/bias")  # a broadcast add, as Keras' ops.add
+    return _ACTIVATIONS[spec.activation](x)
+
+
+def _create_whitening_layer(net, layer):
+    spec = layer.spec
+    # Frozen: models.whitening assigns the kernel; no optimizer sees it. The bias (`t`) trains; it comes first, as
+    # in models.keras_cnn.WhiteningBlock, whose own variables precede its conv's.
+    if spec.bias:
+        net._variable(f"{spec.name}/bias", tf.zeros((spec.filters,), net.dtype))
+    net._create_conv(f"{spec.name}/conv", spec.kernel_size, layer.input_shape[-1], spec.filters, bias=False,
+                     trainable=False)
+
+
+def _apply_whitening_layer(net, layer, x, training):  # (B, H, W, C) -> (B, H - k + 1, W - k + 1, 2*C*k*k)
+    spec = layer.spec
+    x = net._conv(x, f"{spec.name}/conv", 1, "valid")
+    if spec.bias:
+        x = x + net._get(f"{spec.name}/bias")
+    return _ACTIVATIONS[spec.activation](x)
+
+
+def _apply_pool_layer(net, layer, x, training):
+    spec = layer.spec
+    pool = tf.nn.max_pool2d if spec.kind == "max" else tf.nn.avg_pool2d
+    return pool(x, spec.size, spec.size, "VALID")  # (B, H, W, C) -> (B, H // size, W // size, C)
+
+
+def _create_residual_layer(net, layer):
+    spec, channels_in = layer.spec, layer.input_shape[-1]
+    # Same order as the attributes of models.keras_cnn.ResidualBlock: conv1, bn1, conv2, bn2, proj, proj_bn.
+    net._create_conv(f"{spec.name}/conv1", 3, channels_in, spec.filters, bias=False)
+    net._create_bn(f"{spec.name}/bn1", spec.filters)
+    net._create_conv(f"{spec.name}/conv2", 3, spec.filters, spec.filters, bias=False)
+    net._create_bn(f"{spec.name}/bn2", spec.filters)
+    if spec.projection:
+        net._create_conv(f"{spec.name}/proj", 1, channels_in, spec.filters, bias=False)
+        net._create_bn(f"{spec.name}/proj_bn", spec.filters)
+
+
+def _apply_residual_layer(net, layer, x, training):
+    spec, n = layer.spec, layer.spec.name
+    skip = x
+    if spec.projection:  # 1x1 conv + BN so the skip has `filters` channels
+        skip = net._batch_norm(net._conv(x, f"{n}/proj", 1, "same"), f"{n}/proj_bn", training)
+    y = tf.nn.relu(net._batch_norm(net._conv(x, f"{n}/conv1", 1, "same"), f"{n}/bn1", training))
+    y = net._batch_norm(net._conv(y, f"{n}/conv2", 1, "same"), f"{n}/bn2", training)
+    return tf.nn.relu(skip + y)
+
+
+def _create_block_layer(net, layer):
+    spec = layer.spec
+    # Same order as models.keras_cnn.AirbenchBlock: conv1, bn1, conv2, bn2.
+    net._fan_in_uniform(f"{spec.name}/conv1/kernel", (3, 3, layer.input_shape[-1], spec.filters),
+                        identity_filters=True)
+    net._create_bn(f"{spec.name}/bn1", spec.filters, scale=False)
+    net._fan_in_uniform(f"{spec.name}/conv2/kernel", (3, 3, spec.filters, spec.filters), identity_filters=True)
+    net._create_bn(f"{spec.name}/bn2", spec.filters, scale=False)
+
+
+def _apply_block_layer(net, layer, x, training):  # (B, H, W, C) -> (B, H // 2, W // 2, filters)
+    n = layer.spec.name
+
+    def bn(y, name):
+        return net._batch_norm(y, name, training, A.BLOCK_BN_MOMENTUM, A.BLOCK_BN_EPSILON)
+
+    y = tf.nn.max_pool2d(net._conv(x, f"{n}/conv1", 1, "same"), 2, 2, "VALID")
+    y = _gelu(bn(y, f"{n}/bn1"))
+    return _gelu(bn(net._conv(y, f"{n}/conv2", 1, "same"), f"{n}/bn2"))
+
+
+def _apply_global_pool_layer(net, layer, x, training):  # (B, H, W, C) -> (B, C)
+    if layer.spec.kind == "max":
+        return tf.reduce_max(x, axis=[1, 2])
+    # Keras averages float16/bfloat16 in float32 to avoid overflow, then casts back.
+    return tf.cast(tf.reduce_mean(tf.cast(x, net.bn_dtype), axis=[1, 2]), x.dtype)
+
+
+def _apply_flatten_layer(net, layer, x, training):
+    return tf.reshape(x, (-1, math.prod(layer.input_shape)))  # (B, H, W, C) -> (B, H*W*C)
+
+
+def _create_dense_layer(net, layer):
+    spec, channels_in = layer.spec, layer.input_shape[-1]
+    if spec.scale != 1.0:  # airbench's logits (lin{divisor}), its init
+        net._fan_in_uniform(f"{spec.name}/kernel", (channels_in, spec.units))
+        return
+    net._glorot(f"{spec.name}/kernel", (channels_in, spec.units), channels_in, spec.units)
+    if spec.bias:
+        net._variable(f"{spec.name}/bias", tf.zeros((spec.units,), net.dtype))
+
+
+def _apply_dense_layer(net, layer, x, training):  # (B, in) -> (B, units)
+    spec = layer.spec
+    x = tf.matmul(x, net._get(f"{spec.name}/kernel"))
+    if spec.bias:
+        # A broadcast add as Keras' ops.add (not tf.nn.bias_add), so the bias gradient is the same reduction.
+        x = x + net._get(f"{spec.name}/bias")
+    x = tf.nn.relu(x) if spec.activation else x
+    return x * spec.scale if spec.scale != 1.0 else x
+
+
+def _apply_dropout_layer(net, layer, x, training):
+    if not training or layer.spec.rate == 0:  # Keras' Dropout is the identity then too
+        return x
+    seed = net._dropout_rng.make_seeds(1)[:, 0]  # a fresh mask on every call
+    return tf.nn.experimental.stateless_dropout(x, layer.spec.rate, seed)
+
+
+def _no_variables(net, layer):
+    pass
+
+
+class ReferenceLayer(NamedTuple):
+    create: Callable  # (net, layer): makes the layer's variables in net
+    apply: Callable  # (net, layer, x, training) -> output
+
+
+# Each layer kind of ``architecture.KINDS`` -> how the reference makes and runs it.
+REFERENCE_LAYERS = {
+    A.Conv: ReferenceLayer(_create_conv_layer, _apply_conv_layer),
+    A.Whitening: ReferenceLayer(_create_whitening_layer, _apply_whitening_layer),
+    A.Pool: ReferenceLayer(_no_variables, _apply_pool_layer),
+    A.Residual: ReferenceLayer(_create_residual_layer, _apply_residual_layer),
+    A.Block: ReferenceLayer(_create_block_layer, _apply_block_layer),
+    A.GlobalPool: ReferenceLayer(_no_variables, _apply_global_pool_layer),
+    A.Flatten: ReferenceLayer(_no_variables, _apply_flatten_layer),
+    A.Dense: ReferenceLayer(_create_dense_layer, _apply_dense_layer),
+    A.Dropout: ReferenceLayer(_no_variables, _apply_dropout_layer),
+}
 
 
 def _gelu(x):

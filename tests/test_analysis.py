@@ -17,6 +17,7 @@ import pytest
 
 import models
 from models import analysis
+from models import architecture as A
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Each command imports TensorFlow (3-10 s on a loaded 2-core machine) and prints a table; no training.
@@ -27,21 +28,14 @@ USAGE_ERROR = 2
 # The relative parameter-count tolerance similar_mlp promises.
 MLP_TOLERANCE = 0.02
 
-# (arch, input shape): every layer kind, with and without bias, BN and residual projections.
+# (arch, input shape): every token and suffix (with and without bias, BN and residual projections), and presets.
 ARCHS = [
     ("mnist_cnn", MNIST_SHAPE),
     ("keras_convnet", MNIST_SHAPE),
     ("mlp", MNIST_SHAPE),
     ("resnet_small", CIFAR_SHAPE),
-    # BN convs, strided and valid; identity and projected residual blocks; average and global max pooling;
-    # dense after global pooling; dropout.
-    ("c8k3b-r8-c12k3s2vb-r16-a2-r16-gmp-d20-drop0.1", (17, 17, 3)),
-    # A kernel as large as the image: one output pixel.
-    ("c16k28v", MNIST_SHAPE),
-    # The airbench94 tokens: a frozen whitening kernel (not trained), blocks whose batch norms have no gamma, GELU
-    # convs, logits without bias; and the preset itself.
-    ("w3g-B8-c6k3bg-B12-c5k1g-gmp-lin9", (13, 13, 2)),
     ("airbench94", CIFAR_SHAPE),
+    *A.COVERAGE_ARCHS,
 ]
 
 
@@ -53,7 +47,7 @@ def _params_by_layer(model):
     return sizes
 
 
-@pytest.mark.parametrize("arch,shape", ARCHS)
+@pytest.mark.parametrize("arch,shape", ARCHS, ids=[arch for arch, _ in ARCHS])
 def test_table_counts_what_keras_builds(arch, shape):
     model = models.build_model(arch, shape, 10)
     rows = analysis.layer_table(arch, shape, 10)

@@ -11,17 +11,17 @@ import tensorflow as tf
 
 import models
 import reference
+from models import architecture as A
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# Every token, both paddings, presets by name, on both dataset shapes.
+# Every token and suffix (models.architecture.COVERAGE_ARCHS), and presets by name.
 COUNT_ARCHS = [
     ("mnist_cnn", (28, 28, 1)),
     ("keras_convnet", (28, 28, 1)),
     ("mlp", (28, 28, 1)),
     ("resnet_small", (32, 32, 3)),
-    ("c4k1-c4k2s2v-a2-c6k3b-r6-r8-gmp-d5-drop0.5", (9, 9, 3)),
-    ("c8k3s2-m2-gap", (32, 32, 3)),
+    *A.COVERAGE_ARCHS,
 ]
 
 

@@ -1,7 +1,8 @@
 """The Keras CNNs (models/) and the low-level reference (reference/) compute the same function.
 
 Forward pass, gradients, 10-step optimiser trajectories (weights and BN moving statistics) and weight
-transfer are compared on identical weights, over architectures that cover every token and both paddings.
+transfer are compared on identical weights, over ``models.architecture.COVERAGE_ARCHS``, which use every token and
+suffix.
 Batch-norm statistics under two replicas need two logical CPUs, so they are checked in the two-CPU process of
 tests/test_distributed.py.
 """
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 import models
 import reference
+from models import architecture as A
 
 # TF32 would round float32 matmul/conv inputs to 10 mantissa bits on Ampere+ GPUs, and the two
 # implementations may pick different kernels, so float32 tolerances would have to be ~1e-3. Off for the suite.
@@ -38,30 +40,8 @@ NUM_CLASSES = 3
 BATCH = 4
 STEPS = 10
 
-# (arch, input shape (H, W, C)): together every token, both paddings, odd sizes and both dataset shapes.
-ARCHS = [
-    # 1x1 and even (2x2, `same`: the extra padding column goes right) kernels, max and average pooling,
-    # a valid conv, dropout with a non-zero rate.
-    ("c4k1-c4k2-m2-c4k3v-a2-d8-drop0.3", (9, 9, 3)),
-    # Kernel as large as the image: valid padding leaves a 1x1 output.
-    ("c16k28v", (28, 28, 1)),
-    # Strided convs instead of pooling: `same` on an odd size (11 -> 6) and valid (6 -> 2).
-    ("c4k3s2-c6k4s2v-d6", (11, 11, 2)),
-    # 4x4 stride 2 `same` on 7x7: 3 padding rows, 1 on top and 2 at the bottom.
-    ("c3k4s2-a2-drop0-d4", (7, 7, 2)),
-    # BN conv, residual blocks with identity (4 -> 4) and projection (4 -> 6) skips, global average pooling.
-    ("c4k3b-r4-r6-gap", (7, 7, 3)),
-    # CIFAR-shaped input, strided BN conv, global max pooling, dense and dropout after it.
-    ("c4k3s2b-r6-m2-gmp-d5-drop0.5", (32, 32, 3)),
-    # An MLP on MNIST-shaped input (implicit flatten).
-    ("d32-d16", (28, 28, 1)),
-    # The airbench94 tokens: GELU whitening (2*2*2*2 = 16 frozen filters) with its trained bias, GELU convs with
-    # and without BN, airbench blocks keeping (4 -> 4) and changing (3 -> 6) the channel count, and logits without
-    # bias scaled by 1/9.
-    ("w2tg-c4k3g-B4-c3k2bg-B6-gmp-lin9", (9, 9, 2)),
-    # ReLU whitening with a 3x3 kernel, a block whose pool drops a row and a column (5 -> 2), dense after it.
-    ("w3-B5-d4", (7, 7, 1)),
-]
+# (arch, input shape (H, W, C)): together every token and suffix, both paddings, odd sizes and both dataset shapes.
+ARCHS = list(A.COVERAGE_ARCHS)
 ARCH_IDS = [arch for arch, _ in ARCHS]
 DTYPES = ["float32", "float64"]
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
 
 import models
+import reference
 from experiments import activation_max, visuals
 from experiments import inspection as inspect_lib
 from training import trainer
@@ -418,3 +419,35 @@ def test_an_airbench_network_shows_its_whitening_kernel_and_blocks(tmp_path, tin
     assert names == ["activation_max_block1", "activation_max_whiten1", "feature_maps_block1",
                      "feature_maps_whiten1", "filters_whiten1", "top_k_max_block1", "top_k_max_whiten1",
                      "top_k_mean_block1", "top_k_mean_whiten1"]
+
+
+# A reference network against its Keras twin: float32, the same TF ops in the same order on CPU (bit for bit there);
+# 1e-5 leaves room for kernels that sum in another order.
+TWIN_TOL = 1e-5
+
+
+def test_a_reference_run_is_inspected_as_it_is(tmp_path, tiny_mnist, tiny_mnist_dir):
+    logdir = tmp_path / "run"
+    # A residual block first: its first kernel is the one of its first convolution (res1/conv1/kernel).
+    config = TrainConfig(arch="r4-c4k3-gap", impl="reference", batch_size=64, train_steps=2, steps_per_loop=2,
+                         optimizer="sgd", eval_batch_size=TINY_TEST, allow_download=False, logdir=str(logdir))
+    trainer.train(config, dataset=tiny_mnist)
+    paths = inspect_lib.inspect_run(str(logdir), data_dir=str(tiny_mnist_dir), num_images=2, top_k=2,
+                                    max_images=16, ascent=activation_max.Ascent(steps=2))
+    names = sorted(os.path.splitext(os.path.basename(path))[0] for path in paths)
+    assert names == ["activation_max_conv1", "activation_max_res1", "feature_maps_conv1", "feature_maps_res1",
+                     "filters_change_res1", "filters_res1", "top_k_max_conv1", "top_k_max_res1", "top_k_mean_conv1",
+                     "top_k_mean_res1"]
+    network = inspect_lib.restore_run(str(logdir)).model
+    assert isinstance(network, reference.ReferenceCNN)  # read as it is, not through a Keras copy
+    twin = models.build_network("keras", config.arch, (28, 28, 1), 10)
+    reference.copy_weights(network, twin)
+    for side in (network, twin):
+        name, kernel = inspect_lib.first_kernel(side)
+        assert name == "res1" and kernel.shape == (3, 3, 1, 4)
+    np.testing.assert_array_equal(inspect_lib.first_kernel(network)[1], inspect_lib.first_kernel(twin)[1])
+    images = tiny_mnist.x_test[:4].astype(np.float32) / 255.0
+    found, expected = (visuals.block_outputs(side, images, ["res1", "conv1"]) for side in (network, twin))
+    assert list(found) == ["res1", "conv1"]  # plan order
+    for name in found:
+        np.testing.assert_allclose(found[name], expected[name], atol=TWIN_TOL, rtol=TWIN_TOL, err_msg=name)

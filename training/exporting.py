@@ -7,8 +7,9 @@ Restores the run's newest checkpoint and writes into ``<run_dir>/export/``:
   evaluation is inside: pixels / 255; when the run standardised, ``(x - mean) / std`` with its training set's
   per-channel statistics as constants; the logits averaged over the views of its ``test_time_augmentation``.
   ``tf.saved_model.load`` needs nothing from this project.
-- ``model.keras``, for Keras runs only: the ``CNN`` with the checkpoint's weights, registered as ``cnn_lab>CNN``.
-  It takes preprocessed float images and returns logits, not probabilities.
+- ``model.keras``, for a run whose implementation saves one (``models.network.CAPABILITIES``: the Keras CNN): the
+  ``CNN`` with the checkpoint's weights, registered as ``cnn_lab>CNN``. It takes preprocessed float images and
+  returns logits, not probabilities.
 - ``export.json``: what was exported: checkpoint and step, dataset and class names, image shape, test-time
   augmentation, the baked-in mean and std and the file they came from.
 
@@ -24,6 +25,7 @@ from typing import NamedTuple
 import tensorflow as tf
 from absl import logging
 
+from models.network import CAPABILITIES
 from training import data as data_lib
 from training import pipeline
 from training.config import VALIDATION_SPLIT_SEED
@@ -43,19 +45,20 @@ class ExportError(OneLineError, ValueError):
 
 class ExportPaths(NamedTuple):
     saved_model: str
-    keras: str  # None for a reference-network run
+    keras: str  # None for a run whose implementation saves no .keras file
     record: str
 
 
 def export_paths(run_dir, impl="keras"):
     """Where ``export_run`` writes for a run of ``impl``."""
     folder = os.path.join(run_dir, EXPORT)
-    return ExportPaths(os.path.join(folder, SAVED_MODEL), os.path.join(folder, KERAS_FILE) if impl == "keras" else None,
-                       os.path.join(folder, RECORD))
+    keras_file = os.path.join(folder, KERAS_FILE) if CAPABILITIES[impl].saves_keras_file else None
+    return ExportPaths(os.path.join(folder, SAVED_MODEL), keras_file, os.path.join(folder, RECORD))
 
 
 def export_run(run_dir, data_dir=""):
-    """Writes the run's SavedModel (and ``model.keras`` for a Keras run) and returns their ``ExportPaths``.
+    """Writes the run's SavedModel (and ``model.keras`` when the run's implementation saves one) and returns their
+    ``ExportPaths``.
 
     ``data_dir`` holds ``<dataset>.npz`` for a run that standardised, whose training images give the mean and
     std; empty: the run's own ``data_dir``, then the Keras cache, then the bundled MNIST subset. Never downloads.
