@@ -10,7 +10,7 @@ import os
 
 from models import architecture
 from models.architecture import GRAMMAR, PRESETS
-from models.network import IMPLEMENTATIONS, PRECISIONS
+from models.network import CAPABILITIES, IMPLEMENTATIONS, PRECISIONS
 from training.choices import (
     FLIP_MODES,
     LOOPS,
@@ -305,8 +305,6 @@ class Rule:
 
 
 RULES = []
-# Which implementation Keras' fit can train (a Keras model) and which only the custom loop can.
-RUNS_UNDER_FIT = {"keras": True, "reference": False}
 
 
 def _rule(*names):
@@ -339,7 +337,7 @@ def _arch_fits(values):
 
 @_rule("impl", "loop")
 def _fit_needs_keras(values):
-    if values["loop"] == "fit" and not RUNS_UNDER_FIT[values["impl"]]:
+    if values["loop"] == "fit" and not CAPABILITIES[values["impl"]].runs_under_fit:
         return ("--loop=fit trains Keras models only; use --impl=keras with --loop=fit, or --loop=custom with "
                 f"--impl={values['impl']}")
 
