@@ -1,9 +1,9 @@
 """Datasets as in-memory arrays: where they come from and the checks they pass (pipelines: ``pipeline.py``).
 
-Sources, in order: ``<data_dir>/<dataset>.npz`` (arrays ``x_train, y_train, x_test, y_test`` as
+Sources: ``<data_dir>/<dataset>.npz`` when a ``data_dir`` is given (arrays ``x_train, y_train, x_test, y_test`` as
 ``tf.keras.datasets`` returns them; for CIFAR-100 optionally ``y_train_coarse, y_test_coarse, fine_to_coarse``
-too), then ``tf.keras.datasets`` (its cache, else a download), then, for MNIST only, the subset bundled with
-this repository.
+too), and only that; without one, ``tf.keras.datasets`` (its cache, else a download), then, for MNIST only, the
+subset bundled with this repository.
 """
 
 import contextlib
