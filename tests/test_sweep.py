@@ -20,6 +20,7 @@ from models import analysis, architecture
 from training import data as data_lib
 from training import stopping
 from training.config import TrainConfig
+from training.errors import OneLineError
 from training.rundir import RunDir
 
 # The issue asks for MLPs "of similar parameter count": within 2% of the CNN's weights.
@@ -376,3 +377,26 @@ def test_the_readme_commands_write_only_where_git_ignores(tmp_path):
         for path in (table, os.path.join(logdir, "some-run-seed0", "results.json")):
             ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO_ROOT)
             assert ignored.returncode == 0, f"{command} writes {path}, which git does not ignore"
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("results.json", "{\"test_accuracy\": 0.9", "results.json: not valid JSON (Expecting ',' delimiter: line 1 column "
+                                                "22 (char 21)); it should hold a run's results: move it away"),
+    ("results.json", "[]", "results.json: holds a JSON list, not a run's results: move it away"),
+    ("results.json", None, "results.json: params is '12k', not an integer; move it away, and the same command "
+                           "finishes the run again from its last checkpoint"),
+    ("config.json", json.dumps(dict(config=[], history=[])), "config.json: its config is a JSON list, not an "
+                                                             "object; move the run directory away"),
+], ids=["results_not_json", "results_a_list", "a_field_of_the_wrong_type", "config_a_list"])
+def test_a_damaged_state_file_of_a_finished_run_is_one_line_naming_it(tiny_sweep, tmp_path, file, content, message):
+    config = runner.sweep_runs(_tiny_grid(), "mnist", 1, str(tmp_path))[0][-1]
+    finished = tiny_sweep["root"] / "runs" / "tiny" / "mnist" / "conv-seed0"
+    os.makedirs(config.logdir)
+    for name in ("config.json", "results.json"):
+        (tmp_path / config.logdir / name).write_text((finished / name).read_text())
+    assert runner.reusable_results(config)["train_steps"] == 5  # as copied: read
+    if content is None:
+        content = json.dumps(dict(json.loads((finished / file).read_text()), params="12k"))
+    (tmp_path / config.logdir / file).write_text(content)
+    with pytest.raises(OneLineError, match=f"^{re.escape(os.path.join(config.logdir, message))}$"):
+        runner.reusable_results(config)
