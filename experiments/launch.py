@@ -1,14 +1,25 @@
 """The processes an experiment command waits for: the ``training.train`` command of one seed of a recipe (seeds,
-race) and where that run lives, and running children with the command's console (one, or a pool of several side
-by side, as ``experiments.seeds --jobs`` and ``experiments.sweep --jobs`` use)."""
+race) and where that run lives, running children with the command's console (one, or a pool of several side
+by side, as ``experiments.seeds --jobs`` and ``experiments.sweep --jobs`` use), how their exits read, and the
+checked reading of the JSON files those commands keep and read."""
 
+import contextlib
+import json
+import numbers
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from training import run_files
+from training.errors import OneLineError
+
+
+class StateFileError(OneLineError, ValueError):
+    """A JSON file an experiment command reads (a run's results.json or config.json, race.json, seeds.json) that
+    is damaged; the message names the file."""
 
 
 def recipe_name(flagfile):
@@ -16,31 +27,108 @@ def recipe_name(flagfile):
     return os.path.splitext(os.path.basename(flagfile))[0]
 
 
-def run_dir(logdir, flagfile, seed):
-    """``<logdir>/<recipe>-seed<seed>``: the run directory of one seed of a recipe."""
-    return os.path.join(logdir, f"{recipe_name(flagfile)}-seed{seed}")
+def run_dir(logdir, name, seed):
+    """``<logdir>/<name>-seed<seed>``: the run directory of one seed of a recipe called ``name``."""
+    return os.path.join(logdir, f"{name}-seed{seed}")
 
 
-def read_run(path):
-    """``(results.json, the history of starts in config.json)`` of a run directory; results is None until the
-    run has finished."""
-    has_config = os.path.exists(os.path.join(path, run_files.CONFIG))
-    return run_files.read_results(path), run_files.read_saved(path)["history"] if has_config else []
+def read_json_object(path, what):
+    """The JSON object in ``path``, which holds ``what``; a file that cannot be read, is not JSON or holds
+    something else than an object raises ``StateFileError`` naming it."""
+    try:
+        with open(path) as file:
+            value = json.load(file)
+    except OSError as error:
+        raise StateFileError(f"{path}: cannot be read ({error.strerror})") from None
+    except ValueError as error:
+        raise StateFileError(f"{path}: not valid JSON ({error}); it should hold {what}: move it away") from None
+    if not isinstance(value, dict):
+        raise StateFileError(f"{path}: holds a JSON {type(value).__name__}, not {what}: move it away")
+    return value
 
 
-def train_command(flagfile, seed, logdir, data_dir="", extra=()):
-    """The ``training.train`` command of one seed of a recipe, with ``extra`` flags after the flagfile's. It
-    resumes the run in its directory when there is one."""
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# The results.json fields the experiment tables read, and what each must be. None is allowed where a run may
+# have no value: no validation set, or a target never reached.
+RESULT_FIELDS = {
+    "test_accuracy": (_is_number, "a number"), "test_loss": (_is_number, "a number"),
+    "train_steps": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "train_seconds": (_is_number, "a number"), "wall_seconds": (_is_number, "a number"),
+    "images_per_second": (_is_number, "a number"),
+    "params": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "validation_accuracy": (lambda v: v is None or _is_number(v), "a number or null"),
+    "seconds_to_target": (lambda v: v is None or _is_number(v), "a number or null"),
+    "images_to_target": (lambda v: v is None or _is_number(v), "a number or null"),
+}
+
+
+def read_results(path, required=()):
+    """results.json of the run directory ``path`` (None while the run has not finished), checked: an object whose
+    ``RESULT_FIELDS`` have their types, holding every field of ``required``. Damage raises ``StateFileError``."""
+    results_path = os.path.join(path, run_files.RESULTS)
+    if not os.path.lexists(results_path):
+        return None
+    results = read_json_object(results_path, "a run's results")
+    missing = [field for field in required if field not in results]
+    if missing:
+        raise StateFileError(f"{results_path}: lacks {', '.join(missing)}; move it away, and the same command "
+                             "finishes the run again from its last checkpoint")
+    for field, (is_valid, meant) in RESULT_FIELDS.items():
+        if field in results and not is_valid(results[field]):
+            raise StateFileError(f"{results_path}: {field} is {results[field]!r}, not {meant}; move it away, and "
+                                 "the same command finishes the run again from its last checkpoint")
+    return results
+
+
+def read_history(path):
+    """The history of starts in the config.json of the run directory ``path`` (``[]`` before its first start),
+    checked: a list of objects. Damage raises a one-line error naming the file."""
+    if not os.path.lexists(os.path.join(path, run_files.CONFIG)):
+        return []
+    history = run_files.read_saved(path).get("history", [])
+    if not (isinstance(history, list) and all(isinstance(start, dict) for start in history)):
+        raise StateFileError(f"{os.path.join(path, run_files.CONFIG)}: its history is not a list of starts; move "
+                             "the run directory away")
+    return history
+
+
+def read_run(path, required=()):
+    """``(results.json, the history of starts in config.json)`` of a run directory, each checked; results is
+    None until the run has finished."""
+    return read_results(path, required), read_history(path)
+
+
+def train_command(flagfile, seed, run_path, data_dir="", extra=()):
+    """The ``training.train`` command of one seed of a recipe in the run directory ``run_path``, with ``extra``
+    flags after the flagfile's. It resumes the run there when there is one."""
     command = [sys.executable, "-m", "training.train", f"--flagfile={flagfile}", f"--seed={seed}",
-               f"--logdir={run_dir(logdir, flagfile, seed)}", *extra]
+               f"--logdir={run_path}", *extra]
     return command + ([f"--data_dir={data_dir}"] if data_dir else [])
+
+
+# Exit statuses of a run stopped by a signal: 130 (128 + SIGINT, what a shell reports and training.train is to
+# exit with when stopped), or the negative signal number Popen gives a process the signal ended.
+STOPPED_STATUSES = {128 + signal.SIGINT, -signal.SIGINT, -signal.SIGTERM}
+
+
+def how_it_ended(code):
+    """A run's exit status in words, for a command's one-line error: stopped, killed or failed."""
+    if code in STOPPED_STATUSES:
+        return f"was stopped by a signal (exit {code})"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name} (exit {code})"
+    return f"failed (exit {code}; its error is above)"
 
 
 def run_in_console(command):
     """Runs ``command`` with this process's console, so a long run shows its progress; returns its exit code.
 
     Ctrl-C reaches the whole process group, so the run stops through its own cleanup (its checkpoints kept) while
-    this waits for it; a SIGTERM sent to this process is passed on to the run, which then does the same.
+    this waits for it; a SIGTERM sent to this process is passed on to the run, which then does the same. Either
+    raises ``KeyboardInterrupt`` here once the run has ended.
     """
     return run_all_in_console([command])[0]
 
@@ -52,35 +140,87 @@ def run_all_in_console(commands, jobs=None, on_exit=None):
     """``run_in_console`` for several commands, at most ``jobs`` side by side (all at once by default): a pool,
     where the next command starts as soon as any running one ends. ``on_exit(index, code)`` is called as each
     ends. After a non-zero exit or a stop signal no further command starts, and the running ones are waited for.
-    Returns the exit codes in command order, None for a command never started.
+    Returns the exit codes in command order, None for a command never started; raises ``KeyboardInterrupt``
+    after the wait when this process was asked to stop, so that a run stopped on request is never reported as
+    failed.
     """
     jobs = jobs or len(commands)
     codes, running, waiting = [None] * len(commands), {}, list(range(len(commands)))
-    stopping = False
+    asked_to_stop = stopping = False  # stopping: after a failure or a stop request, nothing more starts
 
-    def pass_on(signum, frame):
-        nonlocal stopping
+    def note_stop(signum, frame):
+        nonlocal asked_to_stop, stopping
         del frame
-        stopping = True
-        for process in running.values():
-            if process.poll() is None:
-                process.send_signal(signum)
+        asked_to_stop = stopping = True
+        if signum == signal.SIGTERM:  # Ctrl-C reached the runs already, through the process group
+            for process in running.values():
+                if process.poll() is None:
+                    process.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, pass_on)
-    try:
+    with _handling(note_stop):
         while running or (waiting and not stopping):
             while waiting and not stopping and len(running) < jobs:
                 index = waiting.pop(0)
                 running[index] = subprocess.Popen(commands[index])
-            try:
-                time.sleep(POLL_SECONDS)
-            except KeyboardInterrupt:
-                stopping = True  # the runs got the Ctrl-C too; their exit codes say how they ended
+            time.sleep(POLL_SECONDS)
             for index in [index for index, process in running.items() if process.poll() is not None]:
                 codes[index] = running.pop(index).returncode
                 stopping = stopping or codes[index] != 0
                 if on_exit:
                     on_exit(index, codes[index])
-        return codes
+    if asked_to_stop:
+        raise KeyboardInterrupt
+    return codes
+
+
+@contextlib.contextmanager
+def _handling(handler):
+    """``handler`` for SIGINT and SIGTERM while the block runs (in the main thread; elsewhere nothing changes),
+    so that no ``KeyboardInterrupt`` lands between starting a run and noting it; the earlier handlers after.
+    A signal ignored at start (a background job's SIGINT) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: earlier for number, earlier in previous.items() if earlier is not signal.SIG_IGN}
+    for number in previous:
+        signal.signal(number, handler)
+    try:
+        yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, earlier in previous.items():
+            signal.signal(number, signal.SIG_DFL if earlier is None else earlier)
+
+
+@contextlib.contextmanager
+def noting_stop_signals():
+    """Yields ``arrived()``: whether SIGINT or SIGTERM has reached this process since the block began, whichever
+    handler took it.
+
+    A run that a signal reaches during its last chunk or final evaluation notes the stop request and finishes
+    (``training.stopping``; nothing is left to stop early), and the next run installs fresh handlers: a command
+    running several in one process would run on. Python writes every signal it handles to the wakeup file
+    descriptor, whoever's handler then runs, so the command asks ``arrived()`` between runs. Outside the main
+    thread (where Python sets no handlers) ``arrived()`` is always False.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    seen = set()
+
+    def arrived():
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 512):
+                seen.update(chunk)
+        return bool(seen & {signal.SIGINT, signal.SIGTERM})
+
+    try:
+        yield arrived
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)

@@ -1,7 +1,8 @@
 """Race training recipes to a target accuracy and write a markdown table (``experiments/racing.py``):
 
 ``python -m experiments.race --flagfiles=flags/keras_mnist_baseline.cfg,flags/mnist_speed.cfg
---target_accuracy=0.99 --seeds=5 --data_dir=../shared/data --logdir=runs/races/mnist --out=races/mnist.md``
+--target_accuracy=0.99 --seeds=5 --data_dir=../shared/data --logdir=runs/races/mnist [--out=<logdir>/race.md
+[--overwrite_table]]``
 """
 
 import os
@@ -27,11 +28,13 @@ def main(arguments):
     from experiments import racing
 
     command = shlex.join([os.path.basename(sys.executable), "-m", "experiments.race", *sys.argv[1:]])
-    out = FLAGS.out or os.path.join(FLAGS.logdir, "race.md")
+    out = racing.table_path(FLAGS.out, FLAGS.logdir)
     racing.race_and_report(FLAGS.flagfiles, FLAGS.target_accuracy, FLAGS.seeds, FLAGS.logdir, out, command,
-                           FLAGS.data_dir, FLAGS.eval_every_epochs, FLAGS.stop_at_target)
+                           FLAGS.data_dir, FLAGS.eval_every_epochs, FLAGS.stop_at_target,
+                           overwrite_table=FLAGS.overwrite_table)
     print(out)
 
 
 if __name__ == "__main__":
-    cli.run('race', main)
+    cli.run('race', main, stopped="stopped by a signal; finished runs are kept, and the same command continues "
+            "the race")

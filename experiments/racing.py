@@ -22,13 +22,14 @@ import time
 from absl import logging
 
 from experiments.launch import (
+    how_it_ended,
+    read_json_object,
     read_run,
-    recipe_name,
     run_dir,
     run_in_console,
     train_command,
 )
-from experiments.report import machine_record, write_report
+from experiments.report import TableWriter, machine_record, text_digest
 from training.errors import OneLineError
 
 RACE_TERMS = "race.json"
@@ -41,7 +42,7 @@ class RaceError(OneLineError, RuntimeError):
 
 @dataclasses.dataclass
 class Entrant:
-    name: str  # the flagfile's name without .cfg
+    name: str  # the flagfile's name without .cfg, with its folders when another flagfile has the same name
     flagfile: str
     runs: list = dataclasses.field(default_factory=list)  # results.json of each seed, in seed order
     starts: list = dataclasses.field(default_factory=list)  # how many times each seed's run was started
@@ -55,29 +56,59 @@ def race_flags(target, eval_every_epochs, stop_at_target):
     return flags + (["--stop_at_target"] if stop_at_target else [])
 
 
+# The results.json fields the table reads.
+TABLE_FIELDS = ("seconds_to_target", "images_to_target", "test_accuracy", "train_seconds", "images_per_second")
+
+
+def entrant_names(flagfiles):
+    """A distinct name per flagfile, which prefixes its run directories: the name without ``.cfg``
+    (``flags/mnist_speed.cfg``: ``mnist_speed``), with as many of its folders as it takes to tell it from the
+    others (``a/fast.cfg`` and ``b/fast.cfg``: ``a-fast`` and ``b-fast``). A flagfile given twice is refused:
+    the race would compare a recipe with itself."""
+    seen = {}  # real path -> the flagfile as given
+    for flagfile in flagfiles:
+        real = os.path.realpath(flagfile)
+        if real in seen:
+            same = "twice" if seen[real] == flagfile else f"as {seen[real]} and {flagfile}"
+            raise RaceError(f"--flagfiles names {real} {same}; a race needs distinct recipes")
+        seen[real] = flagfile
+    parts = [os.path.splitext(os.path.abspath(flagfile))[0].split(os.sep)[1:] for flagfile in flagfiles]
+
+    def name(path):
+        others = [other for other in parts if other is not path]
+        depth = next(depth for depth in range(1, len(path) + 1)
+                     if all(other[-depth:] != path[-depth:] for other in others))
+        return "-".join(path[-depth:])
+
+    names = [name(path) for path in parts]
+    if len(set(names)) < len(names):  # "a-b/c.cfg" beside "a/b-c.cfg": told apart by position
+        names = [f"{name}-{index}" for index, name in enumerate(names)]
+    return names
+
+
 def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.0, stop_at_target=False,
              on_run=None, launch=run_in_console):
     """Runs every flagfile with seeds 0..seeds-1, alternating; returns the ``Entrant``s with their results.
 
-    Each run lives in ``<logdir>/<recipe>-seed<k>``; a run that has finished there is read, not trained again.
-    ``launch(command)`` runs one ``training.train`` command and returns its exit code; ``on_run(entrants)`` is
-    called after every run.
+    Each run lives in ``<logdir>/<name>-seed<k>`` (``entrant_names``); a run that has finished there is read, not
+    trained again. ``launch(command)`` runs one ``training.train`` command and returns its exit code (or raises
+    ``KeyboardInterrupt`` when this command is asked to stop); ``on_run(entrants)`` is called after every run.
     """
-    entrants = [Entrant(recipe_name(flagfile), flagfile) for flagfile in flagfiles]
+    entrants = [Entrant(name, flagfile) for name, flagfile in zip(entrant_names(flagfiles), flagfiles)]
     for seed in range(seeds):
         for entrant in entrants:
-            path = run_dir(logdir, entrant.flagfile, seed)
-            results, history = read_run(path)
+            path = run_dir(logdir, entrant.name, seed)
+            results, history = read_run(path, TABLE_FIELDS)
             if results is None:
-                command = train_command(entrant.flagfile, seed, logdir, data_dir,
+                command = train_command(entrant.flagfile, seed, path, data_dir,
                                         race_flags(target, eval_every_epochs, stop_at_target))
                 logging.info("race: %s seed %d: %s", entrant.name, seed, " ".join(command[1:]))
                 tick = time.time()
                 code = launch(command)
                 if code != 0:
-                    raise RaceError(f"{entrant.name} seed {seed} failed (exit {code}; its error is above); the "
-                                    f"same command continues the race")
-                results, history = read_run(path)
+                    raise RaceError(f"{entrant.name} seed {seed} {how_it_ended(code)}; the same command continues "
+                                    "the race")
+                results, history = read_run(path, TABLE_FIELDS)
                 logging.info("race: %s seed %d: %s to target, test accuracy %.2f%%, %.0f s in all", entrant.name,
                              seed, _seconds(results["seconds_to_target"]), 100 * results["test_accuracy"],
                              time.time() - tick)
@@ -168,36 +199,59 @@ def race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, reco
 
 
 def check_terms(logdir, terms):
-    """Records ``terms`` in ``<logdir>/race.json`` for a new race; for a race that is there, refuses other terms."""
+    """Refuses a race in ``logdir`` whose ``race.json`` holds other terms, or whose runs are there without one;
+    returns whether the race is new (its terms are then for ``record_terms``)."""
     path = os.path.join(logdir, RACE_TERMS)
-    if os.path.exists(path):
-        with open(path) as file:
-            recorded = json.load(file)
+    if os.path.lexists(path):
+        recorded = read_json_object(path, "a race's terms")
         for key, value in terms.items():
             if recorded.get(key) != value:
                 shown = "recipes" if key == "recipes" else f"{key} ({recorded.get(key)}; here {value})"
                 raise RaceError(f"{logdir} holds a race with other {shown}; a race continues only on its own terms "
                                 f"({path}), so pass a new --logdir")
-        return
-    for flagfile in terms["recipes"]:
-        if os.path.exists(run_dir(logdir, flagfile, 0)):
-            raise RaceError(f"{logdir} already holds runs of {recipe_name(flagfile)} but no {RACE_TERMS}; a race's "
-                            f"times compare only on its own terms, so pass a new --logdir")
+        return False
+    for name in entrant_names(list(terms["recipes"])):
+        if os.path.exists(run_dir(logdir, name, 0)):
+            raise RaceError(f"{logdir} already holds runs of {name} but no {RACE_TERMS}; a race's times compare "
+                            f"only on its own terms, so pass a new --logdir")
+    return True
+
+
+def record_terms(logdir, terms):
+    """Writes ``terms`` to ``<logdir>/race.json``, whole or not at all."""
+    path = os.path.join(logdir, RACE_TERMS)
     os.makedirs(logdir, exist_ok=True)
     with open(path + ".tmp", "w") as file:
         json.dump(terms, file, indent=2)
     os.replace(path + ".tmp", path)
 
 
+def table_path(out, logdir):
+    """Where a race writes its table: ``out``, else ``<logdir>/race.md`` beside its runs."""
+    return out or os.path.join(logdir, "race.md")
+
+
+def table_terms(terms):
+    """A race's terms as its table's stamp keeps them: the flagfiles' text as a digest."""
+    return dict(terms, recipes={flagfile: text_digest(text) for flagfile, text in terms["recipes"].items()})
+
+
 def race_and_report(flagfiles, target, seeds, logdir, out, command, data_dir="", eval_every_epochs=0.0,
-                    stop_at_target=False, launch=run_in_console):
+                    stop_at_target=False, launch=run_in_console, overwrite_table=False):
     """``run_race`` on terms checked against ``<logdir>/race.json``, rewriting the markdown report ``out``
-    after every run; returns the ``Entrant``s."""
+    after every run; returns the ``Entrant``s. ``out`` is written through a ``TableWriter``: a table there of
+    another race is refused before anything runs, unless ``overwrite_table``."""
+    entrant_names(flagfiles)  # refuses a flagfile given twice, before anything is written
     record, started = machine_record(), time.time()
-    check_terms(logdir, race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, record))
+    terms = race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, record)
+    new_race = check_terms(logdir, terms)
+    table = TableWriter(out, "experiments.race", table_terms(terms), overwrite_table)
+    if new_race:
+        record_terms(logdir, terms)
 
     def write(entrants):
-        write_report(out, make_report(entrants, target, seeds, command, record, time.time() - started))
+        table.write(make_report(entrants, target, seeds, command, record, time.time() - started),
+                    sum(len(entrant.runs) for entrant in entrants), len(entrants) * seeds)
 
     return run_race(flagfiles, target, seeds, logdir, data_dir, eval_every_epochs, stop_at_target, on_run=write,
                     launch=launch)

@@ -1,14 +1,20 @@
-"""The markdown report of a sweep: what was run, where and how, then a table of the points over seeds."""
+"""The markdown report of a sweep: what was run, where and how, then a table of the points over seeds; and
+``TableWriter``, which every experiment command's table goes through so that none replaces another's."""
 
 import datetime
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
 
+from absl import logging
+
 from models import architecture
 from training.config import TrainConfig
 from training.dataset_info import held_out_count
+from training.errors import OneLineError
 from training.provenance import REPO_DIR, cpu_model, git_commit
 
 
@@ -33,6 +39,99 @@ def write_report(path, text):
     with open(path + ".tmp", "w") as file:
         file.write(text)
     os.replace(path + ".tmp", path)
+
+
+class TableError(OneLineError, RuntimeError):
+    """A table that would replace one this command did not write on the same terms; the message names the file."""
+
+
+STAMP_START, STAMP_END = "<!-- written by ", " -->"
+STAMP_TAIL_BYTES = 4096  # the stamp is a table's last line, well under this
+
+
+def text_digest(text):
+    """A short digest of a flagfile's text, for a stamp: the text itself may hold anything, "-->" included."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def table_stamp(command, terms, done, total):
+    """A table's last line: an HTML comment (not shown when the markdown is rendered) saying which command wrote
+    it, on which terms (grid, budget, seeds, recipe, ...), and how many of its ``total`` items had finished."""
+    record = json.dumps(dict(command=command, terms=terms, done=done, total=total), sort_keys=True)
+    return f"{STAMP_START}{record}{STAMP_END}\n"
+
+
+def read_stamp(path):
+    """The stamp of the table at ``path`` as a dict, or None when it has none (written by hand or by older code)
+    or the stamp is damaged."""
+    with open(path, "rb") as file:
+        file.seek(max(0, os.fstat(file.fileno()).st_size - STAMP_TAIL_BYTES))
+        lines = file.read().decode("utf-8", "replace").rstrip("\n").splitlines()
+    last = lines[-1] if lines else ""
+    if not (last.startswith(STAMP_START) and last.endswith(STAMP_END)):
+        return None
+    try:
+        stamp = json.loads(last[len(STAMP_START):-len(STAMP_END)])
+    except ValueError:
+        return None
+    if not (isinstance(stamp, dict) and isinstance(stamp.get("terms"), dict) and type(stamp.get("done")) is int):
+        return None
+    return stamp
+
+
+def _difference(key, old, new):
+    """``"seeds (3; here 5)"``, or the key alone for values too long for a line (recipes)."""
+    return f"{key} ({old}; here {new})" if not isinstance(new, (dict, list)) else key
+
+
+class TableWriter:
+    """Writes one command's markdown table to ``path`` as its items finish, never losing another table.
+
+    A file already at ``path`` is replaced only when its stamp (``table_stamp``) says this command wrote it on
+    the same ``terms``, and then only by a table with at least as many finished items: a command started again
+    over a finished table writes its progress to ``<path>.incomplete.md`` until it has caught up. ``overwrite``
+    (the commands' ``--overwrite_table``) replaces whatever is there, from the first write.
+    """
+
+    def __init__(self, path, command, terms, overwrite=False):
+        self.path, self.command, self.overwrite = path, command, overwrite
+        self.terms = json.loads(json.dumps(terms))  # as a stamp reads back: tuples as lists
+        self.beside = os.path.splitext(path)[0] + ".incomplete.md"
+        self.kept = 0  # finished items of the table in place
+        if os.path.lexists(path) and not overwrite:
+            self.kept = self._owned_table_done()
+
+    def _owned_table_done(self):
+        if not os.path.isfile(self.path):
+            raise TableError(f"{self.path} exists and is not a regular file; pass --out=<a new file>")
+        stamp = read_stamp(self.path)
+        if stamp is None:
+            why = "it has no stamp of the command that wrote it, so was written by hand or by older code"
+        elif stamp.get("command") != self.command:
+            why = f"{stamp.get('command')} wrote it"
+        elif stamp["terms"] != self.terms:
+            why = "other " + ", ".join(_difference(key, stamp["terms"].get(key), value)
+                                       for key, value in self.terms.items() if stamp["terms"].get(key) != value)
+        else:
+            return stamp["done"]
+        raise TableError(f"{self.path} holds a table that this command did not write on these terms: {why}; "
+                         "pass --out=<another file>, or --overwrite_table to replace it")
+
+    def write(self, text, done, total):
+        """Writes ``text`` (a table of ``done`` of ``total`` finished items) with its stamp; returns the path."""
+        text = text.rstrip("\n") + "\n\n" + table_stamp(self.command, self.terms, done, total)
+        if self.overwrite or done >= self.kept:
+            write_report(self.path, text)
+            self.kept = done
+            if os.path.lexists(self.beside):
+                os.remove(self.beside)
+            return self.path
+        if not os.path.lexists(self.beside):
+            logging.warning("%s keeps its table of %d finished; this one (%d so far) is written to %s until it has "
+                            "as many (--overwrite_table replaces it at once)", self.path, self.kept, done,
+                            self.beside)
+        write_report(self.beside, text)
+        return self.beside
 
 
 def accuracy_spread(accuracies):

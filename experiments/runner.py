@@ -14,7 +14,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from experiments.report import machine_record, make_report, write_report
+from experiments.launch import StateFileError, noting_stop_signals, read_results
+from experiments.report import TableWriter, machine_record, make_report
 from training import config as config_lib
 from training import trainer
 from training.config import TrainConfig
@@ -62,6 +63,9 @@ def reusable_results(config):
     if not os.path.exists(run.file(CONFIG)):
         return None
     earlier = run.read_saved()["config"]
+    if not isinstance(earlier, dict):
+        raise StateFileError(f"{run.file(CONFIG)}: its config is a JSON {type(earlier).__name__}, not an object; "
+                             "move the run directory away")
     differ = dict(config_lib.fixed_changes(earlier, config))
     if earlier.get("train_steps", config.train_steps) != config.train_steps:
         differ["train_steps"] = (earlier["train_steps"], config.train_steps)
@@ -70,8 +74,12 @@ def reusable_results(config):
         asked = ", ".join(f"{name}={new}" for name, (_, new) in differ.items())
         raise SweepError(f"{config.logdir} holds a run with {found}, not {asked}; pass another --logdir or remove "
                          f"that directory")
-    results = run.read_results()
-    return results if results and results.get("train_steps") == config.train_steps else None
+    results = read_results(config.logdir, TABLE_FIELDS)
+    return results if results and results["train_steps"] == config.train_steps else None
+
+
+# The results.json fields a sweep's table and progress lines read.
+TABLE_FIELDS = ("test_accuracy", "wall_seconds", "params", "images_per_second", "train_steps")
 
 
 HPARAMS_DIR = "hparams"  # <run>/hparams: the run's settings and final metrics for TensorBoard's HParams dashboard
@@ -135,47 +143,78 @@ def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_po
     """Trains every point of ``grid`` with seeds 0..seeds-1 on ``dataset`` (a ``data.Dataset``), in-process.
 
     ``train_steps`` replaces the grid's budget. ``on_point(done)`` is called with the ``PointResult``s so far
-    after each point. Returns them all.
+    after each point. Returns them all. A stop signal that a run finished despite (it came during its last
+    chunk) raises ``KeyboardInterrupt`` once that run is kept.
     """
     done, runs = [], []
-    for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
-        runs.append(run_once(config, dataset, name, (grid.name, label, overrides), finished_before))
-        if len(runs) == seeds:
-            done.append(PointResult(label, dict(overrides), runs))
-            runs = []
-            if on_point:
-                on_point(done)
+    with noting_stop_signals() as stop_arrived:
+        for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
+            runs.append(run_once(config, dataset, name, (grid.name, label, overrides), finished_before))
+            if len(runs) == seeds:
+                done.append(PointResult(label, dict(overrides), runs))
+                runs = []
+                if on_point:
+                    on_point(done)
+            stop_if_asked(stop_arrived, name)
     return done
+
+
+def stop_if_asked(stop_arrived, name):
+    """Raises ``KeyboardInterrupt`` when a stop signal arrived while the run ``name`` trained: the run finished
+    and is kept, and no other starts."""
+    if stop_arrived():
+        logging.warning("sweep: a stop signal came while %s finished; it is kept, and the sweep stops", name)
+        raise KeyboardInterrupt
 
 
 def train_free_runs(grid, dataset, seeds, logdir, train_steps=None, data_dir=""):
     """Trains every run of the sweep that has not finished and that no other process is training (its directory
     is locked: passed by); writes no table. Returns how many runs this process trained."""
     trained = 0
-    for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
-        try:
-            trained += not run_once(config, dataset, name, (grid.name, label, overrides)).reused
-        except RunInUse:
-            logging.info("sweep: %s: another process is training it; passed by", name)
+    with noting_stop_signals() as stop_arrived:
+        for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
+            try:
+                trained += not run_once(config, dataset, name, (grid.name, label, overrides)).reused
+            except RunInUse:
+                logging.info("sweep: %s: another process is training it; passed by", name)
+            stop_if_asked(stop_arrived, name)
     return trained
 
 
+def table_path(out, logdir, grid_name, dataset_name):
+    """Where a sweep writes its table: ``out``, else ``<logdir>/<grid>-<dataset>.md`` beside its runs (never a
+    table in sweeps/ that the repository keeps, unless asked)."""
+    return out or os.path.join(logdir, f"{grid_name}-{dataset_name}.md")
+
+
+def sweep_terms(grid, dataset_name, seeds, train_steps):
+    """What a sweep's table depends on, as its stamp keeps it: another grid, budget or seed count is another
+    table."""
+    return dict(grid=grid.name, dataset=dataset_name, train_steps=train_steps, batch_size=grid.batch_size,
+                seeds=seeds)
+
+
 def run_and_report(grid, dataset, seeds, logdir, out, command, train_steps=None, data_dir="", train_elsewhere=None,
-                   jobs=1):
+                   jobs=1, overwrite_table=False):
     """``run_sweep``, rewriting the markdown report ``out`` after every point; returns the ``PointResult``s.
 
     ``train_elsewhere()``, when given, first trains the runs in other processes (``jobs`` of them at once);
-    this process then reads them, and trains any they left.
+    this process then reads them, and trains any they left. ``out`` is written through a ``TableWriter``: a table
+    there that another command or another sweep wrote is refused before anything trains, unless
+    ``overwrite_table``.
     """
     record = machine_record()
     steps = train_steps or grid.train_steps
+    table = TableWriter(out, "experiments.sweep", sweep_terms(grid, dataset.name, seeds, steps), overwrite_table)
     started = time.time()
     finished_before = {config.logdir for *_, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps,
                                                                   data_dir) if reusable_results(config) is not None}
+    written = out
 
     def write(done):
-        write_report(out, make_report(grid, dataset, steps, seeds, done, record, command, time.time() - started,
-                                      jobs))
+        nonlocal written
+        written = table.write(make_report(grid, dataset, steps, seeds, done, record, command,
+                                          time.time() - started, jobs), len(done), len(grid.points))
 
     write([])
     if train_elsewhere:
@@ -183,5 +222,5 @@ def run_and_report(grid, dataset, seeds, logdir, out, command, train_steps=None,
     done = run_sweep(grid, dataset, seeds, logdir, train_steps, data_dir, on_point=write,
                      finished_before=finished_before)
     logging.info("sweep: %d points x %d seeds done in %.0f s; table in %s", len(done), seeds,
-                 time.time() - started, out)
+                 time.time() - started, written)
     return done

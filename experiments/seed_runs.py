@@ -16,13 +16,15 @@ import statistics
 from absl import logging
 
 from experiments.launch import (
+    how_it_ended,
+    read_json_object,
     read_run,
     recipe_name,
     run_all_in_console,
     run_dir,
     train_command,
 )
-from experiments.report import accuracy_spread, machine_record, write_report
+from experiments.report import TableWriter, accuracy_spread, machine_record, text_digest
 from training.errors import OneLineError
 
 
@@ -35,16 +37,22 @@ def check_recipe(flagfile, logdir):
     with open(flagfile) as file:
         text = file.read()
     manifest = os.path.join(logdir, f"{recipe_name(flagfile)}.seeds.json")
-    if os.path.exists(manifest):
-        with open(manifest) as file:
-            if json.load(file)["flagfile_text"] != text:
-                raise SeedsError(f"{logdir} holds seeds of another version of {flagfile} ({manifest}); pass a new "
-                                 f"--logdir")
+    if os.path.lexists(manifest):
+        recorded = read_json_object(manifest, "the recipe's text under flagfile_text").get("flagfile_text")
+        if not isinstance(recorded, str):
+            raise SeedsError(f"{manifest}: holds no flagfile_text (the recipe's text); move it away")
+        if recorded != text:
+            raise SeedsError(f"{logdir} holds seeds of another version of {flagfile} ({manifest}); pass a new "
+                             f"--logdir")
         return
     os.makedirs(logdir, exist_ok=True)
     with open(manifest + ".tmp", "w") as file:
         json.dump(dict(flagfile=flagfile, flagfile_text=text), file, indent=2)
     os.replace(manifest + ".tmp", manifest)
+
+
+# The results.json fields the table reads.
+TABLE_FIELDS = ("test_accuracy", "test_loss", "train_steps", "train_seconds", "images_per_second")
 
 
 def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, on_run=None, jobs=1):
@@ -53,14 +61,14 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
     Unfinished seeds train ``jobs`` at a time, side by side, the next starting as soon as one ends.
     ``launch(commands, jobs, on_exit)`` runs ``training.train`` commands that way and calls ``on_exit(index,
     code)`` as each ends (``launch.run_all_in_console``). ``on_run(done)`` is called with the list so far whenever
-    it grows.
+    it grows. A stop signal raises ``KeyboardInterrupt`` once the running seeds have stopped.
     """
     check_recipe(flagfile, logdir)
     name = recipe_name(flagfile)
-    finished = {seed: read_run(run_dir(logdir, flagfile, seed)) for seed in range(seeds)}
+    finished = {seed: read_run(run_dir(logdir, name, seed), TABLE_FIELDS) for seed in range(seeds)}
     pending = [seed for seed in range(seeds) if finished[seed][0] is None]
     for seed in sorted(set(range(seeds)) - set(pending)):
-        logging.info("seeds: %s seed %d: finished before (%s), read", name, seed, run_dir(logdir, flagfile, seed))
+        logging.info("seeds: %s seed %d: finished before (%s), read", name, seed, run_dir(logdir, name, seed))
     done, failures = [], []
 
     def report_in_order():
@@ -74,22 +82,22 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
         if code != 0:
             failures.append((seed, code))
             return
-        finished[seed] = read_run(run_dir(logdir, flagfile, seed))
+        finished[seed] = read_run(run_dir(logdir, name, seed), TABLE_FIELDS)
         report_in_order()
 
     report_in_order()
-    commands = [train_command(flagfile, seed, logdir, data_dir) for seed in pending]
+    commands = [train_command(flagfile, seed, run_dir(logdir, name, seed), data_dir) for seed in pending]
     for seed, command in zip(pending, commands):
         logging.info("seeds: %s seed %d: %s", name, seed, " ".join(command[1:]))
     launch(commands, jobs, ended)
     if failures:
         seed, code = failures[0]
-        raise SeedsError(f"{name} seed {seed} failed (exit {code}; its error is above); the same command resumes it")
+        raise SeedsError(f"{name} seed {seed} {how_it_ended(code)}; the same command resumes it")
     return done
 
 
 def _distinct(history, key):
-    return ", ".join(dict.fromkeys(start.get(key, "not recorded") for start in history)) or "not recorded"
+    return ", ".join(dict.fromkeys(str(start.get(key, "not recorded")) for start in history)) or "not recorded"
 
 
 def make_table(done):
@@ -130,11 +138,25 @@ def make_report(flagfile, seeds, done, command, record, jobs=1):
     return "\n".join(lines)
 
 
-def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=run_all_in_console, jobs=1):
-    """``run_seeds``, rewriting the markdown report ``out`` after every seed; returns what ``run_seeds`` does."""
+def table_path(out, logdir, flagfile):
+    """Where the seeds of a recipe write their table: ``out``, else ``<logdir>/<recipe>.md`` beside the runs."""
+    return out or os.path.join(logdir, f"{recipe_name(flagfile)}.md")
+
+
+def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=run_all_in_console, jobs=1,
+                     overwrite_table=False):
+    """``run_seeds``, rewriting the markdown report ``out`` after every seed; returns what ``run_seeds`` does.
+
+    ``out`` is written through a ``TableWriter``: a table there of another recipe (or another version of it) is
+    refused before anything runs, unless ``overwrite_table``; one of more finished seeds is kept until this
+    command has as many.
+    """
     record = machine_record()
+    with open(flagfile) as file:
+        terms = dict(recipe=recipe_name(flagfile), recipe_text=text_digest(file.read()))
+    table = TableWriter(out, "experiments.seeds", terms, overwrite_table)
 
     def write(done):
-        write_report(out, make_report(flagfile, seeds, done, command, record, jobs))
+        table.write(make_report(flagfile, seeds, done, command, record, jobs), len(done), seeds)
 
     return run_seeds(flagfile, seeds, logdir, data_dir, launch, on_run=write, jobs=jobs)

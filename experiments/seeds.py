@@ -2,7 +2,7 @@
 (``experiments/seed_runs.py``):
 
 ``python -m experiments.seeds --recipe=flags/mnist_full.cfg --seeds=3 --data_dir=../shared/data
---logdir=runs/seeds --out=sweeps/seeds-mnist_full.md``
+--logdir=runs/seeds [--out=<logdir>/<recipe>.md [--overwrite_table]]``
 
 The same command continues an interrupted one: finished seeds are read, an unfinished one resumes.
 """
@@ -27,14 +27,16 @@ FLAGS = absl_flags.FLAGS
 
 def main(arguments):
     del arguments
-    from experiments import launch, seed_runs
+    from experiments import seed_runs
 
     command = shlex.join([os.path.basename(sys.executable), "-m", "experiments.seeds", *sys.argv[1:]])
     flagfile = FLAGS.recipe
-    out = FLAGS.out or os.path.join(FLAGS.logdir, f"{launch.recipe_name(flagfile)}.md")
-    seed_runs.seeds_and_report(flagfile, FLAGS.seeds, FLAGS.logdir, out, command, FLAGS.data_dir, jobs=FLAGS.jobs)
+    out = seed_runs.table_path(FLAGS.out, FLAGS.logdir, flagfile)
+    seed_runs.seeds_and_report(flagfile, FLAGS.seeds, FLAGS.logdir, out, command, FLAGS.data_dir, jobs=FLAGS.jobs,
+                               overwrite_table=FLAGS.overwrite_table)
     print(out)
 
 
 if __name__ == "__main__":
-    cli.run('seeds', main)
+    cli.run('seeds', main, stopped="stopped by a signal; finished seeds are kept, and the same command resumes "
+            "the others")

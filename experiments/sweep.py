@@ -1,7 +1,7 @@
 """Train a named grid of points over seeds and write a markdown table of the results.
 
 ``python -m experiments.sweep --grid=filter_size --data_dir=../shared/data [--dataset=mnist] [--seeds=3]
-[--train_steps=N] [--out=sweeps/<grid>-<dataset>.md] [--logdir=runs/sweeps] [--jobs=2]``
+[--train_steps=N] [--logdir=runs/sweeps] [--out=<logdir>/<grid>-<dataset>.md [--overwrite_table]] [--jobs=2]``
 
 The grids are in ``experiments/grids.py``. Every run has its own directory under ``--logdir``; running the same
 command again reuses the finished runs, so an interrupted sweep continues where it stopped. With ``--jobs=N``
@@ -39,7 +39,7 @@ def main(arguments):
     from training import data
 
     grid = grids.make_grid(FLAGS.grid, FLAGS.dataset)
-    out = FLAGS.out or os.path.join("sweeps", f"{grid.name}-{FLAGS.dataset}.md")
+    out = runner.table_path(FLAGS.out, FLAGS.logdir, grid.name, FLAGS.dataset)
     dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
     steps = FLAGS.train_steps or None
     if FLAGS.train_only:
@@ -53,11 +53,11 @@ def main(arguments):
             copy = [sys.executable, "-m", "experiments.sweep", *sys.argv[1:], "--train_only", "--jobs=1"]
             codes = launch.run_all_in_console([copy] * FLAGS.jobs)
             if any(codes):
-                raise runner.SweepError(f"a training process ended with exit {next(c for c in codes if c)} (its "
-                                        f"error is above); the same command continues the sweep")
+                ended = launch.how_it_ended(next(code for code in codes if code))
+                raise runner.SweepError(f"a training process {ended}; the same command continues the sweep")
     runner.run_and_report(grid, dataset, FLAGS.seeds, FLAGS.logdir, out, command_line(sys.argv),
                           train_steps=steps, data_dir=FLAGS.data_dir, train_elsewhere=train_elsewhere,
-                          jobs=FLAGS.jobs)
+                          jobs=FLAGS.jobs, overwrite_table=FLAGS.overwrite_table)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ import os
 from absl import flags as absl_flags
 
 from flags import cli
+from flags.seeds_flags import MAX_SEEDS
+
+DEFAULT_LOGDIR = os.path.join("runs", "races", "race")  # under runs/, which git ignores
 
 
 def define_flags():
@@ -17,14 +20,18 @@ def define_flags():
                             "flagfiles, so every recipe is checked after the same numbers of images; 0: each "
                             "flagfile's own interval.")
     absl_flags.DEFINE_bool("stop_at_target", False, "End each run at its first evaluation at the target.")
-    absl_flags.DEFINE_string("logdir", os.path.join("runs", "races", "race"), "Root of the run directories "
+    absl_flags.DEFINE_string("logdir", DEFAULT_LOGDIR, "Root of the run directories "
                              "<logdir>/<recipe>-seed<k> and of race.json, the race's terms: the same command "
                              "continues a stopped race there (same recipes, settings, commit and CPU model).")
-    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/race.md.")
+    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/race.md. A table there of "
+                             "another race, or written by hand, is refused.")
+    absl_flags.DEFINE_bool("overwrite_table", False, "Replace --out whatever table it holds, and at once, even by "
+                           "a table of fewer finished runs (otherwise that one goes to <out>.incomplete.md until it "
+                           "has caught up).")
     absl_flags.mark_flags_as_required(["flagfiles", "target_accuracy"])
     cli.check("flagfiles", lambda v: v is None or (len(v) >= 2 and all(os.path.isfile(f) for f in v)),
               "must name two or more existing flagfiles, the baseline first")
     cli.check("target_accuracy", lambda v: v is None or 0 < v <= 1, "must be in (0, 1]")
-    cli.check("seeds", lambda v: v > 0, "must be a positive integer")
+    cli.check("seeds", lambda v: 0 < v <= MAX_SEEDS, f"must be a positive integer, at most {MAX_SEEDS}")
     cli.check("eval_every_epochs", lambda v: v >= 0, "must be >= 0")
     cli.check_directory("data_dir")

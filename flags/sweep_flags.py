@@ -6,7 +6,11 @@ from absl import flags as absl_flags
 
 from experiments import grids
 from flags import cli
+from flags.seeds_flags import MAX_SEEDS
+from training.config import MAX_STEPS
 from training.dataset_info import DATASETS
+
+DEFAULT_LOGDIR = os.path.join("runs", "sweeps")  # under runs/, which git ignores
 
 
 def define_flags():
@@ -19,8 +23,13 @@ def define_flags():
     absl_flags.DEFINE_integer("train_steps", 0, "Optimizer steps per run; 0: the grid's own budget "
                          f"({grids.DEFAULT_TRAIN_STEPS} steps of {grids.DEFAULT_BATCH_SIZE} images for every "
                          "grid now).")
-    absl_flags.DEFINE_string("out", "", "Markdown file to write; default sweeps/<grid>-<dataset>.md.")
-    absl_flags.DEFINE_string("logdir", os.path.join("runs", "sweeps"), "Root of the run directories: each run lives in "
+    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/<grid>-<dataset>.md. A table "
+                             "there that this command wrote for another grid, budget or seed count, or by hand "
+                             "(the tables in sweeps/), is refused.")
+    absl_flags.DEFINE_bool("overwrite_table", False, "Replace --out whatever table it holds, and at once, even by "
+                           "a table of fewer finished points (otherwise that one goes to <out>.incomplete.md until "
+                           "it has caught up).")
+    absl_flags.DEFINE_string("logdir", DEFAULT_LOGDIR, "Root of the run directories: each run lives in "
                         "<logdir>/<grid>/<dataset>/<point>-seed<k>, and a finished one is reused, not retrained.")
     absl_flags.DEFINE_integer("jobs", 1, "Runs trained at once, each in a process of its own; this process then "
                               "writes the table. Two on 2 cores put 0.96-1.37x the images/s of one through them, by "
@@ -34,7 +43,8 @@ def define_flags():
 
 def _register_validators():
     cli.check_directory("data_dir")
-    cli.check("seeds", lambda v: v > 0, "must be a positive integer")
+    cli.check("seeds", lambda v: 0 < v <= MAX_SEEDS, f"must be a positive integer, at most {MAX_SEEDS}")
     cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")
-    cli.check("train_steps", lambda v: v >= 0, "must be a non-negative integer (0: the grid's budget)")
+    cli.check("train_steps", lambda v: 0 <= v <= MAX_STEPS,
+              f"must be a non-negative integer, at most {MAX_STEPS} (0: the grid's budget)")
     cli.check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")

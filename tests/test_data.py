@@ -2,6 +2,7 @@
 validation split, and the tf.data pipelines with their augmentation options."""
 
 import logging
+import os
 import re
 import urllib.error
 import zipfile
@@ -120,26 +121,34 @@ def test_unknown_dataset_lists_the_known_ones():
         data_lib.load("svhn")
 
 
-def test_a_missing_dataset_says_which_file_to_put_where(tmp_path, empty_keras_home):
-    where = tmp_path / "cifar100.npz"
-    with pytest.raises(DataError, match=re.escape(f"dataset 'cifar100' not found: put {where} (arrays x_train, "
-                                                  "y_train, x_test, y_test) there and pass --data_dir")):
-        data_lib.load("cifar100", str(tmp_path), allow_download=False)
+def test_a_missing_dataset_says_which_file_to_put_where(empty_keras_home):
+    with pytest.raises(DataError, match=re.escape("dataset 'cifar100' not found: put <data_dir>/cifar100.npz (arrays "
+                                                  "x_train, y_train, x_test, y_test) there and pass --data_dir")):
+        data_lib.load("cifar100", allow_download=False)
 
 
-def test_mnist_falls_back_to_the_bundled_subset(tmp_path, empty_keras_home):
-    dataset = data_lib.load("mnist", str(tmp_path), allow_download=False)  # tmp_path holds no mnist.npz
+def test_mnist_without_data_dir_falls_back_to_the_bundled_subset(empty_keras_home):
+    dataset = data_lib.load("mnist", "", allow_download=False)
     assert dataset.source == f"bundled MNIST subset {data_lib.BUNDLED_MNIST}"
     assert dataset.x_train.shape == (10_000, 28, 28, 1) and dataset.x_test.shape == (10_000, 28, 28, 1)
     assert dataset.y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the official test set's start
     assert dataset.y_train.dtype == np.int32
 
 
+def test_a_data_dir_without_the_dataset_is_refused_not_replaced_by_the_bundled_subset(tmp_path, empty_keras_home):
+    # Training on 10,000 images instead of the 60,000 the user pointed at would change every result quietly.
+    with pytest.raises(DataError, match=re.escape(
+            f"dataset 'mnist' not found: {tmp_path / 'mnist.npz'} does not exist (--data_dir {tmp_path} must hold "
+            "mnist.npz with arrays x_train, y_train, x_test, y_test; without --data_dir the Keras cache is used, "
+            "then the bundled subset)")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 
 
 def test_a_failed_download_prints_nothing_and_its_cause_is_in_the_fallback_warning(
-        tmp_path, empty_keras_home, monkeypatch, capsys, caplog):
+        empty_keras_home, monkeypatch, capsys, caplog):
     def no_network(url, *args, **kwargs):
         raise urllib.error.URLError("no network here")
 
@@ -148,7 +157,7 @@ def test_a_failed_download_prints_nothing_and_its_cause_is_in_the_fallback_warni
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(empty_keras_home))
     monkeypatch.setattr(keras_file_utils, "urlretrieve", no_network)
     caplog.set_level(logging.INFO, logger="absl")
-    dataset = data_lib.load("mnist", str(tmp_path), allow_download=True)
+    dataset = data_lib.load("mnist", "", allow_download=True)
     assert dataset.source == f"bundled MNIST subset {data_lib.BUNDLED_MNIST}"
     # Keras' "Downloading data from ..." is a log record, not a line on stdout.
     assert capsys.readouterr().out == ""
@@ -393,6 +402,107 @@ def test_object_arrays_are_refused(tmp_path):
     with pytest.raises(DataError, match=re.escape(f"{path}: y_train holds Python objects (dtype object), which are "
                                                   "not loaded")):
         data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def _npz_with_header(path, arrays, key, header):
+    """Writes ``arrays`` as an .npz whose member ``key`` has its real data after a version 1.0 header of the
+    given text (padded as NumPy pads it)."""
+    text = header.encode("latin1")
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                if name == key:
+                    member.write(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + array.tobytes())
+                else:
+                    np.lib.format.write_array(member, array)
+
+
+@pytest.mark.parametrize("header, message", [
+    # NumPy tokenizes a version 1.0 header before parsing it, and its TokenError is no ValueError.
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28), '''",
+     "x_train is not a readable .npy array (EOF in multi-line string)"),
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28",
+     "x_train is not a readable .npy array (EOF in multi-line statement)"),
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (-4, 28, 28), }",
+     "x_train declares shape (-4, 28, 28), with a negative dimension"),
+], ids=["unterminated_string", "unclosed_bracket", "negative_dimension"])
+def test_an_npy_header_that_does_not_parse_raises_data_error_naming_the_file(tmp_path, header, message):
+    path = tmp_path / "mnist.npz"
+    _npz_with_header(path, _mnist_arrays(), "x_train", header)
+    with pytest.raises(DataError, match=f"^{re.escape(f'{path}: {message}')}$"):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def test_a_header_declaring_71_tib_is_refused_before_reading(tmp_path):
+    path = tmp_path / "mnist.npz"
+    _npz_with_header(path, _mnist_arrays(), "x_train",
+                     "{'descr': '<f8', 'fortran_order': False, 'shape': (9765625000000,), }")  # 8 x 9.77e12 bytes
+    with pytest.raises(DataError, match=re.escape(f"{path}: x_train declares shape (9765625000000,) of float64 "
+                                                  "(78,125,000,000,000 bytes), but the archive stores only 3,136")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def test_a_fifo_named_like_the_dataset_is_refused_without_blocking(tmp_path):
+    # Opening a FIFO for reading waits for a writer: before the check the loader hung here, silently.
+    path = tmp_path / "mnist.npz"
+    os.mkfifo(path)
+    message = f"{path}: not a regular file (a named pipe); a dataset is read from an .npz file"
+    with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_symlink_to_an_endless_device_is_refused_before_a_byte_is_read(tmp_path, device):
+    # Read as a zip, /dev/zero took 8 GB in 20 s and answered neither SIGINT nor SIGTERM.
+    path = tmp_path / "mnist.npz"
+    os.symlink(device, path)
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a regular file (a character device: {device}, "
+                                                  "through a symlink)")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def test_a_directory_or_a_dangling_symlink_under_the_dataset_name_is_refused(tmp_path):
+    (tmp_path / "a" / "mnist.npz").mkdir(parents=True)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'a' / 'mnist.npz'}: not a regular file (a "
+                                                  "directory)")):
+        data_lib.load("mnist", str(tmp_path / "a"), allow_download=False)
+    (tmp_path / "b").mkdir()
+    os.symlink(tmp_path / "gone.npz", tmp_path / "b" / "mnist.npz")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'b' / 'mnist.npz'}: not found (a symlink to "
+                                                  f"{tmp_path / 'gone.npz'}, which does not exist)")):
+        data_lib.load("mnist", str(tmp_path / "b"), allow_download=False)
+
+
+def test_a_file_larger_than_four_times_the_dataset_is_refused_before_reading(tmp_path):
+    # MNIST's 70,000 images of 784 bytes are 54,880,000 bytes; 4x is 219,520,000. A sparse file costs no disk.
+    with open(tmp_path / "mnist.npz", "wb") as file:
+        file.truncate(219_520_001)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'mnist.npz'}: 219,520,001 bytes, more than the "
+                                                  "219,520,000-byte limit for mnist (4x its official images "
+                                                  "uncompressed); not this dataset")):
+        data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+def test_a_damaged_keras_cache_entry_with_downloads_off_is_refused_and_never_downloaded(
+        empty_keras_home, monkeypatch):
+    downloads = []
+
+    def record_download(url, *args, **kwargs):
+        downloads.append(url)
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(empty_keras_home))
+    monkeypatch.setattr(keras_file_utils, "urlretrieve", record_download)
+    entry = empty_keras_home / "datasets" / "mnist.npz"
+    entry.parent.mkdir()
+    entry.write_bytes(b"half a download")  # not the hash Keras expects: Keras would fetch the file again
+    message = (f"{entry} in the Keras cache is damaged or incomplete, so tf.keras.datasets would download mnist "
+               f"again, and downloads are off: delete {entry}, allow downloads, or pass --data_dir")
+    with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+        data_lib.load("mnist", allow_download=False)
+    assert downloads == []
+    assert entry.read_bytes() == b"half a download"  # left in place for the user to look at
+    assert keras_file_utils.urlretrieve is record_download  # Keras' own download function is back
 
 
 # CIFAR-100 superclass labels. A synthetic mapping (fine label mod 20) stands in for the official one.

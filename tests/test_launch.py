@@ -1,12 +1,19 @@
-"""``experiments.launch``: the training process an experiment command waits for gets the command's stop signal."""
+"""``experiments.launch``: the training process an experiment command waits for gets the command's stop signal,
+its exit reads as stopped, killed or failed, the JSON files the commands read are checked, and a stop signal
+taken by any handler is noted."""
 
+import json
 import os
+import re
 import signal
 import sys
 import threading
 import time
 
+import pytest
+
 from experiments import launch
+from training.errors import OneLineError
 
 
 def test_a_sigterm_to_the_command_reaches_the_run_it_waits_for(tmp_path):
@@ -22,8 +29,11 @@ def test_a_sigterm_to_the_command_reaches_the_run_it_waits_for(tmp_path):
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=terminate_this_process_once_the_run_is_ready, daemon=True).start()
-    before, tick = signal.getsignal(signal.SIGTERM), time.time()
-    assert launch.run_in_console([sys.executable, "-c", run]) == 7
+    before, tick, ended = signal.getsignal(signal.SIGTERM), time.time(), []
+    # The command was asked to stop: once its run has ended, it stops too, and says nothing of a failure.
+    with pytest.raises(KeyboardInterrupt):
+        launch.run_all_in_console([[sys.executable, "-c", run]], on_exit=lambda index, code: ended.append(code))
+    assert ended == [7]
     assert time.time() - tick < 30
     assert signal.getsignal(signal.SIGTERM) == before  # this process's own handling is back
 
@@ -57,3 +67,55 @@ def test_after_a_failure_the_pool_starts_nothing_more(tmp_path):
     assert codes == [5, None]
     assert ended == [(0, 5)]
     assert not never.exists()
+
+
+@pytest.mark.parametrize("code, words", [
+    (130, "was stopped by a signal (exit 130)"),  # 128 + SIGINT: what training.train exits with when stopped
+    (-2, "was stopped by a signal (exit -2)"),  # ended by SIGINT itself
+    (-15, "was stopped by a signal (exit -15)"),
+    (-9, "was killed by SIGKILL (exit -9)"),
+    (1, "failed (exit 1; its error is above)"),
+])
+def test_an_exit_reads_as_stopped_killed_or_failed(code, words):
+    assert launch.how_it_ended(code) == words
+
+
+def test_a_signal_taken_by_another_handler_is_still_noted():
+    # As a run's stop_requests does during its last chunk: the signal is handled, the handler returns.
+    taken = []
+    before = signal.signal(signal.SIGTERM, lambda number, frame: taken.append(number))
+    try:
+        with launch.noting_stop_signals() as arrived:
+            assert not arrived()
+            signal.raise_signal(signal.SIGTERM)
+            assert taken == [signal.SIGTERM] and arrived() and arrived()  # it stays noted
+        assert signal.set_wakeup_fd(-1) == -1  # the wakeup descriptor was put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+                  "it should hold a run's results: move it away"),
+    ("[0.99, 0.98]", "holds a JSON list, not a run's results: move it away"),
+    ('{"test_accuracy": "99%", "train_steps": 5}', "test_accuracy is '99%', not a number; move it away, and the "
+                                                   "same command finishes the run again from its last checkpoint"),
+    ('{"test_accuracy": 0.99, "train_steps": true}', "train_steps is True, not an integer; move it away, and the "
+                                                     "same command finishes the run again from its last checkpoint"),
+    ('{"test_accuracy": 0.99}', "lacks train_steps; move it away, and the same command finishes the run again "
+                                "from its last checkpoint"),
+], ids=["not_json", "a_list", "a_string_accuracy", "a_bool_step_count", "a_missing_field"])
+def test_a_damaged_results_json_is_one_line_naming_it(tmp_path, content, message):
+    (tmp_path / "results.json").write_text(content)
+    with pytest.raises(OneLineError, match=f"^{re.escape(str(tmp_path / 'results.json'))}: {re.escape(message)}$"):
+        launch.read_run(str(tmp_path), ("test_accuracy", "train_steps"))
+
+
+@pytest.mark.parametrize("saved, message", [
+    ("[]", "config.json: holds no run configuration"),
+    (json.dumps(dict(config={}, history={"commit": "abc"})), "config.json: its history is not a list of starts"),
+], ids=["a_list", "history_not_a_list"])
+def test_a_damaged_config_json_is_one_line_naming_it(tmp_path, saved, message):
+    (tmp_path / "config.json").write_text(saved)
+    with pytest.raises(OneLineError, match=f"^{re.escape(str(tmp_path))}/{re.escape(message)}"):
+        launch.read_run(str(tmp_path))

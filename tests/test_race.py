@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from experiments import racing
+from experiments import launch, racing
+from experiments.report import TableError
 
 SECONDS = {("slow", 0): 100.0, ("fast", 0): 20.0, ("slow", 1): 120.0, ("fast", 1): 25.0}
 
@@ -16,7 +17,7 @@ SECONDS = {("slow", 0): 100.0, ("fast", 0): 20.0, ("slow", 1): 120.0, ("fast", 1
 def _entrant(flagfile, seconds, accuracies):
     runs = [dict(seconds_to_target=s, images_to_target=None if s is None else 1024 * int(s), test_accuracy=a,
                  train_seconds=2 * (s or 500), images_per_second=100.0) for s, a in zip(seconds, accuracies)]
-    return racing.Entrant(racing.recipe_name(flagfile), flagfile, runs)
+    return racing.Entrant(launch.recipe_name(flagfile), flagfile, runs)
 
 
 def test_the_table_gives_medians_ranges_and_the_ratio_of_medians():
@@ -72,7 +73,7 @@ def _fake_training(launched, fail_at=None):
 
 def test_a_stopped_race_continues_with_the_unfinished_run_and_reads_the_finished(tmp_path, flagfiles):
     logdir, out, launched = str(tmp_path / "race"), str(tmp_path / "race.md"), []
-    with pytest.raises(racing.RaceError, match=r"^fast seed 0 failed \(exit -15; its error is above\); the same "
+    with pytest.raises(racing.RaceError, match=r"^fast seed 0 was stopped by a signal \(exit -15\); the same "
                                                r"command continues the race$"):
         racing.race_and_report(flagfiles, 0.99, 2, logdir, out, "the command",
                                launch=_fake_training(launched, fail_at=("fast", 0)))
@@ -136,3 +137,104 @@ def test_every_recipe_runs_with_the_race_target_and_evaluation_interval(tmp_path
         [f"--flagfile={flagfile}", "--seed=0", f"--logdir={tmp_path / name}-seed0", "--target_accuracy=0.99",
          "--eval_every=0", "--eval_every_epochs=0.25", "--stop_at_target", "--data_dir=/data"]
         for flagfile, name in zip(flagfiles, ["slow", "fast"])]
+
+
+def test_flagfiles_of_one_name_in_two_folders_each_run_in_their_own_directories(tmp_path):
+    # Before, both ran in <logdir>/fast-seed0: the second was "read" from the first's run, at a ratio of 1.000.
+    flagfiles = []
+    for folder, arch in (("old", "slow"), ("new", "fast")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "fast.cfg").write_text(f"--arch={arch}\n")
+        flagfiles.append(str(tmp_path / folder / "fast.cfg"))
+    seconds = {"slow": 100.0, "fast": 20.0}
+    launched = []
+
+    def launch_run(command):
+        arch = open(next(arg for arg in command if arg.startswith("--flagfile=")).split("=", 1)[1]).read()
+        path = next(arg for arg in command if arg.startswith("--logdir=")).split("=", 1)[1]
+        launched.append(os.path.basename(path))
+        key = ("slow" if "slow" in arch else "fast", 0)
+        return _fake_training([])(command[:3] + [f"--flagfile={key[0]}.cfg"] + command[4:])
+
+    entrants = racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "race.md"), "c",
+                                      launch=launch_run)
+    assert launched == ["old-fast-seed0", "new-fast-seed0"]
+    assert [entrant.name for entrant in entrants] == ["old-fast", "new-fast"]
+    assert [entrant.runs[0]["seconds_to_target"] for entrant in entrants] == [seconds["slow"], seconds["fast"]]
+    assert f"| `{flagfiles[1]}` | 1/1 | 20.0 (20.0–20.0) | 0.200 |" in open(tmp_path / "race.md").read()
+
+
+def test_entrant_names_take_as_many_folders_as_tell_the_flagfiles_apart():
+    assert racing.entrant_names(["flags/a.cfg", "flags/b.cfg"]) == ["a", "b"]
+    assert racing.entrant_names(["x/y/fast.cfg", "z/y/fast.cfg", "flags/slow.cfg"]) == [
+        "x-y-fast", "z-y-fast", "slow"]
+
+
+def test_the_same_flagfile_twice_is_refused_in_one_line(tmp_path, flagfiles):
+    for twice, named in ((flagfiles[0], "twice"),
+                         (os.path.join(os.path.dirname(flagfiles[0]), ".", "slow.cfg"),
+                          f"as {flagfiles[0]} and {os.path.join(os.path.dirname(flagfiles[0]), '.', 'slow.cfg')}")):
+        launched = []
+        with pytest.raises(racing.RaceError, match=f"^--flagfiles names {re.escape(flagfiles[0])} "
+                                                   f"{re.escape(named)}; a race needs distinct recipes$"):
+            racing.race_and_report([flagfiles[0], twice], 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"),
+                                   "c", launch=_fake_training(launched))
+        assert launched == [] and not (tmp_path / "race").exists()
+
+
+def test_a_stop_signal_to_the_race_stops_it_without_calling_the_run_failed(tmp_path, flagfiles):
+    def stopped(command):  # what launch.run_in_console does once the run it waits for has stopped
+        _fake_training([], fail_at=("slow", 0))(command)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"), "c",
+                               launch=stopped)
+
+
+def test_a_table_this_command_did_not_write_is_refused_before_anything_runs(tmp_path, flagfiles):
+    out = tmp_path / "race-mnist.md"
+    out.write_text("# Race to 99.00% test accuracy\n\na table committed to the repository\n")
+    launched = []
+    with pytest.raises(TableError, match=f"^{re.escape(str(out))} holds a table that this command did not write on "
+                                         "these terms: it has no stamp of the command that wrote it, so was written "
+                                         "by hand or by older code; pass --out=<another file>, or --overwrite_table "
+                                         "to replace it$"):
+        racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(out), "c",
+                               launch=_fake_training(launched))
+    assert launched == [] and "committed" in out.read_text() and not (tmp_path / "race").exists()
+    racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(out), "c",
+                           launch=_fake_training(launched), overwrite_table=True)
+    assert out.read_text().startswith("# Race to 99.00% test accuracy\n") and len(launched) == 2
+
+
+def test_another_race_into_the_same_table_is_refused(tmp_path, flagfiles):
+    out = str(tmp_path / "r.md")
+    racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race1"), out, "c", launch=_fake_training([]))
+    with pytest.raises(TableError, match=r"this command did not write on these terms: other target_accuracy "
+                                         r"\(0\.99; here 0\.98\); pass"):
+        racing.race_and_report(flagfiles, 0.98, 1, str(tmp_path / "race2"), out, "c", launch=_fake_training([]))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "race.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+          "it should hold a race's terms: move it away"),
+    ('["slow.cfg", "fast.cfg"]', "race.json: holds a JSON list, not a race's terms: move it away"),
+], ids=["not_json", "a_list"])
+def test_a_damaged_race_json_is_one_line_naming_it(tmp_path, flagfiles, content, message):
+    (tmp_path / "race").mkdir()
+    (tmp_path / "race" / "race.json").write_text(content)
+    with pytest.raises(launch.StateFileError, match=f"^{re.escape(str(tmp_path / 'race'))}/{re.escape(message)}$"):
+        racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"), "c",
+                               launch=_fake_training([]))
+
+
+def test_a_finished_run_with_a_damaged_results_json_is_one_line_naming_it(tmp_path, flagfiles):
+    racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"), "c",
+                           launch=_fake_training([]))
+    results = tmp_path / "race" / "fast-seed0" / "results.json"
+    results.write_text(json.dumps(dict(json.loads(results.read_text()), seconds_to_target="20 s")))
+    with pytest.raises(launch.StateFileError, match=f"^{re.escape(str(results))}: seconds_to_target is '20 s', not "
+                                                    "a number or null;"):
+        racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"), "c",
+                               launch=_fake_training([]))

@@ -6,6 +6,7 @@ command line is checked for its one-line refusal of a missing recipe.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,9 @@ import pytest
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
 
 from experiments import seed_runs
+from experiments.report import TableError
 from experiments.seed_runs import SeedsError
+from training.errors import OneLineError
 
 ACCURACIES = {0: 0.990, 1: 0.992, 2: 0.994}
 
@@ -106,3 +109,90 @@ def test_jobs_reach_the_pool_and_the_table_says_the_cores_were_shared(tmp_path, 
     assert [seed for seed, _, _ in done] == [0, 1, 2]
     assert ("| jobs | 2 seeds trained at once: the training times of the seeds trained by this command are with "
             "the cores shared |") in open(out).read().splitlines()
+
+
+def test_a_seed_stopped_by_a_signal_reads_as_stopped_not_failed(tmp_path, recipe):
+    def stopped_alone(commands, jobs, on_exit):  # training.train stopped by a signal this command never got
+        on_exit(0, 130)
+        return [130] + [None] * (len(commands) - 1)
+
+    with pytest.raises(SeedsError, match=r"^recipe seed 0 was stopped by a signal \(exit 130\); the same command "
+                                         r"resumes it$"):
+        seed_runs.run_seeds(recipe, 2, str(tmp_path / "runs"), launch=stopped_alone)
+
+    def stopped_with_the_command(commands, jobs, on_exit):  # launch.run_all_in_console after a Ctrl-C
+        on_exit(0, 1)  # the run's own stop: "train: error: stopped by a signal", exit 1
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        seed_runs.run_seeds(recipe, 2, str(tmp_path / "runs"), launch=stopped_with_the_command)
+
+
+def test_a_finished_table_is_not_replaced_by_a_run_that_has_just_begun(tmp_path, recipe):
+    # Before, the report was written at the start: Ctrl-C left "0 of 3 seeds" where the 3-seed table had been.
+    out = tmp_path / "seeds-recipe.md"
+    seed_runs.seeds_and_report(recipe, 3, str(tmp_path / "runs"), str(out), "c", launch=_fake_training([]))
+    finished = out.read_text()
+
+    def stopped_at_once(commands, jobs, on_exit):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        seed_runs.seeds_and_report(recipe, 3, str(tmp_path / "other_runs"), str(out), "c", launch=stopped_at_once)
+    assert out.read_text() == finished and finished.startswith("# recipe: 3 of 3 seeds\n")
+    assert (tmp_path / "seeds-recipe.incomplete.md").read_text().startswith("# recipe: 0 of 3 seeds\n")
+    # Once the new table has as many seeds, it replaces the old one, and the progress file goes.
+    seed_runs.seeds_and_report(recipe, 3, str(tmp_path / "other_runs"), str(out), "c", launch=_fake_training([]))
+    assert out.read_text().startswith("# recipe: 3 of 3 seeds\n")
+    assert not (tmp_path / "seeds-recipe.incomplete.md").exists()
+
+
+def test_a_table_of_another_recipe_or_by_hand_is_refused_before_anything_runs(tmp_path, recipe):
+    out = tmp_path / "table.md"
+    out.write_text("# mnist_full: 3 of 3 seeds\n\ncommitted to the repository\n")
+    launched = []
+    with pytest.raises(TableError, match=f"^{re.escape(str(out))} holds a table that this command did not write on "
+                                         "these terms"):
+        seed_runs.seeds_and_report(recipe, 1, str(tmp_path / "runs"), str(out), "c", launch=_fake_training(launched))
+    assert launched == [] and "committed" in out.read_text()
+    out.unlink()
+    seed_runs.seeds_and_report(recipe, 1, str(tmp_path / "runs"), str(out), "c", launch=_fake_training(launched))
+    with open(recipe, "a") as file:
+        file.write("--epochs=3\n")
+    with pytest.raises(TableError, match=r"did not write on these terms: other recipe_text \("):
+        seed_runs.seeds_and_report(recipe, 1, str(tmp_path / "runs2"), str(out), "c", launch=_fake_training(launched))
+    assert launched == [0]
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("not json", "not valid JSON (Expecting value: line 1 column 1 (char 0)); it should hold the recipe's text "
+                 "under flagfile_text: move it away"),
+    ('["--arch=d16"]', "holds a JSON list, not the recipe's text under flagfile_text: move it away"),
+    ('{"flagfile_text": 3}', "holds no flagfile_text (the recipe's text); move it away"),
+], ids=["not_json", "a_list", "a_number"])
+def test_a_damaged_seeds_json_is_one_line_naming_it(tmp_path, recipe, manifest, message):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "recipe.seeds.json").write_text(manifest)
+    with pytest.raises(OneLineError, match=f"^{re.escape(str(tmp_path / 'runs' / 'recipe.seeds.json'))}: "
+                                           f"{re.escape(message)}$"):
+        seed_runs.run_seeds(recipe, 1, str(tmp_path / "runs"), launch=_fake_training([]))
+
+
+def test_a_finished_seed_whose_results_json_is_damaged_is_one_line_naming_it(tmp_path, recipe):
+    seed_runs.run_seeds(recipe, 1, str(tmp_path / "runs"), launch=_fake_training([]))
+    results = tmp_path / "runs" / "recipe-seed0" / "results.json"
+    results.write_text("[0.99]")
+    with pytest.raises(OneLineError, match=f"^{re.escape(str(results))}: holds a JSON list, not a run's results"):
+        seed_runs.run_seeds(recipe, 1, str(tmp_path / "runs"), launch=_fake_training([]))
+
+
+@pytest.mark.parametrize("command", ["seeds", "race", "sweep"])
+def test_a_seed_count_past_the_bound_is_refused_at_once_in_one_line(tmp_path, recipe, command):
+    # --seeds=10000000 to the sweep printed nothing for minutes while it planned 60 million runs.
+    target = {"seeds": [f"--recipe={recipe}"], "race": [f"--flagfiles={recipe},{recipe}", "--target_accuracy=0.9"],
+              "sweep": ["--grid=pooling"]}[command]
+    process = subprocess.run([sys.executable, "-m", f"experiments.{command}", *target, "--seeds=10000000"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert process.returncode == 2 and "Traceback" not in process.stderr
+    assert process.stderr.strip().splitlines()[-1] == (
+        f"{command}.py: error: flag --seeds=10000000: --seeds must be a positive integer, at most 100")

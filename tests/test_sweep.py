@@ -2,18 +2,25 @@
 
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import types
 
 import pytest
 import tensorflow as tf
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
 
-from experiments import grids, runner
+from experiments import grids, racing, runner, seed_runs
 from experiments import report as report_lib
+from flags import race_flags, seeds_flags, sweep_flags
 from models import analysis, architecture
 from training import data as data_lib
+from training import stopping
 from training.config import TrainConfig
+from training.errors import OneLineError
 from training.rundir import RunDir
 
 # The issue asks for MLPs "of similar parameter count": within 2% of the CNN's weights.
@@ -268,3 +275,128 @@ def test_cli_rejects_an_unknown_grid_in_one_line():
     assert "Traceback" not in completed.stderr and completed.stdout == ""
     assert completed.stderr.splitlines()[-1] == ("sweep.py: error: flag --grid=bogus: value should be one of "
                                                  f"<{'|'.join(grids.GRIDS)}>")
+
+
+def _tiny_grid():
+    """The grid of the ``tiny_sweep`` fixture (equal by name, budget and batch size: the table's terms)."""
+    return grids.Grid("tiny", "Two tiny nets.", (
+        ("conv", dict(arch="c4k3-m2-d16", learning_rate=1e-3)),
+        ("mlp", dict(arch="d16", learning_rate=3e-3, deterministic=True))), train_steps=5, batch_size=64)
+
+
+def test_a_finished_table_is_not_replaced_when_a_sweep_is_stopped_at_its_start(tiny_sweep, tmp_path, tiny_mnist,
+                                                                               monkeypatch):
+    # Before, the table was written at the start: Ctrl-C after 8 s left "0 of 6 points done" in sweeps/.
+    out = tmp_path / "tiny-mnist.md"
+    out.write_text(tiny_sweep["report"])
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_once", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_and_report(_tiny_grid(), tiny_mnist, 2, str(tmp_path / "new_runs"), str(out), "the command")
+    assert out.read_text() == tiny_sweep["report"]
+    assert "**Incomplete: 0 of 2 points done.**" in (tmp_path / "tiny-mnist.incomplete.md").read_text()
+
+
+def test_a_table_written_by_hand_or_for_another_budget_is_refused_before_anything_trains(tiny_sweep, tmp_path,
+                                                                                         tiny_mnist):
+    out = tmp_path / "pooling-mnist.md"
+    out.write_text("# Sweep `pooling` on mnist\n\n| a table committed to the repository |\n")
+    with pytest.raises(report_lib.TableError, match=f"^{re.escape(str(out))} holds a table that this command did "
+                                                    "not write on these terms"):
+        runner.run_and_report(_tiny_grid(), tiny_mnist, 2, str(tmp_path / "runs"), str(out), "the command")
+    assert "committed" in out.read_text() and not (tmp_path / "runs").exists()
+    out.write_text(tiny_sweep["report"])
+    with pytest.raises(report_lib.TableError, match=r": other train_steps \(5; here 7\); pass --out=<another "
+                                                    r"file>, or --overwrite_table to replace it$"):
+        runner.run_and_report(_tiny_grid(), tiny_mnist, 2, str(tmp_path / "runs"), str(out), "the command",
+                              train_steps=7)
+    assert out.read_text() == tiny_sweep["report"] and not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def signals_land_here():
+    """Handlers of this test's own for both signals (a pytest-xdist worker ignores SIGINT, and SIGTERM's default
+    would end the process): a signal that reaches one of them got past the code under test."""
+    def escaped(number, frame):
+        raise AssertionError(f"{signal.Signals(number).name} reached the handler from before the test")
+
+    before = {number: signal.signal(number, escaped) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
+def test_a_stop_signal_during_a_runs_last_chunk_stops_the_sweep_after_that_run(tmp_path, tiny_mnist, monkeypatch,
+                                                                              signals_land_here):
+    # A signal during the last chunk is noted by the run's stop_requests and left (nothing is left to stop
+    # early); the next run's fresh handlers forgot it, and the sweep ran on.
+    trained = []
+
+    def train_through_a_signal_in_the_last_chunk(config, dataset):
+        with stopping.stop_requests() as request:
+            signal.raise_signal(signal.SIGTERM)
+            assert request.signal_name == "SIGTERM"
+        trained.append(os.path.basename(config.logdir))
+        results = dict(test_accuracy=0.5, test_loss=1.0, wall_seconds=1.0, train_steps=config.train_steps,
+                       params=12_770, images_per_second=100.0)
+        return types.SimpleNamespace(results=results)
+
+    monkeypatch.setattr(runner.trainer, "train", train_through_a_signal_in_the_last_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_sweep(_tiny_grid(), tiny_mnist, 1, str(tmp_path / "runs"))
+    assert trained == ["conv-seed0"]
+
+
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def _readme_commands():
+    """``(command, flags)`` of every experiments.sweep, .seeds and .race example in README.md."""
+    found = re.findall(r"python3 -m experiments\.(sweep|seeds|race) ([^`\n]*)", README)
+    return [(command, dict(arg.removeprefix("--").split("=", 1) for arg in shlex.split(rest))) for command, rest
+            in found]
+
+
+def test_the_readme_commands_write_only_where_git_ignores(tmp_path):
+    # Their tables and runs must leave a fresh clone's tracked files (the tables in sweeps/ among them) as they are.
+    commands = _readme_commands()
+    assert sorted({command for command, _ in commands}) == ["race", "seeds", "sweep"]
+    for command, flags in commands:
+        assert "overwrite_table" not in flags, command
+        logdir = flags.get("logdir", {"sweep": sweep_flags, "seeds": seeds_flags, "race": race_flags}[command]
+                           .DEFAULT_LOGDIR)
+        if command == "sweep":
+            table = runner.table_path(flags.get("out"), logdir, flags["grid"], flags.get("dataset", "mnist"))
+        elif command == "seeds":
+            table = seed_runs.table_path(flags.get("out"), logdir, flags["recipe"])
+        else:
+            table = racing.table_path(flags.get("out"), logdir)
+        for path in (table, os.path.join(logdir, "some-run-seed0", "results.json")):
+            ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO_ROOT)
+            assert ignored.returncode == 0, f"{command} writes {path}, which git does not ignore"
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("results.json", "{\"test_accuracy\": 0.9", "results.json: not valid JSON (Expecting ',' delimiter: line 1 column "
+                                                "22 (char 21)); it should hold a run's results: move it away"),
+    ("results.json", "[]", "results.json: holds a JSON list, not a run's results: move it away"),
+    ("results.json", None, "results.json: params is '12k', not an integer; move it away, and the same command "
+                           "finishes the run again from its last checkpoint"),
+    ("config.json", json.dumps(dict(config=[], history=[])), "config.json: its config is a JSON list, not an "
+                                                             "object; move the run directory away"),
+], ids=["results_not_json", "results_a_list", "a_field_of_the_wrong_type", "config_a_list"])
+def test_a_damaged_state_file_of_a_finished_run_is_one_line_naming_it(tiny_sweep, tmp_path, file, content, message):
+    config = runner.sweep_runs(_tiny_grid(), "mnist", 1, str(tmp_path))[0][-1]
+    finished = tiny_sweep["root"] / "runs" / "tiny" / "mnist" / "conv-seed0"
+    os.makedirs(config.logdir)
+    for name in ("config.json", "results.json"):
+        (tmp_path / config.logdir / name).write_text((finished / name).read_text())
+    assert runner.reusable_results(config)["train_steps"] == 5  # as copied: read
+    if content is None:
+        content = json.dumps(dict(json.loads((finished / file).read_text()), params="12k"))
+    (tmp_path / config.logdir / file).write_text(content)
+    with pytest.raises(OneLineError, match=f"^{re.escape(os.path.join(config.logdir, message))}$"):
+        runner.reusable_results(config)

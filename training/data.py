@@ -1,20 +1,24 @@
 """Datasets as in-memory arrays: where they come from and the checks they pass (pipelines: ``pipeline.py``).
 
-Sources, in order: ``<data_dir>/<dataset>.npz`` (arrays ``x_train, y_train, x_test, y_test`` as
+Sources: ``<data_dir>/<dataset>.npz`` when a ``data_dir`` is given (arrays ``x_train, y_train, x_test, y_test`` as
 ``tf.keras.datasets`` returns them; for CIFAR-100 optionally ``y_train_coarse, y_test_coarse, fine_to_coarse``
-too), then ``tf.keras.datasets`` (its cache, else a download), then, for MNIST only, the subset bundled with
-this repository.
+too), and only that; without one, ``tf.keras.datasets`` (its cache, else a download), then, for MNIST only, the
+subset bundled with this repository.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
+import stat
+import tokenize
 import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from keras.src.utils import file_utils as keras_file_utils
 
 from training.dataset_info import DATASETS, held_out_count
 from training.errors import OneLineError
@@ -24,6 +28,11 @@ COARSE_KEYS = ("y_train_coarse", "y_test_coarse", "fine_to_coarse")  # optional,
 # Largest array an .npz may declare. CIFAR's 50,000 training images are 50,000 x 32 x 32 x 3 = 153.6 MB; a
 # header asking for more than 4 GiB is a corrupt or foreign file, refused before any allocation.
 MAX_ARRAY_BYTES = 2**32
+# Largest data file, as a multiple of the dataset's official images in uint8 (``DatasetInfo.image_bytes``: MNIST's
+# 70,000 x 784 = 54.9 MB, CIFAR's 60,000 x 3,072 = 184.3 MB), which an .npz holds at most once uncompressed
+# (Keras' compressed mnist.npz is 11.5 MB). Four times leaves room for int64 labels, extra arrays and zip overhead;
+# a larger file is not this dataset, and is refused before a byte of it is read.
+MAX_FILE_SIZE_FACTOR = 4
 BUNDLED_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundled_data",
                              "mnist_subset.npz")
 
@@ -64,13 +73,20 @@ class Dataset:
 
 
 def load(name, data_dir=None, allow_download=True):
-    """Returns the ``Dataset`` called ``name`` from the first source that has it (see the module docstring)."""
+    """Returns the ``Dataset`` called ``name`` from the first source that has it (see the module docstring).
+
+    A ``data_dir`` given must hold ``<name>.npz``: the other sources are for when none is given, since training on
+    another copy of the data than the one asked for would be a silent mistake.
+    """
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
     if data_dir:
         path = os.path.join(data_dir, f"{name}.npz")
-        if os.path.exists(path):
-            return _from_npz(name, path, source=path)
+        if not os.path.lexists(path):
+            raise DataError(f"dataset '{name}' not found: {path} does not exist (--data_dir {data_dir} must hold "
+                            f"{name}.npz with arrays {', '.join(REQUIRED_KEYS)}; without --data_dir the Keras "
+                            f"cache is used{', then the bundled subset' if name == 'mnist' else ''})")
+        return _from_npz(name, path, source=path)
     arrays, unavailable = _from_keras(name, allow_download)
     if arrays is not None:
         return _validated(name, arrays, "tf.keras.datasets", source=f"tf.keras.datasets.{name}")
@@ -78,9 +94,8 @@ def load(name, data_dir=None, allow_download=True):
         logging.warning("full MNIST was neither found nor downloadable (%s): training on the bundled subset (10,000 "
                         "training images, the official 10,000 test images) from %s", unavailable, BUNDLED_MNIST)
         return _from_npz(name, BUNDLED_MNIST, source=f"bundled MNIST subset {BUNDLED_MNIST}")
-    where = os.path.join(data_dir, f"{name}.npz") if data_dir else f"<data_dir>/{name}.npz"
-    raise DataError(f"dataset '{name}' not found: put {where} (arrays {', '.join(REQUIRED_KEYS)}) there and "
-                    f"pass --data_dir, or allow tf.keras.datasets to download it ({unavailable})")
+    raise DataError(f"dataset '{name}' not found: put <data_dir>/{name}.npz (arrays {', '.join(REQUIRED_KEYS)}) "
+                    f"there and pass --data_dir, or allow tf.keras.datasets to download it ({unavailable})")
 
 
 def split_validation(dataset, fraction, seed):
@@ -109,19 +124,58 @@ def split_validation(dataset, fraction, seed):
     return rest, (dataset.x_train[held_out], dataset.y_train[held_out])
 
 
+class _DownloadRefused(BaseException):
+    """Keras asked to download a file while downloads are off. A ``BaseException``, so that ``get_file``'s own
+    ``except Exception`` clean-up, which deletes the file it was to download, leaves a damaged cache entry in place
+    for the user to look at."""
+
+    def __init__(self, target):
+        super().__init__(target)
+        self.target = target
+
+
+@contextlib.contextmanager
+def _downloads_refused():
+    """Makes every download by ``keras.utils.get_file`` raise ``_DownloadRefused`` while the block runs.
+
+    Keras downloads again whatever it finds damaged in its cache (a hash that does not match, a missing file of
+    Fashion-MNIST's four), so an entry's presence does not mean no download; its ``urlretrieve`` is the one
+    call every download goes through.
+    """
+    def refuse(url, target, *args, **kwargs):
+        del url, args, kwargs
+        raise _DownloadRefused(target)
+
+    original = keras_file_utils.urlretrieve
+    keras_file_utils.urlretrieve = refuse
+    try:
+        yield
+    finally:
+        keras_file_utils.urlretrieve = original
+
+
 def _from_keras(name, allow_download):
     """``(arrays, None)`` from ``tf.keras.datasets``, only from its cache unless ``allow_download``; ``(None, why)``
-    when it cannot give them."""
-    if not _in_keras_cache(name):
+    when it cannot give them. A damaged cache entry with downloads off raises ``DataError``."""
+    entry = _keras_cache_entry(name)
+    if not os.path.lexists(entry):
         if not allow_download:
             return None, "not in the Keras cache, and downloads are off"
         logging.info("%s is not in the Keras cache: downloading it with tf.keras.datasets", name)
+    elif not os.path.isdir(entry):
+        _open_regular(entry, name).close()  # Keras would hash a FIFO or /dev/zero for ever
     # Keras prints its download notice and progress bar on stdout unless its logging is "non-interactive"; then
     # they are absl INFO records like any other library's. A failure is reported all the same: it is `why`.
     interactive = keras.config.is_interactive_logging_enabled()
     keras.config.disable_interactive_logging()
     try:
-        (x_train, y_train), (x_test, y_test) = getattr(tf.keras.datasets, name).load_data()
+        with contextlib.nullcontext() if allow_download else _downloads_refused():
+            (x_train, y_train), (x_test, y_test) = getattr(tf.keras.datasets, name).load_data()
+    except _DownloadRefused as refused:
+        damaged = "is damaged or incomplete" if os.path.exists(refused.target) else "is missing"
+        raise DataError(f"{refused.target} in the Keras cache {damaged}, so tf.keras.datasets would download "
+                        f"{name} again, and downloads are off: delete {entry}, allow downloads, or pass "
+                        f"--data_dir") from None
     except Exception as error:  # noqa: BLE001  (no network, a partial download, a server error: not available)
         return None, f"tf.keras.datasets: {error}"
     finally:
@@ -130,51 +184,103 @@ def _from_keras(name, allow_download):
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}, None
 
 
-def _in_keras_cache(name):
+def _keras_cache_entry(name):
+    """Where ``tf.keras.datasets`` keeps ``name`` (a file or a folder), whether or not it is there."""
     cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "datasets")
     entries = {"mnist": "mnist.npz", "fashion_mnist": "fashion-mnist", "cifar10": "cifar-10-batches-py",
                "cifar100": "cifar-100-python"}
-    return os.path.exists(os.path.join(cache, entries[name]))
+    return os.path.join(cache, entries[name])
 
 
 def _from_npz(name, path, source):
-    return _validated(name, _read_npz(path), path, source)
+    return _validated(name, _read_npz(path, name), path, source)
 
 
-def _read_npz(path):
-    """The required arrays of the .npz at ``path``, and the coarse ones if present; each header checked first."""
+# What a path that is not a regular file is, for the message refusing it.
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular(path, name):
+    """``path`` opened for reading in binary, after checking that it is a regular file (symlinks followed) of at
+    most ``MAX_FILE_SIZE_FACTOR`` times the dataset's images.
+
+    A FIFO would block the reader for ever and ``/dev/zero`` or ``/dev/urandom`` would fill the memory, neither
+    answering a signal, so the kind is checked with ``stat`` before opening, and again on the opened descriptor
+    (``O_NONBLOCK`` keeps a FIFO swapped in between from blocking the open).
+    """
     try:
-        with open(path, "rb") as file:
+        _check_regular(path, os.stat(path), name)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        target = f" (a symlink to {os.path.realpath(path)}, which does not exist)" if os.path.islink(path) else ""
+        raise DataError(f"{path}: not found{target}") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot be opened ({error.strerror})") from None
+    try:
+        _check_regular(path, os.fstat(descriptor), name)
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _check_regular(path, status, name):
+    real = os.path.realpath(path)
+    via = f"{real}, through a symlink" if real != os.path.abspath(path) else ""
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((kind for is_kind, kind in _FILE_KINDS if is_kind(status.st_mode)), "not a regular file")
+        raise DataError(f"{path}: not a regular file ({kind}{': ' + via if via else ''}); a dataset is read from "
+                        "an .npz file")
+    limit = MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes
+    if status.st_size > limit:
+        raise DataError(f"{path}: {status.st_size:,} bytes{' (' + via + ')' if via else ''}, more than the "
+                        f"{limit:,}-byte limit for {name} ({MAX_FILE_SIZE_FACTOR}x its official images "
+                        "uncompressed); not this dataset")
+
+
+def _read_npz(path, name):
+    """The required arrays of ``name``'s .npz at ``path``, and the coarse ones if present; the file's kind and
+    size and each array's header checked before any array is read."""
+    try:
+        with _open_regular(path, name) as file:
             start = file.read(6)
-        if not start:
-            raise DataError(f"{path}: not a readable .npz file (it is empty: 0 bytes)")
-        if start == b"\x93NUMPY":
-            raise DataError(f"{path}: not a readable .npz file (it holds a single .npy array; save the arrays "
-                            f"{', '.join(REQUIRED_KEYS)} together with numpy.savez)")
-        with zipfile.ZipFile(path) as archive:
-            members = {member.filename[:-len(".npy")]: member for member in archive.infolist()
-                       if member.filename.endswith(".npy")}
-            missing = [key for key in REQUIRED_KEYS if key not in members]
-            if missing:
-                raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
-            keys = REQUIRED_KEYS + tuple(key for key in COARSE_KEYS if key in members)
-            for key in keys:
-                _check_header(path, key, archive, members[key])
-            arrays = {}
-            for key in keys:
-                with archive.open(members[key]) as file:
-                    arrays[key] = np.lib.format.read_array(file, allow_pickle=False)
+            if not start:
+                raise DataError(f"{path}: not a readable .npz file (it is empty: 0 bytes)")
+            if start == b"\x93NUMPY":
+                raise DataError(f"{path}: not a readable .npz file (it holds a single .npy array; save the arrays "
+                                f"{', '.join(REQUIRED_KEYS)} together with numpy.savez)")
+            file.seek(0)
+            with zipfile.ZipFile(file) as archive:
+                return _read_members(path, name, archive)
     except DataError:
         raise
     except MemoryError:
         raise DataError(f"{path}: its arrays do not fit in this machine's free memory") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
+
+
+def _read_members(path, name, archive):
+    members = {member.filename[:-len(".npy")]: member for member in archive.infolist()
+               if member.filename.endswith(".npy")}
+    missing = [key for key in REQUIRED_KEYS if key not in members]
+    if missing:
+        raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
+    keys = REQUIRED_KEYS + tuple(key for key in COARSE_KEYS if key in members)
+    for key in keys:
+        _check_header(path, name, key, archive, members[key])
+    arrays = {}
+    for key in keys:
+        with archive.open(members[key]) as file:
+            arrays[key] = np.lib.format.read_array(file, allow_pickle=False)
     return arrays
 
 
-def _check_header(path, key, archive, member):
-    """Refuses an array whose .npy header declares Python objects, or more bytes than are stored or sane.
+def _check_header(path, name, key, archive, member):
+    """Refuses an array whose .npy header does not parse, declares Python objects, a negative dimension, or more
+    bytes than are stored or sane.
 
     Runs before the array is read, so a corrupt or hostile shape costs no allocation.
     """
@@ -187,20 +293,30 @@ def _check_header(path, key, archive, member):
                 shape, _, dtype = np.lib.format.read_array_header_2_0(file)
             else:
                 raise ValueError(f"format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
-        except ValueError as error:
-            raise DataError(f"{path}: {key} is not a readable .npy array ({error})") from None
+        except (ValueError, SyntaxError, tokenize.TokenError) as error:  # NumPy tokenizes the header's text
+            raise DataError(f"{path}: {key} is not a readable .npy array ({_first_line(error)})") from None
         header_bytes = file.tell()
     if dtype.hasobject:
         raise DataError(f"{path}: {key} holds Python objects (dtype {dtype}), which are not loaded because "
                         f"unpickling can run code; expected numeric arrays")
+    if any(size < 0 for size in shape):
+        raise DataError(f"{path}: {key} declares shape {shape}, with a negative dimension")
     declared = math.prod(shape) * dtype.itemsize
     stored = member.file_size - header_bytes
     if declared > stored:
         raise DataError(f"{path}: {key} declares shape {shape} of {dtype} ({declared:,} bytes), but the archive "
                         f"stores only {stored:,} bytes for it")
-    if declared > MAX_ARRAY_BYTES:
+    limit = min(MAX_ARRAY_BYTES, MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes)
+    if declared > limit:
         raise DataError(f"{path}: {key} declares shape {shape} of {dtype} ({declared:,} bytes), more than the "
-                        f"{MAX_ARRAY_BYTES:,}-byte limit for one array")
+                        f"{limit:,}-byte limit for one array")
+
+
+def _first_line(error):
+    """An exception's message on one line: NumPy's quotes the header, newline included, and a ``TokenError``'s
+    is its first argument (the second is where)."""
+    message = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    return " ".join(message.split())
 
 
 def _validated(name, arrays, where, source):

@@ -14,6 +14,8 @@ class DatasetInfo:
     width: int
     channels: int
     num_classes: int
+    num_train: int  # images in the official training split
+    num_test: int  # and in the official test split
     class_names: tuple = ()  # one per class, in label order; empty: the label number is the name
     coarse_class_names: tuple = ()  # superclasses (CIFAR-100's 20), in coarse label order; empty: none
 
@@ -24,6 +26,11 @@ class DatasetInfo:
     @property
     def num_coarse_classes(self):
         return len(self.coarse_class_names)
+
+    @property
+    def image_bytes(self):
+        """The official splits' images as uint8: what a data file holds, uncompressed, besides its labels."""
+        return (self.num_train + self.num_test) * self.height * self.width * self.channels
 
 
 _CIFAR100_CLASSES = (
@@ -50,12 +57,12 @@ SPLITS = ("test",)
 
 # Every dataset the loader knows, with its class names as the datasets' documentation gives them.
 DATASETS = {
-    "mnist": DatasetInfo(28, 28, 1, 10, tuple(str(digit) for digit in range(10))),
-    "fashion_mnist": DatasetInfo(28, 28, 1, 10, ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
-                                                 "shirt", "sneaker", "bag", "ankle boot")),
-    "cifar10": DatasetInfo(32, 32, 3, 10, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                           "ship", "truck")),
-    "cifar100": DatasetInfo(32, 32, 3, 100, _CIFAR100_CLASSES, _CIFAR100_SUPERCLASSES),
+    "mnist": DatasetInfo(28, 28, 1, 10, 60_000, 10_000, tuple(str(digit) for digit in range(10))),
+    "fashion_mnist": DatasetInfo(28, 28, 1, 10, 60_000, 10_000, (
+        "T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")),
+    "cifar10": DatasetInfo(32, 32, 3, 10, 50_000, 10_000, (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    "cifar100": DatasetInfo(32, 32, 3, 100, 50_000, 10_000, _CIFAR100_CLASSES, _CIFAR100_SUPERCLASSES),
 }
 
 
