@@ -91,7 +91,8 @@ def predict_files(run_dir, paths, top_k=3):
 
 def evaluate_split(run_dir, split="test", data_dir=""):
     """The exported model's accuracy on ``split`` of the run's dataset, read from ``data_dir`` or the run's own
-    ``data_dir`` (then the Keras cache, then the bundled MNIST subset; never downloaded)."""
+    ``data_dir`` (a folder given must hold the file); with neither, the Keras cache, then the bundled MNIST
+    subset; never downloaded."""
     if split not in SPLITS:
         raise PredictError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     exported = load_export(run_dir)
