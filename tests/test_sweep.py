@@ -136,7 +136,7 @@ def test_pooling_grid_follows_its_rule_on_mnist():
                       "global_avg": 32, "none": 28 * 28 * 32}
 
 
-def test_commit_label_marks_code_changes_but_not_markdown(tmp_path):
+def test_commit_label_marks_code_changes_but_not_markdown_or_run_files(tmp_path):
     def git(*args):
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
 
@@ -148,6 +148,8 @@ def test_commit_label_marks_code_changes_but_not_markdown(tmp_path):
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "filter_size-mnist.md").write_text("# a table\n")
     (tmp_path / "NOTES.md").write_text("# notes\n")
+    (tmp_path / "sweeps" / "runs" / "seeds" / "recipe-seed0").mkdir(parents=True)  # a finished run's files
+    (tmp_path / "sweeps" / "runs" / "seeds" / "recipe-seed0" / "config.json").write_text("{}\n")
     assert report_lib.git_commit(tmp_path) == head
     (tmp_path / "model.py").write_text("x = 2\n")
     assert report_lib.git_commit(tmp_path) == f"{head} +uncommitted changes"

@@ -49,15 +49,16 @@ def native_bfloat16_cpu():
 def git_commit(repo_dir=REPO_DIR):
     """``git rev-parse --short HEAD``, marked "+uncommitted changes" when ``git status --porcelain`` lists any.
 
-    Markdown files do not count: they cannot change a result, and the sweep tables in ``sweeps/`` are the
-    experiments' own output (one sweep's new table would otherwise mark every sweep run after it).
+    Markdown files and ``sweeps/runs/`` do not count: they cannot change a result, and they are the experiments'
+    own output (the tables and the run files behind them; one finished run would otherwise mark every run after
+    it).
     """
     def git(*args):
         return subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         head = git("rev-parse", "--short", "HEAD")
-        changes = git("status", "--porcelain", "--", ".", ":(exclude,glob)**/*.md")
+        changes = git("status", "--porcelain", "--", ".", ":(exclude,glob)**/*.md", ":(exclude)sweeps/runs")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"{head} +uncommitted changes" if changes else head
