@@ -8,6 +8,12 @@
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
 | ``results.json`` | ``write_results``, at the end of the run |
 | ``clock.json`` | ``write_clock``, with each checkpoint: training and evaluation seconds up to its step |
+| ``.lock`` | ``lock``: the pid and host of the run going on in it; ``close`` removes it |
+
+Every file is written through ``run_files.write_atomically`` (a fresh temporary name, then a rename), so a crash
+leaves the old file or the new one, a full disk or read-only folder stops the run with one line, and no symbolic
+link planted in the folder is written through; a start refuses a run whose own files (the table's names) are
+symbolic links. The next start, which holds the lock, removes the temporary files a killed write left.
 
 Under multi-worker training every worker must take part in saving checkpoints, but only the chief keeps what
 it writes: other workers write into a temporary directory (``own_dir``) that ``close`` removes, and their
@@ -23,6 +29,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 
 import tensorflow as tf
@@ -32,7 +39,7 @@ from models import architecture
 from training import config as config_lib
 from training import provenance, run_files
 from training.errors import RunError
-from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESULTS
+from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESULTS, RunFileError
 
 STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, newest last
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
@@ -48,7 +55,7 @@ class RunDir:
     def __init__(self, path, chief=True, worker_name="worker"):
         self.path, self.chief = path, chief
         self.own_dir = path if chief else tempfile.mkdtemp(prefix=f"{worker_name}-")
-        self._lock = None
+        self._lock = None  # the descriptor of the flock-ed lock file while this process holds it
         self._created = None  # "directory", "contents" (found empty) or None: what this start made
 
     def file(self, name):
@@ -57,38 +64,34 @@ class RunDir:
     # Before the run: may it start here? --------------------------------------------------------------------
 
     def holds_run(self):
-        return os.path.isdir(self.path) and bool(set(os.listdir(self.path)) - {LOCK})
+        """Whether the directory holds anything besides a lock and killed writes' temporary files."""
+        return os.path.isdir(self.path) and bool(
+            set(os.listdir(self.path)) - {LOCK} - set(run_files.write_leftovers(self.path)))
 
     def lock(self):
         """Takes ``<logdir>/.lock`` for the life of the run, so a second run on the same directory is refused.
 
         An ``flock`` is released by the operating system when its process ends however it ends (kill -9
-        included), so a lock left by a dead process never blocks a new run. Only the chief locks.
+        included), so a lock left by a dead process never blocks a new run. Only the chief locks, after refusing a
+        run whose files are symbolic links.
         """
         if not self.chief:
             return
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunError(f"--logdir {self.path} is a file, not a directory; choose a new --logdir")
+        if os.path.isdir(self.path):
+            run_files.refuse_symlinks(self.path)
         # What a failed start may remove: the directory if it made it, its contents if it found it empty.
         created = "directory" if not os.path.exists(self.path) else "contents" if not self.holds_run() else None
         try:
             os.makedirs(self.path, exist_ok=True)
-            lock = open(self.file(LOCK), "a+")
         except OSError as error:
             raise RunError(f"--logdir {self.path} cannot be created ({error.strerror}); choose a new --logdir") \
                 from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
-            raise RunInUse(f"--logdir {self.path} is in use by a run that is still going ({holder}); wait for it "
-                           f"to end or choose a new --logdir") from None
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        lock.flush()
-        self._lock, self._created = lock, created
+        self._lock = _open_lock(self.file(LOCK))
+        self._created = created
+        for name in run_files.write_leftovers(self.path):  # only a killed process writes without the lock
+            os.remove(self.file(name))
 
     def check(self, config):
         """Refuses a directory that holds a run unless resuming, and a resume that would change what the run
@@ -157,11 +160,10 @@ class RunDir:
         history.append(dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                             from_step=from_step, changed=changed, commit=provenance.git_commit(),
                             cpu=provenance.cpu_model()))
-        _write_atomically(self.file(CONFIG), json.dumps(dict(config=config_lib.as_json(config),
-                                                             network=architecture.resolve(config.arch),
-                                                             history=history), indent=2))
+        run_files.write_atomically(self.file(CONFIG), json.dumps(dict(
+            config=config_lib.as_json(config), network=architecture.resolve(config.arch), history=history), indent=2))
         if flagfile is not None:
-            _write_atomically(self.file(FLAGFILE), flagfile)
+            run_files.write_atomically(self.file(FLAGFILE), flagfile)
 
     # Checkpoints and summaries -------------------------------------------------------------------------------
 
@@ -233,7 +235,7 @@ class RunDir:
                             ", ".join(os.path.basename(p) for p in newer))
             _set_aside(newer)
         kept = [p for p in candidates if _step_of(p) <= resumed_step]
-        _write_atomically(os.path.join(directory, STATE_FILE), checkpoint_state_text(resumed, kept[::-1]))
+        run_files.write_atomically(os.path.join(directory, STATE_FILE), checkpoint_state_text(resumed, kept[::-1]))
 
     def checkpoint_manager(self, checkpoint):
         return tf.train.CheckpointManager(checkpoint, os.path.join(self.own_dir, CHECKPOINTS), max_to_keep=MAX_TO_KEEP)
@@ -248,7 +250,7 @@ class RunDir:
 
     def write_results(self, results):
         if self.chief:
-            _write_atomically(self.file(RESULTS), json.dumps(results, indent=2, sort_keys=True))
+            run_files.write_atomically(self.file(RESULTS), json.dumps(results, indent=2, sort_keys=True))
         logging.info("results: %s", json.dumps(results, sort_keys=True))
 
     def write_clock(self, step, state):
@@ -257,7 +259,7 @@ class RunDir:
         branch) are dropped."""
         clocks = {key: value for key, value in self._read_clocks().items() if int(key) < step}
         clocks[str(step)] = state
-        _write_atomically(os.path.join(self.own_dir, CLOCK), json.dumps(clocks, sort_keys=True))
+        run_files.write_atomically(os.path.join(self.own_dir, CLOCK), json.dumps(clocks, sort_keys=True))
 
     def read_clock(self, step):
         """The clock state recorded with checkpoint ``step``, or None (a run of older code)."""
@@ -287,7 +289,7 @@ class RunDir:
         if self._lock is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.file(LOCK))
-            self._lock.close()  # closing releases the flock
+            os.close(self._lock)  # closing releases the flock
             self._lock = None
         if failed and self._created and not checkpoint_prefixes(self.file(CHECKPOINTS)):
             if self._created == "directory":
@@ -371,8 +373,32 @@ def _first_line(error):
     return lines[0][:160] if lines else type(error).__name__
 
 
-def _write_atomically(path, text):
-    with open(path + ".tmp", "w") as file:
-        file.write(text)
-    os.replace(path + ".tmp", path)  # a reader never sees half a file
+def _open_lock(path):
+    """The descriptor of ``path`` (created if need be), flock-ed for this process, with this process named in it.
 
+    Opened without following a symbolic link and without truncating, then checked to be a plain file of its
+    own (a hard link would share its content with a file elsewhere): only a file this run owns is emptied.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise RunFileError(run_files.cannot_write(path, error)) from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+        os.close(descriptor)
+        raise RunFileError(f"{path} is not a plain file of this run (a hard link or a special file); remove it, "
+                           f"or choose a new --logdir")
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(descriptor)
+        raise RunInUse(f"--logdir {os.path.dirname(path)} is in use by a run that is still going ({holder}); "
+                       f"wait for it to end or choose a new --logdir") from None
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    except OSError as error:
+        os.close(descriptor)
+        raise RunFileError(run_files.cannot_write(path, error)) from None
+    return descriptor

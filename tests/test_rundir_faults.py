@@ -1,0 +1,164 @@
+"""Faults of the run directory itself: planted symbolic links, a full or read-only disk. Each test does the fault
+and checks what is left. Tiny in-process runs on the bundled MNIST cut (~1 s each)."""
+
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import shutil
+
+import pytest
+
+from training import run_files
+from training.errors import RunError
+from training.rundir import RunDir
+from training.trainer import train
+
+BASE_STEPS, MORE_STEPS = 40, 50  # checkpoints every 10 steps: ckpt-20, -30 and -40 are kept (max_to_keep=3)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_mnist):
+    """A finished 40-step run with checkpoints at steps 20, 30 and 40; tests fault copies of it."""
+    from training.config import TrainConfig
+    logdir = tmp_path_factory.mktemp("finished") / "run"
+    config = TrainConfig(arch="c4k3-m2-d16", batch_size=64, train_steps=BASE_STEPS, log_every=10, steps_per_loop=10,
+                         checkpoint_every=10, eval_batch_size=256, allow_download=False, deterministic=True,
+                         logdir=str(logdir))
+    train(config, dataset=tiny_mnist)
+    return config
+
+
+def _copy(finished_run, tmp_path, train_steps=MORE_STEPS):
+    logdir = tmp_path / "run"
+    shutil.copytree(finished_run.logdir, logdir)
+    return dataclasses.replace(finished_run, logdir=str(logdir), train_steps=train_steps), logdir
+
+
+def _files(folder):
+    """Every file under ``folder`` with its bytes (symbolic links as their target)."""
+    return {str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else p.read_bytes()
+            for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+# 2. Planted symbolic links --------------------------------------------------------------------------------------
+
+PLANTED = ("config.json.tmp", "results.json.tmp", "clock.json.tmp", "checkpoints/checkpoint.tmp",
+           ".config.json.x.tmp")
+
+
+def test_links_planted_at_temporary_names_are_never_written_through(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    for name in PLANTED:
+        (logdir / name).symlink_to(victim)
+    train(config, dataset=tiny_mnist)
+    assert victim.read_text() == "precious\n"
+    assert not any((logdir / name).is_symlink() for name in ("config.json", "results.json", "clock.json"))
+    assert json.loads((logdir / "results.json").read_text())["train_steps"] == MORE_STEPS
+
+
+@pytest.mark.parametrize("name", run_files.RUN_FILES)
+def test_a_run_whose_own_file_is_a_link_is_refused(finished_run, tmp_path, tiny_mnist, name):
+    config, logdir = _copy(finished_run, tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir() if name in ("checkpoints", "train", "eval") else victim.write_text("precious\n")
+    if (logdir / name).is_dir():
+        shutil.rmtree(logdir / name)
+    elif (logdir / name).exists():
+        (logdir / name).unlink()
+    (logdir / name).symlink_to(victim)
+    before = _files(logdir)
+    with pytest.raises(RunError, match=rf"^{logdir / name} is a symbolic link \(to {victim}\); a run writes only "
+                                       rf"its own files: remove the link, or choose a new --logdir$"):
+        train(config, dataset=tiny_mnist)
+    assert _files(logdir) == before
+    assert victim.is_dir() or victim.read_text() == "precious\n"
+
+
+def test_a_lock_file_hard_linked_to_another_file_is_refused_and_not_emptied(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "run").mkdir()
+    os.link(victim, tmp_path / "run" / ".lock")
+    with pytest.raises(RunError, match=rf"^{tmp_path / 'run' / '.lock'} is not a plain file of this run \(a hard "
+                                       rf"link or a special file\); remove it, or choose a new --logdir$"):
+        RunDir(str(tmp_path / "run")).lock()
+    assert victim.read_text() == "precious\n"
+
+
+# 5. A full disk, a read-only folder -----------------------------------------------------------------------------
+
+def _fail_replacing(monkeypatch, name, number):
+    """``os.replace`` fails as a full (or read-only, ...) disk makes it, for a destination named ``name``."""
+    real_replace = os.replace
+
+    def replace(source, destination, *args, **kwargs):
+        if os.path.basename(destination) == name:
+            raise OSError(number, os.strerror(number), destination)
+        return real_replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+# When each file is written by a resume of the finished run to 50 steps: config.json at the start, clock.json
+# with the checkpoint at step 50, results.json at the end.
+@pytest.mark.parametrize("name", ["config.json", "clock.json", "results.json"])
+def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_previous_file(finished_run, tmp_path, tiny_mnist,
+                                                                          monkeypatch, name):
+    config, logdir = _copy(finished_run, tmp_path)
+    before = (logdir / name).read_bytes()
+    _fail_replacing(monkeypatch, name, errno.ENOSPC)
+    with pytest.raises(RunError, match=rf"^cannot write {logdir / name} \(No space left on device\): free space on "
+                                       rf"its disk, then run the same command again to resume from the last "
+                                       rf"checkpoint; the previous {name} is unchanged$"):
+        train(config, dataset=tiny_mnist)
+    assert (logdir / name).read_bytes() == before
+    assert run_files.write_leftovers(str(logdir)) == [] and not (logdir / ".lock").exists()
+    monkeypatch.undo()  # the disk has room again: the same command finishes the run
+    assert train(config, dataset=tiny_mnist).results["train_steps"] == MORE_STEPS
+
+
+@pytest.mark.parametrize("number, remedy", [
+    (errno.EROFS, "{folder} is on a read-only filesystem: remount it writable or copy the run elsewhere"),
+    (errno.EACCES, "make {folder} writable for this user"),
+])
+def test_a_lock_that_cannot_be_written_stops_in_one_line(tmp_path, monkeypatch, number, remedy):
+    # Root ignores permissions (these tests may run as root), so the failure is made by replacing os.open.
+    lock = tmp_path / ".lock"
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *args, **kwargs: (
+        _raise(OSError(number, os.strerror(number), path)) if path == str(lock) else real_open(path, *args, **kwargs)))
+    with pytest.raises(RunError, match=rf"^cannot write {lock} \({os.strerror(number)}\): "
+                                       rf"{remedy.format(folder=tmp_path)}, then run the same command again"):
+        RunDir(str(tmp_path)).lock()
+
+
+def _raise(error):
+    raise error
+
+
+def test_a_full_disk_while_naming_the_lock_holder_releases_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "pwrite", lambda *args: _raise(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    with pytest.raises(RunError, match=rf"^cannot write {tmp_path / '.lock'} \(No space left on device\): free "
+                                       rf"space on its disk"):
+        RunDir(str(tmp_path)).lock()
+    with open(tmp_path / ".lock") as file:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder of mode 0o555: the monkeypatched "
+                                              "failures above stand in for it")
+def test_a_read_only_run_folder_stops_in_one_line_and_changes_nothing(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    before = _files(logdir)
+    logdir.chmod(0o555)
+    try:
+        with pytest.raises(RunError, match=rf"^cannot write {logdir / '.lock'} \(Permission denied\): make "
+                                           rf"{logdir} writable for this user"):
+            train(config, dataset=tiny_mnist)
+    finally:
+        logdir.chmod(0o755)
+    assert _files(logdir) == before
