@@ -1,11 +1,12 @@
-"""Faults of the run directory itself: planted symbolic links, a full or read-only disk. Each test does the fault
-and checks what is left. Tiny in-process runs on the bundled MNIST cut (~1 s each)."""
+"""Faults of the run directory itself: a folder that is not a run, planted symbolic links, a full or read-only disk. Each test does the fault and checks what is
+left. Tiny in-process runs on the bundled MNIST cut (~1 s each), one command-line run."""
 
 import dataclasses
 import errno
 import fcntl
 import json
 import os
+import pathlib
 import shutil
 
 import pytest
@@ -16,6 +17,7 @@ from training.rundir import RunDir
 from training.trainer import train
 
 BASE_STEPS, MORE_STEPS = 40, 50  # checkpoints every 10 steps: ckpt-20, -30 and -40 are kept (max_to_keep=3)
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,51 @@ def _files(folder):
     """Every file under ``folder`` with its bytes (symbolic links as their target)."""
     return {str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else p.read_bytes()
             for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def _history(logdir):
+    return [start["from_step"] for start in json.loads((logdir / "config.json").read_text())["history"]]
+
+
+# 1. A folder that is not a run --------------------------------------------------------------------------------
+
+def test_the_command_refuses_a_folder_of_someone_elses_files_and_leaves_them(tmp_path, run_cli):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "results.json").write_text("notes\n")
+    (folder / "flags.txt").write_text("keep\n")
+    done = run_cli("--train_steps=20", f"--logdir={folder}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"train: error: --logdir {folder} holds files that are not a run of training.train (flags.txt, "
+        f"results.json); choose a new --logdir")
+    assert _files(folder) == {"results.json": b"notes\n", "flags.txt": b"keep\n"}  # and no .lock left
+
+
+@pytest.mark.parametrize("content", ['{"notes": "mine"}', '{"config": {"arch": "d8"}, "history": [], "x": 1}'])
+def test_a_config_json_that_training_did_not_write_is_refused(tmp_path, tiny_config, tiny_mnist, content):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(RunError, match=rf"^--logdir {tmp_path} holds files that are not a run of training.train "
+                                       rf"\(config.json\); choose a new --logdir$"):
+        train(tiny_config(tmp_path), dataset=tiny_mnist)
+    assert _files(tmp_path) == {"config.json": content.encode()}
+
+
+def test_a_run_written_before_the_mark_still_resumes(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    saved = json.loads((logdir / "config.json").read_text())
+    del saved["format"]  # config.json as the code before the mark wrote it: config, network, history
+    (logdir / "config.json").write_text(json.dumps(saved))
+    assert train(config, dataset=tiny_mnist).results["train_steps"] == MORE_STEPS
+    assert _history(logdir) == [0, BASE_STEPS]
+    assert json.loads((logdir / "config.json").read_text())["format"] == run_files.RUN_FORMAT
+
+
+def test_every_committed_run_is_recognised_as_a_run():
+    # experiments read these (run_files.read_saved); a sweep continued on another machine resumes them.
+    runs = sorted(path.parent for path in (REPO_ROOT / "sweeps" / "runs").rglob("config.json"))
+    assert len(runs) > 100
+    assert [run for run in runs if not run_files.is_run(str(run))] == []
 
 
 # 2. Planted symbolic links --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A run directory's file names, reading its JSON files, and the one safe way to write
+"""A run directory's file names, reading its JSON files, whether a folder is a run, and the one safe way to write
 a run file, without TensorFlow: commands that only start runs and read what they left (``experiments.seeds``,
 ``experiments.race``) then never import it, which spares each such command TensorFlow's start-up and, for the
 hours it waits, the ~600 MiB TensorFlow holds (WORKSPACE.md section 14). ``training/rundir.py`` owns everything
@@ -18,6 +18,13 @@ SUMMARIES = ("train", "eval")
 # Every name a run writes at its top level: none of them may be a symbolic link (see refuse_symlinks).
 RUN_FILES = (CONFIG, RESULTS, FLAGFILE, CLOCK, LOCK, CHECKPOINTS, *SUMMARIES)
 
+# config.json's "format": the mark that a folder is a run directory of training.train. A folder is recognised by
+# this mark, never by the names of the files in it, so a folder of someone's notes is not taken for a run.
+RUN_FORMAT = "cnn-lab run 1"
+# The shapes of config.json written before the mark, by runs that must still resume (sweeps/runs/ holds 300 of
+# them): {"config", "history"} (2026-11-27), then with "network" (2026-11-28).
+_OLDER_RUN_KEYS = ({"config", "history"}, {"config", "network", "history"})
+
 TEMPORARY_SUFFIX = ".tmp"  # write_atomically's temporary files are ``.<name>.<random>.tmp`` beside ``<name>``
 
 
@@ -29,6 +36,18 @@ def read_saved(run_path):
     """config.json as ``{"config": {...}, "history": [...]}`` (a run of older code held the config alone)."""
     saved = _read_config_json(run_path)
     return saved if "config" in saved else {"config": saved, "history": []}
+
+
+def is_run(run_path):
+    """Whether ``run_path`` holds a config.json that training.train wrote: the mark, or the exact shape of an
+    older run's. A config.json that is not JSON, or JSON but no object, stops with one line, as ``read_saved``."""
+    if not os.path.isfile(os.path.join(run_path, CONFIG)):
+        return False
+    saved = _read_config_json(run_path)  # as written: read_saved takes a bare object for an older run's config
+    if saved.get("format") == RUN_FORMAT:
+        return True
+    return (set(saved) in _OLDER_RUN_KEYS and isinstance(saved["config"], dict)
+            and isinstance(saved["history"], list))
 
 
 def read_results(run_path):

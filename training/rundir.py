@@ -2,13 +2,17 @@
 
 | path | written by |
 | --- | --- |
-| ``config.json`` | ``prepare``: ``{"config": <TrainConfig>, "network": <arch resolved>, "history": [one per start]}`` |
+| ``config.json`` | ``prepare``: ``{"format": "cnn-lab run 1", "config": {...}, "network": <arch>, "history": [...]}`` |
 | ``flags.txt`` | ``prepare``: the flags as a flagfile that reruns (resumes) the run |
 | ``checkpoints/`` | the loops, through ``checkpoint_manager`` |
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
 | ``results.json`` | ``write_results``, at the end of the run |
 | ``clock.json`` | ``write_clock``, with each checkpoint: training and evaluation seconds up to its step |
 | ``.lock`` | ``lock``: the pid and host of the run going on in it; ``close`` removes it |
+
+What makes a folder a run directory is config.json's ``"format"`` field (or the exact shape of an older run's
+config.json: ``run_files.is_run``), never the names of the files in it: a start refuses a folder that holds
+anything else, so it never writes over someone's files.
 
 Every file is written through ``run_files.write_atomically`` (a fresh temporary name, then a rename), so a crash
 leaves the old file or the new one, a full disk or read-only folder stops the run with one line, and no symbolic
@@ -63,17 +67,33 @@ class RunDir:
 
     # Before the run: may it start here? --------------------------------------------------------------------
 
+    def contents(self):
+        """What the directory holds: "nothing" (absent, or only a lock and killed writes' temporary files), "run"
+        (a config.json that training.train wrote: ``run_files.is_run``) or "foreign" (anything else)."""
+        if not os.path.isdir(self.path):
+            return "nothing"
+        if not set(os.listdir(self.path)) - {LOCK} - set(run_files.write_leftovers(self.path)):
+            return "nothing"
+        return "run" if run_files.is_run(self.path) else "foreign"
+
     def holds_run(self):
-        """Whether the directory holds anything besides a lock and killed writes' temporary files."""
-        return os.path.isdir(self.path) and bool(
-            set(os.listdir(self.path)) - {LOCK} - set(run_files.write_leftovers(self.path)))
+        return self.contents() == "run"
+
+    def refuse_foreign(self):
+        """Stops with one line when the directory holds files that are not a run's: a start never writes over
+        them, and a failed start never deletes them."""
+        if self.contents() == "foreign":
+            names = sorted(set(os.listdir(self.path)) - {LOCK})
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise RunError(f"--logdir {self.path} holds files that are not a run of training.train ({shown}); "
+                           f"choose a new --logdir")
 
     def lock(self):
         """Takes ``<logdir>/.lock`` for the life of the run, so a second run on the same directory is refused.
 
         An ``flock`` is released by the operating system when its process ends however it ends (kill -9
         included), so a lock left by a dead process never blocks a new run. Only the chief locks, after refusing a
-        run whose files are symbolic links.
+        folder that is not a run and a run whose files are symbolic links.
         """
         if not self.chief:
             return
@@ -81,8 +101,10 @@ class RunDir:
             raise RunError(f"--logdir {self.path} is a file, not a directory; choose a new --logdir")
         if os.path.isdir(self.path):
             run_files.refuse_symlinks(self.path)
+        self.refuse_foreign()
         # What a failed start may remove: the directory if it made it, its contents if it found it empty.
-        created = "directory" if not os.path.exists(self.path) else "contents" if not self.holds_run() else None
+        created = "directory" if not os.path.exists(self.path) else "contents" if self.contents() == "nothing" \
+            else None
         try:
             os.makedirs(self.path, exist_ok=True)
         except OSError as error:
@@ -98,12 +120,11 @@ class RunDir:
         computes (a FIXED field of ``TrainConfig``) unless ``config.allow_config_change``. Reads only."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunError(f"--logdir {self.path} is a file, not a directory; choose a new --logdir")
+        self.refuse_foreign()
         if not self.holds_run():
             return
         if not config.resume:
             raise RunError(f"--logdir {self.path} already holds a run; resume it (--resume) or choose a new --logdir")
-        if not os.path.exists(self.file(CONFIG)):
-            return
         saved = self.read_saved()
         network, asked = saved.get("network"), architecture.resolve(config.arch)
         if network and network != asked:
@@ -161,7 +182,8 @@ class RunDir:
                             from_step=from_step, changed=changed, commit=provenance.git_commit(),
                             cpu=provenance.cpu_model()))
         run_files.write_atomically(self.file(CONFIG), json.dumps(dict(
-            config=config_lib.as_json(config), network=architecture.resolve(config.arch), history=history), indent=2))
+            format=run_files.RUN_FORMAT, config=config_lib.as_json(config), network=architecture.resolve(config.arch),
+            history=history), indent=2))
         if flagfile is not None:
             run_files.write_atomically(self.file(FLAGFILE), flagfile)
 
