@@ -1,10 +1,12 @@
-"""Faults of the run directory itself: a folder that is not a run, planted symbolic links, a full or read-only disk. Each test does the fault and checks what is
+"""Faults of the run directory itself: a folder that is not a run, planted symbolic links, a finished run started
+again, a full or read-only disk. Each test does the fault and checks what is
 left. Tiny in-process runs on the bundled MNIST cut (~1 s each), one command-line run."""
 
 import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -134,6 +136,24 @@ def test_a_lock_file_hard_linked_to_another_file_is_refused_and_not_emptied(tmp_
                                        rf"link or a special file\); remove it, or choose a new --logdir$"):
         RunDir(str(tmp_path / "run")).lock()
     assert victim.read_text() == "precious\n"
+
+
+# 3. A finished run's command run again ---------------------------------------------------------------------
+
+def test_a_finished_run_started_again_keeps_its_results(finished_run, tmp_path, tiny_mnist, caplog):
+    config, logdir = _copy(finished_run, tmp_path, train_steps=BASE_STEPS)
+    before = _files(logdir)
+    caplog.set_level(logging.INFO, logger="absl")
+    results = train(config, dataset=tiny_mnist).results
+    assert results == json.loads(before["results.json"])
+    after = _files(logdir)
+    # Every resume writes the checkpoint state file anew (rundir.RunDir._forget_newer_than), listing the same
+    # checkpoints; everything else (results, config history, flags, clock, checkpoints) is as it was.
+    assert after.pop("checkpoints/checkpoint").startswith(b'model_checkpoint_path: "ckpt-40"')
+    del before["checkpoints/checkpoint"]
+    assert after == before
+    assert f"the run in {logdir} had already finished at step {BASE_STEPS}; its results are in " \
+           f"{logdir / 'results.json'}, unchanged" in caplog.messages
 
 
 # 5. A full disk, a read-only folder -----------------------------------------------------------------------------

@@ -302,6 +302,20 @@ class RunDir:
         """results.json of a finished run, or None while there is none."""
         return run_files.read_results(self.path)
 
+    def finished_results(self, step, total_steps):
+        """results.json when the run had already trained all ``total_steps`` and written its results at that
+        step, else None. A start that finds its run so finished changes nothing: rewriting results.json would
+        record the no-op start's wall time and a throughput of 0."""
+        if step < total_steps:
+            return None
+        with contextlib.suppress(OSError, ValueError):  # an unreadable results.json is written again
+            results = self.read_results()
+            if results and results.get("train_steps") == step:
+                logging.info("the run in %s had already finished at step %d; its results are in %s, unchanged",
+                             self.path, step, self.file(RESULTS))
+                return results
+        return None
+
     def close(self, failed=False):
         """Releases the lock and removes a non-chief worker's temporary directory. After a failed start that
         made the directory and saved no checkpoint, removes the directory too: a failed start leaves no run."""

@@ -66,6 +66,10 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         state.update({key: hook.checkpoint_state() for key, hook in parts.step_hooks.items()})
         checkpoint = tf.train.Checkpoint(**state)
         run_dir.restore_latest(checkpoint, step)
+        finished = run_dir.finished_results(int(step), total_steps)
+        if finished is not None:  # the command of a finished run, run again: nothing to train or write
+            failed = False
+            return TrainResult(finished, parts.network)
         run_dir.prepare(config, flagfile, from_step=int(step))  # only now: a failed start leaves no run behind
         # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
         # a checkpoint is a collective save, and a signal reaches one worker only.
