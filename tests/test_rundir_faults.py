@@ -1,5 +1,5 @@
 """Faults of the run directory itself: a folder that is not a run, planted symbolic links, a finished run started
-again, a full or read-only disk. Each test does the fault and checks what is
+again, what killed saves and workers leave, a full or read-only disk. Each test does the fault and checks what is
 left. Tiny in-process runs on the bundled MNIST cut (~1 s each), one command-line run."""
 
 import dataclasses
@@ -10,12 +10,13 @@ import logging
 import os
 import pathlib
 import shutil
+import tempfile
 
 import pytest
 
 from training import run_files
 from training.errors import RunError
-from training.rundir import RunDir
+from training.rundir import UNREADABLE_KEPT, RunDir
 from training.trainer import train
 
 BASE_STEPS, MORE_STEPS = 40, 50  # checkpoints every 10 steps: ckpt-20, -30 and -40 are kept (max_to_keep=3)
@@ -154,6 +155,85 @@ def test_a_finished_run_started_again_keeps_its_results(finished_run, tmp_path, 
     assert after == before
     assert f"the run in {logdir} had already finished at step {BASE_STEPS}; its results are in " \
            f"{logdir / 'results.json'}, unchanged" in caplog.messages
+
+
+# 4. What killed saves and workers leave -------------------------------------------------------------------------
+
+def _killed_save(checkpoints, step):
+    """What TensorFlow's writer leaves when killed mid-save of ``ckpt-<step>``: the files of its folder
+    ``ckpt-<step>_temp`` (as functional_saver.py names them), and a half-written state file."""
+    folder = checkpoints / f"ckpt-{step}_temp"
+    folder.mkdir(parents=True)
+    (folder / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\0" * 64)
+    (folder / "part-00000-of-00001.index").write_bytes(b"\0" * 8)
+    (checkpoints / "checkpoint.tmp0123456789abcdef").write_text('model_checkpoint_path: "ckpt')
+
+
+def test_a_run_killed_during_its_first_save_starts_again_from_step_0(tmp_path, tiny_config, tiny_mnist):
+    config = tiny_config(tmp_path, checkpoint_every=10)
+    RunDir(config.logdir).prepare(config)  # the start that was killed got as far as its first save
+    _killed_save(tmp_path / "checkpoints", 10)
+    assert train(config, dataset=tiny_mnist).results["train_steps"] == config.train_steps
+    assert _history(tmp_path) == [0, 0]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-10.data-00000-of-00001", "ckpt-10.index", "ckpt-20.data-00000-of-00001",
+        "ckpt-20.index"]
+
+
+def _saved_steps(checkpoints, steps):
+    """A run directory's checkpoints folder holding checkpoints at ``steps`` of one variable, and its RunDir."""
+    import tensorflow as tf
+
+    step = tf.Variable(0, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), str(checkpoints), max_to_keep=3)
+    for number in steps:
+        step.assign(number)
+        manager.save(checkpoint_number=number)
+    return tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64)), RunDir(str(checkpoints.parent))
+
+
+def test_later_killed_saves_are_removed_and_only_the_newest_unreadable_files_kept(tmp_path, caplog):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoint, run_dir = _saved_steps(checkpoints, [10, 20])
+    _killed_save(checkpoints, 30)
+    (checkpoints / ".checkpoint.a1b2.tmp").write_text("half")  # write_atomically's, killed
+    for step in (3, 5, 7):  # set aside by earlier resumes
+        for suffix in ("index", "data-00000-of-00001"):
+            (checkpoints / f"ckpt-{step}.{suffix}.unreadable").write_bytes(b"x")
+    caplog.set_level(logging.INFO, logger="absl")
+    assert run_dir.restore_latest(checkpoint, checkpoint.step) == str(checkpoints / "ckpt-20")
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "checkpoint", "ckpt-10.data-00000-of-00001", "ckpt-10.index", "ckpt-20.data-00000-of-00001",
+        "ckpt-20.index", "ckpt-5.data-00000-of-00001.unreadable", "ckpt-5.index.unreadable",
+        "ckpt-7.data-00000-of-00001.unreadable", "ckpt-7.index.unreadable"]
+    assert UNREADABLE_KEPT == 2
+    assert (f"removed what killed checkpoint saves left in {checkpoints}: checkpoint.tmp0123456789abcdef, "
+            f"ckpt-30_temp, .checkpoint.a1b2.tmp") in caplog.messages
+    assert (f"deleted the unreadable files set aside of checkpoints ckpt-3; those of the newest 2 damaged "
+            f"checkpoints are kept in {checkpoints}") in caplog.messages
+
+
+def test_a_killed_workers_temporary_directory_is_removed_by_the_next_worker_of_its_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live = RunDir(str(tmp_path / "run"), chief=False, worker_name="worker-1")
+    live.lock()
+    dead = tmp_path / "worker-1-dead"  # what kill -9 leaves: the folder, its lock file without a flock
+    (dead / "checkpoints").mkdir(parents=True)
+    (dead / ".lock").write_text("")
+    (dead / "clock.json").write_text("{}")
+    notes = tmp_path / "worker-1-notes"  # not a worker's: holds another file
+    notes.mkdir()
+    (notes / ".lock").write_text("")
+    (notes / "notes.txt").write_text("keep")
+    other = tmp_path / "worker-2-dead"  # another worker's name: its own next start cleans it
+    shutil.copytree(dead, other)
+    worker = RunDir(str(tmp_path / "run"), chief=False, worker_name="worker-1")
+    worker.lock()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [os.path.basename(live.own_dir), os.path.basename(worker.own_dir), "worker-1-notes", "worker-2-dead"])
+    for run_dir in (live, worker):
+        run_dir.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["worker-1-notes", "worker-2-dead"]
 
 
 # 5. A full disk, a read-only folder -----------------------------------------------------------------------------

@@ -17,11 +17,18 @@ anything else, so it never writes over someone's files.
 Every file is written through ``run_files.write_atomically`` (a fresh temporary name, then a rename), so a crash
 leaves the old file or the new one, a full disk or read-only folder stops the run with one line, and no symbolic
 link planted in the folder is written through; a start refuses a run whose own files (the table's names) are
-symbolic links. The next start, which holds the lock, removes the temporary files a killed write left.
+symbolic links.
+
+What a killed process leaves is cleaned by the next start, which holds the lock, so nobody else is writing:
+``write_atomically``'s temporary files, TensorFlow's unfinished checkpoint saves (``ckpt-N_temp/``,
+``checkpoint.tmp<hex>``), and a dead worker's temporary directory (below). Damaged checkpoints set aside as
+``*.unreadable`` are kept for the newest ``UNREADABLE_KEPT`` of them only, to look at; older ones are deleted.
 
 Under multi-worker training every worker must take part in saving checkpoints, but only the chief keeps what
 it writes: other workers write into a temporary directory (``own_dir``) that ``close`` removes, and their
-config, results and summaries are not written at all. That decision is made here and nowhere else.
+config, results and summaries are not written at all. That decision is made here and nowhere else. A worker
+holds a lock in its temporary directory too; one killed before ``close`` leaves a directory whose lock is free,
+which the next start of a worker of the same name removes.
 """
 
 import contextlib
@@ -31,6 +38,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -47,6 +55,11 @@ from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESUL
 
 STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, newest last
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
+UNREADABLE_KEPT = 2  # damaged checkpoints whose set-aside files are kept to look at; older ones are deleted
+# What TensorFlow's checkpoint writer leaves when killed mid-save: the folder it writes a save into before
+# renaming the files into place (``ckpt-N_temp/``, functional_saver.py), and its state file's temporary copy
+# (``checkpoint.tmp<hex>``, file_io.atomic_write_string_to_file). A finished save leaves neither.
+KILLED_SAVE = re.compile(r"ckpt-\d+_temp.*|checkpoint\.tmp[0-9a-f]*")
 
 
 class RunInUse(RunError):
@@ -57,7 +70,7 @@ class RunDir:
     """The run directory ``path``; ``chief=False`` makes this process a worker that keeps nothing there."""
 
     def __init__(self, path, chief=True, worker_name="worker"):
-        self.path, self.chief = path, chief
+        self.path, self.chief, self.worker_name = path, chief, worker_name
         self.own_dir = path if chief else tempfile.mkdtemp(prefix=f"{worker_name}-")
         self._lock = None  # the descriptor of the flock-ed lock file while this process holds it
         self._created = None  # "directory", "contents" (found empty) or None: what this start made
@@ -92,10 +105,13 @@ class RunDir:
         """Takes ``<logdir>/.lock`` for the life of the run, so a second run on the same directory is refused.
 
         An ``flock`` is released by the operating system when its process ends however it ends (kill -9
-        included), so a lock left by a dead process never blocks a new run. Only the chief locks, after refusing a
-        folder that is not a run and a run whose files are symbolic links.
+        included), so a lock left by a dead process never blocks a new run. The chief locks the run directory,
+        after refusing a folder that is not a run and a run whose files are symbolic links; another worker
+        locks its temporary directory and removes those of dead workers of its name.
         """
         if not self.chief:
+            self._lock = _claim(self.own_dir)
+            _remove_dead_workers_dirs(self.worker_name, self.own_dir)
             return
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunError(f"--logdir {self.path} is a file, not a directory; choose a new --logdir")
@@ -198,12 +214,17 @@ class RunDir:
         counts it among the kept ones. When checkpoint files exist but none restores, the run stops with one
         line and nothing is touched: a run never starts from step 0 over checkpoints. A checkpoint that reads
         but does not hold this run's variables (another architecture, say) is refused: every variable must find
-        its value and every saved value its variable.
+        its value and every saved value its variable. The chief first removes what killed saves left
+        (``KILLED_SAVE``): a run whose checkpoints folder held nothing else starts from step 0.
         """
         directory = self.file(CHECKPOINTS)
+        if self.chief:
+            _remove_killed_saves(directory)
         candidates = checkpoint_prefixes(directory)
         if not candidates:
-            leftovers = os.listdir(directory) if os.path.isdir(directory) else []
+            # A save killed before it finished is no checkpoint: a run that has only such leftovers starts afresh.
+            leftovers = [name for name in os.listdir(directory) if not KILLED_SAVE.fullmatch(name)] \
+                if os.path.isdir(directory) else []
             if leftovers:
                 raise RunError(f"{directory} holds files ({', '.join(sorted(leftovers)[:3])}, ...) but no readable "
                                f"checkpoint; move them away or choose a new --logdir")
@@ -216,6 +237,7 @@ class RunDir:
                            f"changed: move them away or choose a new --logdir")
         if self.chief:
             self._forget_newer_than(prefix, candidates)
+            _prune_unreadable(directory)
         logging.info("resumed from %s at step %d%s", prefix, int(step),
                      f" (newer ones unreadable: {', '.join(os.path.basename(p) for p, _ in skipped)})"
                      if skipped else "")
@@ -323,8 +345,9 @@ class RunDir:
             shutil.rmtree(self.own_dir, ignore_errors=True)
             logging.info("removed this worker's temporary run directory %s", self.own_dir)
         if self._lock is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.file(LOCK))
+            if self.chief:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.file(LOCK))
             os.close(self._lock)  # closing releases the flock
             self._lock = None
         if failed and self._created and not checkpoint_prefixes(self.file(CHECKPOINTS)):
@@ -438,3 +461,71 @@ def _open_lock(path):
         os.close(descriptor)
         raise RunFileError(run_files.cannot_write(path, error)) from None
     return descriptor
+
+
+def _claim(folder):
+    """A flock-ed ``folder/.lock`` for a worker's temporary directory: locked before it has its name, so a lock
+    file that another process finds free was left by a worker that died."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f"{LOCK}.", dir=folder)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows the fresh name: never refused
+    os.replace(temporary, os.path.join(folder, LOCK))
+    return descriptor
+
+
+WORKER_DIR_NAMES = {LOCK, CHECKPOINTS, CLOCK}  # what a worker writes into its temporary directory
+
+
+def _remove_dead_workers_dirs(worker_name, own_dir):
+    """Removes the temporary directories of killed workers named ``worker_name`` beside ``own_dir``: those whose
+    lock is free and that hold nothing but what a worker writes. A live worker's lock is held; a folder without
+    a lock (a worker of older code, or another program's) is left alone."""
+    pattern = os.path.join(glob.escape(os.path.dirname(own_dir)), f"{glob.escape(worker_name)}-*")
+    for folder in glob.glob(pattern):
+        lock = os.path.join(folder, LOCK)
+        if folder == own_dir or os.path.islink(folder) or not os.path.isfile(lock) \
+                or set(os.listdir(folder)) - WORKER_DIR_NAMES:
+            continue
+        try:
+            descriptor = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a worker that is still going
+        finally:
+            os.close(descriptor)
+        shutil.rmtree(folder, ignore_errors=True)
+        logging.info("removed %s, the temporary run directory of a worker that was killed", folder)
+
+
+def _remove_killed_saves(directory):
+    """Removes what killed checkpoint saves left in ``directory`` (``KILLED_SAVE``): the run holds its lock, so
+    no save is going on, and a finished save leaves none of them."""
+    if not os.path.isdir(directory):
+        return
+    names = sorted(name for name in os.listdir(directory) if KILLED_SAVE.fullmatch(name)) + \
+        run_files.write_leftovers(directory, [STATE_FILE])
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if names:
+        logging.warning("removed what killed checkpoint saves left in %s: %s", directory, ", ".join(names))
+
+
+def _prune_unreadable(directory):
+    """Deletes the files set aside as ``*.unreadable`` but those of the newest ``UNREADABLE_KEPT`` checkpoints:
+    a run that resumes many times over damaged saves does not fill its disk with them."""
+    paths = glob.glob(os.path.join(glob.escape(directory), "ckpt-*.unreadable"))
+    steps = sorted({_step_of(path) for path in paths if _step_of(path) is not None}, reverse=True)
+    dropped = steps[UNREADABLE_KEPT:]
+    for path in paths:
+        if _step_of(path) in dropped:
+            os.remove(path)
+    if dropped:
+        logging.info("deleted the unreadable files set aside of checkpoints %s; those of the newest %d damaged "
+                     "checkpoints are kept in %s", ", ".join(f"ckpt-{step}" for step in sorted(dropped)),
+                     UNREADABLE_KEPT, directory)
