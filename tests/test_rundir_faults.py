@@ -110,6 +110,19 @@ def test_links_planted_at_temporary_names_are_never_written_through(finished_run
     assert json.loads((logdir / "results.json").read_text())["train_steps"] == MORE_STEPS
 
 
+def test_a_run_file_gets_the_mode_a_plain_write_would_give_it(tmp_path):
+    run_files.write_atomically(str(tmp_path / "results.json"), "{}")
+    with open(tmp_path / "plain", "w"):
+        pass
+    assert oct((tmp_path / "results.json").stat().st_mode) == oct((tmp_path / "plain").stat().st_mode)
+    umask = os.umask(0o027)
+    try:  # the umask of the moment, not one read once
+        run_files.write_atomically(str(tmp_path / "results.json"), "{}")
+    finally:
+        os.umask(umask)
+    assert oct((tmp_path / "results.json").stat().st_mode & 0o777) == oct(0o640)
+
+
 @pytest.mark.parametrize("name", run_files.RUN_FILES)
 def test_a_run_whose_own_file_is_a_link_is_refused(finished_run, tmp_path, tiny_mnist, name):
     config, logdir = _copy(finished_run, tmp_path)

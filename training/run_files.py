@@ -5,6 +5,7 @@ hours it waits, the ~600 MiB TensorFlow holds (WORKSPACE.md section 14). ``train
 else a run directory is: its lock, its writing, its checkpoints.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -73,6 +74,7 @@ def write_atomically(path, text):
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMPORARY_SUFFIX, dir=folder or ".")
+        os.fchmod(descriptor, new_file_mode())  # mkstemp's 0o600 would hide the run from the group's readers
         with os.fdopen(descriptor, "w") as file:
             file.write(text)
             file.flush()
@@ -82,6 +84,16 @@ def write_atomically(path, text):
         if temporary is not None and os.path.lexists(temporary):
             os.remove(temporary)
         raise RunFileError(cannot_write(path, error)) from None
+
+
+def new_file_mode():
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process's umask."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):  # Linux shows the umask without changing it
+        with open("/proc/self/status") as status:
+            return 0o666 & ~int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def cannot_write(path, error):
