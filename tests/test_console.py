@@ -177,8 +177,9 @@ def test_every_console_line_of_the_main_job_is_ours(consoles):
 def test_verbosity_one_shows_tensorflows_own_lines(consoles):
     verbose = consoles["verbose"]
     assert verbose.returncode == 1
-    assert verbose.stderr.splitlines()[-1] == (f"train: error: --logdir {consoles['root'] / 'occupied'} already "
-                                               "holds a run; resume it (--resume) or choose a new --logdir")
+    occupied = consoles["root"] / "occupied"  # holds notes.txt only: no run's config.json (training/rundir.py)
+    assert verbose.stderr.splitlines()[-1] == (f"train: error: --logdir {occupied} holds files that are not a run of "
+                                               "training.train (notes.txt); choose a new --logdir")
     assert ABSL_NOTICE in verbose.stderr.splitlines()
 
 

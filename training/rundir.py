@@ -2,16 +2,33 @@
 
 | path | written by |
 | --- | --- |
-| ``config.json`` | ``prepare``: ``{"config": <TrainConfig>, "network": <arch resolved>, "history": [one per start]}`` |
+| ``config.json`` | ``prepare``: ``{"format": "cnn-lab run 1", "config": {...}, "network": <arch>, "history": [...]}`` |
 | ``flags.txt`` | ``prepare``: the flags as a flagfile that reruns (resumes) the run |
 | ``checkpoints/`` | the loops, through ``checkpoint_manager`` |
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
 | ``results.json`` | ``write_results``, at the end of the run |
 | ``clock.json`` | ``write_clock``, with each checkpoint: training and evaluation seconds up to its step |
+| ``.lock`` | ``lock``: the pid and host of the run going on in it; ``close`` removes it |
+
+What makes a folder a run directory is config.json's ``"format"`` field (or the exact shape of an older run's
+config.json: ``run_files.is_run``), never the names of the files in it: a start refuses a folder that holds
+anything else, so it never writes over someone's files.
+
+Every file is written through ``run_files.write_atomically`` (a fresh temporary name, then a rename), so a crash
+leaves the old file or the new one, a full disk or read-only folder stops the run with one line, and no symbolic
+link planted in the folder is written through; a start refuses a run whose own files (the table's names) are
+symbolic links.
+
+What a killed process leaves is cleaned by the next start, which holds the lock, so nobody else is writing:
+``write_atomically``'s temporary files, TensorFlow's unfinished checkpoint saves (``ckpt-N_temp/``,
+``checkpoint.tmp<hex>``), and a dead worker's temporary directory (below). Damaged checkpoints set aside as
+``*.unreadable`` are kept for the newest ``UNREADABLE_KEPT`` of them only, to look at; older ones are deleted.
 
 Under multi-worker training every worker must take part in saving checkpoints, but only the chief keeps what
 it writes: other workers write into a temporary directory (``own_dir``) that ``close`` removes, and their
-config, results and summaries are not written at all. That decision is made here and nowhere else.
+config, results and summaries are not written at all. That decision is made here and nowhere else. A worker
+holds a lock in its temporary directory too; one killed before ``close`` leaves a directory whose lock is free,
+which the next start of a worker of the same name removes.
 """
 
 import contextlib
@@ -21,8 +38,10 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import tempfile
 
 import tensorflow as tf
@@ -32,10 +51,15 @@ from models import architecture
 from training import config as config_lib
 from training import provenance, run_files
 from training.errors import RunError
-from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESULTS
+from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESULTS, RunFileError
 
 STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, newest last
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
+UNREADABLE_KEPT = 2  # damaged checkpoints whose set-aside files are kept to look at; older ones are deleted
+# What TensorFlow's checkpoint writer leaves when killed mid-save: the folder it writes a save into before
+# renaming the files into place (``ckpt-N_temp/``, functional_saver.py), and its state file's temporary copy
+# (``checkpoint.tmp<hex>``, file_io.atomic_write_string_to_file). A finished save leaves neither.
+KILLED_SAVE = re.compile(r"ckpt-\d+_temp.*|checkpoint\.tmp[0-9a-f]*")
 
 
 class RunInUse(RunError):
@@ -46,9 +70,9 @@ class RunDir:
     """The run directory ``path``; ``chief=False`` makes this process a worker that keeps nothing there."""
 
     def __init__(self, path, chief=True, worker_name="worker"):
-        self.path, self.chief = path, chief
+        self.path, self.chief, self.worker_name = path, chief, worker_name
         self.own_dir = path if chief else tempfile.mkdtemp(prefix=f"{worker_name}-")
-        self._lock = None
+        self._lock = None  # the descriptor of the flock-ed lock file while this process holds it
         self._created = None  # "directory", "contents" (found empty) or None: what this start made
 
     def file(self, name):
@@ -56,51 +80,67 @@ class RunDir:
 
     # Before the run: may it start here? --------------------------------------------------------------------
 
+    def contents(self):
+        """What the directory holds: "nothing" (absent, or only a lock and killed writes' temporary files), "run"
+        (a config.json that training.train wrote: ``run_files.is_run``) or "foreign" (anything else)."""
+        if not os.path.isdir(self.path):
+            return "nothing"
+        if not set(os.listdir(self.path)) - {LOCK} - set(run_files.write_leftovers(self.path)):
+            return "nothing"
+        return "run" if run_files.is_run(self.path) else "foreign"
+
     def holds_run(self):
-        return os.path.isdir(self.path) and bool(set(os.listdir(self.path)) - {LOCK})
+        return self.contents() == "run"
+
+    def refuse_foreign(self):
+        """Stops with one line when the directory holds files that are not a run's: a start never writes over
+        them, and a failed start never deletes them."""
+        if self.contents() == "foreign":
+            names = sorted(set(os.listdir(self.path)) - {LOCK})
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise RunError(f"--logdir {self.path} holds files that are not a run of training.train ({shown}); "
+                           f"choose a new --logdir")
 
     def lock(self):
         """Takes ``<logdir>/.lock`` for the life of the run, so a second run on the same directory is refused.
 
         An ``flock`` is released by the operating system when its process ends however it ends (kill -9
-        included), so a lock left by a dead process never blocks a new run. Only the chief locks.
+        included), so a lock left by a dead process never blocks a new run. The chief locks the run directory,
+        after refusing a folder that is not a run and a run whose files are symbolic links; another worker
+        locks its temporary directory and removes those of dead workers of its name.
         """
         if not self.chief:
+            self._lock = _claim(self.own_dir)
+            _remove_dead_workers_dirs(self.worker_name, self.own_dir)
             return
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunError(f"--logdir {self.path} is a file, not a directory; choose a new --logdir")
+        if os.path.isdir(self.path):
+            run_files.refuse_symlinks(self.path)
+        self.refuse_foreign()
         # What a failed start may remove: the directory if it made it, its contents if it found it empty.
-        created = "directory" if not os.path.exists(self.path) else "contents" if not self.holds_run() else None
+        created = "directory" if not os.path.exists(self.path) else "contents" if self.contents() == "nothing" \
+            else None
         try:
             os.makedirs(self.path, exist_ok=True)
-            lock = open(self.file(LOCK), "a+")
         except OSError as error:
             raise RunError(f"--logdir {self.path} cannot be created ({error.strerror}); choose a new --logdir") \
                 from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
-            raise RunInUse(f"--logdir {self.path} is in use by a run that is still going ({holder}); wait for it "
-                           f"to end or choose a new --logdir") from None
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        lock.flush()
-        self._lock, self._created = lock, created
+        self._lock = _open_lock(self.file(LOCK))
+        self._created = created
+        for name in run_files.write_leftovers(self.path):  # only a killed process writes without the lock
+            os.remove(self.file(name))
 
     def check(self, config):
         """Refuses a directory that holds a run unless resuming, and a resume that would change what the run
         computes (a FIXED field of ``TrainConfig``) unless ``config.allow_config_change``. Reads only."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunError(f"--logdir {self.path} is a file, not a directory; choose a new --logdir")
+        self.refuse_foreign()
         if not self.holds_run():
             return
         if not config.resume:
             raise RunError(f"--logdir {self.path} already holds a run; resume it (--resume) or choose a new --logdir")
-        if not os.path.exists(self.file(CONFIG)):
-            return
         saved = self.read_saved()
         network, asked = saved.get("network"), architecture.resolve(config.arch)
         if network and network != asked:
@@ -163,11 +203,11 @@ class RunDir:
                             cpu=provenance.cpu_model()))
         if numerics:
             history[-1]["numerics"] = numerics
-        _write_atomically(self.file(CONFIG), json.dumps(dict(config=config_lib.as_json(config),
-                                                             network=architecture.resolve(config.arch),
-                                                             history=history), indent=2))
+        run_files.write_atomically(self.file(CONFIG), json.dumps(dict(
+            format=run_files.RUN_FORMAT, config=config_lib.as_json(config), network=architecture.resolve(config.arch),
+            history=history), indent=2))
         if flagfile is not None:
-            _write_atomically(self.file(FLAGFILE), flagfile)
+            run_files.write_atomically(self.file(FLAGFILE), flagfile)
 
     # Checkpoints and summaries -------------------------------------------------------------------------------
 
@@ -180,12 +220,17 @@ class RunDir:
         counts it among the kept ones. When checkpoint files exist but none restores, the run stops with one
         line and nothing is touched: a run never starts from step 0 over checkpoints. A checkpoint that reads
         but does not hold this run's variables (another architecture, say) is refused: every variable must find
-        its value and every saved value its variable.
+        its value and every saved value its variable. The chief first removes what killed saves left
+        (``KILLED_SAVE``): a run whose checkpoints folder held nothing else starts from step 0.
         """
         directory = self.file(CHECKPOINTS)
+        if self.chief:
+            _remove_killed_saves(directory)
         candidates = checkpoint_prefixes(directory)
         if not candidates:
-            leftovers = os.listdir(directory) if os.path.isdir(directory) else []
+            # A save killed before it finished is no checkpoint: a run that has only such leftovers starts afresh.
+            leftovers = [name for name in os.listdir(directory) if not KILLED_SAVE.fullmatch(name)] \
+                if os.path.isdir(directory) else []
             if leftovers:
                 raise RunError(f"{directory} holds files ({', '.join(sorted(leftovers)[:3])}, ...) but no readable "
                                f"checkpoint; move them away or choose a new --logdir")
@@ -198,6 +243,7 @@ class RunDir:
                            f"changed: move them away or choose a new --logdir")
         if self.chief:
             self._forget_newer_than(prefix, candidates)
+            _prune_unreadable(directory)
         logging.info("resumed from %s at step %d%s", prefix, int(step),
                      f" (newer ones unreadable: {', '.join(os.path.basename(p) for p, _ in skipped)})"
                      if skipped else "")
@@ -239,7 +285,7 @@ class RunDir:
                             ", ".join(os.path.basename(p) for p in newer))
             _set_aside(newer)
         kept = [p for p in candidates if _step_of(p) <= resumed_step]
-        _write_atomically(os.path.join(directory, STATE_FILE), checkpoint_state_text(resumed, kept[::-1]))
+        run_files.write_atomically(os.path.join(directory, STATE_FILE), checkpoint_state_text(resumed, kept[::-1]))
 
     def checkpoint_manager(self, checkpoint):
         return tf.train.CheckpointManager(checkpoint, os.path.join(self.own_dir, CHECKPOINTS), max_to_keep=MAX_TO_KEEP)
@@ -254,7 +300,7 @@ class RunDir:
 
     def write_results(self, results):
         if self.chief:
-            _write_atomically(self.file(RESULTS), json.dumps(results, indent=2, sort_keys=True))
+            run_files.write_atomically(self.file(RESULTS), json.dumps(results, indent=2, sort_keys=True))
         logging.info("results: %s", json.dumps(results, sort_keys=True))
 
     def write_clock(self, step, state):
@@ -263,7 +309,7 @@ class RunDir:
         branch) are dropped."""
         clocks = {key: value for key, value in self._read_clocks().items() if int(key) < step}
         clocks[str(step)] = state
-        _write_atomically(os.path.join(self.own_dir, CLOCK), json.dumps(clocks, sort_keys=True))
+        run_files.write_atomically(os.path.join(self.own_dir, CLOCK), json.dumps(clocks, sort_keys=True))
 
     def read_clock(self, step):
         """The clock state recorded with checkpoint ``step``, or None (a run of older code)."""
@@ -284,6 +330,20 @@ class RunDir:
         """results.json of a finished run, or None while there is none."""
         return run_files.read_results(self.path)
 
+    def finished_results(self, step, total_steps):
+        """results.json when the run had already trained all ``total_steps`` and written its results at that
+        step, else None. A start that finds its run so finished changes nothing: rewriting results.json would
+        record the no-op start's wall time and a throughput of 0."""
+        if step < total_steps:
+            return None
+        with contextlib.suppress(OSError, ValueError):  # an unreadable results.json is written again
+            results = self.read_results()
+            if results and results.get("train_steps") == step:
+                logging.info("the run in %s had already finished at step %d; its results are in %s, unchanged",
+                             self.path, step, self.file(RESULTS))
+                return results
+        return None
+
     def close(self, failed=False):
         """Releases the lock and removes a non-chief worker's temporary directory. After a failed start that
         made the directory and saved no checkpoint, removes the directory too: a failed start leaves no run."""
@@ -291,9 +351,10 @@ class RunDir:
             shutil.rmtree(self.own_dir, ignore_errors=True)
             logging.info("removed this worker's temporary run directory %s", self.own_dir)
         if self._lock is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.file(LOCK))
-            self._lock.close()  # closing releases the flock
+            if self.chief:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.file(LOCK))
+            os.close(self._lock)  # closing releases the flock
             self._lock = None
         if failed and self._created and not checkpoint_prefixes(self.file(CHECKPOINTS)):
             if self._created == "directory":
@@ -377,8 +438,100 @@ def _first_line(error):
     return lines[0][:160] if lines else type(error).__name__
 
 
-def _write_atomically(path, text):
-    with open(path + ".tmp", "w") as file:
-        file.write(text)
-    os.replace(path + ".tmp", path)  # a reader never sees half a file
+def _open_lock(path):
+    """The descriptor of ``path`` (created if need be), flock-ed for this process, with this process named in it.
 
+    Opened without following a symbolic link and without truncating, then checked to be a plain file of its
+    own (a hard link would share its content with a file elsewhere): only a file this run owns is emptied.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise RunFileError(run_files.cannot_write(path, error)) from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+        os.close(descriptor)
+        raise RunFileError(f"{path} is not a plain file of this run (a hard link or a special file); remove it, "
+                           f"or choose a new --logdir")
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(descriptor)
+        raise RunInUse(f"--logdir {os.path.dirname(path)} is in use by a run that is still going ({holder}); "
+                       f"wait for it to end or choose a new --logdir") from None
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    except OSError as error:
+        os.close(descriptor)
+        raise RunFileError(run_files.cannot_write(path, error)) from None
+    return descriptor
+
+
+def _claim(folder):
+    """A flock-ed ``folder/.lock`` for a worker's temporary directory: locked before it has its name, so a lock
+    file that another process finds free was left by a worker that died."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f"{LOCK}.", dir=folder)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows the fresh name: never refused
+    os.replace(temporary, os.path.join(folder, LOCK))
+    return descriptor
+
+
+WORKER_DIR_NAMES = {LOCK, CHECKPOINTS, CLOCK}  # what a worker writes into its temporary directory
+
+
+def _remove_dead_workers_dirs(worker_name, own_dir):
+    """Removes the temporary directories of killed workers named ``worker_name`` beside ``own_dir``: those whose
+    lock is free and that hold nothing but what a worker writes. A live worker's lock is held; a folder without
+    a lock (a worker of older code, or another program's) is left alone."""
+    pattern = os.path.join(glob.escape(os.path.dirname(own_dir)), f"{glob.escape(worker_name)}-*")
+    for folder in glob.glob(pattern):
+        lock = os.path.join(folder, LOCK)
+        if folder == own_dir or os.path.islink(folder) or not os.path.isfile(lock) \
+                or set(os.listdir(folder)) - WORKER_DIR_NAMES:
+            continue
+        try:
+            descriptor = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a worker that is still going
+        finally:
+            os.close(descriptor)
+        shutil.rmtree(folder, ignore_errors=True)
+        logging.info("removed %s, the temporary run directory of a worker that was killed", folder)
+
+
+def _remove_killed_saves(directory):
+    """Removes what killed checkpoint saves left in ``directory`` (``KILLED_SAVE``): the run holds its lock, so
+    no save is going on, and a finished save leaves none of them."""
+    if not os.path.isdir(directory):
+        return
+    names = sorted(name for name in os.listdir(directory) if KILLED_SAVE.fullmatch(name)) + \
+        run_files.write_leftovers(directory, [STATE_FILE])
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if names:
+        logging.warning("removed what killed checkpoint saves left in %s: %s", directory, ", ".join(names))
+
+
+def _prune_unreadable(directory):
+    """Deletes the files set aside as ``*.unreadable`` but those of the newest ``UNREADABLE_KEPT`` checkpoints:
+    a run that resumes many times over damaged saves does not fill its disk with them."""
+    paths = glob.glob(os.path.join(glob.escape(directory), "ckpt-*.unreadable"))
+    steps = sorted({_step_of(path) for path in paths if _step_of(path) is not None}, reverse=True)
+    dropped = steps[UNREADABLE_KEPT:]
+    for path in paths:
+        if _step_of(path) in dropped:
+            os.remove(path)
+    if dropped:
+        logging.info("deleted the unreadable files set aside of checkpoints %s; those of the newest %d damaged "
+                     "checkpoints are kept in %s", ", ".join(f"ckpt-{step}" for step in sorted(dropped)),
+                     UNREADABLE_KEPT, directory)

@@ -7,7 +7,6 @@ real thing on tiny arrays.
 
 import dataclasses
 import math
-import os
 import time
 
 import keras
@@ -20,7 +19,7 @@ from training.config import VALIDATION_SPLIT_SEED
 from training.errors import RunError
 from training.loops import LOOPS
 from training.parts import Run, build_parts, steps_per_epoch
-from training.rundir import CONFIG, RunDir
+from training.rundir import RunDir
 
 __all__ = ["RunError", "TrainResult", "train"]
 
@@ -44,8 +43,8 @@ def train(config, dataset=None, strategy=None, flagfile=None):
     failed = True
     try:
         run_dir.lock()
-        saved = run_dir.read_saved() if os.path.exists(run_dir.file(CONFIG)) else None
-        choice = numerics.from_saved_run(config, saved)
+        # A resumed run keeps the numerics its first start chose (--precision=auto), before its settings are compared.
+        choice = numerics.from_saved_run(config, run_dir.read_saved() if run_dir.holds_run() else None)
         if choice:
             config = choice.applied(config)
         if run_dir.chief:
@@ -76,7 +75,12 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         state.update({key: hook.checkpoint_state() for key, hook in parts.step_hooks.items()})
         checkpoint = tf.train.Checkpoint(**state)
         run_dir.restore_latest(checkpoint, step)
-        run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None)  # only now: a failed start leaves no run behind
+        finished = run_dir.finished_results(int(step), total_steps)
+        if finished is not None:  # the command of a finished run, run again: nothing to train or write
+            failed = False
+            return TrainResult(finished, parts.network)
+        # Only now: a failed start leaves no run behind.
+        run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None)
         # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
         # a checkpoint is a collective save, and a signal reaches one worker only.
         with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:

@@ -1,0 +1,324 @@
+"""Faults of the run directory itself: a folder that is not a run, planted symbolic links, a finished run started
+again, what killed saves and workers leave, a full or read-only disk. Each test does the fault and checks what is
+left. Tiny in-process runs on the bundled MNIST cut (~1 s each), one command-line run."""
+
+import dataclasses
+import errno
+import fcntl
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+
+import pytest
+
+from training import run_files
+from training.errors import RunError
+from training.rundir import UNREADABLE_KEPT, RunDir
+from training.trainer import train
+
+BASE_STEPS, MORE_STEPS = 40, 50  # checkpoints every 10 steps: ckpt-20, -30 and -40 are kept (max_to_keep=3)
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_mnist):
+    """A finished 40-step run with checkpoints at steps 20, 30 and 40; tests fault copies of it."""
+    from training.config import TrainConfig
+    logdir = tmp_path_factory.mktemp("finished") / "run"
+    config = TrainConfig(arch="c4k3-m2-d16", batch_size=64, train_steps=BASE_STEPS, log_every=10, steps_per_loop=10,
+                         checkpoint_every=10, eval_batch_size=256, allow_download=False, deterministic=True,
+                         logdir=str(logdir))
+    train(config, dataset=tiny_mnist)
+    return config
+
+
+def _copy(finished_run, tmp_path, train_steps=MORE_STEPS):
+    logdir = tmp_path / "run"
+    shutil.copytree(finished_run.logdir, logdir)
+    return dataclasses.replace(finished_run, logdir=str(logdir), train_steps=train_steps), logdir
+
+
+def _files(folder):
+    """Every file under ``folder`` with its bytes (symbolic links as their target)."""
+    return {str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else p.read_bytes()
+            for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def _history(logdir):
+    return [start["from_step"] for start in json.loads((logdir / "config.json").read_text())["history"]]
+
+
+# 1. A folder that is not a run --------------------------------------------------------------------------------
+
+def test_the_command_refuses_a_folder_of_someone_elses_files_and_leaves_them(tmp_path, run_cli):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "results.json").write_text("notes\n")
+    (folder / "flags.txt").write_text("keep\n")
+    done = run_cli("--train_steps=20", f"--logdir={folder}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"train: error: --logdir {folder} holds files that are not a run of training.train (flags.txt, "
+        f"results.json); choose a new --logdir")
+    assert _files(folder) == {"results.json": b"notes\n", "flags.txt": b"keep\n"}  # and no .lock left
+
+
+@pytest.mark.parametrize("content", ['{"notes": "mine"}', '{"config": {"arch": "d8"}, "history": [], "x": 1}'])
+def test_a_config_json_that_training_did_not_write_is_refused(tmp_path, tiny_config, tiny_mnist, content):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(RunError, match=rf"^--logdir {tmp_path} holds files that are not a run of training.train "
+                                       rf"\(config.json\); choose a new --logdir$"):
+        train(tiny_config(tmp_path), dataset=tiny_mnist)
+    assert _files(tmp_path) == {"config.json": content.encode()}
+
+
+def test_a_run_written_before_the_mark_still_resumes(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    saved = json.loads((logdir / "config.json").read_text())
+    del saved["format"]  # config.json as the code before the mark wrote it: config, network, history
+    (logdir / "config.json").write_text(json.dumps(saved))
+    assert train(config, dataset=tiny_mnist).results["train_steps"] == MORE_STEPS
+    assert _history(logdir) == [0, BASE_STEPS]
+    assert json.loads((logdir / "config.json").read_text())["format"] == run_files.RUN_FORMAT
+
+
+def test_every_committed_run_is_recognised_as_a_run():
+    # experiments read these (run_files.read_saved); a sweep continued on another machine resumes them.
+    runs = sorted(path.parent for path in (REPO_ROOT / "sweeps" / "runs").rglob("config.json"))
+    assert len(runs) > 100
+    assert [run for run in runs if not run_files.is_run(str(run))] == []
+
+
+# 2. Planted symbolic links --------------------------------------------------------------------------------------
+
+PLANTED = ("config.json.tmp", "results.json.tmp", "clock.json.tmp", "checkpoints/checkpoint.tmp",
+           ".config.json.x.tmp")
+
+
+def test_links_planted_at_temporary_names_are_never_written_through(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    for name in PLANTED:
+        (logdir / name).symlink_to(victim)
+    train(config, dataset=tiny_mnist)
+    assert victim.read_text() == "precious\n"
+    assert not any((logdir / name).is_symlink() for name in ("config.json", "results.json", "clock.json"))
+    assert json.loads((logdir / "results.json").read_text())["train_steps"] == MORE_STEPS
+
+
+def test_a_run_file_gets_the_mode_a_plain_write_would_give_it(tmp_path):
+    run_files.write_atomically(str(tmp_path / "results.json"), "{}")
+    with open(tmp_path / "plain", "w"):
+        pass
+    assert oct((tmp_path / "results.json").stat().st_mode) == oct((tmp_path / "plain").stat().st_mode)
+    umask = os.umask(0o027)
+    try:  # the umask of the moment, not one read once
+        run_files.write_atomically(str(tmp_path / "results.json"), "{}")
+    finally:
+        os.umask(umask)
+    assert oct((tmp_path / "results.json").stat().st_mode & 0o777) == oct(0o640)
+
+
+@pytest.mark.parametrize("name", run_files.RUN_FILES)
+def test_a_run_whose_own_file_is_a_link_is_refused(finished_run, tmp_path, tiny_mnist, name):
+    config, logdir = _copy(finished_run, tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir() if name in ("checkpoints", "train", "eval") else victim.write_text("precious\n")
+    if (logdir / name).is_dir():
+        shutil.rmtree(logdir / name)
+    elif (logdir / name).exists():
+        (logdir / name).unlink()
+    (logdir / name).symlink_to(victim)
+    before = _files(logdir)
+    with pytest.raises(RunError, match=rf"^{logdir / name} is a symbolic link \(to {victim}\); a run writes only "
+                                       rf"its own files: remove the link, or choose a new --logdir$"):
+        train(config, dataset=tiny_mnist)
+    assert _files(logdir) == before
+    assert victim.is_dir() or victim.read_text() == "precious\n"
+
+
+def test_a_lock_file_hard_linked_to_another_file_is_refused_and_not_emptied(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "run").mkdir()
+    os.link(victim, tmp_path / "run" / ".lock")
+    with pytest.raises(RunError, match=rf"^{tmp_path / 'run' / '.lock'} is not a plain file of this run \(a hard "
+                                       rf"link or a special file\); remove it, or choose a new --logdir$"):
+        RunDir(str(tmp_path / "run")).lock()
+    assert victim.read_text() == "precious\n"
+
+
+# 3. A finished run's command run again ---------------------------------------------------------------------
+
+def test_a_finished_run_started_again_keeps_its_results(finished_run, tmp_path, tiny_mnist, caplog):
+    config, logdir = _copy(finished_run, tmp_path, train_steps=BASE_STEPS)
+    before = _files(logdir)
+    caplog.set_level(logging.INFO, logger="absl")
+    results = train(config, dataset=tiny_mnist).results
+    assert results == json.loads(before["results.json"])
+    after = _files(logdir)
+    # Every resume writes the checkpoint state file anew (rundir.RunDir._forget_newer_than), listing the same
+    # checkpoints; everything else (results, config history, flags, clock, checkpoints) is as it was.
+    assert after.pop("checkpoints/checkpoint").startswith(b'model_checkpoint_path: "ckpt-40"')
+    del before["checkpoints/checkpoint"]
+    assert after == before
+    assert f"the run in {logdir} had already finished at step {BASE_STEPS}; its results are in " \
+           f"{logdir / 'results.json'}, unchanged" in caplog.messages
+
+
+# 4. What killed saves and workers leave -------------------------------------------------------------------------
+
+def _killed_save(checkpoints, step):
+    """What TensorFlow's writer leaves when killed mid-save of ``ckpt-<step>``: the files of its folder
+    ``ckpt-<step>_temp`` (as functional_saver.py names them), and a half-written state file."""
+    folder = checkpoints / f"ckpt-{step}_temp"
+    folder.mkdir(parents=True)
+    (folder / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\0" * 64)
+    (folder / "part-00000-of-00001.index").write_bytes(b"\0" * 8)
+    (checkpoints / "checkpoint.tmp0123456789abcdef").write_text('model_checkpoint_path: "ckpt')
+
+
+def test_a_run_killed_during_its_first_save_starts_again_from_step_0(tmp_path, tiny_config, tiny_mnist):
+    config = tiny_config(tmp_path, checkpoint_every=10)
+    RunDir(config.logdir).prepare(config)  # the start that was killed got as far as its first save
+    _killed_save(tmp_path / "checkpoints", 10)
+    assert train(config, dataset=tiny_mnist).results["train_steps"] == config.train_steps
+    assert _history(tmp_path) == [0, 0]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-10.data-00000-of-00001", "ckpt-10.index", "ckpt-20.data-00000-of-00001",
+        "ckpt-20.index"]
+
+
+def _saved_steps(checkpoints, steps):
+    """A run directory's checkpoints folder holding checkpoints at ``steps`` of one variable, and its RunDir."""
+    import tensorflow as tf
+
+    step = tf.Variable(0, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), str(checkpoints), max_to_keep=3)
+    for number in steps:
+        step.assign(number)
+        manager.save(checkpoint_number=number)
+    return tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64)), RunDir(str(checkpoints.parent))
+
+
+def test_later_killed_saves_are_removed_and_only_the_newest_unreadable_files_kept(tmp_path, caplog):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoint, run_dir = _saved_steps(checkpoints, [10, 20])
+    _killed_save(checkpoints, 30)
+    (checkpoints / ".checkpoint.a1b2.tmp").write_text("half")  # write_atomically's, killed
+    for step in (3, 5, 7):  # set aside by earlier resumes
+        for suffix in ("index", "data-00000-of-00001"):
+            (checkpoints / f"ckpt-{step}.{suffix}.unreadable").write_bytes(b"x")
+    caplog.set_level(logging.INFO, logger="absl")
+    assert run_dir.restore_latest(checkpoint, checkpoint.step) == str(checkpoints / "ckpt-20")
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "checkpoint", "ckpt-10.data-00000-of-00001", "ckpt-10.index", "ckpt-20.data-00000-of-00001",
+        "ckpt-20.index", "ckpt-5.data-00000-of-00001.unreadable", "ckpt-5.index.unreadable",
+        "ckpt-7.data-00000-of-00001.unreadable", "ckpt-7.index.unreadable"]
+    assert UNREADABLE_KEPT == 2
+    assert (f"removed what killed checkpoint saves left in {checkpoints}: checkpoint.tmp0123456789abcdef, "
+            f"ckpt-30_temp, .checkpoint.a1b2.tmp") in caplog.messages
+    assert (f"deleted the unreadable files set aside of checkpoints ckpt-3; those of the newest 2 damaged "
+            f"checkpoints are kept in {checkpoints}") in caplog.messages
+
+
+def test_a_killed_workers_temporary_directory_is_removed_by_the_next_worker_of_its_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live = RunDir(str(tmp_path / "run"), chief=False, worker_name="worker-1")
+    live.lock()
+    dead = tmp_path / "worker-1-dead"  # what kill -9 leaves: the folder, its lock file without a flock
+    (dead / "checkpoints").mkdir(parents=True)
+    (dead / ".lock").write_text("")
+    (dead / "clock.json").write_text("{}")
+    notes = tmp_path / "worker-1-notes"  # not a worker's: holds another file
+    notes.mkdir()
+    (notes / ".lock").write_text("")
+    (notes / "notes.txt").write_text("keep")
+    other = tmp_path / "worker-2-dead"  # another worker's name: its own next start cleans it
+    shutil.copytree(dead, other)
+    worker = RunDir(str(tmp_path / "run"), chief=False, worker_name="worker-1")
+    worker.lock()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [os.path.basename(live.own_dir), os.path.basename(worker.own_dir), "worker-1-notes", "worker-2-dead"])
+    for run_dir in (live, worker):
+        run_dir.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["worker-1-notes", "worker-2-dead"]
+
+
+# 5. A full disk, a read-only folder -----------------------------------------------------------------------------
+
+def _fail_replacing(monkeypatch, name, number):
+    """``os.replace`` fails as a full (or read-only, ...) disk makes it, for a destination named ``name``."""
+    real_replace = os.replace
+
+    def replace(source, destination, *args, **kwargs):
+        if os.path.basename(destination) == name:
+            raise OSError(number, os.strerror(number), destination)
+        return real_replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+# When each file is written by a resume of the finished run to 50 steps: config.json at the start, clock.json
+# with the checkpoint at step 50, results.json at the end.
+@pytest.mark.parametrize("name", ["config.json", "clock.json", "results.json"])
+def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_previous_file(finished_run, tmp_path, tiny_mnist,
+                                                                          monkeypatch, name):
+    config, logdir = _copy(finished_run, tmp_path)
+    before = (logdir / name).read_bytes()
+    _fail_replacing(monkeypatch, name, errno.ENOSPC)
+    with pytest.raises(RunError, match=rf"^cannot write {logdir / name} \(No space left on device\): free space on "
+                                       rf"its disk, then run the same command again to resume from the last "
+                                       rf"checkpoint; the previous {name} is unchanged$"):
+        train(config, dataset=tiny_mnist)
+    assert (logdir / name).read_bytes() == before
+    assert run_files.write_leftovers(str(logdir)) == [] and not (logdir / ".lock").exists()
+    monkeypatch.undo()  # the disk has room again: the same command finishes the run
+    assert train(config, dataset=tiny_mnist).results["train_steps"] == MORE_STEPS
+
+
+@pytest.mark.parametrize("number, remedy", [
+    (errno.EROFS, "{folder} is on a read-only filesystem: remount it writable or copy the run elsewhere"),
+    (errno.EACCES, "make {folder} writable for this user"),
+])
+def test_a_lock_that_cannot_be_written_stops_in_one_line(tmp_path, monkeypatch, number, remedy):
+    # Root ignores permissions (these tests may run as root), so the failure is made by replacing os.open.
+    lock = tmp_path / ".lock"
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *args, **kwargs: (
+        _raise(OSError(number, os.strerror(number), path)) if path == str(lock) else real_open(path, *args, **kwargs)))
+    with pytest.raises(RunError, match=rf"^cannot write {lock} \({os.strerror(number)}\): "
+                                       rf"{remedy.format(folder=tmp_path)}, then run the same command again"):
+        RunDir(str(tmp_path)).lock()
+
+
+def _raise(error):
+    raise error
+
+
+def test_a_full_disk_while_naming_the_lock_holder_releases_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "pwrite", lambda *args: _raise(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    with pytest.raises(RunError, match=rf"^cannot write {tmp_path / '.lock'} \(No space left on device\): free "
+                                       rf"space on its disk"):
+        RunDir(str(tmp_path)).lock()
+    with open(tmp_path / ".lock") as file:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder of mode 0o555: the monkeypatched "
+                                              "failures above stand in for it")
+def test_a_read_only_run_folder_stops_in_one_line_and_changes_nothing(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    before = _files(logdir)
+    logdir.chmod(0o555)
+    try:
+        with pytest.raises(RunError, match=rf"^cannot write {logdir / '.lock'} \(Permission denied\): make "
+                                           rf"{logdir} writable for this user"):
+            train(config, dataset=tiny_mnist)
+    finally:
+        logdir.chmod(0o755)
+    assert _files(logdir) == before
