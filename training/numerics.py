@@ -104,9 +104,12 @@ def choose(config, dataset, strategy, total_steps, cache_dir=None, measure=None)
     if cached:
         return Choice(Numerics(cached["precision"], cached["jit_compile"]), cached["rates"], "cached")
     measure = measure or time_train_step
+    logging.info("numerics: timing the train step in %s on this machine, once (the answer is cached in %s)",
+                 ", ".join(numerics.label for numerics in options), path)
     rates = {}
     for numerics in options:
         rates[numerics.label] = measure(config, dataset, strategy, total_steps, numerics)
+        logging.info("numerics: %s: %.0f images/s", numerics.label, rates[numerics.label])
         gc.collect()  # the candidate's network, optimizer and compiled step, before the next is built
     fastest = max(options, key=lambda numerics: rates[numerics.label])
     choice = Choice(fastest, rates, "measured")
