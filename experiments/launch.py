@@ -14,6 +14,7 @@ import threading
 import time
 
 from training import run_files
+from training.stopping import handling_stop_signals
 from training.errors import OneLineError
 
 
@@ -157,7 +158,7 @@ def run_all_in_console(commands, jobs=None, on_exit=None):
                 if process.poll() is None:
                     process.send_signal(signum)
 
-    with _handling(note_stop):
+    with handling_stop_signals(note_stop):
         while running or (waiting and not stopping):
             while waiting and not stopping and len(running) < jobs:
                 index = waiting.pop(0)
@@ -171,25 +172,6 @@ def run_all_in_console(commands, jobs=None, on_exit=None):
     if asked_to_stop:
         raise KeyboardInterrupt
     return codes
-
-
-@contextlib.contextmanager
-def _handling(handler):
-    """``handler`` for SIGINT and SIGTERM while the block runs (in the main thread; elsewhere nothing changes),
-    so that no ``KeyboardInterrupt`` lands between starting a run and noting it; the earlier handlers after.
-    A signal ignored at start (a background job's SIGINT) stays ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    previous = {number: earlier for number, earlier in previous.items() if earlier is not signal.SIG_IGN}
-    for number in previous:
-        signal.signal(number, handler)
-    try:
-        yield
-    finally:
-        for number, earlier in previous.items():
-            signal.signal(number, signal.SIG_DFL if earlier is None else earlier)
 
 
 @contextlib.contextmanager
