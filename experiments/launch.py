@@ -28,6 +28,12 @@ def recipe_name(flagfile):
     return os.path.splitext(os.path.basename(flagfile))[0]
 
 
+def recipe_flags(text):
+    """The flag lines of a flagfile's ``text``, without its comments and blank lines: what a recipe trains. Seeds
+    and races compare recipes by these, so a corrected comment does not make a recipe another one."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def run_dir(logdir, name, seed):
     """``<logdir>/<name>-seed<seed>``: the run directory of one seed of a recipe called ``name``."""
     return os.path.join(logdir, f"{name}-seed{seed}")

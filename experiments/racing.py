@@ -25,6 +25,7 @@ from experiments.launch import (
     how_it_ended,
     read_json_object,
     read_run,
+    recipe_flags,
     run_dir,
     run_in_console,
     train_command,
@@ -205,8 +206,12 @@ def check_terms(logdir, terms):
     if os.path.lexists(path):
         recorded = read_json_object(path, "a race's terms")
         for key, value in terms.items():
-            if recorded.get(key) != value:
-                shown = "recipes" if key == "recipes" else f"{key} ({recorded.get(key)}; here {value})"
+            earlier = recorded.get(key)
+            if key == "recipes" and isinstance(earlier, dict):  # what they train, not their comments
+                earlier = {name: recipe_flags(text) for name, text in earlier.items() if isinstance(text, str)}
+                value = {name: recipe_flags(text) for name, text in value.items()}
+            if earlier != value:
+                shown = "recipes" if key == "recipes" else f"{key} ({earlier}; here {value})"
                 raise RaceError(f"{logdir} holds a race with other {shown}; a race continues only on its own terms "
                                 f"({path}), so pass a new --logdir")
         return False

@@ -19,6 +19,7 @@ from experiments.launch import (
     how_it_ended,
     read_json_object,
     read_run,
+    recipe_flags,
     recipe_name,
     run_all_in_console,
     run_dir,
@@ -41,7 +42,7 @@ def check_recipe(flagfile, logdir):
         recorded = read_json_object(manifest, "the recipe's text under flagfile_text").get("flagfile_text")
         if not isinstance(recorded, str):
             raise SeedsError(f"{manifest}: holds no flagfile_text (the recipe's text); move it away")
-        if recorded != text:
+        if recipe_flags(recorded) != recipe_flags(text):
             raise SeedsError(f"{logdir} holds seeds of another version of {flagfile} ({manifest}); pass a new "
                              f"--logdir")
         return

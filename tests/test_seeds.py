@@ -196,3 +196,16 @@ def test_a_seed_count_past_the_bound_is_refused_at_once_in_one_line(tmp_path, re
     assert process.returncode == 2 and "Traceback" not in process.stderr
     assert process.stderr.strip().splitlines()[-1] == (
         f"{command}.py: error: flag --seeds=10000000: --seeds must be a positive integer, at most 100")
+
+
+def test_a_recipe_whose_comments_changed_is_the_same_recipe(tmp_path):
+    from experiments import seed_runs
+
+    recipe = tmp_path / "recipe.cfg"
+    recipe.write_text("# 93.59% over seeds\n--arch=d8\n--epochs=1\n")
+    seed_runs.check_recipe(str(recipe), str(tmp_path / "seeds"))
+    recipe.write_text("# 93.47 ± 0.07% over seeds 0-2\n\n--arch=d8\n--epochs=1\n")
+    seed_runs.check_recipe(str(recipe), str(tmp_path / "seeds"))  # accepted: the same flags
+    recipe.write_text("# 93.47 ± 0.07% over seeds 0-2\n--arch=d16\n--epochs=1\n")
+    with pytest.raises(seed_runs.SeedsError, match="holds seeds of another version of"):
+        seed_runs.check_recipe(str(recipe), str(tmp_path / "seeds"))
