@@ -11,11 +11,12 @@ import statistics
 
 from absl import logging
 
+from experiments import stats
 from models import architecture
 from training.config import TrainConfig
 from training.dataset_info import held_out_count
 from training.errors import OneLineError
-from training.provenance import REPO_DIR, cpu_model, git_commit
+from training.provenance import REPO_DIR, cpu_description, cpu_model, git_commit
 
 
 def installed_version(module):
@@ -27,7 +28,7 @@ def installed_version(module):
 
 def machine_record(repo_dir=REPO_DIR):
     """What made the numbers: machine, CPU count, library versions and the git commit of ``repo_dir``."""
-    return dict(machine=platform.machine(), cpu_model=cpu_model(), cpus=os.cpu_count(),
+    return dict(machine=platform.machine(), cpu_model=cpu_model(), cpu=cpu_description(), cpus=os.cpu_count(),
                 python=platform.python_version(), tensorflow=installed_version("tensorflow"),
                 keras=installed_version("keras"), commit=git_commit(repo_dir))
 
@@ -143,6 +144,23 @@ def accuracy_spread(accuracies):
     return spread, f"{min(percents):.2f}–{max(percents):.2f}"
 
 
+def accuracy_interval(accuracies):
+    """``[low, high]`` in percent: the 95% t-interval of the mean accuracy (``experiments.stats``); "—" for one run."""
+    summary = stats.summarize(accuracies)
+    return "—" if summary.n < 2 else f"[{100 * summary.low:.2f}, {100 * summary.high:.2f}]"
+
+
+def paired_to(point, reference):
+    """Test accuracy of ``point`` minus ``reference``'s, paired by seed, with its 95% interval, in points; "—" for
+    the reference itself or when the two do not hold the same seeds."""
+    if point is reference or len(point.runs) != len(reference.runs) or len(point.runs) < 2:
+        return "—"
+    difference = stats.paired_difference([run.results["test_accuracy"] for run in reference.runs],
+                                         [run.results["test_accuracy"] for run in point.runs])
+    verdict = "" if difference.is_finding else " (includes 0)"
+    return f"{100 * difference.mean:+.2f} [{100 * difference.low:+.2f}, {100 * difference.high:+.2f}]{verdict}"
+
+
 def _cell(overrides, name):
     if name not in overrides:
         return "—"
@@ -169,21 +187,25 @@ def picked_on_validation(points):
     return max(points, key=lambda point: statistics.fmean(validation_accuracies(point)))
 
 
-def make_table(varied, points):
+def make_table(varied, points, picked=None):
     """The markdown table: a row per ``PointResult``, with a column for each name in ``varied``; validation
-    accuracy comes first when every run has one (it is what a point is picked by)."""
+    accuracy comes first when every run has one (it is what a point is picked by); the test accuracy's 95%
+    interval; and, with a ``picked`` point, each point's test accuracy minus the pick's, paired by seed."""
     with_validation = picked_on_validation(points) is not None
     columns = ["point", "arch", *varied, *(["validation accuracy % (mean ± std)"] if with_validation else []),
-               "test accuracy % (mean ± std)", "min–max %", "params", "images/s", "s per run"]
+               "test accuracy % (mean ± std)", "95% interval", "min–max %",
+               *(["test − pick, paired by seed (95%)"] if picked else []), "params", "images/s", "s per run"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for point in points:
         results = [run.results for run in point.runs]
-        spread, extremes = accuracy_spread([r["test_accuracy"] for r in results])
+        accuracies = [r["test_accuracy"] for r in results]
+        spread, extremes = accuracy_spread(accuracies)
         validation = [accuracy_spread(validation_accuracies(point))[0]] if with_validation else []
         images_per_second = statistics.fmean(r["images_per_second"] for r in results)
         wall_seconds = statistics.fmean(r["wall_seconds"] for r in results)
         cells = [point.label, f"`{architecture.resolve(point.overrides.get('arch', TrainConfig.arch))}`",
-                 *(_cell(point.overrides, name) for name in varied), *validation, spread, extremes,
+                 *(_cell(point.overrides, name) for name in varied), *validation, spread,
+                 accuracy_interval(accuracies), extremes, *([paired_to(point, picked)] if picked else []),
                  f"{results[0]['params']:,}",
                  f"{images_per_second:,.0f}", f"{wall_seconds:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -208,7 +230,7 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
         f"| step budget | {train_steps:,} steps per run at batch size {grid.batch_size}: {images:,} images, "
         f"{images / trained_on:.2f} epochs |",
         f"| seeds | {', '.join(map(str, range(seeds)))} |",
-        f"| machine | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs |",
+        f"| machine | {record.get('cpu', record['cpu_model'])} ({record['machine']}), {record['cpus']} CPUs |",
         f"| versions | TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']} |",
         f"| commit | {record['commit']} |",
         f"| command | `{command}` |",
@@ -229,9 +251,11 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
                 f"test {accuracy_spread([run.results['test_accuracy'] for run in picked.runs])[0]}%. The test "
                 "column is reported, never used to choose.", ""]
     lines += [
-        make_table(grid.varied, points), "", *pick,
+        make_table(grid.varied, points, picked), "", *pick,
         "Test accuracy is measured on the whole test set after the last step: mean ± sample standard deviation "
-        "over the seeds, and min–max. images/s is training throughput (the first, compiling call left out), the "
+        "over the seeds, the 95% t-interval of the mean, and min–max; with a pick, each point's difference from it "
+        "over the same seeds, with its 95% interval (a difference whose interval includes 0 is not a finding). "
+        "images/s is training throughput (the first, compiling call left out), the "
         "mean over seeds; s per run is the mean wall time of a run, building, compiling and evaluating included "
         "(for a reused run, as measured when it was trained)." + (
             " — : the point leaves that setting at the `TrainConfig` default." if grid.varied else ""), ""]

@@ -25,7 +25,7 @@ from experiments.launch import (
     run_dir,
     train_command,
 )
-from experiments.report import TableWriter, accuracy_spread, machine_record, text_digest
+from experiments.report import TableWriter, accuracy_interval, accuracy_spread, machine_record, text_digest
 from training.errors import OneLineError
 
 
@@ -103,7 +103,7 @@ def _distinct(history, key):
 
 def make_table(done):
     columns = ["seed", "test accuracy %", "test loss", "validation accuracy %", "steps", "training s", "images/s",
-               "code (commit of each start)", "CPU"]
+               "precision", "code (commit of each start)", "CPU"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for seed, results, history in done:
         validation = results.get("validation_accuracy")
@@ -111,12 +111,14 @@ def make_table(done):
             str(seed), f"{100 * results['test_accuracy']:.2f}", f"{results['test_loss']:.4f}",
             "—" if validation is None else f"{100 * validation:.2f}", f"{results['train_steps']:,}",
             f"{results['train_seconds']:,.0f}", f"{results['images_per_second']:,.0f}",
-            _distinct(history, "commit"), _distinct(history, "cpu")]) + " |")
+            str(results.get("precision", "float32")), _distinct(history, "commit"), _distinct(history, "cpu")]) + " |")
     mean, extremes = accuracy_spread([results["test_accuracy"] for _, results, _ in done])
     losses = [results["test_loss"] for _, results, _ in done]
     loss_spread = f"{statistics.fmean(losses):.4f}" + (f" ± {statistics.stdev(losses):.4f}" if len(losses) > 1 else "")
     lines.append(f"| mean ± std | {mean} | {loss_spread} |" + " |" * (len(columns) - 3))
     lines.append(f"| min–max | {extremes} | {min(losses):.4f}–{max(losses):.4f} |" + " |" * (len(columns) - 3))
+    interval = accuracy_interval([results["test_accuracy"] for _, results, _ in done])
+    lines.append(f"| 95% interval of the mean | {interval} |" + " |" * (len(columns) - 2))
     return "\n".join(lines)
 
 

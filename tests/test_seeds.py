@@ -65,10 +65,12 @@ def test_seeds_run_once_continue_later_and_report_mean_std_and_range(tmp_path, r
     assert [seed for seed, _, _ in done] == [0, 1, 2]
     lines = open(out).read().splitlines()
     assert lines[0] == "# recipe: 3 of 3 seeds"
-    assert "| 1 | 99.20 | 0.0210 | — | 5,616 | 1,001 | 700 | abc1234, def5678 | Some CPU |" in lines
+    assert "| 1 | 99.20 | 0.0210 | — | 5,616 | 1,001 | 700 | float32 | abc1234, def5678 | Some CPU |" in lines
     # Accuracies 99.0, 99.2, 99.4 %: mean 99.20, sample standard deviation 0.20; losses 0.020, 0.021, 0.022.
-    assert "| mean ± std | 99.20 ± 0.20 | 0.0210 ± 0.0010 | | | | | | |" in lines
-    assert "| min–max | 99.00–99.40 | 0.0200–0.0220 | | | | | | |" in lines
+    assert "| mean ± std | 99.20 ± 0.20 | 0.0210 ± 0.0010 | | | | | | | |" in lines
+    assert "| min–max | 99.00–99.40 | 0.0200–0.0220 | | | | | | | |" in lines
+    # Half-width t(0.975, 2) x 0.20 / sqrt(3) = 4.303 x 0.1155 = 0.50.
+    assert "| 95% interval of the mean | [98.70, 99.70] | | | | | | | | |" in lines
 
 
 def test_another_version_of_the_recipe_is_refused(tmp_path, recipe):

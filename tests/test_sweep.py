@@ -91,13 +91,15 @@ def test_table_rows_hold_every_figure():
     points = [_point("adam", [0.98, 0.99, 1.00], arch="c4k3-m2-d16", optimizer="adam"),
               _point("sgd", [0.5, 0.7], arch="mnist_cnn", optimizer="sgd", nesterov=True)]
     table = report_lib.make_table(["optimizer", "nesterov"], points).splitlines()
-    assert table[0] == ("| point | arch | optimizer | nesterov | test accuracy % (mean ± std) | min–max % | params "
-                        "| images/s | s per run |")
-    # images/s: mean of 1000, 2000, 3000; s per run: mean of 2, 4, 6; nesterov not set by "adam".
-    assert table[2] == "| adam | `c4k3-m2-d16` | adam | — | 99.00 ± 1.00 | 98.00–100.00 | 12,770 | 2,000 | 4.0 |"
-    # Sample std of 50 and 70: sqrt(((-10)^2 + 10^2) / 1) = 14.14; a preset is shown resolved.
-    assert table[3] == ("| sgd | `c32k5-m2-c64k5-m2-d1024-drop0.5` | sgd | yes | 60.00 ± 14.14 | 50.00–70.00 "
-                        "| 12,770 | 1,500 | 3.0 |")
+    assert table[0] == ("| point | arch | optimizer | nesterov | test accuracy % (mean ± std) | 95% interval | "
+                        "min–max % | params | images/s | s per run |")
+    # images/s: mean of 1000, 2000, 3000; s per run: mean of 2, 4, 6; nesterov not set by "adam". Interval:
+    # 99 +- t(0.975, 2) x 1 / sqrt(3) = 99 +- 2.48.
+    assert table[2] == ("| adam | `c4k3-m2-d16` | adam | — | 99.00 ± 1.00 | [96.52, 101.48] | 98.00–100.00 | 12,770 | "
+                        "2,000 | 4.0 |")
+    # Sample std of 50 and 70: sqrt(((-10)^2 + 10^2) / 1) = 14.14; 60 +- 12.706 x 14.14 / sqrt(2) = 60 +- 127.06.
+    assert table[3] == ("| sgd | `c32k5-m2-c64k5-m2-d1024-drop0.5` | sgd | yes | 60.00 ± 14.14 | [-67.06, 187.06] | "
+                        "50.00–70.00 | 12,770 | 1,500 | 3.0 |")
 
 
 def test_the_point_is_picked_on_validation_accuracy_and_its_test_accuracy_reported_beside_it(tiny_mnist):
@@ -112,7 +114,13 @@ def test_the_point_is_picked_on_validation_accuracy_and_its_test_accuracy_report
     assert report_lib.picked_on_validation(points).label == "a"
     table = report_lib.make_table([], points).splitlines()
     assert table[0].startswith("| point | arch | validation accuracy % (mean ± std) | test accuracy % (mean ± std) |")
-    assert table[2].startswith("| a | `d16` | 96.00 ± 1.41 | 91.00 ± 1.41 | 90.00–92.00 |")
+    assert table[2].startswith("| a | `d16` | 96.00 ± 1.41 | 91.00 ± 1.41 | [78.29, 103.71] | 90.00–92.00 |")
+    # With the pick, each point's test accuracy minus the pick's, by seed: b - a = (9, 7) points.
+    table = report_lib.make_table([], points, picked=points[0]).splitlines()
+    assert "| test − pick, paired by seed (95%) |" in table[0]
+    assert "| [78.29, 103.71] | 90.00–92.00 | — |" in table[2]
+    # Mean 8, std 1.41: 8 +- 12.706 x 1.414 / sqrt(2) = 8 +- 12.71, which includes 0.
+    assert "| +8.00 [-4.71, +20.71] (includes 0) |" in table[3]
     # Without a validation set in every run there is nothing to pick by, and no column.
     assert report_lib.picked_on_validation([_point("c", [0.9], arch="d16")]) is None
     # The report names the pick, unless the grid is an ablation; the validation column stays.
@@ -220,7 +228,7 @@ def test_tiny_sweep_writes_the_header_and_one_row_per_point(tiny_sweep):
                  # The runs hold 10% of the 512 training images out for validation: 320 / 461 = 0.69 epochs.
                  "| step budget | 5 steps per run at batch size 64: 320 images, 0.69 epochs |",
                  "| seeds | 0, 1 |",
-                 f"| machine | {report_lib.cpu_model()} ({os.uname().machine}), {os.cpu_count()} CPUs |",
+                 f"| machine | {report_lib.cpu_description()} ({os.uname().machine}), {os.cpu_count()} CPUs |",
                  "| command | `python3 -m experiments.sweep --grid=tiny` |",
                  "| runs | 4 trained, 0 reused from earlier results.json;"):
         assert line in report, line
