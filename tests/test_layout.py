@@ -71,6 +71,21 @@ def test_the_run_machinery_never_imports_experiment_tooling_or_entry_points():
     assert "training.trainer" not in graph["training.fit_loop"] | graph["training.custom_loop"]
 
 
+# The floors, lowest first: the networks (the reference and the Keras models build on one architecture
+# language), the run machinery that trains them, the experiment tooling that uses runs, and the command-line
+# flags of every command. Entry points stand above them all.
+FLOORS = {"models": 0, "reference": 0, "training": 1, "experiments": 2, "flags": 3}
+
+
+def test_no_package_imports_one_on_a_floor_above_it():
+    graph, modules = import_graph()
+    entry_points = {name for name, path in modules.items() if 'if __name__ == "__main__":' in path.read_text()}
+    floor = lambda module: FLOORS[module.split(".")[0]]  # noqa: E731
+    upward = sorted(f"{name} -> {dep}" for name, deps in graph.items() if name not in entry_points
+                    for dep in deps if dep not in entry_points and floor(dep) > floor(name))
+    assert upward == []
+
+
 TENSORFLOW_FREE_FLAGS = tuple(sorted(f"flags.{path.stem}" for path in (REPO_ROOT / "flags").glob("*_flags.py")))
 
 
