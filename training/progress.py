@@ -173,7 +173,7 @@ class Bookkeeper:
         self.diverged = []  # (step, mean loss) of the chunks in a row whose loss is above loss_bound
         self.steps_per_epoch = steps_per_epoch(config.batch_size, len(run.dataset.x_train))
         self.progress_seconds, self.last_line = progress_seconds, monotonic()
-        self.validation_writer = (chief_writer(run, VALIDATION_WRITER) if run.validation is not None else None)
+        self.validation_writer = chief_writer(run, VALIDATION_WRITER) if run.validation is not None else None
         if run.run_dir.chief:
             write_hparams(run.run_dir.path, recipe_hparams(config, run.total_steps))
         logging.info("%s", self.describe_start())
@@ -242,11 +242,10 @@ class Bookkeeper:
         if stop is not None and stop.signal_name and not self.done:
             if not saved and not self.diverged:
                 self.save(now)
+            then = ("and the same command resumes from it" if run.checkpoints.latest_checkpoint else
+                    "the same command starts from step 0")
             raise stopping.Stopped(f"stopped by {stop.signal_name} after step {now}{self.epoch(now)}; "
-                                   f"{kept_checkpoint(run.checkpoints)}, and the same command resumes from it"
-                                   if run.checkpoints.latest_checkpoint else
-                                   f"stopped by {stop.signal_name} after step {now}; "
-                                   f"{kept_checkpoint(run.checkpoints)}: the same command starts from step 0")
+                                   f"{kept_checkpoint(run.checkpoints)}, {then}")
 
     def report_if_quiet(self, step, loss):
         """A progress line when none has come for ``progress_seconds``: at most that long without news."""
