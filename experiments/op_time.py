@@ -1,8 +1,10 @@
 """Where a profiled run's time goes: ``python3 -m experiments.op_time --logdir=RUN``.
 
-Prints, for the run's newest profile session (``--profile_steps`` of ``training.train``), the host self-time of
-each TensorFlow op type and the share of the busy time it takes, and the profiled steps' wall time against the
-cores (``experiments/profile_stats.py``).
+Prints, for the run's newest profile session (``--profile_steps`` of ``training.train``), what TensorBoard's
+Profile tab shows without needing a browser or the internet: the overview page's step-time breakdown (each
+profiled step's time by part: host compute, input, compilation, ...) and its conclusion, then the host self-time
+of each TensorFlow op type with the share of the busy time it takes, and the profiled steps' wall time against
+the cores (``experiments/profile_stats.py``).
 """
 
 import os
@@ -32,9 +34,12 @@ def main(arguments):
     if not sessions:
         cli.fail("op_time", f"{FLAGS.logdir} holds no profile (plugins/profile/<session>/); train with "
                  "--profile_steps=FIRST,LAST first")
+    categories, steps, summary = profile_stats.step_breakdown(sessions[-1])
     idle, shares = profile_stats.op_time_shares(sessions[-1])
-    print(profile_stats.format_shares(idle, shares, profile_stats.step_seconds(sessions[-1]), os.cpu_count(),
-                                      FLAGS.top))
+    print(f"Profile {sessions[-1]}\n")
+    print(profile_stats.format_breakdown(categories, steps, summary) + "\n")
+    print(profile_stats.format_shares(idle, shares, {name: total / 1000 for name, _, total in steps},
+                                      os.cpu_count(), FLAGS.top))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 ``op_time_shares(session)`` reads a profile session (``<logdir>/plugins/profile/<session>/``, as
 ``--profile_steps`` writes it) through the profile plugin's own converter (its "framework_op_stats" tool, the
-TensorFlow Stats page) and sums the self-time of each op type; ``step_seconds`` reads the profiled steps' times
-from its overview page. ``python3 -m experiments.op_time --logdir=RUN`` prints both. Idle time (TensorFlow's
+TensorFlow Stats page) and sums the self-time of each op type; ``step_breakdown`` reads the profiled steps' times,
+by part, from its overview page. ``python3 -m experiments.op_time --logdir=RUN`` prints both, so a profile can be
+read without a browser (TensorBoard's Profile tab needs the internet: README, Profiling). Idle time (TensorFlow's
 pool threads waiting; there are more threads than cores) is kept apart from the busy time the shares are of.
 """
 
@@ -36,8 +37,46 @@ def _tool_data(session, tool):
 
 def step_seconds(session):
     """``{step name: seconds}`` of the profiled steps, from the overview page's step-time graph."""
+    return {name: total / 1000 for name, _, total in step_breakdown(session)[1]}
+
+
+def step_breakdown(session):
+    """The overview page's step-time breakdown: ``(categories, steps, summary)``. ``categories`` are the labels
+    of the parts of a step (host compute, input, compilation, ...) that took time in some profiled step;
+    ``steps`` is ``[(step name, [ms of each category], step ms)]``; ``summary`` has the page's ``hardware``,
+    the step time's ``average``, ``minimum``, ``maximum`` and ``deviation`` (ms), and its ``conclusion``."""
     graph = _tool_data(session, "overview_page")[1]
-    return {row["c"][0]["v"]: row["c"][-1]["v"] / 1000 for row in graph["rows"]}
+    columns = [column for column in graph["cols"] if column["type"] == "number"]
+    labels = [column["label"] for column in columns][:-1]  # the last is the step time
+    rows = [[cell.get("v") if cell else None for cell in row["c"]] for row in graph["rows"]]
+    indices = [graph["cols"].index(column) for column in columns]
+    steps = [(row[0], [row[i] or 0.0 for i in indices[:-1]], row[indices[-1]]) for row in rows]
+    used = [k for k in range(len(labels)) if any(parts[k] for _, parts, _ in steps)]
+    page = graph["p"]
+    summary = dict(hardware=page.get("hardware_type", ""), conclusion=page.get("input_conclusion", ""),
+                   **{key: float(page.get(f"steptime_ms_{name}", 0) or 0) for key, name in (
+                       ("average", "average"), ("minimum", "minimum"), ("maximum", "maximum"),
+                       ("deviation", "standard_deviation"))})
+    return ([labels[k] for k in used], [(name, [parts[k] for k in used], total) for name, parts, total in steps],
+            summary)
+
+
+def format_breakdown(categories, steps, summary):
+    """The overview page as text: a markdown table of each profiled step's time by part (ms), the mean row, and
+    the page's conclusion."""
+    lines = [f"Step time ({summary['hardware']}): {summary['average']:.1f} ms on average over {len(steps)} "
+             f"profiled steps ({summary['minimum']:.1f}-{summary['maximum']:.1f} ms, sd {summary['deviation']:.1f})",
+             "", "| step | step time ms | " + " | ".join(f"{label} ms" for label in categories) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in categories) + " |"]
+    lines += [f"| {name} | {total:.2f} | " + " | ".join(f"{part:.2f}" for part in parts) + " |"
+              for name, parts, total in steps]
+    if steps:
+        means = [sum(parts[k] for _, parts, _ in steps) / len(steps) for k in range(len(categories))]
+        lines.append(f"| mean | {sum(total for _, _, total in steps) / len(steps):.2f} | "
+                     + " | ".join(f"{mean:.2f}" for mean in means) + " |")
+    if summary["conclusion"]:
+        lines += ["", summary["conclusion"]]
+    return "\n".join(lines)
 
 
 def op_time_shares(session):

@@ -19,11 +19,16 @@ def parse_or_exit(argv):
         sys.exit(2)
 
 
+# Exit status of a command stopped by SIGINT or SIGTERM: 128 + SIGINT's number, as a shell reports Ctrl-C.
+STOPPED = 130
+
+
 def run(program, body, positional=False, stopped="stopped by a signal"):
     """Runs ``body(arguments)`` as the main function of ``program``: absl parses the flags (a bad flag is one
     line and exit 2), arguments besides flags are refused unless ``positional``, and a ``OneLineError`` is one
     line and exit 1. SIGTERM stops the body as Ctrl-C does, through its own cleanup (a run's lock, a directory
-    that a start made and never checkpointed into); either then prints ``stopped`` as one line, exit 1."""
+    that a start made and never checkpointed into); either then prints one line, ``<program>: <what the
+    KeyboardInterrupt says, else stopped>``, and exits with ``STOPPED`` (130)."""
     def main(argv):
         if len(argv) > 1 and not positional:
             fail(program, f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)
@@ -33,9 +38,10 @@ def run(program, body, positional=False, stopped="stopped by a signal"):
         except OneLineError as error:
             logging.flush()
             fail(program, error)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             logging.flush()
-            fail(program, stopped)
+            print(f"{program}: {stop.args[0] if stop.args else stopped}", file=sys.stderr)
+            sys.exit(STOPPED)
 
     app.run(main, flags_parser=parse_or_exit)
 

@@ -1,4 +1,5 @@
-"""A quiet console for an entry point: TensorFlow's harmless start-up notices are dropped, all else passes.
+"""A quiet console for an entry point: TensorFlow's harmless start-up notices are dropped, all else passes, and
+this project's lines carry a short prefix (``15:04:05 ``) instead of absl's 52 characters.
 
 TensorFlow's C++ code writes its notices straight to file descriptor 2 as its libraries load, some of them
 before absl::InitializeLog and whatever TF_CPP_MIN_LOG_LEVEL says, so no logging setting reaches them. Here
@@ -77,14 +78,30 @@ DRAIN_SECONDS = 5.0
 
 
 def quiet(argv):
-    """Unless ``argv`` sets absl's ``--verbosity`` to 1 or more: drops the ``HARMLESS`` lines from descriptor 2
-    and information logged through absl by code outside this project (TensorFlow's "Sharding callback duration"
-    at every checkpoint, Keras' "Downloading data from ..."). Call it before TensorFlow is imported."""
+    """Unless ``argv`` sets absl's ``--verbosity`` to 1 or more: drops the ``HARMLESS`` lines from descriptor 2,
+    information logged through absl by code outside this project (TensorFlow's "Sharding callback duration"
+    at every checkpoint, Keras' "Downloading data from ...") and this project's ``DETAIL`` lines, and prefixes
+    each line with its time only (``ShortFormatter``). Call it before TensorFlow is imported."""
     if requested_verbosity(argv) >= 1:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # the C++ INFO lines that do honour it (oneDNN notices)
-    absl_logging.get_absl_handler().addFilter(only_ours_below_warning)
+    handler = absl_logging.get_absl_handler()
+    handler.addFilter(only_ours_below_warning)
+    handler.addFilter(not_detail)
+    handler.setFormatter(ShortFormatter())
     filter_stderr(LineFilter().keep)
+
+
+class ShortFormatter(logging.Formatter):
+    """``15:04:05 message``, and ``15:04:05 warning: message`` from warnings up: the time is what a person
+    reading a run's progress needs; absl's date, microseconds, thread id, file and line (``--verbosity=1``) are
+    for debugging."""
+
+    def format(self, record):
+        prefix = time.strftime("%H:%M:%S ", time.localtime(record.created))
+        if record.levelno >= logging.WARNING:
+            prefix += f"{record.levelname.lower()}: "
+        return prefix + super().format(record)
 
 
 def requested_verbosity(argv):
@@ -97,6 +114,19 @@ def requested_verbosity(argv):
     except absl_flags.Error:
         return 0
     return peek.verbosity
+
+
+# (file, message format) of this project's information lines that the console shows with --verbosity=1 only.
+DETAIL = (
+    # The whole of results.json as one JSON line (~900 characters); training.train ends with a two-line summary
+    # of it instead (training/progress.py, summary_lines). Logged by rundir.RunDir.write_results.
+    ("rundir.py", "results: %s"),
+)
+
+
+def not_detail(record):
+    """Drops the ``DETAIL`` lines."""
+    return (os.path.basename(record.pathname), record.msg) not in DETAIL
 
 
 def only_ours_below_warning(record):

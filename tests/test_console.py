@@ -2,10 +2,10 @@
 
 The filter itself is tested on its own (which lines it drops, and that a crash loses no line); then the real
 ``python3 -m training.train`` runs twice side by side, as a user runs it (no TF_CPP_MIN_LOG_LEVEL): a tiny run,
-whose every console line must be this project's, and one with ``--verbosity=1``, which shows TensorFlow's lines.
-Each command imports TensorFlow (seconds), so the same two commands also carry the command line's end-to-end
-checks: the tiny run's results.json and flags.txt (then rerun from that flagfile), and the refused run's
-directory left as it was.
+whose every console line must be this project's, one with ``--verbosity=1``, which shows TensorFlow's lines, and
+one stopped by Ctrl-C (SIGINT). Each command imports TensorFlow (seconds), so the same commands also carry the
+command line's end-to-end checks: the tiny run's results.json, flags.txt (then rerun from that flagfile) and
+closing summary, the refused run's directory left as it was, and the stopped run's one line and exit status.
 """
 
 import concurrent.futures
@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
@@ -42,7 +43,7 @@ LARGE_ALLOCATION = ("W0000 00:00:1795851888.894329   19637 cpu_allocator_impl.cc
 CPP_ERROR = "E0000 00:00:1795830564.300000   18025 some_kernel.cc:12] a real error"
 CPP_FATAL = "F0000 00:00:1795830564.400000   18025 some_kernel.cc:34] Check failed: a real failure"
 UNKNOWN = "I0000 00:00:1795830545.500000   17551 new_feature.cc:1] a notice nobody has judged yet"
-OURS = "I1128 01:57:15.213279 140318257675136 progress.py:157] step 10/20: loss 2.1941, 4297 images/s, 0:01 left"
+OURS = "01:57:15 step 10/20 (epoch 0.13/0.26): loss 2.1941, accuracy 19.53%, lr 0.001, 4,297 images/s, 0:01 left"
 
 
 def kept(lines):
@@ -132,18 +133,18 @@ def test_information_is_shown_from_this_project_only(path, level, shown):
 
 # --- The real command ---------------------------------------------------------------------------------------
 
-# An absl line logged by one of this project's modules: "I1128 01:57:15.213279 140318257675136 data.py:171] ...".
-ABSL_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ (\w+\.py):\d+\] ")
-PROJECT_FILES = {path.name for package in ("flags", "models", "reference", "training")
-                 for path in (REPO_ROOT / package).glob("*.py")}
+# A line of this project's console: the time, and the level from warnings up (flags/console.py, ShortFormatter).
+SHORT_LINE = re.compile(r"\d\d:\d\d:\d\d (warning: |error: )?")
 TINY_RUN = ["--arch=c4k3-m2-d16", "--train_steps=20", "--log_every=10", "--checkpoint_every=10", "--nodownload"]
+# How long the stopped run may take to reach its first log line (it imports TensorFlow first).
+FIRST_LINE_TIMEOUT_SECONDS = 120
 
 
 @pytest.fixture(scope="module")
 def consoles(tmp_path_factory):
-    """Runs, side by side, a tiny main job on the bundled data and a ``--verbosity=1`` command that stops at a
-    --logdir already in use (after TensorFlow is imported: a refused flag stops before); the environment is a
-    user's: no TF_CPP_MIN_LOG_LEVEL, an empty Keras cache."""
+    """Runs, side by side, a tiny main job on the bundled data, a ``--verbosity=1`` command that stops at a
+    --logdir already in use (after TensorFlow is imported: a refused flag stops before), and a long run that gets
+    SIGINT at its first log line; the environment is a user's: no TF_CPP_MIN_LOG_LEVEL, an empty Keras cache."""
     root = tmp_path_factory.mktemp("console")
     (root / "keras_home").mkdir()
     (root / "occupied").mkdir()
@@ -151,27 +152,81 @@ def consoles(tmp_path_factory):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     env["KERAS_HOME"] = str(root / "keras_home")
     commands = {"quiet": [*TINY_RUN, f"--logdir={root / 'run'}"],
-                "verbose": ["--verbosity=1", "--noresume", f"--logdir={root / 'occupied'}"]}
+                "verbose": ["--verbosity=1", "--noresume", f"--logdir={root / 'occupied'}"],
+                "stopped": [*TINY_RUN[:1], "--train_steps=100000", *TINY_RUN[2:], f"--logdir={root / 'stopped'}"]}
 
     def run(args):
         return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
 
+    def run_and_interrupt(args):
+        # SIGINT as Ctrl-C sends it; the process gets SIGINT's default handling whatever this one has (a
+        # pytest-xdist worker ignores it, and a child inherits that).
+        process = subprocess.Popen([sys.executable, "-m", "training.train", *args], cwd=REPO_ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+        lines, deadline = [], time.monotonic() + FIRST_LINE_TIMEOUT_SECONDS
+        try:
+            while not any(" step 10/" in line for line in lines) and time.monotonic() < deadline:
+                line = process.stderr.readline()
+                if not line:
+                    break
+                lines.append(line)
+            process.send_signal(signal.SIGINT)
+            stdout, rest = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, "".join(lines) + rest)
+
     with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
-        completed = dict(zip(commands, pool.map(run, commands.values())))
+        futures = {name: pool.submit(run_and_interrupt if name == "stopped" else run, args)
+                   for name, args in commands.items()}
+        completed = {name: future.result() for name, future in futures.items()}
     return dict(completed, root=root, run=run)
 
 
-def test_every_console_line_of_the_main_job_is_ours(consoles):
+def test_every_console_line_of_the_main_job_is_ours_and_short(consoles):
     quiet = consoles["quiet"]
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout == ""
-    foreign = [line for line in quiet.stderr.splitlines()
-               if not (match := ABSL_LINE.match(line)) or match[1] not in PROJECT_FILES]
-    assert foreign == []
-    # The bundled data's line, and a progress line with its time left.
+    lines = quiet.stderr.splitlines()
+    assert [line for line in lines if not SHORT_LINE.match(line)] == []
+    # The one warning: the bundled data's.
+    assert [line[9:40] for line in lines if SHORT_LINE.match(line)[1]] == ["warning: full MNIST was neither"]
     assert "training on the bundled subset" in quiet.stderr
-    assert re.search(r"progress\.py:\d+\] step 20/20: .* images/s, \d+:\d\d left\n", quiet.stderr)
+    logdir = consoles["root"] / "run"
+    # The start line, the first timed call's line, and progress lines with epochs and time left.
+    assert lines[2][9:] == (f"{logdir}: new run; 20 steps = 0.26 epochs of 78 steps (batch 128); evaluating at the "
+                            "end (10,000 test images)")
+    assert re.fullmatch(r"step 2/20 \(epoch 0\.03/0\.26\): compiling took \d+\.\d s; then [\d.]+ m?s a step, "
+                        r"[\d,]+ images/s, \d+:\d\d left", lines[3][9:]), lines[3]
+    assert re.fullmatch(r"step 20/20 \(epoch 0\.26/0\.26\): loss [\d.]+, accuracy [\d.]+%, lr [\d.e-]+, [\d,]+ "
+                        r"images/s, \d+:\d\d left", lines[-4][9:]), lines[-4]
+
+
+def test_the_run_ends_with_a_two_line_summary(consoles):
+    results = json.loads((consoles["root"] / "run" / "results.json").read_text())
+    *_, first, second = consoles["quiet"].stderr.splitlines()
+    assert re.fullmatch(rf"test accuracy {100 * results['test_accuracy']:.2f}%, loss {results['test_loss']:.4f}; "
+                        r"20 steps in \d+\.\d s \(\d+\.\d s training\), [\d,]+ images/s", first[9:]), first
+    assert second[9:] == f"results: {consoles['root'] / 'run' / 'results.json'}"
+    assert "{" not in consoles["quiet"].stderr  # results.json's JSON line is shown with --verbosity=1 only
+
+
+def test_ctrl_c_stops_a_run_with_one_line_and_exit_130(consoles):
+    stopped, logdir = consoles["stopped"], consoles["root"] / "stopped"
+    assert stopped.returncode == 130, stopped.stderr
+    last = stopped.stderr.splitlines()[-1]
+    # The steps it was running when the signal came are finished and kept.
+    match = re.fullmatch(rf"train: stopped by SIGINT after step (\d+) \(epoch [\d.]+/1282\.1\); the last good "
+                         rf"checkpoint {re.escape(str(logdir))}/checkpoints/ckpt-(\d+) is kept, and the same command "
+                         r"resumes from it", last)
+    assert match and match[1] == match[2], stopped.stderr
+    assert (logdir / "checkpoints" / f"ckpt-{match[1]}.index").exists()
+    assert "stopped by" not in "".join(stopped.stderr.splitlines()[:-1])  # one line says so
+    assert "Traceback" not in stopped.stderr and "error" not in stopped.stderr
 
 
 def test_verbosity_one_shows_tensorflows_own_lines(consoles):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -143,12 +144,16 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def get_json(port, path, timeout=30):
+def get_bytes(port, path, timeout=30):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
         body = response.read()
         if response.headers.get("Content-Encoding") == "gzip":  # the profile plugin compresses its answers
             body = gzip.decompress(body)
-    return json.loads(body)
+    return body
+
+
+def get_json(port, path, timeout=30):
+    return json.loads(get_bytes(port, path, timeout))
 
 
 @pytest.fixture
@@ -185,7 +190,7 @@ def tensorboard(profiled_run, tmp_path):
 
 def test_tensorboard_serves_the_scalars_and_the_profile(profiled_run, tensorboard):
     port = tensorboard
-    assert sorted(get_json(port, "/data/runs")) == ["eval", "train"]
+    assert sorted(get_json(port, "/data/runs")) == [".", "eval", "train"]  # ".": the run's hparams
     tags = get_json(port, "/data/plugin/scalars/tags")
     assert sorted(tags["train"]) == ["accuracy", "images_per_second", "learning_rate", "loss"]
     assert sorted(tags["eval"]) == ["accuracy", "loss"]
@@ -200,6 +205,16 @@ def test_tensorboard_serves_the_scalars_and_the_profile(profiled_run, tensorboar
     (host,) = session.glob("*.xplane.pb")
     hosts = get_json(port, f"/data/plugin/profile/hosts?run={session.name}&tag=overview_page")
     assert [entry["hostname"] for entry in hosts] == [host.name[:-len(".xplane.pb")]]
+
+    # The trace viewer works offline (the Profile tab's page first loads Google Charts from www.gstatic.com):
+    # its page and script are served by TensorBoard, and so is the trace it reads, at the address the page's
+    # trace_data_url names (README, Profiling).
+    trace_data = f"/data/plugin/profile/data?run={session.name}&tag=trace_viewer@&host={hosts[0]['hostname']}"
+    viewer = ("/data/plugin/profile/trace_viewer_index.html?is_streaming=true&is_oss=true&trace_data_url="
+              + urllib.parse.quote(trace_data, safe=""))
+    assert b'<script src="trace_viewer_index.js">' in get_bytes(port, viewer)
+    trace = get_json(port, trace_data, timeout=60)
+    assert {"train 3", "train 4", "train 5"} <= {event.get("name") for event in trace["traceEvents"]}
 
 
 @cpu_only
@@ -218,3 +233,20 @@ def test_op_time_sums_each_op_types_self_time_and_reads_the_step_times(profiled_
     assert sorted(steps) == ["train 3", "train 4", "train 5"] and all(s > 0 for s in steps.values())
     table = profile_stats.format_shares(idle, shares, steps, 2, top=2)
     assert table.splitlines()[2].startswith(f"| {kinds[0]} | ") and "3 profiled steps took" in table
+
+
+@cpu_only
+def test_op_time_prints_the_overview_pages_step_time_breakdown(profiled_run):
+    (session,) = profile_stats.profile_sessions(profiled_run)
+    categories, steps, summary = profile_stats.step_breakdown(session)
+    # On a CPU the time is the host's: no device compute or device communication; parts that are 0 in every step
+    # are left out.
+    assert "Host compute" in categories and not any(label.startswith("Device") for label in categories)
+    assert [name for name, _, _ in steps] == ["train 3", "train 4", "train 5"]
+    for _, parts, total in steps:
+        assert len(parts) == len(categories) and sum(parts) == pytest.approx(total, rel=0.01)
+    assert summary["hardware"] == "CPU_ONLY" and summary["minimum"] <= summary["average"] <= summary["maximum"]
+    text = profile_stats.format_breakdown(categories, steps, summary).splitlines()
+    assert text[0].startswith("Step time (CPU_ONLY): ") and " on average over 3 profiled steps (" in text[0]
+    assert text[2] == "| step | step time ms | " + " | ".join(f"{label} ms" for label in categories) + " |"
+    assert [line.split(" | ")[0] for line in text[4:8]] == ["| train 3", "| train 4", "| train 5", "| mean"]

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tests.event_files import read_scalars
 from training import config as config_lib
+from training import stopping
 from training.losses import classification_loss
 from training.optimization import Schedule, build_optimizer, exclude_from_decay
 from training.progress import Bookkeeper, CallLength
@@ -159,11 +160,13 @@ def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_to_the_straight_res
     handler_before = signal.getsignal(signal.SIGTERM)
     with monkeypatch.context() as patch:
         after_20 = _signal_at_step(patch, 20)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(stopping.Stopped) as stopped:
             train(config, dataset=tiny_mnist)
     assert signal.getsignal(signal.SIGTERM) is handler_before
-    assert (f"SIGTERM: stopped after step 20; the last good checkpoint {tmp_path}/resumed/checkpoints/ckpt-20 is "
-            "kept") in caplog.text
+    # The one line the command prints (tests/test_console.py runs the command).
+    assert str(stopped.value) == (f"stopped by SIGTERM after step 20 (epoch 2.5/5); the last good checkpoint "
+                                  f"{tmp_path}/resumed/checkpoints/ckpt-20 is kept, and the same command resumes "
+                                  "from it")
     assert _checkpoint_numbers(tmp_path / "resumed") == [20]
     assert list(json.loads((tmp_path / "resumed" / "clock.json").read_text())) == ["20"]
     assert not (tmp_path / "resumed" / "results.json").exists()

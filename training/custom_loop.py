@@ -21,11 +21,16 @@ def train(run):
     train_loop = loop_lib.make_train_loop(parts.network, parts.optimizer, parts.per_example_loss,
                                           parts.train_metrics, run.strategy, config.batch_size, config.jit_compile,
                                           parts.gradient_scales, tuple(parts.step_hooks.values()))
+    validation_batches = (parts_lib.distributed_eval_batches(run, *run.validation) if run.validation is not None
+                          else None)
+    with run.strategy.scope():
+        confusion = loop_lib.ConfusionCounts(run.dataset.num_classes)
     eval_step = loop_lib.make_eval_step(parts.network, parts.per_example_loss, parts.eval_metrics, run.strategy,
-                                        config.test_time_augmentation)
-    book = Bookkeeper(run, evaluate=lambda: evaluate(eval_step, test_batches, parts.eval_metrics),
-                      evaluate_validation=lambda x, y: evaluate(
-                          eval_step, parts_lib.distributed_eval_batches(run, x, y), parts.eval_metrics))
+                                        config.test_time_augmentation, confusion)
+    book = Bookkeeper(run, evaluate=lambda: (*evaluate(eval_step, test_batches, parts.eval_metrics, confusion),
+                                             confusion.result().numpy()),
+                      evaluate_validation=lambda: evaluate(eval_step, validation_batches, parts.eval_metrics,
+                                                           confusion))
     profiler = StepProfiler(run.logdir, *config.profile_steps) if config.profile_steps else None
     # Workers of a multi-worker run must make calls of the same lengths, and each would time its own: no limit.
     max_seconds = 0.0 if config.strategy == "multi_worker" else config.max_seconds_per_loop
@@ -51,9 +56,9 @@ def train(run):
     return book.finish()
 
 
-def evaluate(eval_step, test_batches, metrics):
-    """Mean loss and accuracy over every batch of ``test_batches``."""
-    for metric in metrics:
+def evaluate(eval_step, test_batches, metrics, confusion):
+    """Mean loss and accuracy over every batch of ``test_batches``; ``confusion`` then holds their counts."""
+    for metric in (*metrics, confusion):
         metric.reset_state()
     for batch in test_batches:
         eval_step(batch)

@@ -28,6 +28,8 @@ class _BookkeepingCallback(keras.callbacks.Callback):
         if not math.isfinite(logs["loss"]):
             raise RunError(f"loss became {logs['loss']} at step {int(self.model.optimizer.iterations)}; stopped, "
                            f"{kept_checkpoint(self.run.checkpoints)}")
+        # A chunk of log_every steps can last long: a console line at least every PROGRESS_SECONDS within it.
+        self.book.report_if_quiet(int(self.model.optimizer.iterations), logs["loss"])
 
     def on_epoch_begin(self, epoch, logs=None):
         self.tick = time.time()
@@ -53,8 +55,10 @@ def train(run):
         return pipeline.eval_pipeline(x, y, config.eval_batch_size, parts.eval_preprocess)
 
     test_batches = batches_of(dataset.x_test, dataset.y_test)  # built once, evaluated at every interval
-    book = Bookkeeper(run, evaluate=lambda: tuple(model.evaluate(test_batches, verbose=0)),
-                      evaluate_validation=lambda x, y: tuple(model.evaluate(batches_of(x, y), verbose=0)))
+    validation_batches = batches_of(*run.validation) if run.validation is not None else None
+    # Keras' evaluate gives no predictions to count a confusion matrix from (a second pass would double the cost).
+    book = Bookkeeper(run, evaluate=lambda: (*model.evaluate(test_batches, verbose=0), None),
+                      evaluate_validation=lambda: tuple(model.evaluate(validation_batches, verbose=0)))
     callback = _BookkeepingCallback(run, book)
     # One Keras "epoch" is one chunk of log_every steps; a shorter last chunk gets a fit call of its own, on a
     # pipeline that starts at the batch the custom loop would be at.

@@ -4,7 +4,11 @@ Both work for any model object with ``__call__(images, training)`` and ``trainab
 and the low-level reference alike) under any ``tf.distribute.Strategy``.
 """
 
+import keras
 import tensorflow as tf
+
+# Forward passes per image of each test-time augmentation (augmented_logits).
+TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}
 
 
 def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size, jit_compile=False,
@@ -56,8 +60,9 @@ def make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_s
     return train_loop
 
 
-def make_eval_step(model, loss_fn, metrics, strategy, test_time_augmentation="none"):
-    """Returns ``eval_step(distributed_batch)`` as a ``tf.function`` updating ``(mean_loss, accuracy)``.
+def make_eval_step(model, loss_fn, metrics, strategy, test_time_augmentation="none", confusion=None):
+    """Returns ``eval_step(distributed_batch)`` as a ``tf.function`` updating ``(mean_loss, accuracy)``, and
+    ``confusion`` (a ``ConfusionCounts``) when given.
 
     ``test_time_augmentation`` (one of ``choices.TTA_MODES``) averages the logits over views of each image.
     """
@@ -67,12 +72,34 @@ def make_eval_step(model, loss_fn, metrics, strategy, test_time_augmentation="no
         logits = augmented_logits(model, images, test_time_augmentation)
         mean_loss.update_state(loss_fn(labels, logits))
         accuracy.update_state(labels, logits)
+        if confusion is not None:
+            confusion.update_state(labels, logits)
 
     @tf.function
     def eval_step(batch):
         strategy.run(replica_step, args=batch)
 
     return eval_step
+
+
+class ConfusionCounts(keras.metrics.Metric):
+    """Images counted by (true class, predicted class): the confusion matrix of an evaluation. Create it in the
+    strategy's scope; replicas' counts are summed."""
+
+    def __init__(self, num_classes, name="confusion_counts"):
+        super().__init__(name=name)
+        self.num_classes = num_classes
+        # float32 counts are exact up to 2**24 images.
+        self.counts = self.add_variable(shape=(num_classes, num_classes), initializer="zeros", dtype="float32",
+                                        aggregation="sum", name="counts")
+
+    def update_state(self, labels, logits):
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        self.counts.assign_add(tf.math.confusion_matrix(tf.reshape(tf.cast(labels, tf.int32), [-1]), predicted,
+                                                        self.num_classes, dtype=tf.float32))
+
+    def result(self):
+        return tf.convert_to_tensor(self.counts)
 
 
 def augmented_logits(model, images, mode="none"):

@@ -1,15 +1,26 @@
 """What happens between chunks of training steps, the same for both loops: throughput and time left, console
-lines, TensorBoard scalars, evaluations, checkpoints, and the time it took to reach a target accuracy.
+lines, TensorBoard summaries, evaluations, checkpoints, and the time it took to reach a target accuracy.
+
+The console of a run: a start line (run directory, budget in steps and epochs, new or resumed), a line after the
+first timed call (compilation time, time per step, time left), a progress line every ``--log_every`` steps and
+at least every ``PROGRESS_SECONDS`` whatever that says, a line per evaluation, and a two-line summary at the end.
 """
 
 import math
+import os
 import time
+from time import monotonic
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from training import config as config_lib
+from training import stopping
 from training.errors import RunError
+from training.loop import TTA_VIEWS
+from training.parts import steps_per_epoch
 
 # Divergence guard: a cross-entropy above DIVERGED_FACTOR x ln(classes) (the loss of a uniform guess) means the
 # network predicts worse than guessing by a wide margin; a sane run's loss starts near ln(classes) and falls.
@@ -17,6 +28,14 @@ from training.errors import RunError
 # the last one kept is from before the divergence.
 DIVERGED_FACTOR = 10.0
 DIVERGED_CHUNKS = 3
+# A console line at the first chunk boundary after this many seconds without one, whatever --log_every says.
+PROGRESS_SECONDS = 30.0
+# Evaluations a run gets when it asks for none (default_eval_every): their cost at most this share of training.
+EVAL_COST_SHARE = 0.10
+# What a training image costs in forward passes of the network: the forward pass, then the backward pass through
+# activations and weights (about two more).
+TRAIN_PASSES_PER_IMAGE = 3
+VALIDATION_WRITER = "validation"  # <run>/validation/: validation loss and accuracy at each evaluation
 
 
 class Progress:
@@ -26,23 +45,37 @@ class Progress:
         self.total_steps, self.step, self.batch_size = total_steps, start_step, batch_size
         self.calls = self.timed_steps = 0
         self.timed_seconds = 0.0
+        self.first_call = None  # (steps, seconds) of this process's first call
 
     def record(self, num_steps, seconds):
         self.step += num_steps
         self.calls += 1
-        if self.calls > 1:
+        if self.calls == 1:
+            self.first_call = (num_steps, seconds)
+        else:
             self.timed_steps += num_steps
             self.timed_seconds += seconds
 
     def images_per_second(self):
         return self.timed_steps * self.batch_size / self.timed_seconds if self.timed_seconds else 0.0
 
-    def describe(self):
+    def seconds_left(self):
         rate = self.images_per_second()
-        if not rate:
+        return (self.total_steps - self.step) * self.batch_size / rate if rate else None
+
+    def describe(self):
+        left = self.seconds_left()
+        if left is None:
             return "compiling"
-        left = (self.total_steps - self.step) * self.batch_size / rate
-        return f"{rate:.0f} images/s, {int(left) // 60}:{int(left) % 60:02d} left"
+        return f"{self.images_per_second():,.0f} images/s, {clock_text(left)} left"
+
+    def describe_first_calls(self):
+        """After the first timed call: how long compiling took and what a step takes."""
+        per_step = self.timed_seconds / self.timed_steps
+        steps, seconds = self.first_call
+        compiling = max(0.0, seconds - steps * per_step)
+        return (f"compiling took {compiling:.1f} s; then {format_seconds(per_step)} a step, "
+                f"{self.images_per_second():,.0f} images/s, {clock_text(self.seconds_left())} left")
 
 
 class CallLength:
@@ -119,12 +152,13 @@ class TargetClock:
 class Bookkeeper:
     """Called by a loop after each chunk of steps: logs, evaluates and checkpoints at the configured intervals.
 
-    ``evaluate()`` returns ``(test loss, test accuracy)`` and ``evaluate_validation(x, y)`` the same on held-out
-    arrays; the loop supplies both because the custom loop and ``fit`` evaluate differently. Intervals are in
-    steps and round up to the loop's chunks.
+    ``evaluate()`` returns ``(test loss, test accuracy, confusion counts or None)`` and ``evaluate_validation()``
+    ``(loss, accuracy)`` on the held-out images; the loop supplies both because the custom loop and ``fit``
+    evaluate differently. Intervals are in steps and round up to the loop's chunks. A console line comes at
+    least every ``progress_seconds``.
     """
 
-    def __init__(self, run, evaluate, evaluate_validation):
+    def __init__(self, run, evaluate, evaluate_validation, progress_seconds=PROGRESS_SECONDS):
         config = run.config
         self.run, self.evaluate_fn, self.evaluate_validation = run, evaluate, evaluate_validation
         self.progress = Progress(run.total_steps, int(run.step), config.batch_size)
@@ -134,13 +168,43 @@ class Bookkeeper:
             self.clock.restore(saved_clock)
         self.stop_at_target = config.stop_at_target
         self.reached_target = False
-        self.last_eval = None  # (step, loss, accuracy)
+        self.last_eval = None  # (step, loss, accuracy, validation loss, validation accuracy)
         self.loss_bound = DIVERGED_FACTOR * math.log(run.dataset.num_classes)
         self.diverged = []  # (step, mean loss) of the chunks in a row whose loss is above loss_bound
+        self.steps_per_epoch = steps_per_epoch(config.batch_size, len(run.dataset.x_train))
+        self.progress_seconds, self.last_line = progress_seconds, monotonic()
+        self.validation_writer = chief_writer(run, VALIDATION_WRITER) if run.validation is not None else None
+        if run.run_dir.chief:
+            write_hparams(run.run_dir.path, recipe_hparams(config, run.total_steps))
+        logging.info("%s", self.describe_start())
 
     @property
     def done(self):
         return int(self.run.step) >= self.run.total_steps or (self.stop_at_target and self.reached_target)
+
+    def epoch(self, step):
+        """``epoch 2.4/12`` at ``step``; empty when an epoch is not a whole batch (a tiny training set)."""
+        if not self.steps_per_epoch:
+            return ""
+        total = self.run.total_steps / self.steps_per_epoch
+        return f" (epoch {epochs_text(step / self.steps_per_epoch, total)}/{epochs_text(total)})"
+
+    def describe_start(self):
+        """The start line: where, how long, from where, and when it evaluates."""
+        run, step, epoch_steps = self.run, int(self.run.step), self.steps_per_epoch
+        state = f"resumed at step {step}{self.epoch(step)}" if step else "new run"
+        budget = f"{run.total_steps} steps"
+        if epoch_steps:
+            budget += (f" = {epochs_text(run.total_steps / epoch_steps)} epochs of {epoch_steps} steps "
+                       f"(batch {run.config.batch_size})")
+        every, evaluations = run.eval_every, "evaluating at the end"
+        if 0 < every < run.total_steps:
+            in_epochs = f" ({epochs_text(every / epoch_steps)} epochs)" if epoch_steps else ""
+            evaluations = f"evaluating every {every} steps{in_epochs} and at the end"
+        images = f"{len(run.dataset.x_test):,} test"
+        if run.validation is not None:
+            images += f" and {len(run.validation[0]):,} validation"
+        return f"{run.run_dir.path}: {state}; {budget}; {evaluations} ({images} images)"
 
     def after_steps(self, begin, now, seconds, chunk_loss, train_metrics):
         """Bookkeeping after steps ``begin + 1 .. now`` took ``seconds`` at a mean loss of ``chunk_loss``;
@@ -153,8 +217,17 @@ class Bookkeeper:
         def due(every):
             return now == run.total_steps or (every > 0 and now // every > begin // every)
 
+        # The rate the next update uses, at every chunk: a warmup of a few chunks is drawn, not jumped.
+        with run.writers["train"].as_default(step=now):
+            tf.summary.scalar("learning_rate", float(current_learning_rate(run.parts.optimizer)))
+        if self.progress.calls == 2:
+            logging.info("step %d/%d%s: %s", now, run.total_steps, self.epoch(now),
+                         self.progress.describe_first_calls())
+            self.last_line = monotonic()
         if due(config.log_every):
             self.log_training(now, *train_metrics())
+        else:
+            self.report_if_quiet(now, chunk_loss)
         if run.eval_every and due(run.eval_every) and now != run.total_steps:
             self.evaluate(now)
         saved = False
@@ -169,8 +242,19 @@ class Bookkeeper:
         if stop is not None and stop.signal_name and not self.done:
             if not saved and not self.diverged:
                 self.save(now)
-            logging.warning("%s: stopped after step %d; %s", stop.signal_name, now, kept_checkpoint(run.checkpoints))
-            raise KeyboardInterrupt
+            then = ("and the same command resumes from it" if run.checkpoints.latest_checkpoint else
+                    "the same command starts from step 0")
+            raise stopping.Stopped(f"stopped by {stop.signal_name} after step {now}{self.epoch(now)}; "
+                                   f"{kept_checkpoint(run.checkpoints)}, {then}")
+
+    def report_if_quiet(self, step, loss):
+        """A progress line when none has come for ``progress_seconds``: at most that long without news."""
+        if monotonic() - self.last_line < self.progress_seconds:
+            return
+        learning_rate = float(current_learning_rate(self.run.parts.optimizer))
+        logging.info("step %d/%d%s: loss %.4f, lr %.3g, %s", step, self.run.total_steps, self.epoch(step), loss,
+                     learning_rate, self.progress.describe())
+        self.last_line = monotonic()
 
     def save(self, step):
         """A checkpoint at ``step``, and the run's clock as of it."""
@@ -191,38 +275,150 @@ class Bookkeeper:
     def log_training(self, step, loss, accuracy):
         optimizer = self.run.parts.optimizer
         learning_rate = float(current_learning_rate(optimizer))
-        scalars = dict(loss=loss, accuracy=accuracy, learning_rate=learning_rate,
-                       images_per_second=self.progress.images_per_second())
+        scalars = dict(loss=loss, accuracy=accuracy, images_per_second=self.progress.images_per_second())
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             scalars["loss_scale"] = float(optimizer.dynamic_scale.numpy())
         write_scalars(self.run.writers["train"], step, **scalars)
-        logging.info("step %d/%d: loss %.4f, accuracy %.2f%%, lr %.3g, %s", step, self.run.total_steps, loss,
-                     100 * accuracy, learning_rate, self.progress.describe())
+        logging.info("step %d/%d%s: loss %.4f, accuracy %.2f%%, lr %.3g, %s", step, self.run.total_steps,
+                     self.epoch(step), loss, 100 * accuracy, learning_rate, self.progress.describe())
+        self.last_line = monotonic()
 
     def evaluate(self, step):
+        """Evaluates the test set (and the validation set, if any) at ``step``: scalars, the confusion matrix
+        image, a console line, and the target's clock."""
         tick = time.time()
-        loss, accuracy = self.evaluate_fn()
+        loss, accuracy, confusion = self.evaluate_fn()
+        validation = self.evaluate_validation() if self.run.validation is not None else (None, None)
         self.clock.eval_seconds += time.time() - tick
         write_scalars(self.run.writers["eval"], step, loss=loss, accuracy=accuracy)
-        logging.info("step %d: test loss %.4f, test accuracy %.2f%%", step, loss, 100 * accuracy)
+        if confusion is not None:
+            with self.run.writers["eval"].as_default(step=step):
+                tf.summary.image("confusion_matrix", confusion_image(confusion), description=CONFUSION_DESCRIPTION)
+        line = f"step {step}{self.epoch(step)}: test loss {loss:.4f}, test accuracy {100 * accuracy:.2f}%"
+        if validation[0] is not None:
+            write_scalars(self.validation_writer, step, loss=validation[0], accuracy=validation[1])
+            line += (f"; validation loss {validation[0]:.4f}, validation accuracy {100 * validation[1]:.2f}% "
+                     f"({len(self.run.validation[0]):,} held-out images)")
+        logging.info("%s", line)
         self.reached_target |= self.clock.record(step, accuracy)
-        self.last_eval = (step, loss, accuracy)
-        return loss, accuracy
+        self.last_eval = (step, loss, accuracy, *validation)
 
     def finish(self):
         """The final evaluation (reused when the last chunk ended with one) and the loop's figures."""
         step = int(self.run.step)
         if self.last_eval is None or self.last_eval[0] != step:
             self.evaluate(step)
-        _, loss, accuracy = self.last_eval
-        validation_loss = validation_accuracy = None
-        if self.run.validation is not None:
-            validation_loss, validation_accuracy = self.evaluate_validation(*self.run.validation)
-            logging.info("step %d: validation loss %.4f, validation accuracy %.2f%% (%d held-out images)", step,
-                         validation_loss, 100 * validation_accuracy, len(self.run.validation[0]))
+        _, loss, accuracy, validation_loss, validation_accuracy = self.last_eval
         return dict(test_loss=loss, test_accuracy=accuracy, validation_loss=validation_loss,
                     validation_accuracy=validation_accuracy, images_per_second=self.progress.images_per_second(),
                     train_seconds=round(self.clock.train_seconds, 2), **self.clock.results())
+
+
+def default_eval_every(config, num_train_examples, num_eval_examples):
+    """Steps between evaluations for a run that asks for none: every k epochs, k the fewest whole epochs whose
+    training costs at least 1 / EVAL_COST_SHARE (10) times an evaluation (a run shorter than that is evaluated
+    at its end only, as every run is).
+
+    An evaluation costs one forward pass per test and validation image and test-time view; an epoch of training
+    TRAIN_PASSES_PER_IMAGE (3) per training image. Full MNIST (60,000 / 10,000) and CIFAR (50,000 / 10,000) are
+    evaluated every epoch (5.6% and 6.7%); the bundled MNIST subset (10,000 / 10,000) every 4 epochs;
+    six-view test-time augmentation on CIFAR-10 every 5.
+    """
+    epoch_steps = steps_per_epoch(config.batch_size, num_train_examples)
+    if not epoch_steps:
+        return 0
+    eval_passes = num_eval_examples * TTA_VIEWS[config.test_time_augmentation]
+    epoch_passes = TRAIN_PASSES_PER_IMAGE * epoch_steps * config.batch_size
+    return math.ceil(eval_passes / (EVAL_COST_SHARE * epoch_passes)) * epoch_steps
+
+
+def summary_lines(results, results_path):
+    """The two lines a run ends with: what it reached and at what cost, then where the figures are."""
+    first = (f"test accuracy {100 * results['test_accuracy']:.2f}%, loss {results['test_loss']:.4f}; "
+             f"{results['train_steps']:,} steps in {duration_text(results['wall_seconds'])} "
+             f"({duration_text(results['train_seconds'])} training), {results['images_per_second']:,.0f} images/s")
+    second = f"results: {results_path}"
+    if results.get("validation_accuracy") is not None:
+        second += f" (validation accuracy {100 * results['validation_accuracy']:.2f}%)"
+    return first, second
+
+
+# What the confusion matrix image shows, for TensorBoard's image card.
+CONFUSION_DESCRIPTION = ("Rows: true class, columns: predicted class, both from class 0 at the top left. Each cell's "
+                         "shade is the square root of the share of the row's test images predicted so (sqrt, so "
+                         "that 1% mistakes show): blue on the diagonal (correct), red off it (mistakes).")
+CONFUSION_PIXELS = 192  # about this many pixels a side, whatever the number of classes (at least 3 per cell)
+
+
+def confusion_image(counts):
+    """``counts`` (true class, predicted class) as a (1, H, W, 3) uint8 image (``CONFUSION_DESCRIPTION``)."""
+    counts = np.asarray(counts, np.float64)
+    classes = len(counts)
+    shares = np.sqrt(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1))
+    colour = np.where(np.eye(classes, dtype=bool)[..., None], [0, 90, 200], [200, 30, 30])  # (C, C, 3)
+    cells = 255 - shares[..., None] * (255 - colour)
+    cell = max(3, CONFUSION_PIXELS // classes)
+    image = np.full((classes * cell + 1, classes * cell + 1, 3), 220.0)  # grid lines between cells
+    for row in range(classes):
+        for column in range(classes):
+            image[row * cell + 1:(row + 1) * cell, column * cell + 1:(column + 1) * cell] = cells[row, column]
+    return image.round().astype(np.uint8)[None]
+
+
+def recipe_hparams(config, total_steps):
+    """A run's recipe as TensorBoard hparams: every setting that changes what it computes, its budget in steps
+    and its test-time augmentation; not the seed, so that the seeds of one recipe fall in one group."""
+    names = [field.name for field in config_lib.fields()
+             if field.metadata["resume"] == config_lib.FIXED and field.name != "seed"]
+    values = {name: getattr(config, name) for name in names}
+    values.update(train_steps=total_steps, test_time_augmentation=config.test_time_augmentation)
+    return {name: value if isinstance(value, (bool, int, float, str)) else ",".join(map(str, value))
+            for name, value in values.items()}
+
+
+def write_hparams(run_path, hparams):
+    """Writes ``hparams`` as one HParams session at the run directory's top, so that TensorBoard's HParams
+    dashboard lists the run with every scalar of its train/, eval/ and validation/ writers as metrics. The group
+    (trial id) is a hash of the hparams: the seeds of one recipe share it."""
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(run_path)
+    with writer.as_default():
+        hp.hparams(hparams)
+    writer.close()
+
+
+def chief_writer(run, name):
+    """A summary writer for ``<run>/<name>/``; a no-op writer on a worker that is not the chief."""
+    if not run.run_dir.chief:
+        return tf.summary.create_noop_writer()
+    return tf.summary.create_file_writer(os.path.join(run.run_dir.path, name))
+
+
+def epochs_text(epochs, total=None):
+    """``12``, ``2.4``, ``0.26``: a whole number as such, else one decimal, two below 2 epochs (of ``total`` when
+    given, so that a count and its total read alike)."""
+    total = epochs if total is None else total
+    if total == epochs and epochs == round(epochs):
+        return f"{epochs:.0f}"
+    return f"{epochs:.{2 if total < 2 else 1}f}"
+
+
+def clock_text(seconds):
+    """``2:05`` (minutes and seconds), or ``1:02:05`` from an hour up."""
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def duration_text(seconds):
+    """``4.2 s`` under a minute, else ``clock_text``."""
+    return f"{seconds:.1f} s" if seconds < 60 else clock_text(seconds)
+
+
+def format_seconds(seconds):
+    return f"{seconds * 1000:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
 
 
 def kept_checkpoint(manager):

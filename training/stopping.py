@@ -3,7 +3,8 @@
 Outside training, SIGINT and SIGTERM stop an entry point at once (``flags.cli.run``): what was trained since the
 last checkpoint is lost. While a loop trains, ``stop_requests`` turns the first of them into a request instead;
 the loop's bookkeeping finishes the steps it is running (and an evaluation under way), saves a checkpoint with
-the run's clock, and then stops the way a signal stops every entry point (``KeyboardInterrupt``). A second signal
+the run's clock, and then stops the way a signal stops every entry point (``KeyboardInterrupt``; here its subclass
+``Stopped``, which says what was kept). A second signal
 stops at once, for a run whose chunk or evaluation would take too long. A scheduler's SIGTERM followed by SIGKILL
 after a grace period thus keeps the run's work when one chunk (``--max_seconds_per_loop``) fits in that period.
 """
@@ -11,6 +12,10 @@ after a grace period thus keeps the run's work when one chunk (``--max_seconds_p
 import contextlib
 import signal
 import threading
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop that a signal asked for, made: the message says at which step and what was kept."""
 
 
 class StopRequest:

@@ -19,6 +19,7 @@ from training.config import VALIDATION_SPLIT_SEED
 from training.errors import RunError
 from training.loops import LOOPS
 from training.parts import Run, build_parts, steps_per_epoch
+from training.progress import default_eval_every
 from training.rundir import RunDir
 
 __all__ = ["RunError", "TrainResult", "train"]
@@ -86,7 +87,8 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:
             run = Run(config, dataset, strategy, parts, step, total_steps, run_dir.own_dir,
                       run_dir.checkpoint_manager(checkpoint), run_dir.summary_writers(), run_dir,
-                      eval_every=resolve_eval_every(config, len(dataset.x_train)), validation=validation,
+                      eval_every=resolve_eval_every(config, len(dataset.x_train), len(dataset.x_test) + (
+                          len(validation[0]) if validation is not None else 0)), validation=validation,
                       stop_request=stop_request)
             figures = LOOPS[config.loop](run)
         results = run_results(config, dataset, strategy, parts.network, int(step), start, figures)
@@ -115,12 +117,15 @@ def resolve_train_steps(config, num_train_examples):
     return max(1, math.ceil(config.epochs * steps_per_epoch(config.batch_size, num_train_examples)))
 
 
-def resolve_eval_every(config, num_train_examples):
+def resolve_eval_every(config, num_train_examples, num_eval_examples=0):
     """Steps between evaluations: ``config.eval_every``, or ``config.eval_every_epochs`` of whole batches, so
-    runs with different batch sizes are evaluated after the same numbers of images."""
+    runs with different batch sizes are evaluated after the same numbers of images. Neither set, nor a target
+    accuracy (whose time depends on where evaluations fall): ``progress.default_eval_every``."""
     if config.eval_every_epochs:
         return max(1, round(config.eval_every_epochs * steps_per_epoch(config.batch_size, num_train_examples)))
-    return config.eval_every
+    if config.eval_every or config.target_accuracy:
+        return config.eval_every
+    return default_eval_every(config, num_train_examples, num_eval_examples)
 
 
 def check_profile_range(config, total_steps):
