@@ -80,14 +80,12 @@ DRAIN_SECONDS = 5.0
 def quiet(argv):
     """Unless ``argv`` sets absl's ``--verbosity`` to 1 or more: drops the ``HARMLESS`` lines from descriptor 2,
     information logged through absl by code outside this project (TensorFlow's "Sharding callback duration"
-    at every checkpoint, Keras' "Downloading data from ...") and this project's ``DETAIL`` lines, and prefixes
-    each line with its time only (``ShortFormatter``). Call it before TensorFlow is imported."""
+    at every checkpoint, Keras' "Downloading data from ..."), and prefixes each line with its time only (``ShortFormatter``). Call it before TensorFlow is imported."""
     if requested_verbosity(argv) >= 1:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # the C++ INFO lines that do honour it (oneDNN notices)
     handler = absl_logging.get_absl_handler()
     handler.addFilter(only_ours_below_warning)
-    handler.addFilter(not_detail)
     handler.setFormatter(ShortFormatter())
     filter_stderr(LineFilter().keep)
 
@@ -114,19 +112,6 @@ def requested_verbosity(argv):
     except absl_flags.Error:
         return 0
     return peek.verbosity
-
-
-# (file, message format) of this project's information lines that the console shows with --verbosity=1 only.
-DETAIL = (
-    # The whole of results.json as one JSON line (~900 characters); training.train ends with a two-line summary
-    # of it instead (training/progress.py, summary_lines). Logged by rundir.RunDir.write_results.
-    ("rundir.py", "results: %s"),
-)
-
-
-def not_detail(record):
-    """Drops the ``DETAIL`` lines."""
-    return (os.path.basename(record.pathname), record.msg) not in DETAIL
 
 
 def only_ours_below_warning(record):

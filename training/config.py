@@ -73,7 +73,8 @@ class TrainConfig:
                                "scaling to [0, 1].")
     validation_split: float = _field(0.0, "Fraction of the training set held out as a validation set, the same "
                                      "examples in every run (a permutation fixed by seed 0, not --seed), evaluated "
-                                     "at the end (results.json validation_accuracy); 0: none.",
+                                     "with the test set (validation/ in TensorBoard; at the end: results.json "
+                                     "validation_accuracy); 0: none.",
                                      check=(lambda v: 0 <= v <= 0.5, "must be in [0, 0.5]"))
     augment: bool = _field(False, "Random crop (--crop_padding) and horizontal flip (--flip) of training images.")
     crop_padding: int = _field(4, "With --augment: pixels of reflected padding around each image before it is cropped "
@@ -131,7 +132,10 @@ class TrainConfig:
                               resume=FREE, check=_non_negative(MAX_STEPS))
     epochs: float = _field(10.0, "Passes over the training set (instead of --train_steps).", resume=FREE,
                            check=(lambda v: 0 < v <= 1e6, "must be > 0 and at most 1e6"))
-    eval_every: int = _field(0, "Steps between test-set evaluations; 0: only at the end.", resume=FREE,
+    eval_every: int = _field(0, "Steps between test-set evaluations; 0 (with --eval_every_epochs 0 too): every k "
+                             "epochs, k the fewest whole epochs whose training costs at least 10x an evaluation "
+                             "(progress.default_eval_every), or only at the end with --target_accuracy.",
+                             resume=FREE,
                              check=_non_negative(MAX_STEPS))
     eval_every_epochs: float = _field(0.0, "Epochs between test-set evaluations, instead of --eval_every: runs "
                                       "with different batch sizes are then evaluated after the same numbers of "

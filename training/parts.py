@@ -54,7 +54,7 @@ class Run:
     writers: dict  # "train" / "eval" -> summary writer (a no-op writer on non-chief workers)
     run_dir: object  # the training.rundir.RunDir: the run's clock is kept with its checkpoints
     eval_every: int  # steps between evaluations (0: only at the end), resolved from steps or epochs
-    validation: tuple = None  # (x_val, y_val) held out of the training set, evaluated at the end; or None
+    validation: tuple = None  # (x_val, y_val) held out of the training set, evaluated at each evaluation; or None
     stop_request: object = None  # a training.stopping.StopRequest: a signal asks the loop to stop after a checkpoint
 
 

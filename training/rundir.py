@@ -301,7 +301,8 @@ class RunDir:
     def write_results(self, results):
         if self.chief:
             run_files.write_atomically(self.file(RESULTS), json.dumps(results, indent=2, sort_keys=True))
-        logging.info("results: %s", json.dumps(results, sort_keys=True))
+        # The whole file as one line (~900 characters) at --verbosity=1: the run ends with a two-line summary of it.
+        logging.vlog(1, "results: %s", json.dumps(results, sort_keys=True))
 
     def write_clock(self, step, state):
         """Records ``state`` (the run's clock, JSON-able) as of checkpoint ``step``, beside this process's
