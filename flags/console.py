@@ -80,7 +80,8 @@ DRAIN_SECONDS = 5.0
 def quiet(argv):
     """Unless ``argv`` sets absl's ``--verbosity`` to 1 or more: drops the ``HARMLESS`` lines from descriptor 2,
     information logged through absl by code outside this project (TensorFlow's "Sharding callback duration"
-    at every checkpoint, Keras' "Downloading data from ..."), and prefixes each line with its time only (``ShortFormatter``). Call it before TensorFlow is imported."""
+    at every checkpoint, Keras' "Downloading data from ..."), and prefixes each line with its time only
+    (``ShortFormatter``). Call it before TensorFlow is imported."""
     if requested_verbosity(argv) >= 1:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # the C++ INFO lines that do honour it (oneDNN notices)
