@@ -65,6 +65,11 @@ def make_strategy(name, gpus=None, cpus=None, startup_timeout=STARTUP_TIMEOUT):
     if name == "multi_worker":
         # Before anything lists logical devices: that starts the runtime, and collectives must be set up first.
         return multi_worker_strategy(startup_timeout)
+    with _tf_config_ignored(name):
+        return _one_machine_strategy(name, gpus, cpus)
+
+
+def _one_machine_strategy(name, gpus, cpus):
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")] if gpus is None else gpus
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")] if cpus is None else cpus
     name = resolve_strategy_name(name, len(gpus))
@@ -80,6 +85,23 @@ def make_strategy(name, gpus=None, cpus=None, startup_timeout=STARTUP_TIMEOUT):
     raise ValueError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
 
 
+@contextlib.contextmanager
+def _tf_config_ignored(name):
+    """Hides TF_CONFIG while a strategy of one machine is made, with a warning when it names anything: only
+    ``multi_worker`` reads it. ``MirroredStrategy`` parses it (to ignore it) and raises a JSON or attribute error,
+    with a traceback, at a stale TF_CONFIG that is not a JSON object."""
+    text = os.environ.pop("TF_CONFIG", None)
+    if text and text.strip():
+        logging.warning("TF_CONFIG is set but ignored: --strategy=%s trains in this process alone (only "
+                        "--strategy=multi_worker reads TF_CONFIG); unset it if it is left from another job",
+                        name)
+    try:
+        yield
+    finally:
+        if text is not None:
+            os.environ["TF_CONFIG"] = text
+
+
 def is_chief(strategy):
     """Whether this process writes checkpoints, summaries and results (always, outside multi-worker)."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -92,10 +114,14 @@ def is_chief(strategy):
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
-def task_name():
-    """``worker-<index>`` (or ``<type>-<index>``) from TF_CONFIG: how this process names its temporary files."""
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    return f"{task.get('type', 'worker')}-{task.get('index', 0)}"
+def task_name(strategy):
+    """``worker-<index>`` (or ``<type>-<index>``) of this process in a multi-worker ``strategy`` (``worker-0``
+    under any other): how it names its temporary files. Read from the strategy, since TF_CONFIG is read only
+    under multi-worker training, and a stale one may hold anything."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver.task_type is None:
+        return "worker-0"
+    return f"{resolver.task_type}-{resolver.task_id}"
 
 
 # --- Multi-worker: the cluster from TF_CONFIG, its start-up, a lost worker -------------------------------------

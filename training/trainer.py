@@ -39,7 +39,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
     start = time.time()
     strategy = strategy or distribute.make_strategy(config.strategy, startup_timeout=config.startup_timeout)
     check_batch_sizes(config, strategy.num_replicas_in_sync)
-    run_dir = RunDir(config.logdir, chief=distribute.is_chief(strategy), worker_name=distribute.task_name())
+    run_dir = RunDir(config.logdir, chief=distribute.is_chief(strategy), worker_name=distribute.task_name(strategy))
     failed = True
     try:
         run_dir.lock()
