@@ -51,6 +51,8 @@ def train(config, dataset=None, strategy=None, flagfile=None):
             run_dir.check(config)
         config.check_on_disk()
         dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
+        data = data_lib.fingerprint(dataset)
+        run_dir.check_data(config, data)
         validation = None
         if config.validation_split:
             dataset, validation = data_lib.split_validation(dataset, config.validation_split,
@@ -80,7 +82,8 @@ def train(config, dataset=None, strategy=None, flagfile=None):
             failed = False
             return TrainResult(finished, parts.network)
         # Only now: a failed start leaves no run behind.
-        run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None)
+        run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None,
+                        data=data)
         # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
         # a checkpoint is a collective save, and a signal reaches one worker only.
         with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:
