@@ -53,6 +53,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
         data = data_lib.fingerprint(dataset)
         run_dir.check_data(config, data)
+        distribute.check_workers_agree(strategy, config, data)  # before the first collective of the run
         validation = None
         if config.validation_split:
             dataset, validation = data_lib.split_validation(dataset, config.validation_split,
