@@ -1,6 +1,7 @@
 """Dataset loading (files, the bundled MNIST fallback, errors naming the file, CIFAR-100 superclasses), the
 validation split, and the tf.data pipelines with their augmentation options."""
 
+import dataclasses
 import logging
 import os
 import re
@@ -142,6 +143,38 @@ def test_a_data_dir_without_the_dataset_is_refused_not_replaced_by_the_bundled_s
             "mnist.npz with arrays x_train, y_train, x_test, y_test; without --data_dir the Keras cache is used, "
             "then the bundled subset)")):
         data_lib.load("mnist", str(tmp_path), allow_download=False)
+
+
+# The bundled subset's fingerprint as config.json records it. Pinned: a change of what is hashed would make every
+# run recorded so far look as if it had trained on other data, and refuse its resume.
+BUNDLED_SHA256 = "601cf2b8e0576b8213b3d6f397917d0df7ba154fa9aae52910ed834ec314148d"
+
+
+def test_the_fingerprint_of_the_bundled_subset_is_pinned(empty_keras_home):
+    dataset = data_lib.load("mnist", "", allow_download=False)
+    assert data_lib.fingerprint(dataset) == {"sha256": BUNDLED_SHA256, "source": dataset.source,
+                                             "images": [10_000, 10_000]}
+
+
+def test_the_same_arrays_stored_otherwise_have_one_fingerprint_and_any_change_another(tmp_path):
+    arrays = _mnist_arrays()
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    (tmp_path / "other").mkdir()
+    # Compressed, with a channel axis and int64 labels: the same images and labels once validated.
+    np.savez_compressed(tmp_path / "other" / "mnist.npz", **dict(
+        arrays, x_train=arrays["x_train"][..., np.newaxis], y_train=arrays["y_train"].astype(np.int64)))
+    first, second = (data_lib.fingerprint(data_lib.load("mnist", str(folder), allow_download=False))
+                     for folder in (tmp_path, tmp_path / "other"))
+    assert first["sha256"] == second["sha256"] and first["source"] != second["source"]
+    dataset = data_lib.load("mnist", str(tmp_path), allow_download=False)
+    changed = {"a pixel": dict(x_train=dataset.x_train.copy()), "a label": dict(y_test=dataset.y_test.copy()),
+               "train and test swapped": dict(x_train=dataset.x_test, y_train=dataset.y_test, x_test=dataset.x_train,
+                                              y_test=dataset.y_train)}
+    changed["a pixel"]["x_train"][3, 27, 27, 0] ^= 1
+    changed["a label"]["y_test"][0] = 9
+    hashes = {case: data_lib.fingerprint(dataclasses.replace(dataset, **fields))["sha256"]
+              for case, fields in changed.items()}
+    assert len(set(hashes.values()) | {first["sha256"]}) == 4, hashes
 
 
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"

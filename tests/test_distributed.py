@@ -380,4 +380,36 @@ def test_default_strategy_is_chief():
     import tensorflow as tf
 
     assert distribute.is_chief(tf.distribute.get_strategy())
-    assert distribute.task_name() == "worker-0"  # no TF_CONFIG: the one worker there is
+    assert distribute.task_name(tf.distribute.get_strategy()) == "worker-0"  # outside multi-worker: the one worker
+
+
+# TF_CONFIGs left from another job. MirroredStrategy parsed them and raised a JSONDecodeError or AttributeError with
+# a traceback; the run's own naming of its worker (``task_name``) did too, under every strategy.
+STALE_TF_CONFIGS = ['{"cluster": ', "[1, 2]", '{"task": "x"}',
+                    '{"cluster": {"worker": ["127.0.0.1:1111", "127.0.0.1:2222"]}, "task": {"type": "worker", '
+                    '"index": 1}}']
+
+
+@pytest.mark.parametrize("text", STALE_TF_CONFIGS)
+def test_a_stale_tf_config_is_ignored_with_a_warning_outside_multi_worker(text, monkeypatch, caplog):
+    import tensorflow as tf
+
+    monkeypatch.setenv("TF_CONFIG", text)
+    cpu = "/device:CPU:0"
+    with caplog.at_level("WARNING"):
+        strategies = {name: distribute.make_strategy(name, gpus=[], cpus=[cpu]) for name in ("auto", "mirrored")}
+    assert strategies["auto"] is tf.distribute.get_strategy()
+    assert strategies["mirrored"].extended.worker_devices == ("/job:localhost/replica:0/task:0/device:CPU:0",)
+    assert [record.getMessage() for record in caplog.records if "TF_CONFIG" in record.getMessage()] == [
+        f"TF_CONFIG is set but ignored: --strategy={name} trains in this process alone (only --strategy=multi_worker "
+        f"reads TF_CONFIG); unset it if it is left from another job" for name in ("auto", "mirrored")]
+    assert os.environ["TF_CONFIG"] == text  # hidden from the strategy only
+    assert {distribute.task_name(strategy) for strategy in strategies.values()} == {"worker-0"}
+    assert all(distribute.is_chief(strategy) for strategy in strategies.values())
+
+
+def test_a_run_with_a_stale_tf_config_trains_on_its_own(tmp_path, tiny_config, tiny_mnist, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", STALE_TF_CONFIGS[1])
+    result = trainer.train(tiny_config(tmp_path / "run"), dataset=tiny_mnist)
+    assert (result.results["train_steps"], result.results["num_replicas"]) == (20, 1)
+    assert (tmp_path / "run" / "results.json").exists()  # written by this process, the chief of nothing

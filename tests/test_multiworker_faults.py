@@ -2,8 +2,9 @@
 
 The cluster's tasks are ``python3 -m training.train`` processes on 127.0.0.1, on free ports. TF_CONFIG mistakes
 and the waiting for the other tasks (its time-out, a port in use, SIGTERM meanwhile) are tested in-process
-first (no TensorFlow start-up); then the processes: a worker whose peer never starts, and a worker whose chief
-is killed mid-run. Each process imports TensorFlow (~4 s, more on a loaded 2-core machine).
+first (no TensorFlow start-up); then the processes: a worker whose peer never starts, a worker whose chief
+is killed mid-run, and two workers started with different settings and data. Each process imports TensorFlow
+(~4 s, more on a loaded 2-core machine).
 """
 
 import json
@@ -15,11 +16,14 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.test_distributed import REPO_ROOT, free_ports, job_env, stop, tail
+from training import data as data_lib
 from training import distribute
+from training.config import TrainConfig
 from training.errors import RunError
 
 WORKERS = ["127.0.0.1:1111", "127.0.0.1:2222"]
@@ -242,3 +246,75 @@ def test_killed_chief_stops_the_other_worker_with_one_line(tmp_path, tiny_mnist_
     assert [path.name for path in (tmp_path / "tmp-other").iterdir() if path.name.startswith("worker-")] == []
     assert "removed this worker's temporary run directory" in output
     print(f"the other worker ended {seconds:.1f} s after its chief was killed")
+
+
+# --- Workers started with different settings ------------------------------------------------------------------
+
+DATA = {"sha256": "7cd1530655342d6b7099a2eab659506c90b74095e3963dd16ddc6e6d81acd997", "source": "/a/mnist.npz"}
+
+
+def test_settings_that_may_differ_between_workers_are_not_compared():
+    # Each machine keeps its copy of the data where it likes (its bytes are compared), and waits as long as it likes.
+    chief = distribute.worker_settings(TrainConfig(), DATA)
+    other = distribute.worker_settings(TrainConfig(data_dir="/b", allow_download=False, startup_timeout=9),
+                                       dict(DATA, source="/b/mnist.npz"))
+    assert chief["settings"] == other["settings"]
+    assert chief["settings"]["data"] == DATA["sha256"] and "data_dir" not in chief["settings"]
+
+
+def test_the_disagreement_names_the_chief_and_the_first_worker_that_differs():
+    tasks, _ = distribute.read_tf_config(tf_config(["127.0.0.1:1111", "127.0.0.1:2222", "127.0.0.1:3333"], 0))
+    chief, first, second = tasks
+    published = {chief: distribute.worker_settings(TrainConfig(), DATA),
+                 first: distribute.worker_settings(TrainConfig(learning_rate=0.01, seed=1, train_steps=5, batch_size=64,
+                                                               arch="c4k3-m2-d16"), dict(DATA, sha256="0" * 64)),
+                 second: distribute.worker_settings(TrainConfig(), DATA)}
+    end = ("; start every worker with the same flags (only --data_dir, --[no]download and --startup_timeout may "
+           "differ: the data is compared by its SHA-256)")
+    # Worker 2 agrees with the chief, yet stops too: worker 1's collectives would otherwise wait for it.
+    assert distribute.disagreement(chief, second, published) == (
+        "the workers were started with different settings: worker 0 (127.0.0.1:1111), the chief, has --arch=mnist_cnn, "
+        "--learning_rate=0.001, --batch_size=128, --train_steps=0 and 3 more settings; worker 1 (127.0.0.1:2222) "
+        "has --arch=c4k3-m2-d16, --learning_rate=0.01, --batch_size=64, --train_steps=5 and 3 more settings" + end)
+    published[first] = distribute.worker_settings(TrainConfig(seed=1), dict(DATA, sha256="0" * 64, source="/b"))
+    assert distribute.disagreement(chief, chief, published) == (
+        "the workers were started with different settings: worker 0 (127.0.0.1:1111), the chief and this worker, "
+        "has --seed=0, data of SHA-256 7cd153065534 (/a/mnist.npz); worker 1 (127.0.0.1:2222) has --seed=1, data of "
+        "SHA-256 000000000000 (/b)" + end)
+    assert distribute.disagreement(chief, first, published).split(";")[1] == (
+        " worker 1 (127.0.0.1:2222), this worker, has --seed=1, data of SHA-256 000000000000 (/b)")
+
+
+def test_workers_started_with_different_settings_all_stop_with_one_line(tmp_path, tiny_mnist_dir, tiny_arrays):
+    other_data = tmp_path / "other_data"
+    other_data.mkdir()
+    np.savez(other_data / "mnist.npz", **dict(tiny_arrays, x_train=255 - tiny_arrays["x_train"]))
+    other_sha = data_lib.fingerprint(data_lib.load("mnist", str(other_data)))["sha256"]
+    cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    common = ["--train_steps=20", f"--startup_timeout={START_SECONDS}"]  # the command line's rate: 0.003
+    workers = [start_train(tmp_path, "chief", tf_config(cluster, 0), f"--data_dir={tiny_mnist_dir}", *common,
+                           logdir=tmp_path / "run"),
+               start_train(tmp_path, "other", tf_config(cluster, 1), f"--data_dir={other_data}", "--seed=1",
+                           "--learning_rate=0.01", *common, logdir=tmp_path / "run")]
+    try:
+        for worker in workers:
+            try:
+                worker.wait(timeout=START_SECONDS)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{worker.name} still running after {START_SECONDS} s; output:\n{tail(worker.log_path)}")
+    finally:
+        for worker in workers:
+            stop(worker)
+    values = [f"has --learning_rate=0.003, --seed=0, data of SHA-256 7cd153065534 ({tiny_mnist_dir / 'mnist.npz'})",
+              f"has --learning_rate=0.01, --seed=1, data of SHA-256 {other_sha[:12]} ({other_data / 'mnist.npz'})"]
+    for worker, roles in zip(workers, (("the chief and this worker", "worker 1"), ("the chief", "this worker"))):
+        output = worker.log_path.read_text(errors="replace")
+        assert worker.returncode == 1, output
+        assert error_lines(output) == [
+            f"train: error: the workers were started with different settings: worker 0 ({cluster[0]}), {roles[0]}, "
+            f"{values[0]}; worker 1 ({cluster[1]}){', ' + roles[1] + ',' if roles[1] == 'this worker' else ''} "
+            f"{values[1]}; start every worker with the same flags (only --data_dir, --[no]download and "
+            f"--startup_timeout may differ: the data is compared by its SHA-256)"], output
+        assert "Traceback" not in output
+    assert not (tmp_path / "run").exists()  # the chief's failed start left no run
+    assert [path.name for path in (tmp_path / "tmp-other").iterdir() if path.name.startswith("worker-")] == []

@@ -12,8 +12,10 @@ import pathlib
 import shutil
 import tempfile
 
+import numpy as np
 import pytest
 
+from training import data as data_lib
 from training import run_files
 from training.errors import RunError
 from training.rundir import UNREADABLE_KEPT, RunDir
@@ -78,7 +80,7 @@ def test_a_config_json_that_training_did_not_write_is_refused(tmp_path, tiny_con
 def test_a_run_written_before_the_mark_still_resumes(finished_run, tmp_path, tiny_mnist):
     config, logdir = _copy(finished_run, tmp_path)
     saved = json.loads((logdir / "config.json").read_text())
-    del saved["format"]  # config.json as the code before the mark wrote it: config, network, history
+    del saved["format"], saved["data"]  # config.json as the code before the mark wrote it: config, network, history
     (logdir / "config.json").write_text(json.dumps(saved))
     assert train(config, dataset=tiny_mnist).results["train_steps"] == MORE_STEPS
     assert _history(logdir) == [0, BASE_STEPS]
@@ -321,4 +323,73 @@ def test_a_read_only_run_folder_stops_in_one_line_and_changes_nothing(finished_r
             train(config, dataset=tiny_mnist)
     finally:
         logdir.chmod(0o755)
+    assert _files(logdir) == before
+
+
+# 6. The data a run trained on; a run without config.json ----------------------------------------------------------
+
+def _saved(logdir):
+    return json.loads((logdir / "config.json").read_text())
+
+
+def _other_data(dataset):
+    """As many images as the run's, but other ones (inverted): a --data_dir whose mnist.npz holds Fashion-MNIST."""
+    return dataclasses.replace(dataset, x_train=255 - dataset.x_train, source="inverted tiny MNIST")
+
+
+def test_config_json_records_the_fingerprint_of_the_data(finished_run, tiny_mnist):
+    assert _saved(pathlib.Path(finished_run.logdir))["data"] == {
+        "sha256": "7cd1530655342d6b7099a2eab659506c90b74095e3963dd16ddc6e6d81acd997",  # the tiny cut's
+        "source": "tiny MNIST cut of the bundled subset", "images": [512, 256]}
+
+
+def test_a_resume_on_other_data_is_refused_in_one_line_and_changes_nothing(finished_run, tmp_path, tiny_arrays):
+    config, logdir = _copy(finished_run, tmp_path)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.savez(folder / "mnist.npz", **dict(tiny_arrays, x_train=255 - tiny_arrays["x_train"]))
+    before = _files(logdir)
+    with pytest.raises(RunError) as refused:
+        train(dataclasses.replace(config, data_dir=str(folder)))
+    assert str(refused.value) == (
+        f"--logdir {logdir} holds a run trained on other data (tiny MNIST cut of the bundled subset, 512 + 256 "
+        f"images, SHA-256 7cd153065534) than this start's ({folder / 'mnist.npz'}, 512 + 256 images, SHA-256 "
+        f"{data_lib.fingerprint(data_lib.load('mnist', str(folder)))['sha256'][:12]}); resume with the run's "
+        f"data, pass --allow_config_change, or choose a new --logdir")
+    assert _files(logdir) == before
+
+
+def test_allow_config_change_resumes_on_other_data_and_records_the_change(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    other = _other_data(tiny_mnist)
+    train(dataclasses.replace(config, allow_config_change=True), dataset=other)
+    saved, new = _saved(logdir), data_lib.fingerprint(other)
+    assert saved["data"] == new
+    assert saved["history"][-1]["changed"] == {"train_steps": [BASE_STEPS, MORE_STEPS],
+                                               "logdir": [finished_run.logdir, str(logdir)],
+                                               "allow_config_change": [False, True],
+                                               "data": [data_lib.fingerprint(tiny_mnist)["sha256"], new["sha256"]]}
+
+
+def test_a_run_without_a_recorded_fingerprint_resumes_and_is_checked_from_then_on(finished_run, tmp_path,
+                                                                                  tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    saved = _saved(logdir)
+    del saved["data"]  # config.json as the code before fingerprints wrote it
+    (logdir / "config.json").write_text(json.dumps(saved))
+    assert train(config, dataset=tiny_mnist).results["train_steps"] == MORE_STEPS
+    assert _saved(logdir)["data"] == data_lib.fingerprint(tiny_mnist)
+    with pytest.raises(RunError, match=rf"^--logdir {logdir} holds a run trained on other data"):
+        train(dataclasses.replace(config, train_steps=60), dataset=_other_data(tiny_mnist))
+
+
+def test_a_run_without_config_json_is_refused_whatever_its_settings(finished_run, tmp_path, tiny_mnist):
+    # Its checkpoints would resume under any settings, since nothing records what they were: a folder is a run
+    # only by config.json's mark (training/rundir.py), so it is refused as any folder of other files is.
+    config, logdir = _copy(finished_run, tmp_path)
+    (logdir / "config.json").unlink()
+    before = _files(logdir)
+    with pytest.raises(RunError, match=rf"^--logdir {logdir} holds files that are not a run of training.train "
+                                       rf"\(checkpoints, clock.json, eval, \.\.\.\); choose a new --logdir$"):
+        train(dataclasses.replace(config, learning_rate=0.1), dataset=tiny_mnist)
     assert _files(logdir) == before

@@ -7,6 +7,8 @@ devices (``configure_devices(num_cpu_devices=N)``), which is how the multi-devic
 import contextlib
 import dataclasses
 import errno
+import hashlib
+import itertools
 import json
 import os
 import re
@@ -14,11 +16,13 @@ import signal
 import socket
 import time
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.eager import context as tf_context
 
+from training import config as config_lib
 from training import stopping
 from training.choices import STARTUP_TIMEOUT, STRATEGIES
 from training.errors import RunError
@@ -65,6 +69,11 @@ def make_strategy(name, gpus=None, cpus=None, startup_timeout=STARTUP_TIMEOUT):
     if name == "multi_worker":
         # Before anything lists logical devices: that starts the runtime, and collectives must be set up first.
         return multi_worker_strategy(startup_timeout)
+    with _tf_config_ignored(name):
+        return _one_machine_strategy(name, gpus, cpus)
+
+
+def _one_machine_strategy(name, gpus, cpus):
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")] if gpus is None else gpus
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")] if cpus is None else cpus
     name = resolve_strategy_name(name, len(gpus))
@@ -80,6 +89,23 @@ def make_strategy(name, gpus=None, cpus=None, startup_timeout=STARTUP_TIMEOUT):
     raise ValueError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
 
 
+@contextlib.contextmanager
+def _tf_config_ignored(name):
+    """Hides TF_CONFIG while a strategy of one machine is made, with a warning when it names anything: only
+    ``multi_worker`` reads it. ``MirroredStrategy`` parses it (to ignore it) and raises a JSON or attribute error,
+    with a traceback, at a stale TF_CONFIG that is not a JSON object."""
+    text = os.environ.pop("TF_CONFIG", None)
+    if text and text.strip():
+        logging.warning("TF_CONFIG is set but ignored: --strategy=%s trains in this process alone (only "
+                        "--strategy=multi_worker reads TF_CONFIG); unset it if it is left from another job",
+                        name)
+    try:
+        yield
+    finally:
+        if text is not None:
+            os.environ["TF_CONFIG"] = text
+
+
 def is_chief(strategy):
     """Whether this process writes checkpoints, summaries and results (always, outside multi-worker)."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -92,10 +118,14 @@ def is_chief(strategy):
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
-def task_name():
-    """``worker-<index>`` (or ``<type>-<index>``) from TF_CONFIG: how this process names its temporary files."""
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    return f"{task.get('type', 'worker')}-{task.get('index', 0)}"
+def task_name(strategy):
+    """``worker-<index>`` (or ``<type>-<index>``) of this process in a multi-worker ``strategy`` (``worker-0``
+    under any other): how it names its temporary files. Read from the strategy, since TF_CONFIG is read only
+    under multi-worker training, and a stale one may hold anything."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver.task_type is None:
+        return "worker-0"
+    return f"{resolver.task_type}-{resolver.task_id}"
 
 
 # --- Multi-worker: the cluster from TF_CONFIG, its start-up, a lost worker -------------------------------------
@@ -201,6 +231,107 @@ def lost_worker(error):
     cause = cause.group(1).strip() if cause else _first_line(error)
     return RunError(f"{lost or 'another task of the cluster'} lost: {cause[:200]}; the run stopped, restart every "
                     f"task to resume from the last checkpoint")
+
+
+# --- Multi-worker: every worker runs the same settings on the same data ---------------------------------------
+
+# Settings that may differ between the workers of one run: where each machine keeps its copy of the data and
+# whether it may download it (the data itself is compared, by its SHA-256), and how long it waited for the
+# others at start-up (spent before the comparison). Any other difference changes the computation or the number
+# of collective calls (budgets, intervals, the run directory each worker restores from).
+PER_WORKER = ("data_dir", "allow_download", "startup_timeout")
+SETTINGS_KEY = "cnn-lab/settings"  # key prefix in the coordination service's key-value store
+SHOWN_DIFFERENCES = 4  # settings named in the one line; the rest are counted
+_exchanges = itertools.count()  # a fresh key per comparison, in the order every worker makes them
+
+
+def check_workers_agree(strategy, config, data):
+    """Stops every worker of a multi-worker ``strategy`` with a RunError naming the settings that differ, with the
+    chief's values and another worker's (this one's, when it differs), unless all run ``config`` alike (but
+    ``PER_WORKER``) on data of the same SHA-256 (``data``, a ``training.data.fingerprint``). Any other strategy:
+    nothing to compare.
+
+    Each worker publishes its settings in the coordination service's key-value store, then all-gathers their
+    SHA-256 (one collective, which also ends, as a lost worker, when another task has died); only when the hashes
+    differ are the others' settings read, all published by then.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    tasks, own = read_tf_config(os.environ.get("TF_CONFIG", ""))
+    key = f"{SETTINGS_KEY}/{next(_exchanges)}"
+    mine = worker_settings(config, data)
+    context = tf_context.context()
+    context.set_config_key_value(f"{key}/{own.job}/{own.index}", json.dumps(mine))
+    digests = _all_gathered(strategy, _digest(mine["settings"]))
+    if (digests == digests[0]).all():
+        return
+    published = {task: mine if task == own else _published(context, f"{key}/{task.job}/{task.index}", task)
+                 for task in tasks}
+    raise RunError(disagreement(tasks[0], own, published))
+
+
+def worker_settings(config, data):
+    """What this worker publishes: ``{"settings": {name: value}, "data_source": ...}``, its settings but
+    ``PER_WORKER``'s, with the SHA-256 of its data as ``data``; the source only names the data in messages."""
+    settings = {name: value for name, value in config_lib.as_json(config).items() if name not in PER_WORKER}
+    return {"settings": dict(settings, data=data["sha256"]), "data_source": data["source"]}
+
+
+def disagreement(chief, own, published):
+    """The one line of a cluster whose workers' ``published`` settings (``{task: worker_settings(...)}``) differ:
+    the chief's values beside those of this worker (``own``) when it differs from the chief, else of the first
+    worker that does."""
+    other = own if published[own]["settings"] != published[chief]["settings"] else \
+        next(task for task, theirs in published.items() if theirs["settings"] != published[chief]["settings"])
+    names = _differences(published[chief]["settings"], published[other]["settings"])
+    shown = names[:SHOWN_DIFFERENCES]
+    more = f" and {len(names) - len(shown)} more settings" if len(names) > len(shown) else ""
+
+    def values(task):
+        return ", ".join(_shown_setting(name, published[task]) for name in shown) + more
+
+    def who(task):
+        roles = [role for role, holds in (("the chief", task == chief), ("this worker", task == own)) if holds]
+        return f"{task}, {' and '.join(roles)}," if roles else str(task)
+
+    return (f"the workers were started with different settings: {who(chief)} has {values(chief)}; {who(other)} "
+            f"has {values(other)}; start every worker with the same flags (only --data_dir, --[no]download and "
+            f"--startup_timeout may differ: the data is compared by its SHA-256)")
+
+
+def _differences(chief_settings, other_settings):
+    """Names of the settings that differ, in the chief's order (a name only one side knows counts too)."""
+    names = list(chief_settings) + [name for name in other_settings if name not in chief_settings]
+    return [name for name in names if chief_settings.get(name) != other_settings.get(name)]
+
+
+def _shown_setting(name, published):
+    value = published["settings"].get(name)
+    if name == "data":
+        return f"data of SHA-256 {str(value)[:12]} ({published['data_source']})"
+    flags = {field.name: field.metadata["flag"] or field.name for field in config_lib.fields()}
+    return f"--{flags.get(name, name)}={'(none)' if value is None else value}"
+
+
+def _digest(settings):
+    """The SHA-256 of ``settings`` as 8 int32s, for a collective to gather."""
+    text = json.dumps(settings, sort_keys=True)
+    return np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.int32)
+
+
+def _all_gathered(strategy, digest):
+    """Every replica's copy of ``digest`` (8 int32s), from every worker: an array (replicas, 8)."""
+    values = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(digest[np.newaxis]))
+    return strategy.gather(values, axis=0).numpy()
+
+
+def _published(context, key, task):
+    """What ``task`` published under ``key``; it did before the collective that preceded this, so no wait."""
+    try:
+        return json.loads(context.get_config_key_value(key, timeout_in_ms=10_000))
+    except tf.errors.OpError as error:
+        raise RunError(f"the workers were started with different settings, and those of {task} cannot be read "
+                       f"({_first_line(error)}); start every worker with the same flags") from None
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 | path | written by |
 | --- | --- |
-| ``config.json`` | ``prepare``: ``{"format": "cnn-lab run 1", "config": {...}, "network": <arch>, "history": [...]}`` |
+| ``config.json`` | ``prepare``: ``{"format": "cnn-lab run 1", "config", "network", "data", "history"}`` |
 | ``flags.txt`` | ``prepare``: the flags as a flagfile that reruns (resumes) the run |
 | ``checkpoints/`` | the loops, through ``checkpoint_manager`` |
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
@@ -12,7 +12,11 @@
 
 What makes a folder a run directory is config.json's ``"format"`` field (or the exact shape of an older run's
 config.json: ``run_files.is_run``), never the names of the files in it: a start refuses a folder that holds
-anything else, so it never writes over someone's files.
+anything else, so it never writes over someone's files. A run whose config.json is gone is such a folder too:
+its checkpoints are not resumed, since nothing says which settings (or data) they were trained with.
+
+A resume is checked against config.json: the FIXED settings (``check``), the network, and the data, by the
+SHA-256 that ``data`` records (``check_data``; a run of code before the fingerprint resumes and gets one).
 
 Every file is written through ``run_files.write_atomically`` (a fresh temporary name, then a rename), so a crash
 leaves the old file or the new one, a full disk or read-only folder stops the run with one line, and no symbolic
@@ -156,6 +160,20 @@ class RunDir:
             raise RunError(f"--logdir {self.path} holds a run with {earlier}, not {asked}; resume with the run's "
                            f"own values, pass --allow_config_change, or choose a new --logdir")
 
+    def check_data(self, config, data):
+        """Refuses a resume on other data than the run trained on (the SHA-256 of ``data``, a
+        ``data.fingerprint``, differs from config.json's; a --data_dir whose mnist.npz holds Fashion-MNIST, say)
+        unless ``config.allow_config_change``, as a changed FIXED setting is. A run of older code recorded no
+        fingerprint: it resumes as before, and ``prepare`` records one from this start on. Chief only; reads only."""
+        if not self.chief or not self.holds_run():
+            return
+        recorded = _recorded_data(self.read_saved())
+        if recorded is None or recorded["sha256"] == data["sha256"] or config.allow_config_change:
+            return
+        raise RunError(f"--logdir {self.path} holds a run trained on other data ({_describe_data(recorded)}) than "
+                       f"this start's ({_describe_data(data)}); resume with the run's data, pass "
+                       f"--allow_config_change, or choose a new --logdir")
+
     # config.json ----------------------------------------------------------------------------------------------
 
     def read_saved(self):
@@ -183,29 +201,36 @@ class RunDir:
             config = dataclasses.replace(config, arch=network)
         return config
 
-    def prepare(self, config, flagfile=None, from_step=0, numerics=None):
+    def prepare(self, config, flagfile=None, from_step=0, numerics=None, data=None):
         """Creates the directory and records this start in config.json (and flags.txt when ``flagfile`` text is
-        given). Earlier starts stay in the history, with the fields this one changed and, under
-        ``--precision=auto``, the ``numerics`` it computed in and why (``training.numerics.Choice.record``)."""
+        given), with the fingerprint of the ``data`` it trains on (``data.fingerprint``; without one, the
+        recorded one is kept). Earlier starts stay in the history, with the fields this one changed (``data``:
+        the two SHA-256s) and, under ``--precision=auto``, the ``numerics`` it computed in and why
+        (``training.numerics.Choice.record``)."""
         if not self.chief:
             return
         os.makedirs(self.path, exist_ok=True)
-        history, changed = [], {}
+        history, changed, recorded = [], {}, None
         if os.path.exists(self.file(CONFIG)):
             saved = self.read_saved()
-            history = saved["history"]
+            history, recorded = saved["history"], _recorded_data(saved)
             now = config_lib.as_json(config)
             changed = {name: [old, now[name]] for name, old in saved["config"].items()
                        if name in now and old != now[name]}
+        if data and recorded and recorded["sha256"] != data["sha256"]:  # allowed by --allow_config_change
+            changed["data"] = [recorded["sha256"], data["sha256"]]
+        data = data or recorded
         # Which code on which CPU: a run resumed across sessions may have had several of each.
         history.append(dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                             from_step=from_step, changed=changed, commit=provenance.git_commit(),
                             cpu=provenance.cpu_model()))
         if numerics:
             history[-1]["numerics"] = numerics
-        run_files.write_atomically(self.file(CONFIG), json.dumps(dict(
-            format=run_files.RUN_FORMAT, config=config_lib.as_json(config), network=architecture.resolve(config.arch),
-            history=history), indent=2))
+        record = dict(format=run_files.RUN_FORMAT, config=config_lib.as_json(config),
+                      network=architecture.resolve(config.arch), history=history)
+        if data:
+            record["data"] = data
+        run_files.write_atomically(self.file(CONFIG), json.dumps(record, indent=2))
         if flagfile is not None:
             run_files.write_atomically(self.file(FLAGFILE), flagfile)
 
@@ -415,6 +440,21 @@ def _newest_restorable(prefixes, restore, mismatch):
             continue
         return prefix, skipped
     return None, skipped
+
+
+def _recorded_data(saved):
+    """The data fingerprint config.json recorded (``{"sha256", "source", "images"}``), or None: a run of code
+    before fingerprints, or a record without a hash, which the next start replaces."""
+    data = saved.get("data")
+    return data if isinstance(data, dict) and isinstance(data.get("sha256"), str) else None
+
+
+def _describe_data(data):
+    """``<source>, 60,000 + 10,000 images, SHA-256 0123456789ab``: enough to tell two datasets apart by eye."""
+    images = data.get("images")
+    counts = f"{images[0]:,} + {images[1]:,} images, " \
+        if isinstance(images, list) and len(images) == 2 and all(isinstance(n, int) for n in images) else ""
+    return f"{data.get('source', 'unknown source')}, {counts}SHA-256 {data['sha256'][:12]}"
 
 
 def _reasons(skipped):

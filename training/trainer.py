@@ -40,7 +40,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
     start = time.time()
     strategy = strategy or distribute.make_strategy(config.strategy, startup_timeout=config.startup_timeout)
     check_batch_sizes(config, strategy.num_replicas_in_sync)
-    run_dir = RunDir(config.logdir, chief=distribute.is_chief(strategy), worker_name=distribute.task_name())
+    run_dir = RunDir(config.logdir, chief=distribute.is_chief(strategy), worker_name=distribute.task_name(strategy))
     failed = True
     try:
         run_dir.lock()
@@ -52,6 +52,9 @@ def train(config, dataset=None, strategy=None, flagfile=None):
             run_dir.check(config)
         config.check_on_disk()
         dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
+        data = data_lib.fingerprint(dataset)
+        run_dir.check_data(config, data)
+        distribute.check_workers_agree(strategy, config, data)  # before the first collective of the run
         validation = None
         if config.validation_split:
             dataset, validation = data_lib.split_validation(dataset, config.validation_split,
@@ -81,7 +84,8 @@ def train(config, dataset=None, strategy=None, flagfile=None):
             failed = False
             return TrainResult(finished, parts.network)
         # Only now: a failed start leaves no run behind.
-        run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None)
+        run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None,
+                        data=data)
         # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
         # a checkpoint is a collective save, and a signal reaches one worker only.
         with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:
