@@ -8,7 +8,12 @@ from experiments.variants import VARIANT_NAMES
 from flags import cli
 from models import architecture
 from training.choices import FLIP_MODES
+from training.config import MAX_BATCH, MAX_STEPS
 from training.dataset_info import DATASETS
+
+
+MAX_TIMED_STEPS = 10_000  # per round: 100x the default, a day of the CIFAR speed recipe's slowest steps
+MAX_ROUNDS = 100  # as --seeds
 
 
 def define_flags():
@@ -29,10 +34,12 @@ def define_flags():
                            "input pipeline, as --augment does in a run.")
     absl_flags.DEFINE_integer("crop_padding", 4, "_augmented variants: pixels of reflected padding before the crop.")
     absl_flags.DEFINE_enum("flip", "random", list(FLIP_MODES), "_augmented variants: how images are flipped.")
-    for name in ("batch_size", "steps_per_loop", "steps", "rounds"):
-        absl_flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
-    absl_flags.register_validator("variants", lambda v: v and set(v) <= set(VARIANT_NAMES),
-                                  message=f"--variants must be a comma-separated subset of {','.join(VARIANT_NAMES)}")
+    for name, limit in (("batch_size", MAX_BATCH), ("steps_per_loop", MAX_STEPS), ("steps", MAX_TIMED_STEPS),
+                        ("rounds", MAX_ROUNDS)):
+        absl_flags.register_validator(name, lambda v, limit=limit: 0 < v <= limit,
+                                      message=f"--{name} must be a positive integer, at most {limit}")
+    absl_flags.register_validator("variants", lambda v: v and set(v) <= set(VARIANT_NAMES) and len(set(v)) == len(v),
+                                  message=f"--variants must be distinct names from {','.join(VARIANT_NAMES)}")
     absl_flags.register_validator("crop_padding", lambda v: 0 <= v <= 16,
                                   message="--crop_padding must be an integer in [0, 16]")
     cli.register_arch_validator()

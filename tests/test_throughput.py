@@ -1,6 +1,11 @@
 """The benchmark's arithmetic: training FLOPs per image, the share of the peak, and a tiny real measurement."""
 
 import dataclasses
+import subprocess
+import sys
+
+import pytest
+from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
 
 from experiments import throughput
 from training.config import TrainConfig
@@ -61,3 +66,15 @@ def test_a_tiny_measurement_and_the_probes_give_positive_rates(tiny_mnist):
     assert set(rates) == {"custom", "reference_augmented"} and all(len(r) == 1 and r[0] > 0 for r in rates.values())
     peaks = throughput.peak_probes(seconds=0.2)
     assert peaks["matmul"] > 1e8 and peaks["conv"] > 1e8  # any CPU of this century does 0.1 GFLOP/s
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--steps=1000000000000", "--steps must be a positive integer, at most 10000"),
+    ("--rounds=1000", "--rounds must be a positive integer, at most 100"),
+    ("--variants=custom,custom", "--variants must be distinct names from custom,"),
+])
+def test_the_benchmark_refuses_unbounded_sizes_in_one_line(flag, message):
+    process = subprocess.run([sys.executable, "-m", "experiments.benchmark", flag], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert process.returncode == 2 and message in process.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in process.stderr
