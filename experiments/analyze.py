@@ -6,17 +6,9 @@ convolutions, the late convolutions and the dense layers; then the same for the 
 the architecture plan (``models/analysis.py``).
 """
 
-import sys
+from absl import flags as absl_flags
 
-if __name__ == "__main__":
-    from flags import console
-
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-
-from flags import analyze_flags, cli  # noqa: E402
+from flags import analyze_flags, cli
 
 analyze_flags.define_flags()
 FLAGS = absl_flags.FLAGS

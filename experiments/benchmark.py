@@ -6,17 +6,9 @@ and conv probes in the same process (``experiments/throughput.py``). ``--recipe=
 a run of that recipe takes.
 """
 
-import sys
+from absl import flags as absl_flags
 
-if __name__ == "__main__":
-    from flags import console
-
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-
-from flags import benchmark_flags, cli, train_flags  # noqa: E402
+from flags import benchmark_flags, cli, train_flags
 
 benchmark_flags.define_flags()
 FLAGS = absl_flags.FLAGS

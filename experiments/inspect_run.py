@@ -3,17 +3,9 @@
 Writes the pictures ``experiments/inspection.py`` describes into ``<run_dir>/inspect/`` and prints their paths.
 """
 
-import sys
+from absl import flags as absl_flags
 
-if __name__ == "__main__":
-    from flags import console
-
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-
-from flags import cli, inspect_flags  # noqa: E402
+from flags import cli, inspect_flags
 
 inspect_flags.define_flags()
 FLAGS = absl_flags.FLAGS

@@ -14,8 +14,8 @@ import threading
 import time
 
 from training import run_files
-from training.stopping import handling_stop_signals
 from training.errors import OneLineError
+from training.stopping import handling_stop_signals
 
 
 class StateFileError(OneLineError, ValueError):

@@ -8,17 +8,10 @@ the cores (``experiments/profile_stats.py``).
 """
 
 import os
-import sys
 
-if __name__ == "__main__":
-    from flags import console
+from absl import flags as absl_flags
 
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-
-from flags import cli  # noqa: E402
+from flags import cli
 
 absl_flags.DEFINE_string("logdir", None, "Run directory holding plugins/profile/<session>/.")
 absl_flags.DEFINE_integer("top", 12, "Op types listed one by one; the rest are summed in one row.")

@@ -9,15 +9,9 @@ import os
 import shlex
 import sys
 
-if __name__ == "__main__":
-    from flags import console
+from absl import flags as absl_flags
 
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-
-from flags import cli, race_flags  # noqa: E402
+from flags import cli, race_flags
 
 race_flags.define_flags()
 FLAGS = absl_flags.FLAGS

@@ -4,17 +4,9 @@ Prints a table of each figure as stated and as measured at this commit (``experi
 1 when one no longer holds. ``--notrain`` checks the counts only (a second), without training the main job.
 """
 
-import sys
+from absl import flags as absl_flags
 
-if __name__ == "__main__":
-    from flags import console
-
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-
-from flags import cli  # noqa: E402
+from flags import cli
 
 absl_flags.DEFINE_boolean("train", True, "Also train the main job (seed 0, bundled subset) and check its accuracy.")
 FLAGS = absl_flags.FLAGS

@@ -13,16 +13,10 @@ import os
 import shlex
 import sys
 
-if __name__ == "__main__":
-    from flags import console
+from absl import flags as absl_flags
+from absl import logging
 
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-from absl import logging  # noqa: E402
-
-from flags import cli, sweep_flags  # noqa: E402
+from flags import cli, sweep_flags
 
 sweep_flags.define_flags()
 FLAGS = absl_flags.FLAGS

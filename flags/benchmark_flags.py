@@ -11,7 +11,6 @@ from training.choices import FLIP_MODES
 from training.config import MAX_BATCH, MAX_STEPS
 from training.dataset_info import DATASETS
 
-
 MAX_TIMED_STEPS = 10_000  # per round: 100x the default, a day of the CIFAR speed recipe's slowest steps
 MAX_ROUNDS = 100  # as --seeds
 

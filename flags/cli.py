@@ -7,6 +7,7 @@ import sys
 from absl import app, logging
 from absl import flags as absl_flags
 
+from flags import console
 from training.errors import OneLineError
 
 
@@ -28,7 +29,12 @@ def run(program, body, positional=False, stopped="stopped by a signal"):
     line and exit 2), arguments besides flags are refused unless ``positional``, and a ``OneLineError`` is one
     line and exit 1. SIGTERM stops the body as Ctrl-C does, through its own cleanup (a run's lock, a directory
     that a start made and never checkpointed into); either then prints one line, ``<program>: <what the
-    KeyboardInterrupt says, else stopped>``, and exits with ``STOPPED`` (130)."""
+    KeyboardInterrupt says, else stopped>``, and exits with ``STOPPED`` (130).
+
+    Every entry point starts here, so here the console is quieted, before any body imports TensorFlow (entry
+    points import only TensorFlow-free flag modules at the top: tests/test_layout.py)."""
+    console.quiet(sys.argv)
+
     def main(argv):
         if len(argv) > 1 and not positional:
             fail(program, f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", status=2)

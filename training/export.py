@@ -4,14 +4,6 @@ Writes ``RUN/export/saved_model/`` (uint8 images in, probabilities and class ids
 for a Keras run and ``RUN/export/export.json``, as ``training/exporting.py`` describes, and prints their paths.
 """
 
-import sys
-
-if __name__ == "__main__":
-    from flags import console
-
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
 from absl import flags as absl_flags
 
 from flags import cli, export_flags

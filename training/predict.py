@@ -5,14 +5,6 @@ instead, the export's accuracy on the run's test set. Reads ``RUN/export/saved_m
 none (export it first with ``python -m training.export``); see ``training/predicting.py``.
 """
 
-import sys
-
-if __name__ == "__main__":
-    from flags import console
-
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
 from absl import flags as absl_flags
 
 from flags import cli, predict_flags

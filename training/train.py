@@ -5,18 +5,11 @@ nor downloaded) and writes TensorBoard logs, checkpoints, flags.txt and results.
 """
 
 import os
-import sys
 
-if __name__ == "__main__":
-    from flags import console
+from absl import flags as absl_flags
 
-    # Before TensorFlow is imported: its C++ libraries print their notices as they load.
-    console.quiet(sys.argv)
-
-from absl import flags as absl_flags  # noqa: E402
-
-from flags import cli, train_flags  # noqa: E402
-from training.errors import RunError  # noqa: E402
+from flags import cli, train_flags
+from training.errors import RunError
 
 train_flags.define_flags()
 FLAGS = absl_flags.FLAGS
@@ -27,8 +20,8 @@ def main(arguments):
     from absl import logging
 
     from training import distribute, progress, stopping, trainer
-    from training.rundir import stopped_message
     from training.run_files import RESULTS
+    from training.rundir import stopped_message
 
     config = train_flags.config_from_flags(FLAGS)
     distribute.configure_devices(config.num_cpu_devices, config.tf32)
