@@ -21,7 +21,7 @@ def define_flags():
                              "implementation, loop, XLA and precision); then --dataset, --arch, --batch_size, "
                              "--crop_padding and --flip are the recipe's and may not be given.")
     absl_flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset whose images are fed.")
-    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz; empty: Keras cache or bundled MNIST.")
+    cli.define_data_dir("Empty: the Keras cache, then the bundled MNIST subset.")
     absl_flags.DEFINE_string("arch", architecture.DEFAULT_ARCH, "Architecture string or preset.")
     absl_flags.DEFINE_integer("batch_size", 128, "Global batch size.")
     absl_flags.DEFINE_integer("steps_per_loop", 10, "Steps per tf.function call (fit's steps_per_execution).")

@@ -75,6 +75,25 @@ def check_directory(name, required=False):
     check(name, lambda v: unset(v) or os.path.isdir(v), "must be an existing directory")
 
 
+def define_data_dir(meaning):
+    """``--data_dir``, the folder of ``<dataset>.npz`` files, with what this command does with it (``meaning``,
+    a sentence); a folder given must exist."""
+    absl_flags.DEFINE_string("data_dir", "", f"Folder holding <dataset>.npz (x_train, y_train, x_test, y_test). "
+                             f"{meaning}")
+    check_directory("data_dir")
+
+
+def define_table_flags(default, refused, unit):
+    """``--out`` (the markdown table a command writes; ``default`` where it goes otherwise, ``refused`` which
+    tables there it will not replace) and ``--overwrite_table``, for tables of finished ``unit`` (runs, seeds)."""
+    absl_flags.DEFINE_string("out", "", f"Markdown file to write; default {default}. A table there {refused}, or "
+                             "written by hand, is refused.")
+    absl_flags.DEFINE_bool("overwrite_table", False, "Replace --out whatever table it holds, and at once, even by a "
+                           f"table of fewer finished {unit} (otherwise that one goes to <out>.incomplete.md until it "
+                           "has caught up).")
+    check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")
+
+
 # Bytes a float32 weight costs while training: the weight, its gradient and two Adam moments.
 TRAINING_BYTES_PER_PARAM = 16
 

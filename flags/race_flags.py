@@ -15,7 +15,7 @@ def define_flags():
     absl_flags.DEFINE_list("flagfiles", None, "Two or more training flagfiles; the first is the baseline.")
     absl_flags.DEFINE_float("target_accuracy", None, "Test accuracy in (0, 1] every recipe races to.")
     absl_flags.DEFINE_integer("seeds", 3, "Runs per recipe, with seeds 0, 1, ..., seeds-1, run alternately.")
-    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz, passed to every run.")
+    cli.define_data_dir("Passed to every run.")
     absl_flags.DEFINE_float("eval_every_epochs", 0.0, "Evaluate every run after this many epochs, overriding the "
                             "flagfiles, so every recipe is checked after the same numbers of images; 0: each "
                             "flagfile's own interval.")
@@ -23,15 +23,10 @@ def define_flags():
     absl_flags.DEFINE_string("logdir", DEFAULT_LOGDIR, "Root of the run directories "
                              "<logdir>/<recipe>-seed<k> and of race.json, the race's terms: the same command "
                              "continues a stopped race there (same recipes, settings, commit and CPU model).")
-    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/race.md. A table there of "
-                             "another race, or written by hand, is refused.")
-    absl_flags.DEFINE_bool("overwrite_table", False, "Replace --out whatever table it holds, and at once, even by "
-                           "a table of fewer finished runs (otherwise that one goes to <out>.incomplete.md until it "
-                           "has caught up).")
+    cli.define_table_flags("<logdir>/race.md", "of another race", "runs")
     absl_flags.mark_flags_as_required(["flagfiles", "target_accuracy"])
     cli.check("flagfiles", lambda v: v is None or (len(v) >= 2 and all(os.path.isfile(f) for f in v)),
               "must name two or more existing flagfiles, the baseline first")
     cli.check("target_accuracy", lambda v: v is None or 0 < v <= 1, "must be in (0, 1]")
     cli.check("seeds", lambda v: 0 < v <= MAX_SEEDS, f"must be a positive integer, at most {MAX_SEEDS}")
     cli.check("eval_every_epochs", lambda v: v >= 0, "must be >= 0")
-    cli.check_directory("data_dir")

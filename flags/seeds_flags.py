@@ -18,14 +18,11 @@ def define_flags():
     # Not --flagfile: absl reads that one as flags of this command.
     absl_flags.DEFINE_string("recipe", None, "A training flagfile (e.g. flags/mnist_full.cfg) to run over seeds.")
     absl_flags.DEFINE_integer("seeds", 3, "Runs with seeds 0, 1, ..., seeds-1.")
-    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz, passed to every run.")
+    cli.define_data_dir("Passed to every run.")
     absl_flags.DEFINE_string("logdir", DEFAULT_LOGDIR, "Root of the run directories "
                              "<logdir>/<recipe>-seed<k>; a finished run there is read, an unfinished one resumed.")
-    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/<recipe>.md. A table there that "
-                             "this command wrote for another version of the recipe, or by hand, is refused.")
-    absl_flags.DEFINE_bool("overwrite_table", False, "Replace --out whatever table it holds, and at once, even by "
-                           "a table of fewer finished seeds (otherwise that one goes to <out>.incomplete.md until "
-                           "it has caught up).")
+    cli.define_table_flags("<logdir>/<recipe>.md", "that this command wrote for another version of the recipe",
+                           "seeds")
     absl_flags.DEFINE_integer("jobs", 1, "Seeds trained at once, side by side, the next starting as soon as one "
                               "ends: two on 2 cores put 0.96-1.37x the images/s of one through them, by machine and "
                               "net (WORKSPACE.md section 12), for recipes whose result is an accuracy; their "
@@ -34,5 +31,3 @@ def define_flags():
     cli.check("recipe", lambda v: v is None or os.path.isfile(v), "must name an existing flagfile")
     cli.check("seeds", lambda v: 0 < v <= MAX_SEEDS, f"must be a positive integer, at most {MAX_SEEDS}")
     cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")
-    cli.check_directory("data_dir")
-    cli.check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")

@@ -17,18 +17,14 @@ def define_flags():
     """Defines the sweep flags on ``absl_flags.FLAGS`` (once per process)."""
     absl_flags.DEFINE_enum("grid", None, list(grids.GRIDS), "Named grid of points to train (experiments/grids.py).")
     absl_flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset to train and test on.")
-    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); "
-                        "empty: tf.keras.datasets, then the MNIST subset bundled in bundled_data/.")
+    cli.define_data_dir("Passed to every run; empty: tf.keras.datasets, then the MNIST subset bundled in "
+                        "bundled_data/.")
     absl_flags.DEFINE_integer("seeds", 3, "Runs per point, with seeds 0, 1, ..., seeds-1.")
     absl_flags.DEFINE_integer("train_steps", 0, "Optimizer steps per run; 0: the grid's own budget "
                          f"({grids.DEFAULT_TRAIN_STEPS} steps of {grids.DEFAULT_BATCH_SIZE} images for every "
                          "grid now).")
-    absl_flags.DEFINE_string("out", "", "Markdown file to write; default <logdir>/<grid>-<dataset>.md. A table "
-                             "there that this command wrote for another grid, budget or seed count, or by hand "
-                             "(the tables in sweeps/), is refused.")
-    absl_flags.DEFINE_bool("overwrite_table", False, "Replace --out whatever table it holds, and at once, even by "
-                           "a table of fewer finished points (otherwise that one goes to <out>.incomplete.md until "
-                           "it has caught up).")
+    cli.define_table_flags("<logdir>/<grid>-<dataset>.md", "that this command wrote for another grid, budget or "
+                           "seed count", "points")
     absl_flags.DEFINE_string("logdir", DEFAULT_LOGDIR, "Root of the run directories: each run lives in "
                         "<logdir>/<grid>/<dataset>/<point>-seed<k>, and a finished one is reused, not retrained.")
     absl_flags.DEFINE_integer("jobs", 1, "Runs trained at once, each in a process of its own; this process then "
@@ -42,9 +38,7 @@ def define_flags():
 
 
 def _register_validators():
-    cli.check_directory("data_dir")
     cli.check("seeds", lambda v: 0 < v <= MAX_SEEDS, f"must be a positive integer, at most {MAX_SEEDS}")
     cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")
     cli.check("train_steps", lambda v: 0 <= v <= MAX_STEPS,
               f"must be a non-negative integer, at most {MAX_STEPS} (0: the grid's budget)")
-    cli.check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")
