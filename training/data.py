@@ -21,7 +21,7 @@ from absl import logging
 from keras.src.utils import file_utils as keras_file_utils
 
 from training.dataset_info import DATASETS, held_out_count
-from training.errors import OneLineError
+from training.errors import OneLineError, first_line
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 COARSE_KEYS = ("y_train_coarse", "y_test_coarse", "fine_to_coarse")  # optional, all or none
@@ -294,7 +294,7 @@ def _check_header(path, name, key, archive, member):
             else:
                 raise ValueError(f"format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
         except (ValueError, SyntaxError, tokenize.TokenError) as error:  # NumPy tokenizes the header's text
-            raise DataError(f"{path}: {key} is not a readable .npy array ({_first_line(error)})") from None
+            raise DataError(f"{path}: {key} is not a readable .npy array ({first_line(error)})") from None
         header_bytes = file.tell()
     if dtype.hasobject:
         raise DataError(f"{path}: {key} holds Python objects (dtype {dtype}), which are not loaded because "
@@ -310,13 +310,6 @@ def _check_header(path, name, key, archive, member):
     if declared > limit:
         raise DataError(f"{path}: {key} declares shape {shape} of {dtype} ({declared:,} bytes), more than the "
                         f"{limit:,}-byte limit for one array")
-
-
-def _first_line(error):
-    """An exception's message on one line: NumPy's quotes the header, newline included, and a ``TokenError``'s
-    is its first argument (the second is where)."""
-    message = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
-    return " ".join(message.split())
 
 
 def _validated(name, arrays, where, source):

@@ -13,7 +13,6 @@ antialiasing, aspect ratio not kept).
 import dataclasses
 import json
 import os
-import re
 import zipfile
 
 import numpy as np
@@ -23,7 +22,7 @@ from absl import logging
 from training import data as data_lib
 from training import exporting
 from training.dataset_info import SPLITS
-from training.errors import OneLineError
+from training.errors import OneLineError, first_line
 from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
 
 BATCH_SIZE = 500  # images per call of the SavedModel
@@ -162,7 +161,7 @@ def load_export(run_dir, config=None):
         model = tf.saved_model.load(paths.saved_model)
         serve = model.signatures[exporting.SIGNATURE]
     except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
-        raise PredictError(f"{paths.saved_model} cannot be loaded ({_first_line(error)}); export the run again: "
+        raise PredictError(f"{paths.saved_model} cannot be loaded ({first_line(error)}); export the run again: "
                            f"python3 -m training.export --run_dir={run_dir}") from None
     _warn_if_stale(run_dir, paths.record)
     info = data_lib.DATASETS[config.dataset]
@@ -238,7 +237,7 @@ def _decode(path):
     try:
         return tf.io.decode_image(contents, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, ValueError) as error:
-        raise PredictError(f"{path}: cannot be decoded as an image ({_first_line(error)}); give PNG or JPEG files, "
+        raise PredictError(f"{path}: cannot be decoded as an image ({first_line(error)}); give PNG or JPEG files, "
                            f"or .npz files holding {' or '.join(NPZ_KEYS)}") from None
 
 
@@ -256,7 +255,7 @@ def _read_npz(path):
     except PredictError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise PredictError(f"{path}: not a readable .npz file ({_first_line(error)})") from None
+        raise PredictError(f"{path}: not a readable .npz file ({first_line(error)})") from None
     if images.dtype != np.uint8:
         raise PredictError(f"{path}: {key} has dtype {images.dtype}, expected uint8 pixels in [0, 255]")
     if images.ndim == 3:
@@ -278,10 +277,3 @@ def _warn_if_stale(run_dir, record_path):
     if newest and os.path.abspath(newest[0]) != exported:
         logging.warning("the export holds %s, but the run's newest checkpoint is %s; export it again to use it: "
                         "python3 -m training.export --run_dir=%s", exported, newest[0], run_dir)
-
-
-def _first_line(error):
-    """The first line of ``error``'s message without TensorFlow's ``{{function_node ...}}`` and ``[Op:...]``."""
-    lines = str(error).strip().splitlines()
-    line = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\]$", "", lines[0]) if lines else ""
-    return line[:200] or type(error).__name__
