@@ -30,6 +30,7 @@ from experiments.launch import (
     train_command,
 )
 from experiments.report import TableWriter, machine_record, text_digest
+from training import run_files
 from training.errors import OneLineError
 
 RACE_TERMS = "race.json"
@@ -221,9 +222,7 @@ def record_terms(logdir, terms):
     """Writes ``terms`` to ``<logdir>/race.json``, whole or not at all."""
     path = os.path.join(logdir, RACE_TERMS)
     os.makedirs(logdir, exist_ok=True)
-    with open(path + ".tmp", "w") as file:
-        json.dump(terms, file, indent=2)
-    os.replace(path + ".tmp", path)
+    run_files.write_atomically(path, json.dumps(terms, indent=2))
 
 
 def table_path(out, logdir):

@@ -25,6 +25,7 @@ from experiments.launch import (
     train_command,
 )
 from experiments.report import TableWriter, accuracy_spread, machine_record, text_digest
+from training import run_files
 from training.errors import OneLineError
 
 
@@ -46,9 +47,7 @@ def check_recipe(flagfile, logdir):
                              f"--logdir")
         return
     os.makedirs(logdir, exist_ok=True)
-    with open(manifest + ".tmp", "w") as file:
-        json.dump(dict(flagfile=flagfile, flagfile_text=text), file, indent=2)
-    os.replace(manifest + ".tmp", manifest)
+    run_files.write_atomically(manifest, json.dumps(dict(flagfile=flagfile, flagfile_text=text), indent=2))
 
 
 # The results.json fields the table reads.

@@ -196,3 +196,18 @@ def test_a_seed_count_past_the_bound_is_refused_at_once_in_one_line(tmp_path, re
     assert process.returncode == 2 and "Traceback" not in process.stderr
     assert process.stderr.strip().splitlines()[-1] == (
         f"{command}.py: error: flag --seeds=10000000: --seeds must be a positive integer, at most 100")
+
+
+def test_the_recipe_record_and_the_table_are_never_written_through_a_planted_link(tmp_path, recipe):
+    # Both were written through a fixed "<name>.tmp", which a link planted there redirected; now each write takes
+    # a fresh temporary name (run_files.write_atomically).
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's file\n")
+    runs, out = tmp_path / "runs", tmp_path / "report.md"
+    runs.mkdir()
+    for planted in (runs / "recipe.seeds.json.tmp", tmp_path / "report.md.tmp"):
+        planted.symlink_to(victim)
+    seed_runs.seeds_and_report(recipe, 1, str(runs), str(out), "the command", launch=_fake_training([]))
+    assert victim.read_text() == "someone's file\n"
+    assert json.loads((runs / "recipe.seeds.json").read_text())["flagfile"] == recipe
+    assert out.read_text().startswith("# recipe: 1 of 1 seeds\n")
