@@ -1,4 +1,5 @@
-"""Using a trained run: its export (a SavedModel, and a .keras file for Keras runs) and predictions from it.
+"""Using a trained run: opening it (``training.trained_run``), its export (a SavedModel, and a .keras file for
+Keras runs) and predictions from it.
 
 Two tiny runs are trained and exported once for the module: a Keras one that standardises, with batch norm and
 dropout, and a reference one that scales to [0, 1] and evaluates with flip+translate test-time augmentation. A
@@ -9,6 +10,7 @@ run start before the runs train, the two that import TensorFlow (seconds each) t
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,11 +21,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import reference
 from models.keras_cnn import CNN
 from training import config as config_lib
-from training import exporting, pipeline, predicting
-from training.config import TrainConfig
+from training import data as data_lib
+from training import exporting, pipeline, predicting, run_files, trained_run
+from training.config import VALIDATION_SPLIT_SEED, TrainConfig
 from training.loop import augmented_logits
+from training.trained_run import EXPORT, INSPECT, TrainedRun, TrainedRunError
 from training.trainer import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -359,7 +364,7 @@ def test_runs_that_cannot_be_exported_are_refused_in_one_line(broken_runs):
                           f"pass --data_dir=<folder holding mnist.npz>",
     }
     for run_dir, message in expected.items():
-        with pytest.raises(exporting.ExportError) as error:
+        with pytest.raises(TrainedRunError) as error:
             exporting.export_run(run_dir)
         assert str(error.value).startswith(message)
         assert "\n" not in str(error.value)
@@ -371,6 +376,18 @@ def test_predict_refuses_a_run_without_export(broken_runs, digit):
     with pytest.raises(predicting.PredictError, match=r"export/saved_model does not exist; export the run first: "
                        r"python3 -m training.export --run_dir="):
         predicting.predict_files(run_dir, [digit[1]])
+
+
+def test_export_predict_and_inspect_refuse_a_run_they_cannot_open_with_one_error(broken_runs, digit):
+    from experiments import inspection
+
+    run_dir = broken_runs["no_checkpoint"]
+    message = f"^{re.escape(run_dir)}/checkpoints holds no checkpoint yet"
+    for use in (exporting.export_run, inspection.inspect_run):
+        with pytest.raises(TrainedRunError, match=message):
+            use(run_dir)
+    with pytest.raises(TrainedRunError, match=f"^run directory {re.escape(broken_runs['missing'])} does not exist$"):
+        predicting.predict_files(broken_runs["missing"], [digit[1]])
 
 
 def test_data_dir_flag_supplies_a_standardised_run_its_training_images(broken_runs, tiny_mnist_dir):
@@ -399,3 +416,42 @@ def test_commands_fail_with_one_line(commands, name):
     assert "Traceback" not in process.stderr
     assert process.stderr.splitlines()[-1].startswith(message.format(folder=commands["folder"]))
     assert process.stdout == ""
+
+
+
+def test_opening_a_run_gives_its_restored_network_preprocessing_classes_and_folders(runs, tiny_mnist,
+                                                                                    tiny_mnist_dir, tmp_path):
+    run = TrainedRun.open(runs["keras"].run_dir)
+    assert (run.step, os.path.basename(run.checkpoint)) == (20, "ckpt-20")
+    trained = runs["keras"].result.model.named_weights()
+    for name, variable in run.network.named_weights().items():
+        np.testing.assert_array_equal(variable.numpy(), trained[name].numpy(), err_msg=name)
+    mean, std = pipeline.channel_stats(tiny_mnist.x_train)
+    stats = run.standardization  # from the run's own data_dir, as training computed them
+    assert stats.mean.tolist() == mean.tolist() and stats.std.tolist() == std.tolist()
+    assert stats.source == str(tiny_mnist_dir / "mnist.npz")
+    images = tiny_mnist.x_test[:4]
+    np.testing.assert_array_equal(run.eval_preprocess()(tf.constant(images), None)[0],
+                                  preprocessed("keras", tiny_mnist, images))
+    assert run.class_names == tuple(map(str, range(10))) and run.info.image_shape == (28, 28, 1)
+    assert run.subfolder(EXPORT) == os.path.join(run.path, "export")
+    assert run.subfolder(INSPECT) == os.path.join(run.path, "inspect")
+    # A run that held out validation images standardised with the rest of its training set.
+    held_out = dataclasses.replace(run, config=dataclasses.replace(run.config, validation_split=0.25))
+    rest = data_lib.split_validation(tiny_mnist, 0.25, VALIDATION_SPLIT_SEED)[0].x_train
+    assert held_out.standardization.mean.tolist() == pipeline.channel_stats(rest)[0].tolist() != mean.tolist()
+    other = TrainedRun.open(runs["reference"].run_dir)
+    assert isinstance(other.network, reference.ReferenceCNN) and other.standardization is None
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "inspect").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(run_files.RunFileError, match=f"^{tmp_path}/inspect is a symbolic link"):
+        trained_run.subfolder(str(tmp_path), INSPECT, create=True)
+
+
+def test_a_damaged_results_json_is_passed_over(runs, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    (run_dir / "results.json").write_text("{")
+    assert TrainedRun.open(str(run_dir)).standardization.std.shape == (1,)
+    evaluation = predicting.evaluate_split(str(run_dir), "test")
+    assert evaluation.recorded is None and evaluation.total == 256

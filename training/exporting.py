@@ -14,7 +14,8 @@ Restores the run's newest checkpoint and writes into ``<run_dir>/export/``:
   augmentation, the baked-in mean and std and the file they came from.
 
 A run trained further after its export keeps the old export until ``export_run`` runs again; every export
-replaces the previous one whole.
+replaces the previous one whole. The run is opened through ``training.trained_run``, as predict and inspection
+open it.
 """
 
 import json
@@ -26,21 +27,11 @@ import tensorflow as tf
 from absl import logging
 
 from models.network import CAPABILITIES
-from training import data as data_lib
-from training import pipeline
-from training.config import VALIDATION_SPLIT_SEED
-from training.errors import OneLineError, RunError
 from training.loop import augmented_logits
-from training.parts import build_run_network
-from training.rundir import RunDir
+from training.trained_run import EXPORT, TrainedRun, subfolder
 
-EXPORT, SAVED_MODEL, KERAS_FILE, RECORD = "export", "saved_model", "model.keras", "export.json"
+SAVED_MODEL, KERAS_FILE, RECORD = "saved_model", "model.keras", "export.json"
 SIGNATURE = "serving_default"
-
-
-class ExportError(OneLineError, ValueError):
-    """A run that cannot be exported (no such directory, no checkpoint, training data not found); the message says
-    why."""
 
 
 class ExportPaths(NamedTuple):
@@ -51,7 +42,7 @@ class ExportPaths(NamedTuple):
 
 def export_paths(run_dir, impl="keras"):
     """Where ``export_run`` writes for a run of ``impl``."""
-    folder = os.path.join(run_dir, EXPORT)
+    folder = subfolder(run_dir, EXPORT)
     keras_file = os.path.join(folder, KERAS_FILE) if CAPABILITIES[impl].saves_keras_file else None
     return ExportPaths(os.path.join(folder, SAVED_MODEL), keras_file, os.path.join(folder, RECORD))
 
@@ -62,34 +53,33 @@ def export_run(run_dir, data_dir=""):
 
     ``data_dir`` holds ``<dataset>.npz`` for a run that standardised, whose training images give the mean and
     std; empty: the run's own ``data_dir``, then the Keras cache, then the bundled MNIST subset. Never downloads.
-    Raises ``ExportError`` (or ``data.DataError`` for a malformed data file) with a one-line reason.
+    Raises ``trained_run.TrainedRunError`` for a run that cannot be opened (or ``data.DataError`` for a malformed
+    data file), with a one-line reason.
     """
-    config = read_run_config(run_dir)
-    info = data_lib.DATASETS[config.dataset]
-    network, checkpoint, step = restore_network(run_dir, config)
-    mean, std, stats_source = standardization_stats(config, run_dir, data_dir)
+    run = TrainedRun.open(run_dir, data_dir)
+    config, stats = run.config, run.standardization
     paths = export_paths(run_dir, config.impl)
-    os.makedirs(os.path.dirname(paths.saved_model), exist_ok=True)
-    module = ServingModule(network, pipeline.make_preprocess(mean, std), info.image_shape,
-                           config.test_time_augmentation)
+    module = ServingModule(run.network, run.eval_preprocess(), run.info.image_shape, config.test_time_augmentation)
+    folder = run.subfolder(EXPORT, create=True)
     _replace(paths.saved_model, lambda tmp: tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve}))
     if paths.keras:
-        _replace(paths.keras, network.save, suffix=".tmp.keras")  # Keras insists on the .keras ending
+        _replace(paths.keras, run.network.save, suffix=".tmp.keras")  # Keras insists on the .keras ending
     record = {
-        "run_dir": os.path.abspath(run_dir), "checkpoint": os.path.abspath(checkpoint),
-        "step": step, "dataset": config.dataset, "arch": config.arch, "impl": config.impl,
-        "precision": config.precision, "image_shape": list(info.image_shape),
-        "class_names": list(info.class_names or map(str, range(info.num_classes))),
+        "run_dir": os.path.abspath(run_dir), "checkpoint": os.path.abspath(run.checkpoint),
+        "step": run.step, "dataset": config.dataset, "arch": config.arch, "impl": config.impl,
+        "precision": config.precision, "image_shape": list(run.info.image_shape),
+        "class_names": list(run.class_names),
         "test_time_augmentation": config.test_time_augmentation,
-        "standardize": config.standardize, "mean": None if mean is None else mean.tolist(),
-        "std": None if std is None else std.tolist(), "stats_source": stats_source,
+        "standardize": config.standardize, "mean": None if stats is None else stats.mean.tolist(),
+        "std": None if stats is None else stats.std.tolist(),
+        "stats_source": None if stats is None else stats.source,
         "signature": {"name": SIGNATURE, "inputs": {"images": "uint8 (n, H, W, C)"},
                       "outputs": {"probabilities": "float32 (n, classes)", "class_ids": "int64 (n,)"}},
         "keras_file_outputs": "logits" if paths.keras else None,
     }
     with open(paths.record, "w") as file:
         json.dump(record, file, indent=2)
-    logging.info("exported %s (step %d) to %s", checkpoint, record["step"], os.path.dirname(paths.saved_model))
+    logging.info("exported %s (step %d) to %s", run.checkpoint, run.step, folder)
     return paths
 
 
@@ -114,52 +104,6 @@ class ServingModule(tf.Module):
         # probability.
         return {"probabilities": tf.nn.softmax(logits),
                 "class_ids": tf.argmax(logits, axis=-1, output_type=tf.int64)}
-
-
-def read_run_config(run_dir):
-    """The run's ``TrainConfig`` (one of a dataset this code does not know is refused as it is read)."""
-    try:
-        return RunDir(run_dir).read_config()
-    except RunError as error:
-        raise ExportError(str(error)) from None
-
-
-def standardization_stats(config, run_dir, data_dir=""):
-    """``(mean, std, source)`` of the run's training images on the [0, 1] scale, float32 (C,) each, as the run
-    computed them; ``(None, None, None)`` when it did not standardise (then no data is read).
-
-    The training set is the one the run trained on: less its validation examples when it held some out. A
-    ``<folder>/<dataset>.npz`` named by ``data_dir`` or the run's own ``data_dir`` must exist: falling back to
-    another copy of the dataset would bake in other statistics without a word.
-    """
-    if not config.standardize:
-        return None, None, None
-    folder = data_dir or config.data_dir
-    if folder and not os.path.exists(os.path.join(folder, f"{config.dataset}.npz")):
-        whose = "--data_dir" if data_dir else f"the run's data_dir {folder}"
-        raise ExportError(f"the run standardised its images with its training set's per-channel mean and std, but "
-                          f"{os.path.join(folder, config.dataset + '.npz')} ({whose}) cannot be found; pass "
-                          f"--data_dir=<folder holding {config.dataset}.npz>")
-    dataset = data_lib.load(config.dataset, folder, allow_download=False)
-    if config.validation_split:
-        dataset, _ = data_lib.split_validation(dataset, config.validation_split, VALIDATION_SPLIT_SEED)
-    results = RunDir(run_dir).read_results() or {}
-    if results.get("data_source") not in (None, dataset.source):
-        logging.warning("the run trained on %s; its mean and std are taken from %s", results["data_source"],
-                        dataset.source)
-    mean, std = pipeline.channel_stats(dataset.x_train)
-    return mean, std, dataset.source
-
-
-def restore_network(run_dir, config):
-    """``(network, checkpoint, step)``: the run's network, as its ``impl`` builds it, with the weights of the
-    newest checkpoint that restores (``RunDir.restore_weights``)."""
-    network = build_run_network(config)
-    try:
-        checkpoint, step = RunDir(run_dir).restore_weights(network, config.arch)
-    except RunError as error:
-        raise ExportError(str(error)) from None
-    return network, checkpoint, step
 
 
 def load_keras_model(path):

@@ -20,10 +20,10 @@ import tensorflow as tf
 from absl import logging
 
 from training import data as data_lib
-from training import exporting
+from training import exporting, trained_run
 from training.dataset_info import SPLITS
 from training.errors import OneLineError, first_line
-from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
+from training.rundir import CHECKPOINTS, checkpoint_prefixes
 
 BATCH_SIZE = 500  # images per call of the SavedModel
 NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
@@ -79,7 +79,7 @@ def predict_files(run_dir, paths, top_k=3):
     """One ``Prediction`` per image of ``paths`` (PNG, JPEG, GIF or BMP files; .npz files holding x_test or x),
     with the ``top_k`` most probable classes (at most the dataset's number of classes). Every file is read and
     checked before the export is loaded."""
-    config = _read_config(run_dir)
+    config = trained_run.read_config(run_dir)
     images = read_images(paths, data_lib.DATASETS[config.dataset].image_shape)
     exported = load_export(run_dir, config)
     probabilities, _ = run_model(exported.serve, images.pixels)
@@ -97,7 +97,7 @@ def evaluate_split(run_dir, split="test", data_dir=""):
     exported = load_export(run_dir)
     dataset = data_lib.load(exported.config.dataset, data_dir or exported.config.data_dir, allow_download=False)
     probabilities, class_ids = run_model(exported.serve, dataset.x_test)
-    recorded = (RunDir(run_dir).read_results() or {}).get("test_accuracy")
+    recorded = trained_run.read_results(run_dir).get("test_accuracy")
     top5 = superclass = None
     if probabilities.shape[1] >= 10:  # top-5 of fewer classes says little
         best5 = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
@@ -152,7 +152,7 @@ def format_evaluation(evaluation):
 
 def load_export(run_dir, config=None):
     """The run's ``Exported`` SavedModel; ``PredictError`` when there is none or it cannot be loaded."""
-    config = config or _read_config(run_dir)
+    config = config or trained_run.read_config(run_dir)
     paths = exporting.export_paths(run_dir, config.impl)
     if not os.path.isdir(paths.saved_model):
         raise PredictError(f"{paths.saved_model} does not exist; export the run first: python3 -m training.export "
@@ -164,15 +164,7 @@ def load_export(run_dir, config=None):
         raise PredictError(f"{paths.saved_model} cannot be loaded ({first_line(error)}); export the run again: "
                            f"python3 -m training.export --run_dir={run_dir}") from None
     _warn_if_stale(run_dir, paths.record)
-    info = data_lib.DATASETS[config.dataset]
-    return Exported(config, model, serve, info.class_names or tuple(map(str, range(info.num_classes))))
-
-
-def _read_config(run_dir):
-    try:
-        return exporting.read_run_config(run_dir)
-    except exporting.ExportError as error:
-        raise PredictError(str(error)) from None
+    return Exported(config, model, serve, trained_run.class_names(config))
 
 
 def run_model(serve, pixels):
