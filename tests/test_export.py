@@ -455,3 +455,24 @@ def test_a_damaged_results_json_is_passed_over(runs, tmp_path):
     assert TrainedRun.open(str(run_dir)).standardization.std.shape == (1,)
     evaluation = predicting.evaluate_split(str(run_dir), "test")
     assert evaluation.recorded is None and evaluation.total == 256
+
+
+
+def test_a_second_export_under_way_is_refused_and_no_export_writes_through_a_planted_name(broken_runs, tmp_path):
+    run_dir = broken_runs["not_exported"]
+    folder = trained_run.subfolder(run_dir, EXPORT, create=True)
+    with exporting.exclusive(folder, run_dir):  # as an export under way in another process holds it
+        with pytest.raises(exporting.ExportError, match=f"^another export of {re.escape(run_dir)} is under way; wait "
+                                                        "for it to end, then export again if need be$"):
+            exporting.export_run(run_dir)
+    assert os.listdir(folder) == []  # the refused export wrote nothing
+    # A link where exports used to write their temporary copy, and the temporary folder of a killed export.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("someone's file")
+    os.symlink(victim, os.path.join(folder, "saved_model.tmp"))
+    os.mkdir(os.path.join(folder, ".saved_model.k1ll3d.tmp"))
+    paths = exporting.export_run(run_dir)
+    assert os.listdir(victim) == ["keep.txt"] and os.path.islink(os.path.join(folder, "saved_model.tmp"))
+    assert sorted(os.listdir(folder)) == ["export.json", "model.keras", "saved_model", "saved_model.tmp"]
+    assert json.loads(open(paths.record).read())["step"] == 20
