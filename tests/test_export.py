@@ -4,7 +4,9 @@ Keras runs) and predictions from it.
 Two tiny runs are trained and exported once for the module: a Keras one that standardises, with batch norm and
 dropout, and a reference one that scales to [0, 1] and evaluates with flip+translate test-time augmentation. A
 fresh Python process without this project on its path reloads both SavedModels. The commands that need no trained
-run start before the runs train, the two that import TensorFlow (seconds each) together after.
+run start before the runs train, the two that import TensorFlow (seconds each) together after. Predict makes its
+predictions with model.keras (the Keras run) or with the network rebuilt from the run's checkpoint (the reference
+run), never with a SavedModel unless asked.
 """
 
 import dataclasses
@@ -72,6 +74,7 @@ def early_commands(tmp_path_factory):
         "export_no_run": ["-m", "training.export", f"--run_dir={folder / 'no_such_run'}"],
         "export_no_flag": ["-m", "training.export"],
         "predict_nothing": ["-m", "training.predict", f"--run_dir={fake_run}"],
+        "predict_help": ["-m", "training.predict", "--helpfull"],
     }
     processes = {name: _start(args, REPO_ROOT) for name, args in jobs.items()}
     yield folder, processes
@@ -373,7 +376,7 @@ def test_runs_that_cannot_be_exported_are_refused_in_one_line(broken_runs):
 
 def test_predict_refuses_a_run_without_export(broken_runs, digit):
     run_dir = broken_runs["not_exported"]
-    with pytest.raises(predicting.PredictError, match=r"export/saved_model does not exist; export the run first: "
+    with pytest.raises(predicting.PredictError, match=r"export/export.json does not exist; export the run first: "
                        r"python3 -m training.export --run_dir="):
         predicting.predict_files(run_dir, [digit[1]])
 
@@ -418,6 +421,14 @@ def test_commands_fail_with_one_line(commands, name):
     assert process.stdout == ""
 
 
+def test_predict_help_says_a_saved_model_is_a_program(commands):
+    process = commands["predict_help"]
+    assert "Traceback" not in process.stderr
+    assert ("--[no]allow_saved_model: Predict with <run_dir>/export/saved_model instead. A SavedModel is a program: "
+            "loading and calling it runs the TensorFlow graph it holds, which can read and write files "
+            "(TensorFlow's SECURITY.md). Give this flag only for an export from a source you trust.") in " ".join(
+                (process.stdout + process.stderr).split())
+
 
 def test_opening_a_run_gives_its_restored_network_preprocessing_classes_and_folders(runs, tiny_mnist,
                                                                                     tiny_mnist_dir, tmp_path):
@@ -448,16 +459,6 @@ def test_opening_a_run_gives_its_restored_network_preprocessing_classes_and_fold
         trained_run.subfolder(str(tmp_path), INSPECT, create=True)
 
 
-def test_a_damaged_results_json_is_passed_over(runs, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(runs["keras"].run_dir, run_dir)
-    (run_dir / "results.json").write_text("{")
-    assert TrainedRun.open(str(run_dir)).standardization.std.shape == (1,)
-    evaluation = predicting.evaluate_split(str(run_dir), "test")
-    assert evaluation.recorded is None and evaluation.total == 256
-
-
-
 def test_a_second_export_under_way_is_refused_and_no_export_writes_through_a_planted_name(broken_runs, tmp_path):
     run_dir = broken_runs["not_exported"]
     folder = trained_run.subfolder(run_dir, EXPORT, create=True)
@@ -476,3 +477,81 @@ def test_a_second_export_under_way_is_refused_and_no_export_writes_through_a_pla
     assert os.listdir(victim) == ["keep.txt"] and os.path.islink(os.path.join(folder, "saved_model.tmp"))
     assert sorted(os.listdir(folder)) == ["export.json", "model.keras", "saved_model", "saved_model.tmp"]
     assert json.loads(open(paths.record).read())["step"] == 20
+
+
+def test_predict_never_runs_a_planted_saved_model_unless_asked(runs, run_logits, tiny_mnist, tmp_path):
+    run_dir = tmp_path / "reference"  # no model.keras: predictions come from the run's checkpoint
+    shutil.copytree(runs["reference"].run_dir, run_dir)
+    marker = tmp_path / "ran.txt"
+
+    class Planted(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.uint8, name="images")])
+        def serve(self, images):
+            tf.io.write_file(str(marker), "the planted SavedModel ran")  # a program may do anything
+            count = tf.shape(images)[0]
+            return {"probabilities": tf.fill([count, 10], 0.1), "class_ids": tf.zeros([count], tf.int64)}
+
+    planted = Planted()
+    saved_model = run_dir / "export" / "saved_model"
+    shutil.rmtree(saved_model)
+    tf.saved_model.save(planted, str(saved_model), signatures={"serving_default": planted.serve})
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x_test=tiny_mnist.x_test)
+    predictions = predicting.predict_files(str(run_dir), [str(npz)], top_k=1)
+    assert not marker.exists()
+    # The run's own network and evaluation (flip_translate test-time augmentation).
+    np.testing.assert_allclose([p.top[0][1] for p in predictions],
+                               tf.nn.softmax(run_logits["reference"]).numpy().max(axis=1), rtol=0,
+                               atol=PROBABILITY_ATOL)
+    asked = predicting.predict_files(str(run_dir), [str(npz)], top_k=1, allow_saved_model=True)
+    assert marker.read_text() == "the planted SavedModel ran" and asked[0].top[0][1] == pytest.approx(0.1)
+
+
+def test_predict_refuses_a_planted_keras_file_holding_code_in_one_line(runs, digit, tmp_path):
+    run_dir = tmp_path / "keras"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    keras_file = run_dir / "export" / "model.keras"
+    keras_file.unlink()
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x * 2)]).save(keras_file)
+    with pytest.raises(predicting.PredictError) as error:
+        predicting.predict_files(str(run_dir), [digit[1]])
+    assert str(error.value).startswith(f"{keras_file} cannot be loaded in Keras' safe mode (Requested the "
+                                       "deserialization of a `Lambda` layer")
+    assert str(error.value).endswith(f"; export the run again: python3 -m training.export --run_dir={run_dir}")
+    assert "\n" not in str(error.value)
+
+
+CIFAR10 = {"dataset": "cifar10", "image_shape": [32, 32, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+@pytest.mark.parametrize("relabelled, allow_saved_model, message", [
+    ((), False, "export/export.json: an export of mnist images of shape [28, 28, 1], but the run trains on cifar10 "
+                "images of shape [32, 32, 3]; export the run again"),
+    (tuple(CIFAR10), False, "export/model.keras holds the network c4k3b-m2-d16-drop0.5 on images [28, 28, 1] with "
+                            "10 classes, but the run trained c4k3b-m2-d16-drop0.5 on [32, 32, 3] with 10; export the "
+                            "run again"),
+    (tuple(CIFAR10), True, "export/saved_model takes uint8 images of shape (28, 28, 1), but the run's are uint8 "
+                           "(32, 32, 3); export the run again"),
+], ids=["record", "keras_file", "saved_model"])
+def test_an_export_of_another_dataset_is_refused_in_one_line(runs, digit, tmp_path, relabelled, allow_saved_model,
+                                                             message):
+    # A CIFAR-10 run whose export/ holds an MNIST run's export: images of another shape.
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    saved["config"]["dataset"] = "cifar10"
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    record = json.loads((run_dir / "export" / "export.json").read_text())
+    (run_dir / "export" / "export.json").write_text(json.dumps({**record, **{k: CIFAR10[k] for k in relabelled}}))
+    with pytest.raises(predicting.PredictError) as error:
+        predicting.predict_files(str(run_dir), [digit[1]], allow_saved_model=allow_saved_model)
+    assert str(error.value).startswith(f"{run_dir}/{message}") and "\n" not in str(error.value)
+
+
+def test_a_damaged_results_json_is_passed_over(runs, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    (run_dir / "results.json").write_text("{")
+    assert TrainedRun.open(str(run_dir)).standardization.std.shape == (1,)
+    evaluation = predicting.evaluate_split(str(run_dir), "test")
+    assert evaluation.recorded is None and evaluation.total == 256

@@ -119,11 +119,12 @@ class ServingModule(tf.Module):
 
 
 def load_keras_model(path):
-    """``model.keras`` reopened: a ``models.keras_cnn.CNN`` that returns logits of preprocessed images."""
+    """``model.keras`` reopened in Keras' safe mode, which refuses to deserialise code (a ``Lambda`` layer's
+    function): a ``models.keras_cnn.CNN`` that returns logits of preprocessed images."""
     import keras
 
     import models.keras_cnn  # noqa: F401  (registers the CNN class under the name model.keras gives it)
-    return keras.saving.load_model(path)
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 @contextlib.contextmanager
