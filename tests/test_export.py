@@ -10,6 +10,7 @@ run), never with a SavedModel unless asked.
 """
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -308,6 +310,24 @@ def test_the_test_split_evaluation_counts_top5_hits_and_has_no_superclasses_on_m
     assert f"top-5 accuracy {evaluation.top5_correct / evaluation.total:.4f}" in line and "superclass" not in line
 
 
+def _npz_claiming(key, header):
+    """An .npz whose array ``key`` has a version 1.0 .npy header of the text ``header`` and 8 bytes of data."""
+    text = header.encode("latin1")
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as npz:
+        npz.writestr(f"{key}.npy", b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + bytes(8))
+    return archive.getvalue()
+
+
+def _npy(array):
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+# 9,765,625,000,000 float64 values: 78e12 bytes, 71 TiB.
+HUGE_HEADER = "{'descr': '<f8', 'fortran_order': False, 'shape': (9765625000000,), }"
 BAD_FILES = {
     "notes.png": (b"not an image\n", "cannot be decoded as an image (Unknown image file format"),
     "empty.jpg": (b"", "cannot be decoded as an image ("),
@@ -315,6 +335,13 @@ BAD_FILES = {
     "floats.npz": ({"x_test": np.zeros((2, 28, 28), np.float32)}, "x_test has dtype float32, expected uint8"),
     "flat.npz": ({"x": np.zeros((2, 784), np.uint8)}, "x has shape (2, 784), expected images"),
     "broken.npz": (b"PK\x03\x04 not really a zip", "not a readable .npz file ("),
+    "single.npz": (_npy(np.zeros((2, 28, 28), np.uint8)), "holds a single .npy array, not an .npz archive of x_test "
+                                                          "or x; save it with numpy.savez(path, x=images)"),
+    "huge.npz": (_npz_claiming("x", HUGE_HEADER), "x declares shape (9765625000000,) of float64 (78,125,000,000,000 "
+                                                  "bytes), but the archive stores only 8 bytes for it"),
+    "no_pixels.npz": ({"x": np.zeros((2, 0, 0), np.uint8)}, "x has shape (2, 0, 0, 1), expected images (n, H, W) or "
+                                                            "(n, H, W, C) with n, H and W > 0"),
+    "no_images.npz": ({"x_test": np.zeros((0, 28, 28), np.uint8)}, "x_test has shape (0, 28, 28, 1), expected"),
 }
 
 

@@ -269,8 +269,9 @@ def _read_members(path, name, archive):
     if missing:
         raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
     keys = REQUIRED_KEYS + tuple(key for key in COARSE_KEYS if key in members)
+    limit = min(MAX_ARRAY_BYTES, MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes)
     for key in keys:
-        _check_header(path, name, key, archive, members[key])
+        check_npy_header(path, key, archive, members[key], limit)
     arrays = {}
     for key in keys:
         with archive.open(members[key]) as file:
@@ -278,9 +279,10 @@ def _read_members(path, name, archive):
     return arrays
 
 
-def _check_header(path, name, key, archive, member):
-    """Refuses an array whose .npy header does not parse, declares Python objects, a negative dimension, or more
-    bytes than are stored or sane.
+def check_npy_header(path, key, archive, member, limit):
+    """Refuses the array ``key`` (the ``member`` of the open .npz ``archive`` at ``path``) when its .npy header
+    does not parse, declares Python objects, a negative dimension, or more bytes than are stored or than
+    ``limit``; returns its ``(shape, dtype)``.
 
     Runs before the array is read, so a corrupt or hostile shape costs no allocation.
     """
@@ -306,10 +308,10 @@ def _check_header(path, name, key, archive, member):
     if declared > stored:
         raise DataError(f"{path}: {key} declares shape {shape} of {dtype} ({declared:,} bytes), but the archive "
                         f"stores only {stored:,} bytes for it")
-    limit = min(MAX_ARRAY_BYTES, MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes)
     if declared > limit:
         raise DataError(f"{path}: {key} declares shape {shape} of {dtype} ({declared:,} bytes), more than the "
                         f"{limit:,}-byte limit for one array")
+    return shape, dtype
 
 
 def _validated(name, arrays, where, source):

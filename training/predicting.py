@@ -37,6 +37,9 @@ from training.rundir import CHECKPOINTS, checkpoint_prefixes
 
 BATCH_SIZE = 500  # images per call of the model
 NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
+# Largest array of images an .npz may declare: 2 GiB is 2.7 million MNIST or 700,000 CIFAR images, well past
+# what one command predicts; a larger header is a corrupt or hostile file, refused before any allocation.
+MAX_INPUT_BYTES = 2**31
 CLASSES_SHOWN = 5  # classes and mistakes a split evaluation prints, worst first
 
 
@@ -341,27 +344,37 @@ def _decode(path):
 
 
 def _read_npz(path):
-    """The first array of ``NPZ_KEYS`` in the .npz at ``path``, as uint8 (n, h, w, c)."""
+    """The first array of ``NPZ_KEYS`` in the .npz at ``path``, as uint8 (n, h, w, c); its header is checked
+    (``data.check_npy_header``) before a byte of it is read."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise PredictError(f"{path}: holds a single array, not an .npz archive of {' or '.join(NPZ_KEYS)}")
-            key = next((key for key in NPZ_KEYS if key in npz.files), None)
-            if key is None:
-                raise PredictError(f"{path}: holds neither {' nor '.join(NPZ_KEYS)} (its arrays: "
-                                   f"{', '.join(npz.files) or 'none'})")
-            images = npz[key]
+        with open(path, "rb") as file:
+            if file.read(6) == b"\x93NUMPY":
+                raise PredictError(f"{path}: holds a single .npy array, not an .npz archive of "
+                                   f"{' or '.join(NPZ_KEYS)}; save it with numpy.savez(path, x=images)")
+            file.seek(0)
+            with zipfile.ZipFile(file) as archive:
+                members = {member.filename[:-len(".npy")]: member for member in archive.infolist()
+                           if member.filename.endswith(".npy")}
+                key = next((key for key in NPZ_KEYS if key in members), None)
+                if key is None:
+                    raise PredictError(f"{path}: holds neither {' nor '.join(NPZ_KEYS)} (its arrays: "
+                                       f"{', '.join(members) or 'none'})")
+                data_lib.check_npy_header(path, key, archive, members[key], MAX_INPUT_BYTES)
+                with archive.open(members[key]) as array:
+                    images = np.lib.format.read_array(array, allow_pickle=False)
     except PredictError:
-        raise
+        raise  # a ValueError, named already
+    except data_lib.DataError as error:
+        raise PredictError(str(error)) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise PredictError(f"{path}: not a readable .npz file ({first_line(error)})") from None
     if images.dtype != np.uint8:
         raise PredictError(f"{path}: {key} has dtype {images.dtype}, expected uint8 pixels in [0, 255]")
     if images.ndim == 3:
         images = images[..., np.newaxis]  # (n, h, w) grey -> (n, h, w, 1)
-    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or not len(images):
+    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or 0 in images.shape[:3]:
         raise PredictError(f"{path}: {key} has shape {images.shape}, expected images (n, H, W) or (n, H, W, C) with "
-                           f"n > 0 and 1 to 4 channels")
+                           f"n, H and W > 0 and 1 to 4 channels")
     return images
 
 
