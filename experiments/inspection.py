@@ -1,6 +1,7 @@
 """Look inside a trained CNN (``python -m experiments.inspect_run --run_dir=runs/X [--layers=conv1,conv2]``).
 
-Restores the run's latest checkpoint and writes into ``<run_dir>/inspect/``, as PNGs and as TensorBoard image
+Opens the run through ``training.trained_run`` (its newest checkpoint that restores, its evaluation preprocessing)
+and writes into ``<run_dir>/inspect/``, as PNGs and as TensorBoard image
 summaries (``tensorboard --logdir <run_dir>/inspect``):
 
 | file | tag | what it shows |
@@ -32,45 +33,16 @@ from absl import logging
 
 from experiments import activation_max, visuals
 from models import architecture
-from training import data as data_lib
-from training.config import TrainConfig
-from training.errors import OneLineError, RunError
-from training.parts import build_run_network, make_preprocessors
-from training.rundir import RunDir
+from training.errors import OneLineError
+from training.parts import build_run_network
+from training.trained_run import INSPECT, TrainedRun
 
 BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
 
 
 class InspectError(OneLineError, ValueError):
-    """A run that cannot be inspected as asked (no checkpoint, an unknown layer); the message says why."""
-
-
-@dataclasses.dataclass
-class RestoredRun:
-    config: TrainConfig
-    model: object  # the run's Network, as its impl builds it, holding the checkpoint's weights
-    checkpoint: str  # path prefix of the restored checkpoint
-    step: int  # training step of that checkpoint
-
-
-def load_config(run_dir):
-    """The ``TrainConfig`` saved in ``<run_dir>/config.json``."""
-    try:
-        return RunDir(run_dir).read_config()
-    except RunError as error:
-        raise InspectError(str(error)) from None
-
-
-def restore_run(run_dir):
-    """The run's network, as its ``impl`` builds it (either implementation), with the weights of its latest
-    checkpoint."""
-    config = load_config(run_dir)
-    model = build_run_network(config)
-    try:
-        latest, step = RunDir(run_dir).restore_weights(model, config.arch)
-    except RunError as error:
-        raise InspectError(str(error)) from None
-    return RestoredRun(config, model, latest, step)
+    """Layers that cannot be inspected as asked (an unknown layer, a network without conv blocks); the message
+    says why. A run that cannot be opened is a ``trained_run.TrainedRunError``."""
 
 
 def conv_blocks(model):
@@ -122,14 +94,14 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
     ``top_k`` images per filter are searched among the first ``max_images``. Layers with more than
     ``max_filters`` filters are drawn with their first ``max_filters``. ``shared_scale`` draws the tiles of a
     kernel or feature-map picture on one scale. ``ascent`` sets the gradient ascent (``None``: no
-    activation-maximisation pictures). Raises ``InspectError`` (and ``data.DataError``) with a one-line reason.
+    activation-maximisation pictures). Raises ``trained_run.TrainedRunError``, ``InspectError`` (and
+    ``data.DataError``) with a one-line reason.
     """
-    run = restore_run(run_dir)
-    model, config = run.model, run.config
+    run = TrainedRun.open(run_dir, data_dir)
+    model, config, dataset = run.network, run.config, run.dataset
     layers = choose_layers(model, layers)
-    dataset = data_lib.load(config.dataset, data_dir or config.data_dir, allow_download=False)
     logging.info("inspecting %s (arch %s, step %d) on %s", run.checkpoint, config.arch, run.step, dataset.source)
-    preprocess = make_preprocessors(config, dataset)[1]
+    preprocess = run.eval_preprocess()
     images = dataset.x_test[:max_images]
     batches = (preprocess(tf.constant(images[i:i + BATCH_SIZE]), None)[0] for i in range(0, len(images),
                                                                                        BATCH_SIZE))
@@ -155,7 +127,7 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
             logging.info("gradient ascent on %s: %d filters, %d steps", name, min(filters, max_filters), ascent.steps)
             found = activation_max.maximise(model, name, range(min(filters, max_filters)), *bounds, ascent)
             pictures["activation_max", name] = activation_max_picture(found, name, ascent, about)
-    return write_pictures(os.path.join(run_dir, "inspect"), pictures, run.step)
+    return write_pictures(run.subfolder(INSPECT, create=True), pictures, run.step)
 
 
 def kernel_pictures(model, config, about, shared_scale):

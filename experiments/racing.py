@@ -23,6 +23,7 @@ from absl import logging
 
 from experiments.launch import (
     how_it_ended,
+    read_history,
     read_json_object,
     read_run,
     recipe_flags,
@@ -31,6 +32,8 @@ from experiments.launch import (
     train_command,
 )
 from experiments.report import TableWriter, machine_record, text_digest
+from experiments.reuse import reusable_results
+from training import run_files
 from training.errors import OneLineError
 
 RACE_TERMS = "race.json"
@@ -99,7 +102,8 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
     for seed in range(seeds):
         for entrant in entrants:
             path = run_dir(logdir, entrant.name, seed)
-            results, history = read_run(path, TABLE_FIELDS)
+            # The race's terms (check_terms) pin every recipe's text: a run here was started by this command.
+            results, history = reusable_results(path, TABLE_FIELDS), read_history(path)
             if results is None:
                 command = train_command(entrant.flagfile, seed, path, data_dir,
                                         race_flags(target, eval_every_epochs, stop_at_target))
@@ -226,9 +230,7 @@ def record_terms(logdir, terms):
     """Writes ``terms`` to ``<logdir>/race.json``, whole or not at all."""
     path = os.path.join(logdir, RACE_TERMS)
     os.makedirs(logdir, exist_ok=True)
-    with open(path + ".tmp", "w") as file:
-        json.dump(terms, file, indent=2)
-    os.replace(path + ".tmp", path)
+    run_files.write_atomically(path, json.dumps(terms, indent=2))
 
 
 def table_path(out, logdir):

@@ -13,6 +13,7 @@ from absl import logging
 
 from experiments import stats
 from models import architecture
+from training import run_files
 from training.config import TrainConfig
 from training.dataset_info import held_out_count
 from training.errors import OneLineError
@@ -34,12 +35,10 @@ def machine_record(repo_dir=REPO_DIR):
 
 
 def write_report(path, text):
-    """Writes ``text`` to ``path`` whole or not at all (through a temporary file), making its folder: a report
-    rewritten after every run is never seen half-written."""
+    """Writes ``text`` to ``path`` whole or not at all (``run_files.write_atomically``), making its folder: a
+    report rewritten after every run is never seen half-written."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as file:
-        file.write(text)
-    os.replace(path + ".tmp", path)
+    run_files.write_atomically(path, text)
 
 
 class TableError(OneLineError, RuntimeError):

@@ -1,9 +1,9 @@
 """Trains every point of a grid over seeds, each run in ``<logdir>/<grid>/<dataset>/<label>-seed<k>``.
 
 A run whose directory already holds results.json of the same configuration is reused instead of trained
-again, so an interrupted sweep continues where it stopped. Processes that each call ``train_free_runs`` share a
-sweep's runs between them (a run being trained is locked, and the others pass it by); ``run_and_report`` then
-reads them all into the table. Everything here takes plain arguments.
+again (``experiments.reuse``), so an interrupted sweep continues where it stopped. Processes that each call
+``train_free_runs`` share a sweep's runs between them (a run being trained is locked, and the others pass it by);
+``run_and_report`` then reads them all into the table. Everything here takes plain arguments.
 """
 
 import dataclasses
@@ -14,17 +14,18 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from experiments.launch import StateFileError, noting_stop_signals, read_results
+from experiments import reuse
+from experiments.launch import noting_stop_signals
 from experiments.report import TableWriter, machine_record, make_report
-from training import config as config_lib
 from training import trainer
 from training.config import TrainConfig
 from training.errors import OneLineError
-from training.rundir import CONFIG, RunDir, RunInUse
+from training.rundir import RunInUse
 
 
 class SweepError(OneLineError, RuntimeError):
-    """A sweep that cannot go on (a run directory holding another configuration); the message says why."""
+    """A sweep that cannot go on (a training process that failed); the message says why. A run directory holding
+    another configuration is a ``reuse.ReuseError``."""
 
 
 @dataclasses.dataclass
@@ -53,29 +54,9 @@ def run_config(grid, label, overrides, dataset_name, seed, train_steps, logdir, 
 
 
 def reusable_results(config):
-    """The results of an earlier, finished run of ``config`` in its run directory, or None when it must train.
-
-    An unfinished run of the same configuration is left for ``train`` to resume. A directory holding a run that
-    computes something else (a FIXED ``TrainConfig`` field differs, the rule ``train`` resumes by) or was
-    trained for another step budget (a table compares one budget) raises ``SweepError``.
-    """
-    run = RunDir(config.logdir)
-    if not os.path.exists(run.file(CONFIG)):
-        return None
-    earlier = run.read_saved()["config"]
-    if not isinstance(earlier, dict):
-        raise StateFileError(f"{run.file(CONFIG)}: its config is a JSON {type(earlier).__name__}, not an object; "
-                             "move the run directory away")
-    differ = dict(config_lib.fixed_changes(earlier, config))
-    if earlier.get("train_steps", config.train_steps) != config.train_steps:
-        differ["train_steps"] = (earlier["train_steps"], config.train_steps)
-    if differ:
-        found = ", ".join(f"{name}={old}" for name, (old, _) in differ.items())
-        asked = ", ".join(f"{name}={new}" for name, (_, new) in differ.items())
-        raise SweepError(f"{config.logdir} holds a run with {found}, not {asked}; pass another --logdir or remove "
-                         f"that directory")
-    results = read_results(config.logdir, TABLE_FIELDS)
-    return results if results and results["train_steps"] == config.train_steps else None
+    """The results of an earlier, finished run of ``config`` in its run directory, or None when it must train
+    (``reuse.reusable_results``: the policy sweeps share with seeds and races)."""
+    return reuse.reusable_results(config.logdir, TABLE_FIELDS, settings=config)
 
 
 # The results.json fields a sweep's table and progress lines read.

@@ -3,9 +3,10 @@
 One run is one draw from what a recipe gives. ``run_seeds`` trains seeds 0..n-1 of a flagfile, each a fresh
 ``python -m training.train`` process in ``<logdir>/<recipe>-seed<k>``, and ``make_report`` gives mean ± standard
 deviation and min–max of the results. Accuracy rather than time is the point (``experiments.race`` compares
-times within one invocation), so a later invocation continues where one stopped: a run with results.json is
-read, not trained again, and an unfinished one resumes from its last checkpoint. ``<logdir>/<recipe>.seeds.json``
-keeps the flagfile's text; another version of it is refused, so one table never mixes two recipes.
+times within one invocation), so a later invocation continues where one stopped: a finished run is read, not
+trained again (``experiments.reuse``), and an unfinished one resumes from its last checkpoint.
+``<logdir>/<recipe>.seeds.json`` keeps the flagfile's text; another version of it is refused, so one table never
+mixes two recipes.
 """
 
 import datetime
@@ -17,6 +18,7 @@ from absl import logging
 
 from experiments.launch import (
     how_it_ended,
+    read_history,
     read_json_object,
     read_run,
     recipe_flags,
@@ -26,6 +28,8 @@ from experiments.launch import (
     train_command,
 )
 from experiments.report import TableWriter, accuracy_interval, accuracy_spread, machine_record, text_digest
+from experiments.reuse import reusable_results
+from training import run_files
 from training.errors import OneLineError
 
 
@@ -47,9 +51,7 @@ def check_recipe(flagfile, logdir):
                              f"--logdir")
         return
     os.makedirs(logdir, exist_ok=True)
-    with open(manifest + ".tmp", "w") as file:
-        json.dump(dict(flagfile=flagfile, flagfile_text=text), file, indent=2)
-    os.replace(manifest + ".tmp", manifest)
+    run_files.write_atomically(manifest, json.dumps(dict(flagfile=flagfile, flagfile_text=text), indent=2))
 
 
 # The results.json fields the table reads.
@@ -66,7 +68,8 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
     """
     check_recipe(flagfile, logdir)
     name = recipe_name(flagfile)
-    finished = {seed: read_run(run_dir(logdir, name, seed), TABLE_FIELDS) for seed in range(seeds)}
+    # The recipe's text is pinned by check_recipe: every run here was started by the same command.
+    finished = {seed: _reused(run_dir(logdir, name, seed)) for seed in range(seeds)}
     pending = [seed for seed in range(seeds) if finished[seed][0] is None]
     for seed in sorted(set(range(seeds)) - set(pending)):
         logging.info("seeds: %s seed %d: finished before (%s), read", name, seed, run_dir(logdir, name, seed))
@@ -95,6 +98,12 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
         seed, code = failures[0]
         raise SeedsError(f"{name} seed {seed} {how_it_ended(code)}; the same command resumes it")
     return done
+
+
+def _reused(path):
+    """``(results, history)`` of the finished seed in ``path``, as ``reuse.reusable_results`` decides, or ``(None,
+    history)`` while it must train."""
+    return reusable_results(path, TABLE_FIELDS), read_history(path)
 
 
 def _distinct(history, key):

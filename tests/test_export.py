@@ -1,29 +1,38 @@
-"""Using a trained run: its export (a SavedModel, and a .keras file for Keras runs) and predictions from it.
+"""Using a trained run: opening it (``training.trained_run``), its export (a SavedModel, and a .keras file for
+Keras runs) and predictions from it.
 
 Two tiny runs are trained and exported once for the module: a Keras one that standardises, with batch norm and
 dropout, and a reference one that scales to [0, 1] and evaluates with flip+translate test-time augmentation. A
 fresh Python process without this project on its path reloads both SavedModels. The commands that need no trained
-run start before the runs train, the two that import TensorFlow (seconds each) together after.
+run start before the runs train, the two that import TensorFlow (seconds each) together after. Predict makes its
+predictions with model.keras (the Keras run) or with the network rebuilt from the run's checkpoint (the reference
+run), never with a SavedModel unless asked.
 """
 
 import dataclasses
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import reference
 from models.keras_cnn import CNN
 from training import config as config_lib
-from training import exporting, pipeline, predicting
-from training.config import TrainConfig
+from training import data as data_lib
+from training import exporting, pipeline, predicting, run_files, trained_run
+from training.config import VALIDATION_SPLIT_SEED, TrainConfig
 from training.loop import augmented_logits
+from training.trained_run import EXPORT, INSPECT, TrainedRun, TrainedRunError
 from training.trainer import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +76,7 @@ def early_commands(tmp_path_factory):
         "export_no_run": ["-m", "training.export", f"--run_dir={folder / 'no_such_run'}"],
         "export_no_flag": ["-m", "training.export"],
         "predict_nothing": ["-m", "training.predict", f"--run_dir={fake_run}"],
+        "predict_help": ["-m", "training.predict", "--helpfull"],
     }
     processes = {name: _start(args, REPO_ROOT) for name, args in jobs.items()}
     yield folder, processes
@@ -300,6 +310,24 @@ def test_the_test_split_evaluation_counts_top5_hits_and_has_no_superclasses_on_m
     assert f"top-5 accuracy {evaluation.top5_correct / evaluation.total:.4f}" in line and "superclass" not in line
 
 
+def _npz_claiming(key, header):
+    """An .npz whose array ``key`` has a version 1.0 .npy header of the text ``header`` and 8 bytes of data."""
+    text = header.encode("latin1")
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as npz:
+        npz.writestr(f"{key}.npy", b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + bytes(8))
+    return archive.getvalue()
+
+
+def _npy(array):
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+# 9,765,625,000,000 float64 values: 78e12 bytes, 71 TiB.
+HUGE_HEADER = "{'descr': '<f8', 'fortran_order': False, 'shape': (9765625000000,), }"
 BAD_FILES = {
     "notes.png": (b"not an image\n", "cannot be decoded as an image (Unknown image file format"),
     "empty.jpg": (b"", "cannot be decoded as an image ("),
@@ -307,6 +335,13 @@ BAD_FILES = {
     "floats.npz": ({"x_test": np.zeros((2, 28, 28), np.float32)}, "x_test has dtype float32, expected uint8"),
     "flat.npz": ({"x": np.zeros((2, 784), np.uint8)}, "x has shape (2, 784), expected images"),
     "broken.npz": (b"PK\x03\x04 not really a zip", "not a readable .npz file ("),
+    "single.npz": (_npy(np.zeros((2, 28, 28), np.uint8)), "holds a single .npy array, not an .npz archive of x_test "
+                                                          "or x; save it with numpy.savez(path, x=images)"),
+    "huge.npz": (_npz_claiming("x", HUGE_HEADER), "x declares shape (9765625000000,) of float64 (78,125,000,000,000 "
+                                                  "bytes), but the archive stores only 8 bytes for it"),
+    "no_pixels.npz": ({"x": np.zeros((2, 0, 0), np.uint8)}, "x has shape (2, 0, 0, 1), expected images (n, H, W) or "
+                                                            "(n, H, W, C) with n, H and W > 0"),
+    "no_images.npz": ({"x_test": np.zeros((0, 28, 28), np.uint8)}, "x_test has shape (0, 28, 28, 1), expected"),
 }
 
 
@@ -359,7 +394,7 @@ def test_runs_that_cannot_be_exported_are_refused_in_one_line(broken_runs):
                           f"pass --data_dir=<folder holding mnist.npz>",
     }
     for run_dir, message in expected.items():
-        with pytest.raises(exporting.ExportError) as error:
+        with pytest.raises(TrainedRunError) as error:
             exporting.export_run(run_dir)
         assert str(error.value).startswith(message)
         assert "\n" not in str(error.value)
@@ -368,9 +403,21 @@ def test_runs_that_cannot_be_exported_are_refused_in_one_line(broken_runs):
 
 def test_predict_refuses_a_run_without_export(broken_runs, digit):
     run_dir = broken_runs["not_exported"]
-    with pytest.raises(predicting.PredictError, match=r"export/saved_model does not exist; export the run first: "
+    with pytest.raises(predicting.PredictError, match=r"export/export.json does not exist; export the run first: "
                        r"python3 -m training.export --run_dir="):
         predicting.predict_files(run_dir, [digit[1]])
+
+
+def test_export_predict_and_inspect_refuse_a_run_they_cannot_open_with_one_error(broken_runs, digit):
+    from experiments import inspection
+
+    run_dir = broken_runs["no_checkpoint"]
+    message = f"^{re.escape(run_dir)}/checkpoints holds no checkpoint yet"
+    for use in (exporting.export_run, inspection.inspect_run):
+        with pytest.raises(TrainedRunError, match=message):
+            use(run_dir)
+    with pytest.raises(TrainedRunError, match=f"^run directory {re.escape(broken_runs['missing'])} does not exist$"):
+        predicting.predict_files(broken_runs["missing"], [digit[1]])
 
 
 def test_data_dir_flag_supplies_a_standardised_run_its_training_images(broken_runs, tiny_mnist_dir):
@@ -399,3 +446,139 @@ def test_commands_fail_with_one_line(commands, name):
     assert "Traceback" not in process.stderr
     assert process.stderr.splitlines()[-1].startswith(message.format(folder=commands["folder"]))
     assert process.stdout == ""
+
+
+def test_predict_help_says_a_saved_model_is_a_program(commands):
+    process = commands["predict_help"]
+    assert "Traceback" not in process.stderr
+    assert ("--[no]allow_saved_model: Predict with <run_dir>/export/saved_model instead. A SavedModel is a program: "
+            "loading and calling it runs the TensorFlow graph it holds, which can read and write files "
+            "(TensorFlow's SECURITY.md). Give this flag only for an export from a source you trust.") in " ".join(
+                (process.stdout + process.stderr).split())
+
+
+def test_opening_a_run_gives_its_restored_network_preprocessing_classes_and_folders(runs, tiny_mnist,
+                                                                                    tiny_mnist_dir, tmp_path):
+    run = TrainedRun.open(runs["keras"].run_dir)
+    assert (run.step, os.path.basename(run.checkpoint)) == (20, "ckpt-20")
+    trained = runs["keras"].result.model.named_weights()
+    for name, variable in run.network.named_weights().items():
+        np.testing.assert_array_equal(variable.numpy(), trained[name].numpy(), err_msg=name)
+    mean, std = pipeline.channel_stats(tiny_mnist.x_train)
+    stats = run.standardization  # from the run's own data_dir, as training computed them
+    assert stats.mean.tolist() == mean.tolist() and stats.std.tolist() == std.tolist()
+    assert stats.source == str(tiny_mnist_dir / "mnist.npz")
+    images = tiny_mnist.x_test[:4]
+    np.testing.assert_array_equal(run.eval_preprocess()(tf.constant(images), None)[0],
+                                  preprocessed("keras", tiny_mnist, images))
+    assert run.class_names == tuple(map(str, range(10))) and run.info.image_shape == (28, 28, 1)
+    assert run.subfolder(EXPORT) == os.path.join(run.path, "export")
+    assert run.subfolder(INSPECT) == os.path.join(run.path, "inspect")
+    # A run that held out validation images standardised with the rest of its training set.
+    held_out = dataclasses.replace(run, config=dataclasses.replace(run.config, validation_split=0.25))
+    rest = data_lib.split_validation(tiny_mnist, 0.25, VALIDATION_SPLIT_SEED)[0].x_train
+    assert held_out.standardization.mean.tolist() == pipeline.channel_stats(rest)[0].tolist() != mean.tolist()
+    other = TrainedRun.open(runs["reference"].run_dir)
+    assert isinstance(other.network, reference.ReferenceCNN) and other.standardization is None
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "inspect").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(run_files.RunFileError, match=f"^{tmp_path}/inspect is a symbolic link"):
+        trained_run.subfolder(str(tmp_path), INSPECT, create=True)
+
+
+def test_a_second_export_under_way_is_refused_and_no_export_writes_through_a_planted_name(broken_runs, tmp_path):
+    run_dir = broken_runs["not_exported"]
+    folder = trained_run.subfolder(run_dir, EXPORT, create=True)
+    with exporting.exclusive(folder, run_dir):  # as an export under way in another process holds it
+        with pytest.raises(exporting.ExportError, match=f"^another export of {re.escape(run_dir)} is under way; wait "
+                                                        "for it to end, then export again if need be$"):
+            exporting.export_run(run_dir)
+    assert os.listdir(folder) == []  # the refused export wrote nothing
+    # A link where exports used to write their temporary copy, and the temporary folder of a killed export.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("someone's file")
+    os.symlink(victim, os.path.join(folder, "saved_model.tmp"))
+    os.mkdir(os.path.join(folder, ".saved_model.k1ll3d.tmp"))
+    paths = exporting.export_run(run_dir)
+    assert os.listdir(victim) == ["keep.txt"] and os.path.islink(os.path.join(folder, "saved_model.tmp"))
+    assert sorted(os.listdir(folder)) == ["export.json", "model.keras", "saved_model", "saved_model.tmp"]
+    assert json.loads(open(paths.record).read())["step"] == 20
+
+
+def test_predict_never_runs_a_planted_saved_model_unless_asked(runs, run_logits, tiny_mnist, tmp_path):
+    run_dir = tmp_path / "reference"  # no model.keras: predictions come from the run's checkpoint
+    shutil.copytree(runs["reference"].run_dir, run_dir)
+    marker = tmp_path / "ran.txt"
+
+    class Planted(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.uint8, name="images")])
+        def serve(self, images):
+            tf.io.write_file(str(marker), "the planted SavedModel ran")  # a program may do anything
+            count = tf.shape(images)[0]
+            return {"probabilities": tf.fill([count, 10], 0.1), "class_ids": tf.zeros([count], tf.int64)}
+
+    planted = Planted()
+    saved_model = run_dir / "export" / "saved_model"
+    shutil.rmtree(saved_model)
+    tf.saved_model.save(planted, str(saved_model), signatures={"serving_default": planted.serve})
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x_test=tiny_mnist.x_test)
+    predictions = predicting.predict_files(str(run_dir), [str(npz)], top_k=1)
+    assert not marker.exists()
+    # The run's own network and evaluation (flip_translate test-time augmentation).
+    np.testing.assert_allclose([p.top[0][1] for p in predictions],
+                               tf.nn.softmax(run_logits["reference"]).numpy().max(axis=1), rtol=0,
+                               atol=PROBABILITY_ATOL)
+    asked = predicting.predict_files(str(run_dir), [str(npz)], top_k=1, allow_saved_model=True)
+    assert marker.read_text() == "the planted SavedModel ran" and asked[0].top[0][1] == pytest.approx(0.1)
+
+
+def test_predict_refuses_a_planted_keras_file_holding_code_in_one_line(runs, digit, tmp_path):
+    run_dir = tmp_path / "keras"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    keras_file = run_dir / "export" / "model.keras"
+    keras_file.unlink()
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x * 2)]).save(keras_file)
+    with pytest.raises(predicting.PredictError) as error:
+        predicting.predict_files(str(run_dir), [digit[1]])
+    assert str(error.value).startswith(f"{keras_file} cannot be loaded in Keras' safe mode (Requested the "
+                                       "deserialization of a `Lambda` layer")
+    assert str(error.value).endswith(f"; export the run again: python3 -m training.export --run_dir={run_dir}")
+    assert "\n" not in str(error.value)
+
+
+CIFAR10 = {"dataset": "cifar10", "image_shape": [32, 32, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+@pytest.mark.parametrize("relabelled, allow_saved_model, message", [
+    ((), False, "export/export.json: an export of mnist images of shape [28, 28, 1], but the run trains on cifar10 "
+                "images of shape [32, 32, 3]; export the run again"),
+    (tuple(CIFAR10), False, "export/model.keras holds the network c4k3b-m2-d16-drop0.5 on images [28, 28, 1] with "
+                            "10 classes, but the run trained c4k3b-m2-d16-drop0.5 on [32, 32, 3] with 10; export the "
+                            "run again"),
+    (tuple(CIFAR10), True, "export/saved_model takes uint8 images of shape (28, 28, 1), but the run's are uint8 "
+                           "(32, 32, 3); export the run again"),
+], ids=["record", "keras_file", "saved_model"])
+def test_an_export_of_another_dataset_is_refused_in_one_line(runs, digit, tmp_path, relabelled, allow_saved_model,
+                                                             message):
+    # A CIFAR-10 run whose export/ holds an MNIST run's export: images of another shape.
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    saved["config"]["dataset"] = "cifar10"
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    record = json.loads((run_dir / "export" / "export.json").read_text())
+    (run_dir / "export" / "export.json").write_text(json.dumps({**record, **{k: CIFAR10[k] for k in relabelled}}))
+    with pytest.raises(predicting.PredictError) as error:
+        predicting.predict_files(str(run_dir), [digit[1]], allow_saved_model=allow_saved_model)
+    assert str(error.value).startswith(f"{run_dir}/{message}") and "\n" not in str(error.value)
+
+
+def test_a_damaged_results_json_is_passed_over(runs, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    (run_dir / "results.json").write_text("{")
+    assert TrainedRun.open(str(run_dir)).standardization.std.shape == (1,)
+    evaluation = predicting.evaluate_split(str(run_dir), "test")
+    assert evaluation.recorded is None and evaluation.total == 256

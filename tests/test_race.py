@@ -238,3 +238,15 @@ def test_a_finished_run_with_a_damaged_results_json_is_one_line_naming_it(tmp_pa
                                                     "a number or null;"):
         racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"), "c",
                                launch=_fake_training([]))
+
+
+def test_the_race_terms_are_never_written_through_a_planted_link(tmp_path, flagfiles):
+    # race.json was written through a fixed "race.json.tmp", which a link planted there redirected.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's file\n")
+    (tmp_path / "race").mkdir()
+    (tmp_path / "race" / "race.json.tmp").symlink_to(victim)
+    racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"), "c",
+                           launch=_fake_training([]))
+    assert victim.read_text() == "someone's file\n"
+    assert json.loads((tmp_path / "race" / "race.json").read_text())["target_accuracy"] == 0.99

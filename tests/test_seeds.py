@@ -211,3 +211,18 @@ def test_a_recipe_whose_comments_changed_is_the_same_recipe(tmp_path):
     recipe.write_text("# 93.47 ± 0.07% over seeds 0-2\n--arch=d16\n--epochs=1\n")
     with pytest.raises(seed_runs.SeedsError, match="holds seeds of another version of"):
         seed_runs.check_recipe(str(recipe), str(tmp_path / "seeds"))
+
+
+def test_the_recipe_record_and_the_table_are_never_written_through_a_planted_link(tmp_path, recipe):
+    # Both were written through a fixed "<name>.tmp", which a link planted there redirected; now each write takes
+    # a fresh temporary name (run_files.write_atomically).
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's file\n")
+    runs, out = tmp_path / "runs", tmp_path / "report.md"
+    runs.mkdir()
+    for planted in (runs / "recipe.seeds.json.tmp", tmp_path / "report.md.tmp"):
+        planted.symlink_to(victim)
+    seed_runs.seeds_and_report(recipe, 1, str(runs), str(out), "the command", launch=_fake_training([]))
+    assert victim.read_text() == "someone's file\n"
+    assert json.loads((runs / "recipe.seeds.json").read_text())["flagfile"] == recipe
+    assert out.read_text().startswith("# recipe: 1 of 1 seeds\n")

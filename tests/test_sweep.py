@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
 
-from experiments import grids, racing, runner, seed_runs
+from experiments import grids, racing, reuse, runner, seed_runs
 from experiments import report as report_lib
 from flags import race_flags, seeds_flags, sweep_flags
 from models import analysis, architecture
@@ -272,7 +272,7 @@ def test_a_run_directory_of_another_budget_is_refused(tiny_sweep):
     config = TrainConfig(arch="c4k3-m2-d16", learning_rate=1e-3, batch_size=64, train_steps=7,
                          validation_split=grids.SWEEP_VALIDATION_SPLIT,
                          logdir=str(tiny_sweep["root"] / "runs" / "tiny" / "mnist" / "conv-seed0"))
-    with pytest.raises(runner.SweepError, match="holds a run with train_steps=5, not train_steps=7"):
+    with pytest.raises(reuse.ReuseError, match="holds a run with train_steps=5, not train_steps=7"):
         runner.reusable_results(config)
 
 

@@ -20,6 +20,7 @@ from experiments import activation_max, visuals
 from experiments import inspection as inspect_lib
 from training import trainer
 from training.config import TrainConfig
+from training.trained_run import TrainedRun, TrainedRunError, read_config
 
 # Twenty Adam steps of 1e-10 move a weight by at most 2e-9; Glorot kernels of another draw differ by ~0.1.
 INITIAL_KERNEL_ATOL = 1e-7
@@ -283,10 +284,10 @@ def test_inspect_writes_each_picture_with_the_size_of_its_grid_title_and_colour_
 
 
 def test_inspect_restores_the_trained_weights(tiny_run):
-    restored = inspect_lib.restore_run(str(tiny_run["logdir"]))
+    restored = TrainedRun.open(str(tiny_run["logdir"]))
     assert restored.step == 20
     trained = tiny_run["model"].named_weights()
-    for name, variable in restored.model.named_weights().items():
+    for name, variable in restored.network.named_weights().items():
         np.testing.assert_array_equal(variable.numpy(), trained[name].numpy(), err_msg=name)
 
 
@@ -315,9 +316,11 @@ def test_feature_maps_and_top_k_show_the_right_images(tiny_run, tiny_mnist):
 
 
 def test_activation_max_picture_shows_what_the_ascent_finds(tiny_run, tiny_mnist):
-    restored = inspect_lib.restore_run(str(tiny_run["logdir"]))
+    restored = TrainedRun.open(str(tiny_run["logdir"]))
+    bounds = activation_max.pixel_bounds(restored.eval_preprocess(), 1)
     # The run does not standardise: its inputs are pixels / 255, so black is 0 and white 1.
-    found = activation_max.maximise(restored.model, "conv2", range(MAX_FILTERS), [0.0], [1.0], ASCENT)
+    np.testing.assert_array_equal(bounds, ([0.0], [1.0]))
+    found = activation_max.maximise(restored.network, "conv2", range(MAX_FILTERS), *bounds, ASCENT)
     grid = _grid(_decode(tiny_run["logdir"] / "inspect" / "activation_max_conv2.png"), "activation_max_conv2")
     np.testing.assert_array_equal(grid[22:, :56], visuals.upscale(found.pixels[0], 2))
     np.testing.assert_array_equal(grid[22:, 114:170], visuals.upscale(found.pixels[2], 2))
@@ -381,15 +384,15 @@ def test_inspect_refuses_a_layer_that_is_not_a_conv_block(tiny_run, tiny_mnist_d
 
 def test_inspect_refuses_a_run_without_checkpoint_or_config(tiny_run, tmp_path):
     run_dir = _run_copy(tiny_run, tmp_path, checkpoints=False)
-    with pytest.raises(inspect_lib.InspectError, match=f"^{run_dir}/checkpoints holds no checkpoint yet"):
+    with pytest.raises(TrainedRunError, match=f"^{run_dir}/checkpoints holds no checkpoint yet"):
         inspect_lib.inspect_run(str(run_dir))
     (run_dir / "config.json").unlink()
-    with pytest.raises(inspect_lib.InspectError, match=f"^{run_dir} holds no config.json"):
+    with pytest.raises(TrainedRunError, match=f"^{run_dir} holds no config.json"):
         inspect_lib.inspect_run(str(run_dir))
 
 
 def test_config_json_lists_become_tuples_again(tiny_run):
-    config = inspect_lib.load_config(str(tiny_run["logdir"]))
+    config = read_config(str(tiny_run["logdir"]))
     saved = json.loads((tiny_run["logdir"] / "config.json").read_text())["config"]
     assert dataclasses.asdict(config) == {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     assert isinstance(config.piecewise_boundaries, tuple) and isinstance(config.profile_steps, tuple)
@@ -438,7 +441,7 @@ def test_a_reference_run_is_inspected_as_it_is(tmp_path, tiny_mnist, tiny_mnist_
     assert names == ["activation_max_conv1", "activation_max_res1", "feature_maps_conv1", "feature_maps_res1",
                      "filters_change_res1", "filters_res1", "top_k_max_conv1", "top_k_max_res1", "top_k_mean_conv1",
                      "top_k_mean_res1"]
-    network = inspect_lib.restore_run(str(logdir)).model
+    network = TrainedRun.open(str(logdir)).network
     assert isinstance(network, reference.ReferenceCNN)  # read as it is, not through a Keras copy
     twin = models.build_network("keras", config.arch, (28, 28, 1), 10)
     reference.copy_weights(network, twin)

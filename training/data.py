@@ -22,7 +22,7 @@ from absl import logging
 from keras.src.utils import file_utils as keras_file_utils
 
 from training.dataset_info import DATASETS, held_out_count
-from training.errors import OneLineError
+from training.errors import OneLineError, first_line
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 COARSE_KEYS = ("y_train_coarse", "y_test_coarse", "fine_to_coarse")  # optional, all or none
@@ -286,8 +286,9 @@ def _read_members(path, name, archive):
     if missing:
         raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
     keys = REQUIRED_KEYS + tuple(key for key in COARSE_KEYS if key in members)
+    limit = min(MAX_ARRAY_BYTES, MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes)
     for key in keys:
-        _check_header(path, name, key, archive, members[key])
+        check_npy_header(path, key, archive, members[key], limit)
     arrays = {}
     for key in keys:
         with archive.open(members[key]) as file:
@@ -295,9 +296,10 @@ def _read_members(path, name, archive):
     return arrays
 
 
-def _check_header(path, name, key, archive, member):
-    """Refuses an array whose .npy header does not parse, declares Python objects, a negative dimension, or more
-    bytes than are stored or sane.
+def check_npy_header(path, key, archive, member, limit):
+    """Refuses the array ``key`` (the ``member`` of the open .npz ``archive`` at ``path``) when its .npy header
+    does not parse, declares Python objects, a negative dimension, or more bytes than are stored or than
+    ``limit``; returns its ``(shape, dtype)``.
 
     Runs before the array is read, so a corrupt or hostile shape costs no allocation.
     """
@@ -311,7 +313,7 @@ def _check_header(path, name, key, archive, member):
             else:
                 raise ValueError(f"format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
         except (ValueError, SyntaxError, tokenize.TokenError) as error:  # NumPy tokenizes the header's text
-            raise DataError(f"{path}: {key} is not a readable .npy array ({_first_line(error)})") from None
+            raise DataError(f"{path}: {key} is not a readable .npy array ({first_line(error)})") from None
         header_bytes = file.tell()
     if dtype.hasobject:
         raise DataError(f"{path}: {key} holds Python objects (dtype {dtype}), which are not loaded because "
@@ -323,17 +325,10 @@ def _check_header(path, name, key, archive, member):
     if declared > stored:
         raise DataError(f"{path}: {key} declares shape {shape} of {dtype} ({declared:,} bytes), but the archive "
                         f"stores only {stored:,} bytes for it")
-    limit = min(MAX_ARRAY_BYTES, MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes)
     if declared > limit:
         raise DataError(f"{path}: {key} declares shape {shape} of {dtype} ({declared:,} bytes), more than the "
                         f"{limit:,}-byte limit for one array")
-
-
-def _first_line(error):
-    """An exception's message on one line: NumPy's quotes the header, newline included, and a ``TokenError``'s
-    is its first argument (the second is where)."""
-    message = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
-    return " ".join(message.split())
+    return shape, dtype
 
 
 def _validated(name, arrays, where, source):

@@ -25,7 +25,7 @@ from tensorflow.python.eager import context as tf_context
 from training import config as config_lib
 from training import stopping
 from training.choices import STARTUP_TIMEOUT, STRATEGIES
-from training.errors import RunError
+from training.errors import RunError, first_line
 
 PROBE_EVERY = 0.5  # seconds between looks at the ports of the workers still awaited
 REPORT_EVERY = 30  # seconds between log lines naming the workers still awaited
@@ -216,7 +216,7 @@ def multi_worker_strategy(startup_timeout=STARTUP_TIMEOUT):
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
         except tf.errors.OpError as error:
-            raise RunError(f"the cluster of TF_CONFIG did not form: {_first_line(error)}") from None
+            raise RunError(f"the cluster of TF_CONFIG did not form: {first_line(error)}") from None
 
 
 def lost_worker(error):
@@ -228,7 +228,7 @@ def lost_worker(error):
                                                                         error.message)]
     lost = next((task for task in named if task is not None and task != own), None)
     cause = re.search(r"aborted by: (.+)", error.message)
-    cause = cause.group(1).strip() if cause else _first_line(error)
+    cause = cause.group(1).strip() if cause else first_line(error)
     return RunError(f"{lost or 'another task of the cluster'} lost: {cause[:200]}; the run stopped, restart every "
                     f"task to resume from the last checkpoint")
 
@@ -331,7 +331,7 @@ def _published(context, key, task):
         return json.loads(context.get_config_key_value(key, timeout_in_ms=10_000))
     except tf.errors.OpError as error:
         raise RunError(f"the workers were started with different settings, and those of {task} cannot be read "
-                       f"({_first_line(error)}); start every worker with the same flags") from None
+                       f"({first_line(error)}); start every worker with the same flags") from None
 
 
 @contextlib.contextmanager
@@ -439,12 +439,3 @@ def _split_address(address):
 
 def _names(tasks):
     return ", ".join(map(str, tasks))
-
-
-def _first_line(error):
-    """The first line of a TensorFlow error's message that says something (not its graph traceback)."""
-    for line in error.message.splitlines():
-        line = line.strip()
-        if line and line != "Graph execution error:" and not line.startswith(("Detected at node", "File ")):
-            return line[:200]
-    return type(error).__name__

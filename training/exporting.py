@@ -14,33 +14,36 @@ Restores the run's newest checkpoint and writes into ``<run_dir>/export/``:
   augmentation, the baked-in mean and std and the file they came from.
 
 A run trained further after its export keeps the old export until ``export_run`` runs again; every export
-replaces the previous one whole.
+replaces the previous one whole, and a second export of the run while one is under way is refused (``exclusive``).
+The run is opened through ``training.trained_run``, as predict and inspection open it.
 """
 
+import contextlib
+import fcntl
+import glob
 import json
 import os
 import shutil
+import tempfile
 from typing import NamedTuple
 
 import tensorflow as tf
 from absl import logging
 
 from models.network import CAPABILITIES
-from training import data as data_lib
-from training import pipeline
-from training.config import VALIDATION_SPLIT_SEED
-from training.errors import OneLineError, RunError
+from training import run_files
+from training.errors import OneLineError
 from training.loop import augmented_logits
-from training.parts import build_run_network
-from training.rundir import RunDir
+from training.trained_run import EXPORT, TrainedRun, subfolder
 
-EXPORT, SAVED_MODEL, KERAS_FILE, RECORD = "export", "saved_model", "model.keras", "export.json"
+SAVED_MODEL, KERAS_FILE, RECORD = "saved_model", "model.keras", "export.json"
 SIGNATURE = "serving_default"
+# ``_swap_in``'s temporary folders: ``.<name>.<random>.tmp`` beside ``<name>``, left only by a killed export.
+SWAP_SUFFIX = ".tmp"
 
 
 class ExportError(OneLineError, ValueError):
-    """A run that cannot be exported (no such directory, no checkpoint, training data not found); the message says
-    why."""
+    """An export that cannot be written now (another export of the run is under way); the message says why."""
 
 
 class ExportPaths(NamedTuple):
@@ -51,7 +54,7 @@ class ExportPaths(NamedTuple):
 
 def export_paths(run_dir, impl="keras"):
     """Where ``export_run`` writes for a run of ``impl``."""
-    folder = os.path.join(run_dir, EXPORT)
+    folder = subfolder(run_dir, EXPORT)
     keras_file = os.path.join(folder, KERAS_FILE) if CAPABILITIES[impl].saves_keras_file else None
     return ExportPaths(os.path.join(folder, SAVED_MODEL), keras_file, os.path.join(folder, RECORD))
 
@@ -62,34 +65,33 @@ def export_run(run_dir, data_dir=""):
 
     ``data_dir`` holds ``<dataset>.npz`` for a run that standardised, whose training images give the mean and
     std; empty: the run's own ``data_dir``, then the Keras cache, then the bundled MNIST subset. Never downloads.
-    Raises ``ExportError`` (or ``data.DataError`` for a malformed data file) with a one-line reason.
+    Raises ``trained_run.TrainedRunError`` for a run that cannot be opened, ``ExportError`` while another export
+    of the run is under way (or ``data.DataError`` for a malformed data file), each with a one-line reason.
     """
-    config = read_run_config(run_dir)
-    info = data_lib.DATASETS[config.dataset]
-    network, checkpoint, step = restore_network(run_dir, config)
-    mean, std, stats_source = standardization_stats(config, run_dir, data_dir)
+    run = TrainedRun.open(run_dir, data_dir)
+    config, stats = run.config, run.standardization
     paths = export_paths(run_dir, config.impl)
-    os.makedirs(os.path.dirname(paths.saved_model), exist_ok=True)
-    module = ServingModule(network, pipeline.make_preprocess(mean, std), info.image_shape,
-                           config.test_time_augmentation)
-    _replace(paths.saved_model, lambda tmp: tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve}))
-    if paths.keras:
-        _replace(paths.keras, network.save, suffix=".tmp.keras")  # Keras insists on the .keras ending
-    record = {
-        "run_dir": os.path.abspath(run_dir), "checkpoint": os.path.abspath(checkpoint),
-        "step": step, "dataset": config.dataset, "arch": config.arch, "impl": config.impl,
-        "precision": config.precision, "image_shape": list(info.image_shape),
-        "class_names": list(info.class_names or map(str, range(info.num_classes))),
-        "test_time_augmentation": config.test_time_augmentation,
-        "standardize": config.standardize, "mean": None if mean is None else mean.tolist(),
-        "std": None if std is None else std.tolist(), "stats_source": stats_source,
-        "signature": {"name": SIGNATURE, "inputs": {"images": "uint8 (n, H, W, C)"},
-                      "outputs": {"probabilities": "float32 (n, classes)", "class_ids": "int64 (n,)"}},
-        "keras_file_outputs": "logits" if paths.keras else None,
-    }
-    with open(paths.record, "w") as file:
-        json.dump(record, file, indent=2)
-    logging.info("exported %s (step %d) to %s", checkpoint, record["step"], os.path.dirname(paths.saved_model))
+    module = ServingModule(run.network, run.eval_preprocess(), run.info.image_shape, config.test_time_augmentation)
+    with exclusive(run.subfolder(EXPORT, create=True), run_dir) as folder:
+        _swap_in(paths.saved_model, lambda path: tf.saved_model.save(module, path,
+                                                                    signatures={SIGNATURE: module.serve}))
+        if paths.keras:
+            _swap_in(paths.keras, run.network.save)
+        record = {
+            "run_dir": os.path.abspath(run_dir), "checkpoint": os.path.abspath(run.checkpoint),
+            "step": run.step, "dataset": config.dataset, "arch": config.arch, "impl": config.impl,
+            "precision": config.precision, "image_shape": list(run.info.image_shape),
+            "class_names": list(run.class_names),
+            "test_time_augmentation": config.test_time_augmentation,
+            "standardize": config.standardize, "mean": None if stats is None else stats.mean.tolist(),
+            "std": None if stats is None else stats.std.tolist(),
+            "stats_source": None if stats is None else stats.source,
+            "signature": {"name": SIGNATURE, "inputs": {"images": "uint8 (n, H, W, C)"},
+                          "outputs": {"probabilities": "float32 (n, classes)", "class_ids": "int64 (n,)"}},
+            "keras_file_outputs": "logits" if paths.keras else None,
+        }
+        run_files.write_atomically(paths.record, json.dumps(record, indent=2))
+    logging.info("exported %s (step %d) to %s", run.checkpoint, run.step, folder)
     return paths
 
 
@@ -116,72 +118,71 @@ class ServingModule(tf.Module):
                 "class_ids": tf.argmax(logits, axis=-1, output_type=tf.int64)}
 
 
-def read_run_config(run_dir):
-    """The run's ``TrainConfig`` (one of a dataset this code does not know is refused as it is read)."""
-    try:
-        return RunDir(run_dir).read_config()
-    except RunError as error:
-        raise ExportError(str(error)) from None
-
-
-def standardization_stats(config, run_dir, data_dir=""):
-    """``(mean, std, source)`` of the run's training images on the [0, 1] scale, float32 (C,) each, as the run
-    computed them; ``(None, None, None)`` when it did not standardise (then no data is read).
-
-    The training set is the one the run trained on: less its validation examples when it held some out. A
-    ``<folder>/<dataset>.npz`` named by ``data_dir`` or the run's own ``data_dir`` must exist: falling back to
-    another copy of the dataset would bake in other statistics without a word.
-    """
-    if not config.standardize:
-        return None, None, None
-    folder = data_dir or config.data_dir
-    if folder and not os.path.exists(os.path.join(folder, f"{config.dataset}.npz")):
-        whose = "--data_dir" if data_dir else f"the run's data_dir {folder}"
-        raise ExportError(f"the run standardised its images with its training set's per-channel mean and std, but "
-                          f"{os.path.join(folder, config.dataset + '.npz')} ({whose}) cannot be found; pass "
-                          f"--data_dir=<folder holding {config.dataset}.npz>")
-    dataset = data_lib.load(config.dataset, folder, allow_download=False)
-    if config.validation_split:
-        dataset, _ = data_lib.split_validation(dataset, config.validation_split, VALIDATION_SPLIT_SEED)
-    results = RunDir(run_dir).read_results() or {}
-    if results.get("data_source") not in (None, dataset.source):
-        logging.warning("the run trained on %s; its mean and std are taken from %s", results["data_source"],
-                        dataset.source)
-    mean, std = pipeline.channel_stats(dataset.x_train)
-    return mean, std, dataset.source
-
-
-def restore_network(run_dir, config):
-    """``(network, checkpoint, step)``: the run's network, as its ``impl`` builds it, with the weights of the
-    newest checkpoint that restores (``RunDir.restore_weights``)."""
-    network = build_run_network(config)
-    try:
-        checkpoint, step = RunDir(run_dir).restore_weights(network, config.arch)
-    except RunError as error:
-        raise ExportError(str(error)) from None
-    return network, checkpoint, step
-
-
 def load_keras_model(path):
-    """``model.keras`` reopened: a ``models.keras_cnn.CNN`` that returns logits of preprocessed images."""
+    """``model.keras`` reopened in Keras' safe mode, which refuses to deserialise code (a ``Lambda`` layer's
+    function): a ``models.keras_cnn.CNN`` that returns logits of preprocessed images."""
     import keras
 
     import models.keras_cnn  # noqa: F401  (registers the CNN class under the name model.keras gives it)
-    return keras.saving.load_model(path)
+    return keras.saving.load_model(path, safe_mode=True)
 
 
-def _replace(path, write, suffix=".tmp"):
-    """Writes with ``write(temporary path)``, then puts the result in place of ``path``: an export that fails
-    halfway leaves the previous one intact."""
-    tmp = path + suffix
-    _remove(tmp)
-    write(tmp)
-    _remove(path)
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def exclusive(folder, run_dir):
+    """Holds ``folder`` (the run's export folder) for one export: a second export of the same run meanwhile
+    stops with an ``ExportError`` instead of writing into the same files. The lock is an ``flock`` on the folder
+    itself (no lock file is left in the export), which the operating system releases when its process ends,
+    however it ends. Under it, what killed exports left is removed first. Yields ``folder``."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise ExportError(f"{folder} cannot be opened ({error.strerror}); remove it, then export again") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ExportError(f"another export of {run_dir} is under way; wait for it to end, then export again "
+                              f"if need be") from None
+        _remove_leftovers(folder)
+        yield folder
+    finally:
+        os.close(descriptor)  # closing releases the flock
+
+
+def _swap_in(path, write):
+    """Writes with ``write(temporary path)``, then puts the result (a file or a folder) in place of ``path``: an
+    export that fails halfway leaves the previous one intact.
+
+    The temporary path lies in a fresh folder (``tempfile.mkdtemp``) beside ``path`` and has ``path``'s name
+    (Keras insists on the .keras ending), so nothing planted under a fixed temporary name is written through.
+    """
+    folder, name = os.path.split(path)
+    temporary = tempfile.mkdtemp(prefix=f".{name}.", suffix=SWAP_SUFFIX, dir=folder)
+    try:
+        written = os.path.join(temporary, name)
+        write(written)
+        _remove(path)
+        os.replace(written, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _remove_leftovers(folder):
+    """Removes what exports killed mid-write left in ``folder``: ``_swap_in``'s temporary folders and
+    ``write_atomically``'s temporary export.json."""
+    leftovers = [path for name in (SAVED_MODEL, KERAS_FILE)
+                 for path in glob.glob(os.path.join(glob.escape(folder), f".{name}.*{SWAP_SUFFIX}"))]
+    leftovers += [os.path.join(folder, name) for name in run_files.write_leftovers(folder, [RECORD])]
+    for path in leftovers:
+        _remove(path)
+    if leftovers:
+        logging.info("removed what an interrupted export left in %s: %s", folder,
+                     ", ".join(os.path.basename(path) for path in leftovers))
 
 
 def _remove(path):
-    if os.path.isdir(path):
+    """Removes the file, link or folder ``path`` if there is one; a link is removed itself, never followed."""
+    if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
-    elif os.path.exists(path):
+    elif os.path.lexists(path):
         os.remove(path)

@@ -1,8 +1,10 @@
 """Predict with an exported run: ``python -m training.predict --run_dir=RUN image.png [more.jpg x.npz ...]``.
 
 Prints, per image, the ``--top_k`` most probable classes with their probabilities; with ``--dataset_split=test``
-instead, the export's accuracy on the run's test set. Reads ``RUN/export/saved_model`` and refuses a run that has
-none (export it first with ``python -m training.export``); see ``training/predicting.py``.
+instead, the run's accuracy on its test set. Reads ``RUN/export/model.keras`` in Keras' safe mode, or for a run
+without one rebuilds the run's network from its checkpoint; ``RUN/export/saved_model`` only with
+``--allow_saved_model``. Refuses a run without an export (export it first with ``python -m training.export``); see
+``training/predicting.py``.
 """
 
 from absl import flags as absl_flags
@@ -20,10 +22,11 @@ def main(images):
     from training import predicting
 
     if FLAGS.dataset_split:
-        lines = [predicting.format_evaluation(predicting.evaluate_split(FLAGS.run_dir, FLAGS.dataset_split,
-                                                                        FLAGS.data_dir))]
+        lines = [predicting.format_evaluation(predicting.evaluate_split(
+            FLAGS.run_dir, FLAGS.dataset_split, FLAGS.data_dir, FLAGS.allow_saved_model))]
     else:
-        lines = map(predicting.format_prediction, predicting.predict_files(FLAGS.run_dir, images, FLAGS.top_k))
+        lines = map(predicting.format_prediction, predicting.predict_files(FLAGS.run_dir, images, FLAGS.top_k,
+                                                                           FLAGS.allow_saved_model))
     for line in lines:
         print(line)
 

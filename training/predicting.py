@@ -1,10 +1,17 @@
-"""Use an exported run: top-k classes of image files (``predict_files``), accuracy on a split (``evaluate_split``).
+"""Use a trained run: top-k classes of image files (``predict_files``), accuracy on a split (``evaluate_split``).
 
-Both read ``<run_dir>/export/saved_model`` (see ``training/exporting.py``). A run that has none is refused with a
-line saying how to export it: predicting never writes into a run directory, and exporting may need the run's
+Both need the run's export (see ``training/exporting.py``): its ``export.json`` says what the run's evaluation did
+to images (the mean and std of a standardised run, the test-time augmentation). A run without one is refused with
+a line saying how to export it: predicting never writes into a run directory, and exporting may need the run's
 training data, which predicting on a few images should not.
 
-Images are fitted to the run's input before the SavedModel sees them, and each prediction says what was done:
+What computes the predictions (``load_predictor``): ``export/model.keras`` where the run has one, opened in Keras'
+safe mode, which deserialises no code; else the run's network rebuilt by this code from its newest checkpoint that
+restores (``training.trained_run``), as for a reference run. ``export/saved_model`` only when asked
+(``allow_saved_model``): a SavedModel is a program, whose graph can read and write files, and loading one planted
+in a run directory would run it. Either way the export must be of the run's dataset and network.
+
+Images are fitted to the run's input before the network sees them, and each prediction says what was done:
 an alpha channel is dropped, RGB becomes grey for a 1-channel run (``tf.image.rgb_to_grayscale``) and grey
 becomes RGB for a 3-channel one, and an image of another size is resized to the run's H x W (bilinear with
 antialiasing, aspect ratio not kept).
@@ -12,37 +19,44 @@ antialiasing, aspect ratio not kept).
 
 import dataclasses
 import json
+import math
 import os
-import re
 import zipfile
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from models import architecture
 from training import data as data_lib
-from training import exporting
-from training.dataset_info import SPLITS
-from training.errors import OneLineError
-from training.rundir import CHECKPOINTS, RunDir, checkpoint_prefixes
+from training import exporting, pipeline, trained_run
+from training.choices import TTA_MODES
+from training.dataset_info import DATASETS, SPLITS
+from training.errors import OneLineError, first_line
+from training.rundir import CHECKPOINTS, checkpoint_prefixes
 
-BATCH_SIZE = 500  # images per call of the SavedModel
+BATCH_SIZE = 500  # images per call of the model
 NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first of these it holds
+# Largest array of images an .npz may declare: 2 GiB is 2.7 million MNIST or 700,000 CIFAR images, well past
+# what one command predicts; a larger header is a corrupt or hostile file, refused before any allocation.
+MAX_INPUT_BYTES = 2**31
 CLASSES_SHOWN = 5  # classes and mistakes a split evaluation prints, worst first
 
 
 class PredictError(OneLineError, ValueError):
-    """Images or a run that cannot be used (no export, a file that is not an image); the message says why."""
+    """Images or an export that cannot be used (no export, a file that is not an image); the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Exported:
-    """A run's loaded SavedModel and what is needed to read its outputs."""
+class Predictor:
+    """What makes a run's predictions, and what is needed to read its outputs."""
 
     config: object  # the run's TrainConfig
-    model: object  # what tf.saved_model.load returned; kept, as its signature reads its variables
-    serve: object  # the serving_default signature: images=uint8 (n, H, W, C) -> probabilities, class_ids
+    serve: object  # fn(images=uint8 (n, H, W, C)) -> {"probabilities": (n, classes), "class_ids": (n,)}
     class_names: tuple
+    source: str  # what computes the predictions: model.keras, the run's checkpoint, or the SavedModel
+    checkpoint: str  # the checkpoint whose weights make them
+    model: object  # what was loaded; kept, as ``serve`` reads its variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,36 +90,36 @@ class Evaluation:
         return self.correct / self.total
 
 
-def predict_files(run_dir, paths, top_k=3):
+def predict_files(run_dir, paths, top_k=3, allow_saved_model=False):
     """One ``Prediction`` per image of ``paths`` (PNG, JPEG, GIF or BMP files; .npz files holding x_test or x),
     with the ``top_k`` most probable classes (at most the dataset's number of classes). Every file is read and
-    checked before the export is loaded."""
-    config = _read_config(run_dir)
-    images = read_images(paths, data_lib.DATASETS[config.dataset].image_shape)
-    exported = load_export(run_dir, config)
-    probabilities, _ = run_model(exported.serve, images.pixels)
+    checked before the model is loaded; ``allow_saved_model``: see ``load_predictor``."""
+    config = trained_run.read_config(run_dir)
+    images = read_images(paths, DATASETS[config.dataset].image_shape)
+    predictor = load_predictor(run_dir, allow_saved_model, config)
+    probabilities, _ = run_model(predictor.serve, images.pixels)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-    return [Prediction(name, tuple((exported.class_names[c], float(p[c])) for c in row), changes)
+    return [Prediction(name, tuple((predictor.class_names[c], float(p[c])) for c in row), changes)
             for name, p, row, changes in zip(images.names, probabilities, order, images.changes)]
 
 
-def evaluate_split(run_dir, split="test", data_dir=""):
-    """The exported model's accuracy on ``split`` of the run's dataset, read from ``data_dir`` or the run's own
-    ``data_dir`` (a folder given must hold the file); with neither, the Keras cache, then the bundled MNIST
-    subset; never downloaded."""
+def evaluate_split(run_dir, split="test", data_dir="", allow_saved_model=False):
+    """The run's accuracy on ``split`` of its dataset, computed as ``load_predictor`` says, on images read from
+    ``data_dir`` or the run's own ``data_dir`` (a folder given must hold the file); with neither, the Keras cache,
+    then the bundled MNIST subset; never downloaded."""
     if split not in SPLITS:
         raise PredictError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
-    exported = load_export(run_dir)
-    dataset = data_lib.load(exported.config.dataset, data_dir or exported.config.data_dir, allow_download=False)
-    probabilities, class_ids = run_model(exported.serve, dataset.x_test)
-    recorded = (RunDir(run_dir).read_results() or {}).get("test_accuracy")
+    predictor = load_predictor(run_dir, allow_saved_model)
+    dataset = data_lib.load(predictor.config.dataset, data_dir or predictor.config.data_dir, allow_download=False)
+    probabilities, class_ids = run_model(predictor.serve, dataset.x_test)
+    recorded = trained_run.read_results(run_dir).get("test_accuracy")
     top5 = superclass = None
     if probabilities.shape[1] >= 10:  # top-5 of fewer classes says little
         best5 = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
         top5 = int(np.sum(np.any(best5 == dataset.y_test[:, np.newaxis], axis=1)))
     if dataset.fine_to_coarse is not None:
         superclass = int(np.sum(dataset.fine_to_coarse[class_ids] == dataset.y_test_coarse))
-    per_class, confusions = class_breakdown(dataset.y_test, class_ids, exported.class_names)
+    per_class, confusions = class_breakdown(dataset.y_test, class_ids, predictor.class_names)
     return Evaluation(split, int(np.sum(class_ids == dataset.y_test)), len(dataset.y_test), dataset.source, recorded,
                       top5, superclass, per_class, confusions)
 
@@ -151,29 +165,116 @@ def format_evaluation(evaluation):
     return "\n".join(lines)
 
 
-def load_export(run_dir, config=None):
-    """The run's ``Exported`` SavedModel; ``PredictError`` when there is none or it cannot be loaded."""
-    config = config or _read_config(run_dir)
+def load_predictor(run_dir, allow_saved_model=False, config=None):
+    """The run's ``Predictor``: its export's ``model.keras`` in Keras' safe mode where there is one, else the run's
+    network rebuilt from its newest checkpoint that restores; with ``allow_saved_model``, the export's SavedModel
+    instead (a program: only from a source the user trusts). ``PredictError`` when the run has no export, or one
+    that cannot be loaded or is not of the run's dataset and network."""
+    config = config or trained_run.read_config(run_dir)
     paths = exporting.export_paths(run_dir, config.impl)
-    if not os.path.isdir(paths.saved_model):
-        raise PredictError(f"{paths.saved_model} does not exist; export the run first: python3 -m training.export "
+    record = read_export_record(run_dir, config, paths.record)
+    if allow_saved_model:
+        predictor = _load_saved_model(paths.saved_model, config, record, _again(run_dir))
+    elif paths.keras and os.path.lexists(paths.keras):
+        predictor = _load_keras_file(paths.keras, config, record, _again(run_dir))
+    else:  # no code from the export runs: this code rebuilds the network, with the weights of the run's checkpoint
+        run = trained_run.TrainedRun.open(run_dir)
+        predictor = _serving(config, run.network, record, f"the network rebuilt from {run.checkpoint}",
+                             os.path.abspath(run.checkpoint))
+    logging.info("predictions by %s", predictor.source)
+    _warn_if_stale(run_dir, predictor.checkpoint)
+    return predictor
+
+
+def _again(run_dir):
+    return f"export the run again: python3 -m training.export --run_dir={run_dir}"
+
+
+def read_export_record(run_dir, config, path):
+    """export.json at ``path``, checked against the run ``config``: the same dataset, image shape and network, and
+    usable statistics and test-time augmentation; ``PredictError`` naming what is wrong."""
+    if not os.path.lexists(path):
+        raise PredictError(f"{path} does not exist; export the run first: python3 -m training.export "
                            f"--run_dir={run_dir}")
+    again = _again(run_dir)
     try:
-        model = tf.saved_model.load(paths.saved_model)
+        with open(path) as file:
+            record = json.load(file)
+    except (OSError, ValueError) as error:
+        raise PredictError(f"{path}: cannot be read ({first_line(error)}); {again}") from None
+    if not isinstance(record, dict):
+        raise PredictError(f"{path}: holds a JSON {type(record).__name__}, not an export's record; {again}")
+    info = DATASETS[config.dataset]
+    shape = record.get("image_shape")
+    if record.get("dataset") != config.dataset or shape != list(info.image_shape):
+        raise PredictError(f"{path}: an export of {record.get('dataset')} images of shape {shape}, but the run "
+                           f"trains on {config.dataset} images of shape {list(info.image_shape)}; {again}")
+    if not _same_network(record.get("arch"), config.arch):
+        raise PredictError(f"{path}: an export of the network {record.get('arch')}, but the run trained "
+                           f"{config.arch}; {again}")
+    if record.get("test_time_augmentation") not in TTA_MODES:
+        raise PredictError(f"{path}: test_time_augmentation is {record.get('test_time_augmentation')!r}, not one "
+                           f"of {', '.join(TTA_MODES)}; {again}")
+    for key, lowest in (("mean", -math.inf), ("std", 0.0)):
+        value = record.get(key)
+        if config.standardize:
+            usable = isinstance(value, list) and len(value) == info.channels and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and lowest < v < math.inf for v in value)
+            expected = f"{info.channels} finite numbers" + (" > 0" if lowest == 0 else "")
+        else:
+            usable, expected = value is None, "null (the run did not standardise)"
+        if not usable:
+            raise PredictError(f"{path}: {key} is {value!r}, expected {expected}; {again}")
+    return record
+
+
+def _same_network(exported, trained):
+    return isinstance(exported, str) and architecture.resolve(exported) == architecture.resolve(trained)
+
+
+def _serving(config, network, record, source, checkpoint):
+    """A ``Predictor`` of ``network`` with the run's evaluation around it, as the export recorded it."""
+    stats = () if record["mean"] is None else (np.float32(record["mean"]), np.float32(record["std"]))
+    module = exporting.ServingModule(network, pipeline.make_preprocess(*stats), DATASETS[config.dataset].image_shape,
+                                     record["test_time_augmentation"])
+    return Predictor(config, module.serve, trained_run.class_names(config), source, checkpoint, module)
+
+
+def _load_keras_file(path, config, record, again):
+    """``_serving`` around ``model.keras``, loaded in safe mode; refused unless it is the run's ``CNN``."""
+    from models.keras_cnn import CNN
+
+    try:
+        model = exporting.load_keras_model(path)
+    except Exception as error:  # noqa: BLE001  Keras raises anything from a damaged or hostile file
+        raise PredictError(f"{path} cannot be loaded in Keras' safe mode ({first_line(error)}); {again}") from None
+    info = DATASETS[config.dataset]
+    if not isinstance(model, CNN):
+        raise PredictError(f"{path} holds a {type(model).__name__}, not this project's CNN; {again}")
+    if (tuple(model.image_shape), model.num_classes) != (info.image_shape, info.num_classes) \
+            or not _same_network(model.arch, config.arch):
+        raise PredictError(f"{path} holds the network {model.arch} on images {list(model.image_shape)} with "
+                           f"{model.num_classes} classes, but the run trained {config.arch} on "
+                           f"{list(info.image_shape)} with {info.num_classes}; {again}")
+    return _serving(config, model, record, f"{path} (Keras safe mode)", record.get("checkpoint"))
+
+
+def _load_saved_model(path, config, record, again):
+    """The export's SavedModel, whose signature must take the run's images."""
+    if not os.path.isdir(path):
+        raise PredictError(f"{path} does not exist; {again}")
+    try:
+        model = tf.saved_model.load(path)
         serve = model.signatures[exporting.SIGNATURE]
-    except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
-        raise PredictError(f"{paths.saved_model} cannot be loaded ({_first_line(error)}); export the run again: "
-                           f"python3 -m training.export --run_dir={run_dir}") from None
-    _warn_if_stale(run_dir, paths.record)
-    info = data_lib.DATASETS[config.dataset]
-    return Exported(config, model, serve, info.class_names or tuple(map(str, range(info.num_classes))))
-
-
-def _read_config(run_dir):
-    try:
-        return exporting.read_run_config(run_dir)
-    except exporting.ExportError as error:
-        raise PredictError(str(error)) from None
+        spec = serve.structured_input_signature[1]["images"]
+    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as error:
+        raise PredictError(f"{path} cannot be loaded ({first_line(error)}); {again}") from None
+    image_shape = DATASETS[config.dataset].image_shape
+    if spec.dtype != tf.uint8 or tuple(spec.shape[1:]) != image_shape:
+        raise PredictError(f"{path} takes {spec.dtype.name} images of shape {tuple(spec.shape[1:])}, but the run's "
+                           f"are uint8 {image_shape}; {again}")
+    return Predictor(config, serve, trained_run.class_names(config), f"{path} (a SavedModel, as asked)",
+                     record.get("checkpoint"), model)
 
 
 def run_model(serve, pixels):
@@ -238,50 +339,48 @@ def _decode(path):
     try:
         return tf.io.decode_image(contents, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, ValueError) as error:
-        raise PredictError(f"{path}: cannot be decoded as an image ({_first_line(error)}); give PNG or JPEG files, "
+        raise PredictError(f"{path}: cannot be decoded as an image ({first_line(error)}); give PNG or JPEG files, "
                            f"or .npz files holding {' or '.join(NPZ_KEYS)}") from None
 
 
 def _read_npz(path):
-    """The first array of ``NPZ_KEYS`` in the .npz at ``path``, as uint8 (n, h, w, c)."""
+    """The first array of ``NPZ_KEYS`` in the .npz at ``path``, as uint8 (n, h, w, c); its header is checked
+    (``data.check_npy_header``) before a byte of it is read."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise PredictError(f"{path}: holds a single array, not an .npz archive of {' or '.join(NPZ_KEYS)}")
-            key = next((key for key in NPZ_KEYS if key in npz.files), None)
-            if key is None:
-                raise PredictError(f"{path}: holds neither {' nor '.join(NPZ_KEYS)} (its arrays: "
-                                   f"{', '.join(npz.files) or 'none'})")
-            images = npz[key]
+        with open(path, "rb") as file:
+            if file.read(6) == b"\x93NUMPY":
+                raise PredictError(f"{path}: holds a single .npy array, not an .npz archive of "
+                                   f"{' or '.join(NPZ_KEYS)}; save it with numpy.savez(path, x=images)")
+            file.seek(0)
+            with zipfile.ZipFile(file) as archive:
+                members = {member.filename[:-len(".npy")]: member for member in archive.infolist()
+                           if member.filename.endswith(".npy")}
+                key = next((key for key in NPZ_KEYS if key in members), None)
+                if key is None:
+                    raise PredictError(f"{path}: holds neither {' nor '.join(NPZ_KEYS)} (its arrays: "
+                                       f"{', '.join(members) or 'none'})")
+                data_lib.check_npy_header(path, key, archive, members[key], MAX_INPUT_BYTES)
+                with archive.open(members[key]) as array:
+                    images = np.lib.format.read_array(array, allow_pickle=False)
     except PredictError:
-        raise
+        raise  # a ValueError, named already
+    except data_lib.DataError as error:
+        raise PredictError(str(error)) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise PredictError(f"{path}: not a readable .npz file ({_first_line(error)})") from None
+        raise PredictError(f"{path}: not a readable .npz file ({first_line(error)})") from None
     if images.dtype != np.uint8:
         raise PredictError(f"{path}: {key} has dtype {images.dtype}, expected uint8 pixels in [0, 255]")
     if images.ndim == 3:
         images = images[..., np.newaxis]  # (n, h, w) grey -> (n, h, w, 1)
-    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or not len(images):
+    if images.ndim != 4 or not 1 <= images.shape[-1] <= 4 or 0 in images.shape[:3]:
         raise PredictError(f"{path}: {key} has shape {images.shape}, expected images (n, H, W) or (n, H, W, C) with "
-                           f"n > 0 and 1 to 4 channels")
+                           f"n, H and W > 0 and 1 to 4 channels")
     return images
 
 
-def _warn_if_stale(run_dir, record_path):
-    """A log line when the run has a newer checkpoint than the one exported."""
-    try:
-        with open(record_path) as file:
-            exported = json.load(file)["checkpoint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
+def _warn_if_stale(run_dir, checkpoint):
+    """A log line when the run has a newer checkpoint than ``checkpoint``, whose weights predict."""
     newest = checkpoint_prefixes(os.path.join(run_dir, CHECKPOINTS))
-    if newest and os.path.abspath(newest[0]) != exported:
-        logging.warning("the export holds %s, but the run's newest checkpoint is %s; export it again to use it: "
-                        "python3 -m training.export --run_dir=%s", exported, newest[0], run_dir)
-
-
-def _first_line(error):
-    """The first line of ``error``'s message without TensorFlow's ``{{function_node ...}}`` and ``[Op:...]``."""
-    lines = str(error).strip().splitlines()
-    line = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\]$", "", lines[0]) if lines else ""
-    return line[:200] or type(error).__name__
+    if newest and os.path.abspath(newest[0]) != checkpoint:
+        logging.warning("predicting with the weights of %s, but the run's newest checkpoint is %s; export the run "
+                        "again to use it: python3 -m training.export --run_dir=%s", checkpoint, newest[0], run_dir)

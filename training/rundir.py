@@ -54,7 +54,7 @@ from absl import logging
 from models import architecture
 from training import config as config_lib
 from training import provenance, run_files
-from training.errors import RunError
+from training.errors import RunError, first_line
 from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESULTS, RunFileError
 
 STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, newest last
@@ -432,9 +432,9 @@ def _newest_restorable(prefixes, restore, mismatch):
         try:
             restore(prefix)
         except AssertionError as error:
-            raise RunError(mismatch(prefix, _first_line(error))) from None
+            raise RunError(mismatch(prefix, first_line(error))) from None
         except (tf.errors.OpError, ValueError, IndexError, KeyError) as error:
-            skipped.append((prefix, _first_line(error)))
+            skipped.append((prefix, first_line(error)))
             logging.warning("checkpoint %s cannot be restored (%s); trying the next older one", prefix,
                             skipped[-1][1])
             continue
@@ -472,11 +472,6 @@ def _set_aside(prefixes):
         for path in glob.glob(glob.escape(prefix) + ".*"):
             if not path.endswith(".unreadable"):
                 os.replace(path, path + ".unreadable")
-
-
-def _first_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[0][:160] if lines else type(error).__name__
 
 
 def _open_lock(path):

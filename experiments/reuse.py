@@ -1,0 +1,67 @@
+"""When an experiment command reads a finished run instead of training it again: one policy for
+``experiments.sweep``, ``seeds`` and ``race`` (``reusable_results``). Without TensorFlow, as seeds and race are."""
+
+import dataclasses
+import os
+
+from experiments.launch import StateFileError, read_results
+from training import config as config_lib
+from training import run_files
+from training.errors import OneLineError
+
+
+class ReuseError(OneLineError, RuntimeError):
+    """A run directory holding a run of other settings, which can be neither reused nor resumed; the message
+    names them."""
+
+
+def reusable_results(run_path, required=(), settings=None):
+    """results.json of the finished run in ``run_path`` that the command reads instead of training the run again,
+    or None when the run must train (afresh, or resumed by ``training.train`` from its last checkpoint).
+
+    The policy, the same for every command:
+
+    1. Same settings: the run computes what is asked. Its config.json holds the FIXED settings of ``settings`` (a
+       ``TrainConfig``), by training's resume rule (``config.fixed_changes``: a field an older run did not record
+       had the default), and the same step budget (``train_steps``; ``epochs`` when that is 0). Otherwise
+       ``ReuseError``, finished or not: training would refuse to resume it, and reading it would put another
+       run in the table. ``settings=None`` (seeds, race): the command has already pinned the settings of every
+       run in its folder, by the recipe flags it records (``<recipe>.seeds.json``, ``race.json``) and refuses
+       to see change.
+    2. Finished: results.json is present and readable, with the ``required`` fields and every field of
+       ``launch.RESULT_FIELDS`` of its type (``launch.read_results``; a damaged one raises ``StateFileError``
+       naming it, rather than being trained over).
+    3. Of that budget: with ``settings`` whose budget is in steps, results.json's ``train_steps`` is that budget,
+       unless the run stops at its target; a run whose budget was raised and that has not finished again holds
+       the shorter run's results, and is resumed.
+    """
+    if settings is not None and os.path.lexists(os.path.join(run_path, run_files.CONFIG)):
+        _refuse_other_settings(run_path, settings)
+    results = read_results(run_path, required)
+    if results is None or settings is None or not settings.train_steps or settings.stop_at_target:
+        return results
+    return results if results.get("train_steps") == settings.train_steps else None
+
+
+def _refuse_other_settings(run_path, settings):
+    """``ReuseError`` naming the settings on which the run in ``run_path`` and ``settings`` differ, if any."""
+    earlier = run_files.read_saved(run_path)["config"]
+    if not isinstance(earlier, dict):
+        raise StateFileError(f"{os.path.join(run_path, run_files.CONFIG)}: its config is a JSON "
+                             f"{type(earlier).__name__}, not an object; move the run directory away")
+    auto = config_lib.AUTO_PRECISION
+    if settings.precision == auto and earlier.get("precision", auto) != auto:
+        # As training resumes it (numerics.from_saved_run): with the numerics the run's first start chose.
+        settings = dataclasses.replace(settings, precision=earlier["precision"],
+                                       jit_compile=bool(earlier.get("jit_compile", False)))
+    differ = dict(config_lib.fixed_changes(earlier, settings))
+    # The budget is FREE for training (a run may be extended), but a table compares one budget. A run that did
+    # not record it (older code) is judged by its results.json alone.
+    for name in ("train_steps",) if settings.train_steps else ("train_steps", "epochs"):
+        if name in earlier and earlier[name] != getattr(settings, name):
+            differ[name] = (earlier[name], getattr(settings, name))
+    if differ:
+        found = ", ".join(f"{name}={old}" for name, (old, _) in differ.items())
+        asked = ", ".join(f"{name}={new}" for name, (_, new) in differ.items())
+        raise ReuseError(f"{run_path} holds a run with {found}, not {asked}; pass another --logdir or remove that "
+                         f"directory")

@@ -1,0 +1,158 @@
+"""A trained run opened for use: ``TrainedRun.open(run_dir, data_dir="")``.
+
+Export, predict, inspection and activation maximisation all read a run through here: its ``TrainConfig``, its
+network as its ``impl`` builds it with the weights of the newest checkpoint that restores, its evaluation
+preprocessing, what its dataset is, and the folders those commands write under it (``export/``, ``inspect/``).
+Whatever keeps a run from being opened (no such directory, no or a damaged config.json, no checkpoint that
+restores, training data that cannot be found for its statistics) is one ``TrainedRunError`` with the reason.
+Opening reads only: nothing in the run directory changes.
+"""
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+from absl import logging
+
+from training import data as data_lib
+from training import pipeline, run_files
+from training.config import VALIDATION_SPLIT_SEED, TrainConfig
+from training.dataset_info import DATASETS
+from training.errors import OneLineError, RunError
+from training.parts import build_run_network
+from training.rundir import RunDir
+
+# The folders other commands write under a run directory, beside what training writes (``RunDir``).
+EXPORT, INSPECT = "export", "inspect"
+SUBFOLDERS = (EXPORT, INSPECT)
+
+
+class TrainedRunError(OneLineError, ValueError):
+    """A run that cannot be opened for use (no such directory, no config.json, no checkpoint that restores, no
+    training data for its statistics); the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Standardization:
+    """The per-channel statistics a run standardised its images with, on the [0, 1] scale: float32 (C,) each."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    source: str  # where they were computed from
+
+
+def read_config(run_dir):
+    """The run's ``TrainConfig`` (the network it trained; a dataset this code does not know is refused here)."""
+    try:
+        return RunDir(run_dir).read_config()
+    except RunError as error:
+        raise TrainedRunError(str(error)) from None
+
+
+def subfolder(run_dir, name, create=False):
+    """``<run_dir>/<name>`` for ``name`` in ``SUBFOLDERS``; with ``create``, made if need be. A symbolic link
+    there is refused (``run_files.RunFileError``): writing through it would change files outside the run."""
+    if name not in SUBFOLDERS:
+        raise ValueError(f"a run's subfolders are {', '.join(SUBFOLDERS)}, not {name}")
+    path = os.path.join(run_dir, name)
+    if create:
+        run_files.refuse_symlinks(run_dir, [name])
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
+def read_results(run_dir):
+    """results.json of the run, or ``{}`` when it has none or it cannot be read (then with a warning): what a
+    command takes from it (the accuracy the run recorded, its data's source) is only shown beside its own."""
+    try:
+        return RunDir(run_dir).read_results() or {}
+    except (OSError, ValueError) as error:
+        logging.warning("%s is unreadable (%s); going on without it", os.path.join(run_dir, run_files.RESULTS),
+                        error)
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A run directory's config and restored network, and what its evaluation did to images."""
+
+    path: str
+    config: TrainConfig
+    network: object  # a models.network.Network holding the checkpoint's weights
+    checkpoint: str  # path prefix of the restored checkpoint
+    step: int  # training step of that checkpoint
+    data_dir: str = ""  # where the run's dataset is read from, before the run's own data_dir
+
+    @classmethod
+    def open(cls, run_dir, data_dir=""):
+        """The run in ``run_dir`` with the weights of its newest checkpoint that restores (``RunDir.restore_weights``:
+        unreadable newer ones are skipped with a log line). ``data_dir`` holds ``<dataset>.npz`` when the run's
+        data is needed (a standardised run's statistics, test images); empty: the run's own ``data_dir``."""
+        config = read_config(run_dir)
+        network = build_run_network(config)
+        try:
+            checkpoint, step = RunDir(run_dir).restore_weights(network, config.arch)
+        except RunError as error:
+            raise TrainedRunError(str(error)) from None
+        return cls(run_dir, config, network, checkpoint, step, data_dir)
+
+    @property
+    def info(self):
+        """The dataset's ``DatasetInfo``: image shape, classes."""
+        return DATASETS[self.config.dataset]
+
+    @property
+    def class_names(self):
+        return class_names(self.config)
+
+    def subfolder(self, name, create=False):
+        return subfolder(self.path, name, create)
+
+    def results(self):
+        return read_results(self.path)
+
+    @functools.cached_property
+    def dataset(self):
+        """The run's dataset (``data.load``; never downloaded), read once: from ``data_dir``, else the run's own
+        ``data_dir``, else the Keras cache, then the bundled MNIST subset."""
+        return data_lib.load(self.config.dataset, self.data_dir or self.config.data_dir, allow_download=False)
+
+    @functools.cached_property
+    def standardization(self):
+        """The run's ``Standardization``, or None when it did not standardise (then no data is read).
+
+        Computed from the training set the run trained on, less its validation examples when it held some out,
+        as training computed it. A ``<folder>/<dataset>.npz`` named by ``data_dir`` or by the run's own must
+        exist: falling back to another copy of the dataset would give other statistics without a word.
+        """
+        config = self.config
+        if not config.standardize:
+            return None
+        folder = self.data_dir or config.data_dir
+        expected = os.path.join(folder, f"{config.dataset}.npz") if folder else None
+        if expected and not os.path.exists(expected):
+            whose = "--data_dir" if self.data_dir else f"the run's data_dir {folder}"
+            raise TrainedRunError(f"the run standardised its images with its training set's per-channel mean and "
+                                  f"std, but {expected} ({whose}) cannot be found; pass --data_dir=<folder holding "
+                                  f"{config.dataset}.npz>")
+        dataset = self.dataset
+        if config.validation_split:
+            dataset, _ = data_lib.split_validation(dataset, config.validation_split, VALIDATION_SPLIT_SEED)
+        trained_on = self.results().get("data_source")
+        if trained_on not in (None, dataset.source):
+            logging.warning("the run trained on %s; its mean and std are taken from %s", trained_on, dataset.source)
+        mean, std = pipeline.channel_stats(dataset.x_train)
+        return Standardization(mean, std, dataset.source)
+
+    def eval_preprocess(self):
+        """``fn(images_uint8, labels) -> (images, labels)``: what the run's evaluation did to its images (pixels /
+        255, then ``(x - mean) / std`` when it standardised)."""
+        stats = self.standardization
+        return pipeline.make_preprocess(*((stats.mean, stats.std) if stats else ()))
+
+
+def class_names(config):
+    """The names of the classes of ``config``'s dataset, by label: its own, else the labels as text."""
+    info = DATASETS[config.dataset]
+    return tuple(info.class_names or map(str, range(info.num_classes)))
