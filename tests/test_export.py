@@ -230,7 +230,9 @@ def test_export_record_names_the_checkpoint_and_the_baked_in_statistics(runs, ti
     assert keras_record["class_names"] == [str(digit) for digit in range(10)]
     mean, std = pipeline.channel_stats(tiny_mnist.x_train)
     assert keras_record["mean"] == mean.tolist() and keras_record["std"] == std.tolist()
-    assert keras_record["stats_source"] == str(tiny_mnist_dir / "mnist.npz")
+    # The statistics the run recorded as it trained (on the tiny cut passed to train()), not computed again.
+    assert keras_record["stats_source"] == (f"{runs['keras'].run_dir}/preprocessing.json (recorded by the run, "
+                                            f"from {tiny_mnist.source})")
     with open(runs["reference"].paths.record) as file:
         reference_record = json.load(file)
     assert (reference_record["mean"], reference_record["std"], reference_record["stats_source"]) == (None, None, None)
@@ -364,9 +366,10 @@ def broken_runs(runs, tmp_path):
     """Copies of the Keras run, each broken in one way: name -> run directory."""
 
     def copy(name, edit=None, keep_checkpoints=True):
+        # Without preprocessing.json, as a run of older code: its statistics come from its data again.
         target = tmp_path / name
         shutil.copytree(runs["keras"].run_dir, target, ignore=shutil.ignore_patterns(
-            "export", *(() if keep_checkpoints else ("checkpoints",))))
+            "export", "preprocessing.json", *(() if keep_checkpoints else ("checkpoints",))))
         if edit:
             saved = json.loads((target / "config.json").read_text())
             saved["config"].update(edit)
@@ -465,17 +468,23 @@ def test_opening_a_run_gives_its_restored_network_preprocessing_classes_and_fold
     for name, variable in run.network.named_weights().items():
         np.testing.assert_array_equal(variable.numpy(), trained[name].numpy(), err_msg=name)
     mean, std = pipeline.channel_stats(tiny_mnist.x_train)
-    stats = run.standardization  # from the run's own data_dir, as training computed them
+    stats = run.standardization  # recorded by the run: what training computed
     assert stats.mean.tolist() == mean.tolist() and stats.std.tolist() == std.tolist()
-    assert stats.source == str(tiny_mnist_dir / "mnist.npz")
+    assert stats.source == f"{run.path}/preprocessing.json (recorded by the run, from {tiny_mnist.source})"
     images = tiny_mnist.x_test[:4]
     np.testing.assert_array_equal(run.eval_preprocess()(tf.constant(images), None)[0],
                                   preprocessed("keras", tiny_mnist, images))
     assert run.class_names == tuple(map(str, range(10))) and run.info.image_shape == (28, 28, 1)
     assert run.subfolder(EXPORT) == os.path.join(run.path, "export")
     assert run.subfolder(INSPECT) == os.path.join(run.path, "inspect")
-    # A run that held out validation images standardised with the rest of its training set.
-    held_out = dataclasses.replace(run, config=dataclasses.replace(run.config, validation_split=0.25))
+    # A run of older code (no preprocessing.json) gets them from its data again: the whole training set, or, when
+    # it held out validation images, the rest of it.
+    older = tmp_path / "older"
+    shutil.copytree(run.path, older, ignore=shutil.ignore_patterns("export", "preprocessing.json"))
+    again = TrainedRun.open(str(older)).standardization
+    assert again.mean.tolist() == mean.tolist() and again.source == str(tiny_mnist_dir / "mnist.npz")
+    held_out = TrainedRun.open(str(older))
+    held_out = dataclasses.replace(held_out, config=dataclasses.replace(held_out.config, validation_split=0.25))
     rest = data_lib.split_validation(tiny_mnist, 0.25, VALIDATION_SPLIT_SEED)[0].x_train
     assert held_out.standardization.mean.tolist() == pipeline.channel_stats(rest)[0].tolist() != mean.tolist()
     other = TrainedRun.open(runs["reference"].run_dir)

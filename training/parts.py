@@ -33,6 +33,7 @@ class RunParts:
     eval_metrics: tuple
     train_preprocess: object  # fn(images_uint8, labels) -> (images, labels)
     eval_preprocess: object
+    standardization: tuple = None  # (mean, std) per channel on the [0, 1] scale, float32, when the run standardises
     gradient_scales: tuple = None  # one multiplier per trainable variable (--bn_bias_lr_scale), or None
     # What acts after each optimizer step, in order, by checkpoint key: "freeze" (--whitening_bias_epochs), then
     # "lookahead" (--lookahead_every), which then averages the frozen values.
@@ -74,7 +75,8 @@ def steps_per_epoch(batch_size, num_train_examples):
 def build_parts(config, dataset, total_steps):
     """The run's ``RunParts`` for ``config`` on ``dataset``; call inside ``strategy.scope()``."""
     network = build_run_network(config)
-    train_preprocess, eval_preprocess = make_preprocessors(config, dataset)
+    standardization = pipeline.channel_stats(dataset.x_train) if config.standardize else None
+    train_preprocess, eval_preprocess = make_preprocessors(config, standardization)
     if any(isinstance(layer.spec, architecture.Whitening) for layer in network.plan):
         # Frozen patch whitening is computed from the preprocessed training images; a restored checkpoint then
         # holds the same kernel.
@@ -85,7 +87,7 @@ def build_parts(config, dataset, total_steps):
         loss=classification_loss(dataset.num_classes, config.label_smoothing),
         per_example_loss=classification_loss(dataset.num_classes, config.label_smoothing, reduction=None),
         train_metrics=make_metrics("train"), eval_metrics=make_metrics("eval"),
-        train_preprocess=train_preprocess, eval_preprocess=eval_preprocess,
+        train_preprocess=train_preprocess, eval_preprocess=eval_preprocess, standardization=standardization,
         gradient_scales=bias_gradient_scales(network, config.bn_bias_lr_scale),
         step_hooks=make_step_hooks(config, network, len(dataset.x_train), total_steps))
 
@@ -113,11 +115,10 @@ def bias_gradient_scales(network, scale):
     return tuple(scale if id(v) in biases else 1.0 for v in network.trainable_variables)
 
 
-def make_preprocessors(config, dataset):
-    """``(train, eval)`` batch preprocessing functions as ``config`` says (scaling, standardising, augmenting)."""
-    mean = std = None
-    if config.standardize:
-        mean, std = pipeline.channel_stats(dataset.x_train)
+def make_preprocessors(config, standardization=None):
+    """``(train, eval)`` batch preprocessing functions as ``config`` says (scaling, standardising with
+    ``standardization``'s (mean, std), augmenting)."""
+    mean, std = standardization or (None, None)
     train = pipeline.make_preprocess(mean, std, augment=config.augment, crop_padding=config.crop_padding,
                                      flip=config.flip)
     return train, pipeline.make_preprocess(mean, std)

@@ -15,9 +15,10 @@ from training.errors import RunError
 
 CONFIG, RESULTS, FLAGFILE, CHECKPOINTS, LOCK = "config.json", "results.json", "flags.txt", "checkpoints", ".lock"
 CLOCK = "clock.json"
+PREPROCESSING = "preprocessing.json"  # a standardised run's per-channel mean and std, as it trained with them
 SUMMARIES = ("train", "eval")
 # Every name a run writes at its top level: none of them may be a symbolic link (see refuse_symlinks).
-RUN_FILES = (CONFIG, RESULTS, FLAGFILE, CLOCK, LOCK, CHECKPOINTS, *SUMMARIES)
+RUN_FILES = (CONFIG, RESULTS, FLAGFILE, CLOCK, PREPROCESSING, LOCK, CHECKPOINTS, *SUMMARIES)
 
 # config.json's "format": the mark that a folder is a run directory of training.train. A folder is recognised by
 # this mark, never by the names of the files in it, so a folder of someone's notes is not taken for a run.

@@ -55,7 +55,7 @@ from models import architecture
 from training import config as config_lib
 from training import provenance, run_files
 from training.errors import RunError, first_line
-from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, RESULTS, RunFileError
+from training.run_files import CHECKPOINTS, CLOCK, CONFIG, FLAGFILE, LOCK, PREPROCESSING, RESULTS, RunFileError
 
 STATE_FILE = "checkpoint"  # TensorFlow's list of the checkpoints in a folder, newest last
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted as new ones are written
@@ -201,12 +201,13 @@ class RunDir:
             config = dataclasses.replace(config, arch=network)
         return config
 
-    def prepare(self, config, flagfile=None, from_step=0, numerics=None, data=None):
+    def prepare(self, config, flagfile=None, from_step=0, numerics=None, data=None, standardization=None):
         """Creates the directory and records this start in config.json (and flags.txt when ``flagfile`` text is
         given), with the fingerprint of the ``data`` it trains on (``data.fingerprint``; without one, the
         recorded one is kept). Earlier starts stay in the history, with the fields this one changed (``data``:
         the two SHA-256s) and, under ``--precision=auto``, the ``numerics`` it computed in and why
-        (``training.numerics.Choice.record``)."""
+        (``training.numerics.Choice.record``). A standardised run's ``standardization`` (mean, std) goes to
+        preprocessing.json, so that what opens the run later uses the statistics it trained with."""
         if not self.chief:
             return
         os.makedirs(self.path, exist_ok=True)
@@ -233,6 +234,11 @@ class RunDir:
         run_files.write_atomically(self.file(CONFIG), json.dumps(record, indent=2))
         if flagfile is not None:
             run_files.write_atomically(self.file(FLAGFILE), flagfile)
+        if standardization is not None:
+            mean, std = standardization
+            run_files.write_atomically(self.file(PREPROCESSING), json.dumps(dict(
+                mean=[float(v) for v in mean], std=[float(v) for v in std], source=(data or {}).get("source")),
+                indent=2))
 
     # Checkpoints and summaries -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ Opening reads only: nothing in the run directory changes.
 
 import dataclasses
 import functools
+import json
 import os
 
 import numpy as np
@@ -19,8 +20,9 @@ from training import data as data_lib
 from training import pipeline, run_files
 from training.config import VALIDATION_SPLIT_SEED, TrainConfig
 from training.dataset_info import DATASETS
-from training.errors import OneLineError, RunError
+from training.errors import OneLineError, RunError, first_line
 from training.parts import build_run_network
+from training.run_files import PREPROCESSING
 from training.rundir import RunDir
 
 # The folders other commands write under a run directory, beside what training writes (``RunDir``).
@@ -122,13 +124,17 @@ class TrainedRun:
     def standardization(self):
         """The run's ``Standardization``, or None when it did not standardise (then no data is read).
 
-        Computed from the training set the run trained on, less its validation examples when it held some out,
-        as training computed it. A ``<folder>/<dataset>.npz`` named by ``data_dir`` or by the run's own must
-        exist: falling back to another copy of the dataset would give other statistics without a word.
+        The statistics the run recorded in preprocessing.json; for a run of older code, computed again from the
+        training set it trained on, less its validation examples when it held some out, as training computed
+        it. A ``<folder>/<dataset>.npz`` named by ``data_dir`` or by the run's own must then exist: falling back
+        to another copy of the dataset would give other statistics without a word.
         """
         config = self.config
         if not config.standardize:
             return None
+        recorded = read_preprocessing(self.path)
+        if recorded:
+            return recorded
         folder = self.data_dir or config.data_dir
         expected = os.path.join(folder, f"{config.dataset}.npz") if folder else None
         if expected and not os.path.exists(expected):
@@ -150,6 +156,23 @@ class TrainedRun:
         255, then ``(x - mean) / std`` when it standardised)."""
         stats = self.standardization
         return pipeline.make_preprocess(*((stats.mean, stats.std) if stats else ()))
+
+
+def read_preprocessing(run_dir):
+    """The ``Standardization`` a run recorded in preprocessing.json, or None when it holds none (older code); a
+    damaged file is refused in one line rather than replaced by statistics from elsewhere."""
+    path = os.path.join(run_dir, PREPROCESSING)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as file:
+            saved = json.load(file)
+        mean, std = (np.asarray(saved[key], np.float32) for key in ("mean", "std"))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TrainedRunError(f"{path}: cannot be read as the run's mean and std ({first_line(error)}); move it "
+                              "away to compute them again from the run's data") from None
+    trained_on = f", from {saved['source']}" if saved.get("source") else ""
+    return Standardization(mean, std, f"{path} (recorded by the run{trained_on})")
 
 
 def class_names(config):

@@ -85,7 +85,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
             return TrainResult(finished, parts.network)
         # Only now: a failed start leaves no run behind.
         run_dir.prepare(config, flagfile, from_step=int(step), numerics=choice.record() if choice else None,
-                        data=data)
+                        data=data, standardization=parts.standardization)
         # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
         # a checkpoint is a collective save, and a signal reaches one worker only.
         with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:
