@@ -9,8 +9,8 @@ def define_flags():
     """Defines the inspection flags on ``absl_flags.FLAGS`` (once per process)."""
     absl_flags.DEFINE_string("run_dir", None, "Run directory of a finished or running training run (holding "
                         "config.json and checkpoints/); the pictures go to <run_dir>/inspect/.")
-    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz; empty: the run's own --data_dir, then the "
-                        "Keras cache, then the bundled MNIST subset. Never downloads.")
+    cli.define_data_dir("Empty: the run's own --data_dir, then the Keras cache, then the bundled MNIST subset. Never "
+                        "downloads.")
     absl_flags.DEFINE_list("layers", [], "Conv or residual blocks to draw feature maps and top-k images of, e.g. "
                       "conv1,conv2; empty: every conv and residual block of the model.")
     absl_flags.DEFINE_integer("num_images", 8, "Test images (the first ones) whose feature maps are drawn, one row "
@@ -30,4 +30,3 @@ def define_flags():
         absl_flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be a positive integer")
     absl_flags.register_validator("ascent_steps", lambda v: v >= 0, message="--ascent_steps must be 0 (no "
                                   "activation-maximisation pictures) or more")
-    cli.check_directory("data_dir")

@@ -16,8 +16,8 @@ def define_flags():
                               "number of classes).")
     absl_flags.DEFINE_enum("dataset_split", None, SPLITS, "Instead of image files: predict this split of the run's "
                            "dataset and print the accuracy.")
-    absl_flags.DEFINE_string("data_dir", "", "Folder holding <dataset>.npz for --dataset_split; empty: the run's own "
-                             "--data_dir, then the Keras cache, then the bundled MNIST subset. Never downloads.")
+    cli.define_data_dir("For --dataset_split; empty: the run's own --data_dir, then the Keras cache, then the bundled "
+                        "MNIST subset. Never downloads.")
     absl_flags.DEFINE_boolean("allow_saved_model", False, "Predict with <run_dir>/export/saved_model instead. A "
                               "SavedModel is a program: loading and calling it runs the TensorFlow graph it holds, "
                               "which can read and write files (TensorFlow's SECURITY.md). Give this flag only for "
@@ -25,4 +25,3 @@ def define_flags():
     absl_flags.mark_flag_as_required("run_dir")
     cli.check_directory("run_dir", required=True)
     cli.check("top_k", lambda v: v > 0, "must be a positive integer")
-    cli.check_directory("data_dir")
