@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from experiments.launch import StateFileError, noting_stop_signals, read_results
+from experiments.points import TABLE_FIELDS, PointResult, RunRecord, run_dir
 from experiments.report import TableWriter, machine_record, make_report
 from training import config as config_lib
 from training import trainer
@@ -25,23 +26,6 @@ from training.rundir import CONFIG, RunDir, RunInUse
 
 class SweepError(OneLineError, RuntimeError):
     """A sweep that cannot go on (a run directory holding another configuration); the message says why."""
-
-
-@dataclasses.dataclass
-class RunRecord:
-    results: dict  # what the run's results.json holds
-    reused: bool  # read from an earlier run's results.json instead of trained now
-
-
-@dataclasses.dataclass
-class PointResult:
-    label: str
-    overrides: dict
-    runs: list  # one RunRecord per seed
-
-
-def run_dir(logdir, grid_name, dataset_name, label, seed):
-    return os.path.join(logdir, grid_name, dataset_name, f"{label}-seed{seed}")
 
 
 def run_config(grid, label, overrides, dataset_name, seed, train_steps, logdir, data_dir=""):
@@ -76,10 +60,6 @@ def reusable_results(config):
                          f"that directory")
     results = read_results(config.logdir, TABLE_FIELDS)
     return results if results and results["train_steps"] == config.train_steps else None
-
-
-# The results.json fields a sweep's table and progress lines read.
-TABLE_FIELDS = ("test_accuracy", "wall_seconds", "params", "images_per_second", "train_steps")
 
 
 HPARAMS_DIR = "hparams"  # <run>/hparams: the run's settings and final metrics for TensorBoard's HParams dashboard
