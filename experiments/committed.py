@@ -91,28 +91,53 @@ class Remade:
     differences: list = dataclasses.field(default_factory=list)
 
 
+def read_point(runs_dir, grid, dataset_name, label, seeds):
+    """``(PointResult, [])`` of the runs of ``label`` with ``seeds`` under ``<runs_dir>/sweeps``, or ``(None, the
+    seeds without results.json)``. Its overrides are the settings ``grid``'s point sets (the arch alone for a label
+    the grid no longer has), as the first run's config.json records them."""
+    paths = [run_dir(os.path.join(runs_dir, "sweeps"), grid.name, dataset_name, label, seed) for seed in seeds]
+    results = [launch.read_results(run_path, TABLE_FIELDS) for run_path in paths]
+    absent = [seed for seed, result in zip(seeds, results) if result is None]
+    if absent or not seeds:
+        return None, absent
+    config = run_files.read_saved(paths[0])["config"]
+    overrides = {name: config[name] for name in dict(grid.points).get(label, {"arch": None})}
+    return PointResult(label, overrides, [RunRecord(result, reused=True) for result in results]), []
+
+
+def read_sweep(runs_dir, grid_name, dataset_name):
+    """The ``PointResult``s of every point of the grid that has finished runs under ``<runs_dir>/sweeps``, in the
+    grid's order, each over the seeds whose run directories hold results.json."""
+    grid, points = grids.make_grid(grid_name, dataset_name), []
+    folder = os.path.join(runs_dir, "sweeps", grid_name, dataset_name)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    for label, _ in grid.points:
+        seeds = sorted(int(match.group(1)) for name in names
+                       if (match := re.fullmatch(rf"{re.escape(label)}-seed(\d+)", name))
+                       and os.path.exists(os.path.join(folder, name, run_files.RESULTS)))
+        point, _ = read_point(runs_dir, grid, dataset_name, label, seeds)
+        points += [point] if point else []
+    return points
+
+
 def remake_sweep(path, text, runs_dir):
     """The sweep table ``text`` (from ``path``) made again from the runs under ``<runs_dir>/sweeps``."""
     grid_name, dataset_name = re.search(r"^# Sweep `(\w+)` on (\w+)", text, re.M).groups()
     seeds = [int(seed) for seed in _header(text, "seeds").split(",")]
     steps = int(re.search(r"^\| step budget \| ([\d,]+) steps", text, re.M).group(1).replace(",", ""))
     grid = grids.make_grid(grid_name, dataset_name)
-    settings = dict(grid.points)  # label -> the TrainConfig fields the point sets
     remade, points = Remade(), []
     for label in parse_table(text).rows:
-        paths = [run_dir(os.path.join(runs_dir, "sweeps"), grid_name, dataset_name, label, seed) for seed in seeds]
-        results = [launch.read_results(run_path, TABLE_FIELDS) for run_path in paths]
-        if any(result is None for result in results):
-            absent = ", ".join(str(seed) for seed, result in zip(seeds, results) if result is None)
-            remade.differences.append(Difference(path, label, "a row", f"no run files of seed(s) {absent}"))
+        point, absent = read_point(runs_dir, grid, dataset_name, label, seeds)
+        if point is None:
+            remade.differences.append(Difference(path, label, "a row", "no run files of seed(s) "
+                                                 + ", ".join(map(str, absent))))
             continue
-        for seed, result in zip(seeds, results):
-            if result["train_steps"] != steps:
+        for seed, run in zip(seeds, point.runs):
+            if run.results["train_steps"] != steps:
                 remade.differences.append(Difference(path, f"{label} seed {seed}: steps", f"{steps:,}",
-                                                     _remade(f"{result['train_steps']:,}")))
-        config = run_files.read_saved(paths[0])["config"]
-        overrides = {name: config[name] for name in settings.get(label, {"arch": None})}
-        points.append(PointResult(label, overrides, [RunRecord(result, reused=True) for result in results]))
+                                                     _remade(f"{run.results['train_steps']:,}")))
+        points.append(point)
     if not points:
         return Remade(unchecked=f"no run files under {os.path.join(runs_dir, 'sweeps', grid_name, dataset_name)}")
     complete = len(points) == len(parse_table(text).rows)
