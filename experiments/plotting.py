@@ -74,7 +74,7 @@ def read(runs_dir, grid_name, dataset_name):
 
 
 def seeds_text(points_by_dataset):
-    """``"n=3 seeds (0-2) per point"``, from the seeds the runs record."""
+    """``"mean of n=3 seeds (0-2) per point"``, from the seeds the runs record."""
     counts = {len(point.runs) for points in points_by_dataset for point in points}
     seeds = sorted({run.results.get("seed") for points in points_by_dataset for point in points
                     for run in point.runs} - {None})
