@@ -1,7 +1,10 @@
-"""Rerun the cheap figures of WORKSPACE.md: ``python3 -m experiments.recheck [--notrain]``.
+"""Rerun the cheap figures of WORKSPACE.md: ``python3 -m experiments.recheck [--notrain | --tables]``.
 
 Prints a table of each figure as stated and as measured at this commit (``experiments/figures.py``); exit status
 1 when one no longer holds. ``--notrain`` checks the counts only (a second), without training the main job.
+``--tables`` instead makes every sweep and seeds table in ``sweeps/`` again from its committed run files
+(``experiments/committed.py``), and lists each figure of a table, or quoted from one in WORKSPACE.md, that
+differs; exit status 1 when one does.
 """
 
 from absl import flags as absl_flags
@@ -9,11 +12,30 @@ from absl import flags as absl_flags
 from flags import cli
 
 absl_flags.DEFINE_boolean("train", True, "Also train the main job (seed 0, bundled subset) and check its accuracy.")
+absl_flags.DEFINE_boolean("tables", False, "Instead of the counts and the main job: make the tables in sweeps/ again "
+                          "from their committed run files and compare them, and WORKSPACE.md's quotes of them.")
 FLAGS = absl_flags.FLAGS
+
+
+def check_tables():
+    import os
+
+    from experiments import committed
+    from training.provenance import REPO_DIR
+
+    sweeps = os.path.join(REPO_DIR, "sweeps")
+    checks, quotes, quotes_checked = committed.check_all(sweeps, os.path.join(sweeps, "runs"),
+                                                         os.path.join(REPO_DIR, "WORKSPACE.md"))
+    print(committed.format_checks(checks, quotes, quotes_checked))
+    differing = sum(len(check.differences) for check in checks) + len(quotes)
+    if differing:
+        cli.fail("recheck", f"{differing} figure(s) differ from what the committed run files give (listed above)")
 
 
 def main(arguments):
     del arguments
+    if FLAGS.tables:
+        return check_tables()
     from experiments import figures as figures_lib
 
     figures = figures_lib.count_figures()

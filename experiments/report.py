@@ -186,6 +186,14 @@ def picked_on_validation(points):
     return max(points, key=lambda point: statistics.fmean(validation_accuracies(point)))
 
 
+def pick_sentence(picked, validation_split):
+    """The report's line naming the ``PointResult`` picked on validation, with its validation and test accuracy."""
+    return (f"Picked on validation accuracy ({validation_split:.0%} of the training images, held out of training): "
+            f"**{picked.label}**, validation {accuracy_spread(validation_accuracies(picked))[0]}%, "
+            f"test {accuracy_spread([run.results['test_accuracy'] for run in picked.runs])[0]}%. The test column "
+            "is reported, never used to choose.")
+
+
 def make_table(varied, points, picked=None):
     """The markdown table: a row per ``PointResult``, with a column for each name in ``varied``; validation
     accuracy comes first when every run has one (it is what a point is picked by); the test accuracy's 95%
@@ -243,12 +251,7 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
         lines += [f"**Incomplete: {len(points)} of {len(grid.points)} points done.** Running the command again "
                   "continues the sweep; finished runs are reused.", ""]
     picked = picked_on_validation(points) if grid.picks_a_point else None
-    pick = []
-    if picked is not None:
-        pick = [f"Picked on validation accuracy ({grid.validation_split:.0%} of the training images, held out of "
-                f"training): **{picked.label}**, validation {accuracy_spread(validation_accuracies(picked))[0]}%, "
-                f"test {accuracy_spread([run.results['test_accuracy'] for run in picked.runs])[0]}%. The test "
-                "column is reported, never used to choose.", ""]
+    pick = [] if picked is None else [pick_sentence(picked, grid.validation_split), ""]
     lines += [
         make_table(grid.varied, points, picked), "", *pick,
         "Test accuracy is measured on the whole test set after the last step: mean ± sample standard deviation "

@@ -16,6 +16,7 @@ from absl import logging
 
 from experiments import reuse
 from experiments.launch import noting_stop_signals
+from experiments.points import TABLE_FIELDS, PointResult, RunRecord, run_dir
 from experiments.report import TableWriter, machine_record, make_report
 from training import trainer
 from training.config import TrainConfig
@@ -26,23 +27,6 @@ from training.rundir import RunInUse
 class SweepError(OneLineError, RuntimeError):
     """A sweep that cannot go on (a training process that failed); the message says why. A run directory holding
     another configuration is a ``reuse.ReuseError``."""
-
-
-@dataclasses.dataclass
-class RunRecord:
-    results: dict  # what the run's results.json holds
-    reused: bool  # read from an earlier run's results.json instead of trained now
-
-
-@dataclasses.dataclass
-class PointResult:
-    label: str
-    overrides: dict
-    runs: list  # one RunRecord per seed
-
-
-def run_dir(logdir, grid_name, dataset_name, label, seed):
-    return os.path.join(logdir, grid_name, dataset_name, f"{label}-seed{seed}")
 
 
 def run_config(grid, label, overrides, dataset_name, seed, train_steps, logdir, data_dir=""):
@@ -57,10 +41,6 @@ def reusable_results(config):
     """The results of an earlier, finished run of ``config`` in its run directory, or None when it must train
     (``reuse.reusable_results``: the policy sweeps share with seeds and races)."""
     return reuse.reusable_results(config.logdir, TABLE_FIELDS, settings=config)
-
-
-# The results.json fields a sweep's table and progress lines read.
-TABLE_FIELDS = ("test_accuracy", "wall_seconds", "params", "images_per_second", "train_steps")
 
 
 HPARAMS_DIR = "hparams"  # <run>/hparams: the run's settings and final metrics for TensorBoard's HParams dashboard
