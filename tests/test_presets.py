@@ -43,7 +43,7 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_fast.cfg", "cifar10_resnet_small.cfg",
                                          "cifar10_speed.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
-                                         "mnist_full.cfg", "mnist_speed.cfg"]
+                                         "mnist_full.cfg", "mnist_onecycle.cfg", "mnist_speed.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120)
@@ -95,6 +95,15 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     fast = configs[str(REPO_ROOT / "flags" / "mnist_speed.cfg")]
     assert (fast["arch"], fast["batch_size"], fast["epochs"], fast["label_smoothing"]) == (
         "mnist_fast", 256, 3.0, 0.1)
+    # The one-cycle MNIST recipe: the triangle peaks at 24% of 1.75 epochs of the 54,000 images validation_split=0.1
+    # leaves at batch 256 (368 steps; int(0.24 * 368) = 88), on the baseline's training images.
+    onecycle = configs[str(REPO_ROOT / "flags" / "mnist_onecycle.cfg")]
+    assert (onecycle["arch"], onecycle["learning_rate"], onecycle["adam_beta_1"], onecycle["adam_beta_2"]) == (
+        "c16k5s2-c32k5s2-d128", 0.01, 0.7, 0.9)
+    assert (onecycle["lr_schedule"], onecycle["warmup_steps"], onecycle["epochs"], onecycle["batch_size"]) == (
+        "triangle", 88, 1.75, 256)
+    assert (onecycle["validation_split"], onecycle["eval_every_epochs"], onecycle["precision"]) == (
+        0.1, 0.25, "float32")
     # keras-io: Adam 1e-3, batch 128, 15 epochs on the 54,000 images validation_split=0.1 leaves.
     keras_io = configs[str(REPO_ROOT / "flags" / "keras_mnist_baseline.cfg")]
     assert (keras_io["arch"], keras_io["optimizer"], keras_io["learning_rate"], keras_io["lr_schedule"]) == (
