@@ -49,8 +49,8 @@ class Table:
     seed_figures: set = dataclasses.field(default_factory=set)  # a sweep's runs' accuracies, "98.17" (percent)
 
 
-PICK = re.compile(r"Picked on validation accuracy [^\n]*?: \*\*(?P<point>[^*]+)\*\*, validation (?P<validation>[^%]+)%, "
-                  r"test (?P<test>[^%]+)%")
+PICK = re.compile(r"Picked on validation accuracy [^\n]*?: \*\*(?P<point>[^*]+)\*\*, "
+                  r"validation (?P<validation>[^%]+)%, test (?P<test>[^%]+)%")
 
 
 def _cells(line):
@@ -146,7 +146,8 @@ def remake_sweep(path, text, runs_dir):
     if picked is not None:
         remade.table.pick = PICK.search(report.pick_sentence(picked, grid.validation_split)).groupdict()
     remade.table.seed_figures = {f"{100 * run.results[key]:.2f}" for point in points for run in point.runs
-                                 for key in ("test_accuracy", "validation_accuracy") if run.results.get(key) is not None}
+                                 for key in ("test_accuracy", "validation_accuracy")
+                                 if run.results.get(key) is not None}
     return remade
 
 

@@ -174,7 +174,7 @@ def make_report(entrants, target, seeds, command, record, elapsed_seconds):
         "| | |", "| --- | --- |",
         f"| recipes | {', '.join(f'`{e.flagfile}`' for e in entrants)} (the first is the baseline) |",
         f"| seeds | {', '.join(map(str, range(seeds)))}, run alternately |",
-        f"| machine | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs |",
+        f"| machine | {record.get('cpu', record['cpu_model'])} ({record['machine']}), {record['cpus']} CPUs |",
         f"| versions | TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']} |",
         f"| commit | {record['commit']} |",
         f"| command | `{command}` |",

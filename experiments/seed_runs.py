@@ -136,8 +136,9 @@ def make_report(flagfile, seeds, done, command, record, jobs=1):
         f"# {recipe_name(flagfile)}: {len(done)} of {seeds} seeds", "",
         "| | |", "| --- | --- |",
         f"| recipe | `{flagfile}` |",
-        f"| this report | {record['cpu_model']} ({record['machine']}), {record['cpus']} CPUs; TensorFlow "
-        f"{record['tensorflow']}, Keras {record['keras']}, Python {record['python']}; commit {record['commit']} |",
+        f"| this report | {record.get('cpu', record['cpu_model'])} ({record['machine']}), {record['cpus']} CPUs; "
+        f"TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']}; commit "
+        f"{record['commit']} |",
         f"| command | `{command}` |",
         *([f"| jobs | {jobs} seeds trained at once: the training times of the seeds trained by this command are "
            f"with the cores shared |"] if jobs > 1 else []),

@@ -29,11 +29,13 @@ def test_block_convs_start_with_identity_filters_and_fan_in_uniform_weights(impl
     conv1, conv2, logits = weights["block1/conv1/kernel"], weights["block1/conv2/kernel"], weights["logits/kernel"]
     # conv1 (3, 3, 1, 8): filter 0 is the identity of the one input channel; filters 1..7 are uniform draws
     # within 1/sqrt(3 * 3 * 1).
-    identity = np.zeros((3, 3, 1)); identity[1, 1, 0] = 1
+    identity = np.zeros((3, 3, 1))
+    identity[1, 1, 0] = 1
     np.testing.assert_array_equal(conv1[..., 0], identity)
     assert np.abs(conv1[..., 1:]).max() <= 1 / 3 and np.abs(conv1[..., 1:]).max() > 0.8 / 3
     # conv2 (3, 3, 8, 8): in == out, so every filter is the identity.
-    expected = np.zeros((3, 3, 8, 8)); expected[1, 1, np.arange(8), np.arange(8)] = 1
+    expected = np.zeros((3, 3, 8, 8))
+    expected[1, 1, np.arange(8), np.arange(8)] = 1
     np.testing.assert_array_equal(conv2, expected)
     # Logits (8, 10): PyTorch's linear init, within 1/sqrt(8).
     assert 0.8 / math.sqrt(8) < np.abs(logits).max() <= 1 / math.sqrt(8)
