@@ -151,8 +151,18 @@ def remake_sweep(path, text, runs_dir):
     return remade
 
 
+# Seeds tables whose runs were written outside the repository, where runs of the same recipe name committed
+# later are other runs: such a table is not remade from them.
+RUNS_ELSEWHERE = {
+    "seeds-cifar10_speed.md": "its runs (seeds 0-2, float32 with XLA, commits 54a5e03 and 6bb51b6) were written "
+                              "outside the repository; sweeps/runs/seeds/cifar10_speed-seed<k> are later runs",
+}
+
+
 def remake_seeds(path, text, runs_dir):
     """The seeds table ``text`` (from ``path``) made again from the runs under ``<runs_dir>/seeds``."""
+    if os.path.basename(path) in RUNS_ELSEWHERE:
+        return Remade(unchecked=RUNS_ELSEWHERE[os.path.basename(path)])
     name, done = re.search(r"^# (\S+): (\d+) of \d+ seeds", text, re.M).groups()
     remade, finished = Remade(), []
     for seed in range(int(done)):
