@@ -110,7 +110,6 @@ def choose(config, dataset, strategy, total_steps, cache_dir=None, measure=None)
     for numerics in options:
         rates[numerics.label] = measure(config, dataset, strategy, total_steps, numerics)
         logging.info("numerics: %s: %.0f images/s", numerics.label, rates[numerics.label])
-        gc.collect()  # the candidate's network, optimizer and compiled step, before the next is built
     fastest = max(options, key=lambda numerics: rates[numerics.label])
     choice = Choice(fastest, rates, "measured")
     write_cache(path, key, dict(precision=fastest.precision, jit_compile=fastest.jit_compile, rates=rates,
@@ -164,6 +163,12 @@ def write_cache(path, key, entry):
 def time_train_step(config, dataset, strategy, total_steps, numerics):
     """images/s of ``config``'s train step under ``numerics``: one call compiles, one 1-step call estimates the
     step's time, then the best of ``TIMED_CALLS`` calls of about ``SECONDS_PER_CALL`` each."""
+    rate = _timed_rate(config, dataset, strategy, total_steps, numerics)
+    gc.collect()  # the candidate's network, optimizer and compiled step, before the next is built
+    return rate
+
+
+def _timed_rate(config, dataset, strategy, total_steps, numerics):
     trial = dataclasses.replace(config, precision=numerics.precision, jit_compile=numerics.jit_compile)
     with strategy.scope():
         parts = parts_lib.build_parts(trial, dataset, total_steps)
