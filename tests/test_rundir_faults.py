@@ -1,6 +1,6 @@
 """Faults of the run directory itself: a folder that is not a run, planted symbolic links, a finished run started
 again, what killed saves and workers leave, a full or read-only disk. Each test does the fault and checks what is
-left. Tiny in-process runs on the bundled MNIST cut (~1 s each), one command-line run."""
+left. Tiny in-process runs on the bundled MNIST cut (~1 s each)."""
 
 import dataclasses
 import errno
@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 
@@ -55,16 +56,16 @@ def _history(logdir):
 
 # 1. A folder that is not a run --------------------------------------------------------------------------------
 
-def test_the_command_refuses_a_folder_of_someone_elses_files_and_leaves_them(tmp_path, run_cli):
+def test_a_folder_of_someone_elses_files_is_refused_and_left_as_it_was(tmp_path, tiny_config, tiny_mnist):
+    # In-process: a RunError reaches the console as one line and exit 1 through flags.cli.run, checked end to end
+    # for every command by tests/test_console.py and tests/test_flags_cli.py.
     folder = tmp_path / "d"
     folder.mkdir()
     (folder / "results.json").write_text("notes\n")
     (folder / "flags.txt").write_text("keep\n")
-    done = run_cli("--train_steps=20", f"--logdir={folder}")
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"train: error: --logdir {folder} holds files that are not a run of training.train (flags.txt, "
-        f"results.json); choose a new --logdir")
+    with pytest.raises(RunError, match=re.escape(f"--logdir {folder} holds files that are not a run of "
+                                                 "training.train (flags.txt, results.json); choose a new --logdir")):
+        train(tiny_config(folder), dataset=tiny_mnist)
     assert _files(folder) == {"results.json": b"notes\n", "flags.txt": b"keep\n"}  # and no .lock left
 
 
