@@ -18,6 +18,11 @@ def parse_or_exit(argv):
     except absl_flags.Error as error:
         print(f"{os.path.basename(argv[0])}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except UnicodeDecodeError as error:  # absl reads a --flagfile as UTF-8 text
+        flagfiles = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--flagfile=")]
+        print(f"{os.path.basename(argv[0])}: error: --flagfile {', '.join(flagfiles) or ''} is not a text file "
+              f"of flags (byte {error.start} is not UTF-8)", file=sys.stderr)
+        sys.exit(2)
 
 
 # Exit status of a command stopped by SIGINT or SIGTERM: 128 + SIGINT's number, as a shell reports Ctrl-C.

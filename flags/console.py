@@ -110,7 +110,7 @@ def requested_verbosity(argv):
     absl_flags.DEFINE_integer("verbosity", 0, "absl's logging verbosity", short_name="v", flag_values=peek)
     try:
         peek(list(argv), known_only=True)
-    except absl_flags.Error:
+    except (absl_flags.Error, UnicodeDecodeError):  # a flagfile that is not text: the real parse says so
         return 0
     return peek.verbosity
 

@@ -154,3 +154,13 @@ def test_sigterm_stops_an_entry_point_through_its_cleanup_with_one_line():
     assert completed.returncode == STOPPED == 130  # 128 + SIGINT, what a shell reports after Ctrl-C
     assert completed.stdout == "cleanup ran\n"
     assert completed.stderr == "prog: stopped by a signal; what is kept\n"
+
+
+def test_a_flagfile_that_is_not_text_is_refused_in_one_line(tmp_path):
+    binary = tmp_path / "noise.cfg"
+    binary.write_bytes(bytes([0x9D, 0xFF, 0x00, 0x41]) * 64)
+    process = subprocess.run([sys.executable, "-m", "experiments.analyze", f"--flagfile={binary}"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert process.returncode == USAGE_ERROR and "Traceback" not in process.stderr
+    assert process.stderr.strip().splitlines()[-1] == (
+        f"analyze.py: error: --flagfile {binary} is not a text file of flags (byte 0 is not UTF-8)")
