@@ -28,6 +28,18 @@ def recipe_name(flagfile):
     return os.path.splitext(os.path.basename(flagfile))[0]
 
 
+def progress_text(done, total, remaining_seconds):
+    """``"k of N runs done; about T left"``: what a long command says as each of its runs ends.
+    ``remaining_seconds`` is the estimate from the runs it trained so far (None: no estimate yet)."""
+    left = "" if remaining_seconds is None or done == total else f"; about {_clock(remaining_seconds)} left"
+    return f"{done} of {total} runs done{left}"
+
+
+def _clock(seconds):
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
+
+
 def recipe_flags(text):
     """The flag lines of a flagfile's ``text``, without its comments and blank lines: what a recipe trains. Seeds
     and races compare recipes by these, so a corrected comment does not make a recipe another one."""

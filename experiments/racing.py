@@ -23,6 +23,7 @@ from absl import logging
 
 from experiments.launch import (
     how_it_ended,
+    progress_text,
     read_history,
     read_json_object,
     read_run,
@@ -99,6 +100,7 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
     ``KeyboardInterrupt`` when this command is asked to stop); ``on_run(entrants)`` is called after every run.
     """
     entrants = [Entrant(name, flagfile) for name, flagfile in zip(entrant_names(flagfiles), flagfiles)]
+    seconds = {entrant.name: [] for entrant in entrants}  # wall time of each run this command trained
     for seed in range(seeds):
         for entrant in entrants:
             path = run_dir(logdir, entrant.name, seed)
@@ -114,9 +116,13 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
                     raise RaceError(f"{entrant.name} seed {seed} {how_it_ended(code)}; the same command continues "
                                     "the race")
                 results, history = read_run(path, TABLE_FIELDS)
+                seconds[entrant.name].append(time.time() - tick)
                 logging.info("race: %s seed %d: %s to target, test accuracy %.2f%%, %.0f s in all", entrant.name,
                              seed, _seconds(results["seconds_to_target"]), 100 * results["test_accuracy"],
-                             time.time() - tick)
+                             seconds[entrant.name][-1])
+                done = seed * len(entrants) + entrants.index(entrant) + 1
+                logging.info("race: %s", progress_text(done, seeds * len(entrants),
+                                                       _time_left(entrants, seconds, seed, entrant, seeds)))
             else:
                 logging.info("race: %s seed %d: finished before (%s), read", entrant.name, seed, path)
             entrant.runs.append(results)
@@ -190,6 +196,19 @@ def make_report(entrants, target, seeds, command, record, elapsed_seconds):
         "reached the target. images/s: training throughput without the compiling call. A resumed run's training "
         "time is summed over its starts, from the checkpoint it resumed at (each start compiles again).", ""]
     return "\n".join(lines)
+
+
+def _time_left(entrants, seconds, seed, entrant, seeds):
+    """Seconds the race's remaining runs should take, each recipe's at its mean so far (another recipe's mean
+    for one not yet trained by this command)."""
+    means = {name: sum(times) / len(times) for name, times in seconds.items() if times}
+    if not means:
+        return None
+    fallback = sum(means.values()) / len(means)
+    position = entrants.index(entrant)
+    remaining = [other for index, other in enumerate(entrants) if index > position]
+    remaining += [other for _ in range(seed + 1, seeds) for other in entrants]
+    return sum(means.get(other.name, fallback) for other in remaining)
 
 
 def race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, record):

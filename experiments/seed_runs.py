@@ -13,11 +13,13 @@ import datetime
 import json
 import os
 import statistics
+import time
 
 from absl import logging
 
 from experiments.launch import (
     how_it_ended,
+    progress_text,
     read_history,
     read_json_object,
     read_run,
@@ -81,12 +83,19 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
         if on_run:
             on_run(done)
 
+    started, trained = time.monotonic(), []
+
     def ended(index, code):
         seed = pending[index]
         if code != 0:
             failures.append((seed, code))
             return
         finished[seed] = read_run(run_dir(logdir, name, seed), TABLE_FIELDS)
+        trained.append(seed)
+        # Wall time per run so far, ``jobs`` of them at once: the estimate for the ones not yet trained.
+        per_run = (time.monotonic() - started) / len(trained)
+        logging.info("seeds: %s: %s", name, progress_text(seeds - len(pending) + len(trained), seeds,
+                                                          per_run * (len(pending) - len(trained))))
         report_in_order()
 
     report_in_order()

@@ -119,3 +119,10 @@ def test_a_damaged_config_json_is_one_line_naming_it(tmp_path, saved, message):
     (tmp_path / "config.json").write_text(saved)
     with pytest.raises(OneLineError, match=f"^{re.escape(str(tmp_path))}/{re.escape(message)}"):
         launch.read_run(str(tmp_path))
+
+
+def test_a_long_command_says_how_many_runs_are_done_and_about_how_long_is_left():
+    assert launch.progress_text(1, 5, 4 * 95.2) == "1 of 5 runs done; about 6:21 left"
+    assert launch.progress_text(2, 10, 8 * 1800) == "2 of 10 runs done; about 4:00:00 left"
+    assert launch.progress_text(5, 5, 0.0) == "5 of 5 runs done"
+    assert launch.progress_text(0, 5, None) == "0 of 5 runs done"
