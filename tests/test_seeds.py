@@ -233,6 +233,6 @@ def test_each_finished_seed_says_how_many_are_done_and_about_how_long_is_left(tm
     monkeypatch.setattr(seed_runs.logging, "info", lambda text, *args: lines.append(text % args))
     seed_runs.run_seeds(recipe, 3, str(tmp_path / "runs"), launch=_fake_training([]))
     progress = [line for line in lines if " of 3 runs done" in line]
-    assert [line.split(": ", 1)[1].split(";")[0] for line in progress] == ["1 of 3 runs done", "2 of 3 runs done",
+    assert [line.rsplit(": ", 1)[1].split(";")[0] for line in progress] == ["1 of 3 runs done", "2 of 3 runs done",
                                                                            "3 of 3 runs done"]
     assert "left" in progress[0] and "left" not in progress[-1]
