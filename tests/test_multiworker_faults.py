@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -87,7 +88,7 @@ def two_tasks():
 
 def test_tasks_waiting_for_each_other_all_go_on():
     first, second = two_tasks()
-    both_up, errors = threading.Barrier(2, timeout=20), []
+    ready, errors = {first: threading.Event(), second: threading.Event()}, []
 
     def start(own, other, delay):
         time.sleep(delay)
@@ -95,8 +96,11 @@ def test_tasks_waiting_for_each_other_all_go_on():
             distribute.wait_for_tasks(own, [other], timeout=10)
         except RunError as error:
             errors.append(error)
-        with distribute._own_port(own):  # as TensorFlow's server takes the port over
-            both_up.wait()
+        # As TensorFlow's server takes the port over and answers every look, until the other task has gone on.
+        with distribute._own_port(own) as server:
+            ready[own].set()
+            while not ready[other].wait(timeout=0.05):
+                distribute._close_connections(server)
 
     late = threading.Thread(target=start, args=(second, first, 1.0))
     late.start()
@@ -114,6 +118,22 @@ def test_waiting_for_a_task_that_never_starts_names_it():
                        r"within --startup_timeout=1 s; start every task"):
         distribute.wait_for_tasks(own, [other], timeout=1)
     assert time.monotonic() - start < 5
+
+
+def test_a_process_that_is_not_a_task_at_its_address_is_named_not_taken_for_it():
+    own, other = two_tasks()
+    host, port = other.address.rsplit(":", 1)
+    with socket.create_server((host, int(port))):  # another process's server: accepts nothing, answers nothing
+        assert distribute._listening(other.address) == "other"
+        with pytest.raises(RunError, match=rf"^a process that is not a task of this cluster listens at the address "
+                                           rf"of worker 1 \({re.escape(other.address)}\); stop it"):
+            distribute.wait_for_tasks(own, [other], timeout=1)
+    with distribute._own_port(other) as server:  # the task itself, waiting: it greets every look
+        looked = threading.Thread(target=lambda: time.sleep(0.2) or distribute._close_connections(server))
+        looked.start()
+        assert distribute._listening(other.address) == "task"
+        looked.join()
+    assert distribute._listening(other.address) is None
 
 
 def test_a_port_in_use_is_named():

@@ -362,14 +362,25 @@ def wait_for_tasks(own, awaited, timeout):
         return
     logging.info("%s: waiting up to %d s for %s to start", own, timeout, _names(awaited))
     deadline = time.monotonic() + timeout
+    impostors = {}  # task -> a look found another process at its address
     with _own_port(own) as server:
         next_report = time.monotonic() + REPORT_EVERY
         while True:
-            awaited[:] = [task for task in awaited if not _listening(task.address)]
+            seen = {task: _listening(task.address) for task in awaited}
+            for task, what in seen.items():
+                if what == "other" and task not in impostors:
+                    logging.warning("%s: a process that is not a task of this cluster answers at %s; waiting for the "
+                                    "task itself", own, task.address)
+                impostors[task] = what == "other" or (impostors.get(task, False) and what is None)
+            awaited[:] = [task for task in awaited if seen[task] != "task"]
             if not awaited:
                 break
             now = time.monotonic()
             if now >= deadline:
+                foreign = [task for task in awaited if impostors.get(task)]
+                if foreign:
+                    raise RunError(f"a process that is not a task of this cluster listens at the address of "
+                                   f"{_names(foreign)}; stop it, or give that task another port in TF_CONFIG")
                 raise RunError(f"{_names(awaited)} did not start within --startup_timeout={timeout} s; start every "
                                f"task of TF_CONFIG's cluster, each with its own task index")
             if now >= next_report:
@@ -398,19 +409,53 @@ def _own_port(task):
         yield server
 
 
+# What a task waiting for the others answers on its port, so that they know it from any other listener.
+GREETING = b"cnn-lab task waiting\n"
+# An HTTP/2 client's connection preface and an empty SETTINGS frame: TensorFlow's gRPC server, which takes a
+# task's port once the task has started, answers with a frame of its own, the first of type SETTINGS (4).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4
+ANSWER_SECONDS = 2.0  # a waiting task answers within one PROBE_EVERY; a gRPC server at once
+
+
 def _close_connections(server):
-    """Accepts and closes the connections waiting on ``server`` (other tasks' looks), so its queue never fills."""
+    """Accepts the connections waiting on ``server`` (other tasks' looks), answers each with ``GREETING`` and
+    closes it, so the queue never fills and the others know this is a task."""
     with contextlib.suppress(BlockingIOError):
         while True:
-            server.accept()[0].close()
+            connection = server.accept()[0]
+            with connection, contextlib.suppress(OSError):
+                connection.setblocking(True)
+                connection.settimeout(0.2)
+                connection.sendall(GREETING)
 
 
 def _listening(address):
+    """"task" when a task of the cluster listens at ``address`` (waiting: its greeting; started: TensorFlow's
+    gRPC server), "other" when another process does, None when nothing does."""
     try:
-        with socket.create_connection(_split_address(address), timeout=1):
-            return True
+        with socket.create_connection(_split_address(address), timeout=1) as connection:
+            connection.settimeout(ANSWER_SECONDS)
+            with contextlib.suppress(OSError):
+                connection.sendall(HTTP2_PREFACE)
+            answer = _read_up_to(connection, len(GREETING))
     except OSError:
-        return False
+        return None
+    if answer.startswith(GREETING) or (len(answer) >= 4 and answer[3] == HTTP2_SETTINGS):
+        return "task"
+    return "other"
+
+
+def _read_up_to(connection, size):
+    """Up to ``size`` bytes from ``connection``, fewer when it closes or goes quiet for its timeout."""
+    answer = b""
+    with contextlib.suppress(OSError):
+        while len(answer) < size:
+            chunk = connection.recv(size - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+    return answer
 
 
 def _configure_coordination(tasks, register_seconds):
