@@ -16,7 +16,18 @@ def read_values(event_dir):
 def read_scalars(event_dir):
     """``{tag: {step: value}}`` of every scalar summary (a 0-d tensor) in the event files of ``event_dir``."""
     return {tag: {step: float(array) for step, array in steps.items()}
-            for tag, steps in read_values(event_dir).items() if all(a.ndim == 0 for a in steps.values())}
+            for tag, steps in read_values(event_dir).items()
+            if all(a.ndim == 0 and a.dtype.kind in "fiu" for a in steps.values())}
+
+
+def has_graph(event_dir):
+    """Whether the event files of ``event_dir`` hold a graph (TensorBoard's Graphs tab)."""
+    for path in sorted(event_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            if event.graph_def or any(value.metadata.plugin_data.plugin_name == "graph_run_metadata_graph"
+                                      for value in event.summary.value):
+                return True
+    return False
 
 
 def read_images(event_dir):

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.event_files import read_images, read_scalars
+from tests.event_files import has_graph, read_images, read_scalars
 from training import data as data_lib
 from training import progress
 from training.config import TrainConfig
@@ -95,6 +95,8 @@ def test_evaluations_write_test_and_validation_scalars_and_a_confusion_matrix(re
     assert validated["accuracy"][14] == pytest.approx(results["validation_accuracy"], abs=SAME_WEIGHTS_ATOL)
     # The rate the next update uses, at every chunk's end: calls end at the evaluation (7) and the log (10).
     assert sorted(read_scalars(logdir / "train")["learning_rate"]) == [7, 10, 14]
+    # The first call's trace of the train step, for the Graphs tab.
+    assert has_graph(logdir / "train") and not has_graph(logdir / "eval")
     # 10 classes of 19-pixel cells and a 1-pixel grid: 191 pixels a side, in colour.
     assert read_images(logdir / "eval") == {"confusion_matrix": {7: (191, 191, 3), 14: (191, 191, 3)}}
     # The matrix counts each test image once, and its diagonal is the test accuracy.

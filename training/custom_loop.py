@@ -37,6 +37,7 @@ def train(run):
     call_length = CallLength(config.steps_per_loop, max_seconds,
                              (config.log_every, run.eval_every, config.checkpoint_every))
 
+    first_step = int(run.step)
     while not book.done:
         begin = int(run.step)
         num_steps = call_length.next_steps(begin, run.total_steps)
@@ -45,7 +46,10 @@ def train(run):
         # A profiled step (and the one before, which traces that call) runs unrolled: see make_train_loop.
         steps = num_steps if profiler and profiler.runs_alone(begin + 1) else tf.constant(num_steps)
         tick = time.time()
-        with profiler.around(begin + 1) if profiler else contextlib.nullcontext():
+        # The first call traces the train step: its graph goes to TensorBoard's Graphs tab (not beside a
+        # profile, whose own trace holds the steps).
+        graph = traced_graph(run.writers["train"], begin) if begin == first_step and not profiler else None
+        with profiler.around(begin + 1) if profiler else graph or contextlib.nullcontext():
             losses = train_loop(train_iterator, steps).numpy()
         seconds = time.time() - tick
         call_length.record(num_steps, seconds)
@@ -54,6 +58,17 @@ def train(run):
         book.after_steps(begin, begin + num_steps, seconds, float(np.mean(losses)),
                          lambda: read_and_reset(parts.train_metrics))
     return book.finish()
+
+
+@contextlib.contextmanager
+def traced_graph(writer, step):
+    """Records the graphs TensorFlow traces in the block and writes them to ``writer`` as ``train_step``."""
+    tf.summary.trace_on(graph=True, profiler=False)
+    try:
+        yield
+    finally:
+        with writer.as_default():
+            tf.summary.trace_export(name="train_step", step=step)
 
 
 def evaluate(eval_step, test_batches, metrics, confusion):
