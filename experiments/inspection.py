@@ -14,7 +14,8 @@ summaries (``tensorboard --logdir <run_dir>/inspect``):
 | ``activation_max_<layer>.png`` | ``activation_max/<layer>`` | per filter: the input maximising its mean activation |
 
 Every picture has a title (what it shows; the run, its dataset and step), the layer and filter index above each
-tile (a test image is labelled with its true class, and the feature maps' first column also with its index), and a colour bar saying what black and white stand for and whether the tiles share one scale. Kernel and
+tile (a test image is labelled with its true class, and the feature maps' first column also with its index),
+and a colour bar saying what black and white stand for and whether the tiles share one scale. Kernel and
 feature-map tiles are each scaled by their own min/max (the range is printed under the tile's label), or all by
 one with ``shared_scale``. The mean of a map favours images with much ink, its max an image where the filter's
 pattern occurs once, strongly: the two top-k pictures show both. The activation-maximising inputs come from
