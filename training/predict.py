@@ -5,8 +5,8 @@ when the run trained with it; images that look inverted relative to the training
 on stderr); with ``--dataset_split=test`` instead, the run's accuracy on its test set, and the path of its
 confusion matrix drawn into ``RUN/inspect/confusion_test.png``. Reads ``RUN/export/model.keras`` in Keras'
 safe mode, or for a run without one rebuilds the run's network from its checkpoint; ``RUN/export/saved_model``
-only with ``--allow_saved_model``. Refuses a run without an export (export it first with ``python -m training.export``); see
-``training/predicting.py``.
+only with ``--allow_saved_model``. Refuses a run without an export (export it first with
+``python -m training.export``); see ``training/predicting.py``.
 """
 
 import sys
