@@ -14,13 +14,16 @@ summaries (``tensorboard --logdir <run_dir>/inspect``):
 | ``activation_max_<layer>.png`` | ``activation_max/<layer>`` | per filter: the input maximising its mean activation |
 
 Every picture has a title (what it shows; the run, its dataset and step), the layer and filter index above each
-tile, and a colour bar saying what black and white stand for and whether the tiles share one scale. Kernel and
+tile (a test image is labelled with its true class, and the feature maps' first column also with its index),
+and a colour bar saying what black and white stand for and whether the tiles share one scale. Kernel and
 feature-map tiles are each scaled by their own min/max (the range is printed under the tile's label), or all by
 one with ``shared_scale``. The mean of a map favours images with much ink, its max an image where the filter's
 pattern occurs once, strongly: the two top-k pictures show both. The activation-maximising inputs come from
 gradient ascent on the input (``experiments.activation_max``), in the run's input space, shown as pixels.
 After a short run the first-layer kernels are still mostly their random initialisation, so the change picture
-is the one that shows what training added. ``inspect_run(run_dir, ...)`` does the same from Python.
+is the one that shows what training added. The feature-map and top-k PNGs name the classes of their images in
+a text chunk ``classes`` (a JSON list: a row's image each, or each tile row by row; ``PIL.Image.open(path).text``).
+``inspect_run(run_dir, ...)`` does the same from Python.
 """
 
 import dataclasses
@@ -107,27 +110,32 @@ def inspect_run(run_dir, data_dir="", layers=(), num_images=8, top_k=9, max_imag
                                                                                        BATCH_SIZE))
     pooled = visuals.pooled_activations(model, batches, layers)  # {(pooling, layer): (N, F)}
     shown = dataset.x_test[:num_images]
+    classes = [run.class_names[label] for label in dataset.y_test[:max(num_images, max_images)]]
     maps = visuals.block_outputs(model, preprocess(tf.constant(shown), None)[0], layers)  # {layer: (n, H, W, F)}
     about = (f"run {os.path.basename(os.path.normpath(run_dir))}: arch {config.arch}, {config.dataset}, "
              f"step {run.step}")
     bounds = activation_max.pixel_bounds(preprocess, model.plan[0].input_shape[-1])
 
     pictures = kernel_pictures(model, config, about, shared_scale)
+    texts = {}  # (kind, layer): PNG text chunks
     for name in layers:
         filters = maps[name].shape[-1]
         if filters > max_filters:
             logging.info("layer %s has %d filters; drawing the first %d (--max_filters)", name, filters,
                          max_filters)
         pictures["feature_maps", name] = feature_map_picture(shown, maps[name][..., :max_filters], name,
-                                                             shared_scale, about)
+                                                             shared_scale, about, classes[:len(shown)])
+        texts["feature_maps", name] = visuals.class_text(classes[:len(shown)])
         for pooling in visuals.POOLINGS:
+            best = visuals.top_k_indices(pooled[pooling, name][:, :max_filters], top_k)  # (F, k)
             pictures[f"top_k_{pooling}", name] = top_k_picture(images, pooled[pooling, name][:, :max_filters],
-                                                               top_k, name, pooling, about)
+                                                               best, name, pooling, about, classes)
+            texts[f"top_k_{pooling}", name] = visuals.class_text(classes[i] for i in best.reshape(-1))
         if ascent is not None:
             logging.info("gradient ascent on %s: %d filters, %d steps", name, min(filters, max_filters), ascent.steps)
             found = activation_max.maximise(model, name, range(min(filters, max_filters)), *bounds, ascent)
             pictures["activation_max", name] = activation_max_picture(found, name, ascent, about)
-    return write_pictures(run.subfolder(INSPECT, create=True), pictures, run.step)
+    return write_pictures(run.subfolder(INSPECT, create=True), pictures, run.step, texts)
 
 
 def kernel_pictures(model, config, about, shared_scale):
@@ -153,25 +161,28 @@ def kernel_pictures(model, config, about, shared_scale):
     }
 
 
-def feature_map_picture(images, maps, layer, shared_scale, about):
-    """Each of ``images`` and then its ``maps`` ``(n, H, W, F)`` of ``layer``, a row per image, annotated."""
+def feature_map_picture(images, maps, layer, shared_scale, about, classes):
+    """Each of ``images`` (test images 0, 1, ..., of the true ``classes``) and then its ``maps`` ``(n, H, W, F)``
+    of ``layer``, a row per image, annotated."""
     bar = visuals.value_bar(maps, shared_scale, f"{layer} activation")
+    image_labels = [[name, f"test image {number}"] for number, name in enumerate(classes)]
     return visuals.annotate(
-        visuals.feature_map_grid(images, maps, layer=layer, shared_scale=shared_scale),
+        visuals.feature_map_grid(images, maps, layer=layer, shared_scale=shared_scale, image_labels=image_labels),
         [f"{layer} feature maps of the first {len(images)} test images: a row per image, then a map per filter",
          about],
         dataclasses.replace(bar, caption=bar.caption + ("the first tile of each row is the test image, its pixels "
-                                                        "as they are",)))
+                                                        "as they are, under its true class",)))
 
 
-def top_k_picture(images, pooled, k, layer, pooling, about):
-    """The ``k`` of ``images`` with the largest ``pooled`` ``(N, F)`` activation, a row per filter, annotated."""
-    best = visuals.top_k_indices(pooled, k)  # (F, k)
+def top_k_picture(images, pooled, best, layer, pooling, about, classes):
+    """The ``images`` at ``best`` ``(F, k)``, those with the largest ``pooled`` ``(N, F)`` activation, a row per
+    filter, each labelled with its score and its true class (``classes``, one per image), annotated."""
     scores = np.take_along_axis(pooled.T, best, axis=1)  # (F, k)
     return visuals.annotate(
-        visuals.top_k_grid(images, best, layer=layer, scores=scores, statistic=pooling),
+        visuals.top_k_grid(images, best, layer=layer, scores=scores, statistic=pooling, image_labels=classes),
         [f"{layer}: per filter, the {best.shape[1]} of the first {len(images)} test images with the largest "
-         f"spatial {pooling} of its map (ranked by {pooling}, printed under each image)", about],
+         f"spatial {pooling} of its map (ranked by {pooling}, printed under the filter; then the image's true "
+         "class)", about],
         visuals.PIXEL_BAR)
 
 
@@ -187,9 +198,10 @@ def activation_max_picture(found, layer, ascent, about):
         visuals.PIXEL_BAR)
 
 
-def write_pictures(folder, pictures, step):
-    """Writes each ``{(kind, layer): uint8 HWC image}`` as ``<folder>/<kind>_<layer>.png`` and as a TensorBoard
-    image summary tagged ``<kind>/<layer>`` at ``step``; returns the PNG paths."""
+def write_pictures(folder, pictures, step, texts=None):
+    """Writes each ``{(kind, layer): uint8 HWC image}`` as ``<folder>/<kind>_<layer>.png``, with the PNG text
+    chunks ``texts[kind, layer]`` where given, and as a TensorBoard image summary tagged ``<kind>/<layer>`` at
+    ``step``; returns the PNG paths."""
     os.makedirs(folder, exist_ok=True)
     for earlier in tf.io.gfile.glob(os.path.join(folder, "events.out.tfevents.*")):
         os.remove(earlier)  # TensorBoard shows one image per tag and step; keep only this inspection's
@@ -198,7 +210,7 @@ def write_pictures(folder, pictures, step):
     with writer.as_default(step=step):
         for (kind, layer), image in pictures.items():
             path = os.path.join(folder, f"{kind}_{layer}.png")
-            tf.io.write_file(path, tf.io.encode_png(image))
+            tf.io.write_file(path, visuals.png_bytes(image, (texts or {}).get((kind, layer))))
             tf.summary.image(f"{kind}/{layer}", image[np.newaxis])
             paths.append(path)
     writer.close()

@@ -3,17 +3,21 @@
 Grid helpers take and return NumPy arrays (uint8 HWC images); the activation helpers take a network of either
 implementation (``models.build_network``) and batches of preprocessed images. Nothing here reads flags or files.
 
-A grid given a ``layer`` labels each tile above it (``"conv1 f3"``: layer and filter index). ``annotate`` then
+A grid given a ``layer`` labels each tile above it (``"conv1 f3"``: layer and filter index, or ``"f3"`` when the
+layer's name does not fit); a column is widened where a label would not fit above its tile, so labels never run
+into their neighbours. ``annotate`` then
 puts a title above the grid and a colour bar below it, with the values black and white stand for and whether
 the tiles share that scale. Text is drawn with Pillow's built-in bitmap font; Pillow comes with TensorBoard.
 """
 
 import dataclasses
+import io
+import json
 import math
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 # Displayed sizes, in pixels: every kind of tile is brought to about 64 px by an integer factor (a 5x5 kernel at
 # 12x, a 28x28 digit or map at 2x, a 14x14 map at 4x, a 32x32 CIFAR image at 2x), so "conv1 f3" fits above it.
@@ -36,6 +40,7 @@ TEXT_VALUE = 0
 BACKGROUND_VALUE = 255
 MARGIN = 4  # white pixels around an annotated picture and between its title, grid and colour bar
 COLOUR_BAR_PIXELS = 128  # width of the black-to-white ramp, frame excluded
+LABEL_GAP = 6  # white pixels, one character, kept right of every label line: "block1 f10block1 f11" never happens
 
 
 def integer_scale(size, target_pixels):
@@ -65,14 +70,22 @@ def text_width(text):
     return int(FONT.getbbox(text)[2]) if text else 0
 
 
-def draw_text(canvas, y, x, text, value=TEXT_VALUE):
-    """Writes one line of ``text`` into the HWC uint8 ``canvas`` in place, its top-left corner at ``(y, x)``;
-    what falls outside the canvas is cut off."""
-    if not text:
-        return
+def glyph_mask(text):
+    """``(LINE_PIXELS, text_width(text))`` bool array, True where ``FONT`` inks one line of ``text``."""
     glyphs = Image.new("L", (text_width(text), LINE_PIXELS), 0)
     ImageDraw.Draw(glyphs).text((0, 0), text, font=FONT, fill=255)
-    mask = np.asarray(glyphs)[:max(0, canvas.shape[0] - y), :max(0, canvas.shape[1] - x)] > 0
+    return np.asarray(glyphs) > 0
+
+
+def draw_text(canvas, y, x, text, value=TEXT_VALUE, upward=False):
+    """Writes one line of ``text`` into the HWC uint8 ``canvas`` in place, its top-left corner at ``(y, x)``;
+    what falls outside the canvas is cut off. ``upward`` turns it a quarter left, to read from bottom to top."""
+    if not text:
+        return
+    mask = glyph_mask(text)
+    if upward:
+        mask = np.rot90(mask)  # (width, LINE_PIXELS): the first character at the bottom
+    mask = mask[:max(0, canvas.shape[0] - y), :max(0, canvas.shape[1] - x)]
     canvas[y:y + mask.shape[0], x:x + mask.shape[1]][mask] = value
 
 
@@ -81,10 +94,12 @@ def image_grid(tiles, columns, scale=1, separator=SEPARATOR, separator_value=SEP
     ``scale``, with ``separator`` pixels of ``separator_value`` (a number, or one per channel) between tiles
     (none around the border).
 
-    Returns a ``(rows * h * scale + (rows - 1) * separator, columns * w * scale + (columns - 1) * separator, c)``
-    uint8 image with ``rows = ceil(N / columns)``; slots after the last tile are left at ``separator_value``.
-    ``labels``, one list of text lines per tile, adds a white band of ``LINE_PIXELS`` per line (as many as the
-    longest label has) above each row, each tile's lines written above it and cut at its width.
+    Without labels, returns a ``(rows * h * scale + (rows - 1) * separator, columns * w * scale + (columns - 1) *
+    separator, c)`` uint8 image with ``rows = ceil(N / columns)``; slots after the last tile are left at
+    ``separator_value``. ``labels``, one list of text lines per tile, adds a white band of ``LINE_PIXELS`` per line
+    (as many as the longest label has) above each row, each tile's lines written above it; a column whose widest
+    line and ``LABEL_GAP`` are wider than a tile is widened to fit them, the tile at its left, the rest
+    ``separator_value``.
     """
     tiles = np.asarray(tiles)
     if tiles.ndim != 4 or tiles.dtype != np.uint8:
@@ -94,13 +109,17 @@ def image_grid(tiles, columns, scale=1, separator=SEPARATOR, separator_value=SEP
         raise ValueError(f"image_grid got {len(labels)} labels for {count} tiles")
     band = LINE_PIXELS * max((len(lines) for lines in labels), default=0) if labels else 0
     rows = math.ceil(count / columns)
-    step_y, step_x = band + height * scale + separator, width * scale + separator
-    grid = np.full((rows * step_y - separator, columns * step_x - separator, channels), separator_value, np.uint8)
+    widths = [width * scale] * columns
+    for index, lines in enumerate(labels or ()):
+        widths[index % columns] = max([widths[index % columns]] + [text_width(t) + LABEL_GAP for t in lines])
+    starts = np.cumsum([0] + [w + separator for w in widths])  # x of each column, and past the last
+    step_y = band + height * scale + separator
+    grid = np.full((rows * step_y - separator, starts[-1] - separator, channels), separator_value, np.uint8)
     for index, tile in enumerate(tiles):
         row, column = divmod(index, columns)
-        y, x = row * step_y, column * step_x
+        y, x = row * step_y, starts[column]
         if band:
-            above = grid[y:y + band, x:x + width * scale]  # a view: text drawn into it lands in the grid
+            above = grid[y:y + band, x:x + widths[column]]  # a view: text drawn into it lands in the grid
             above[:] = BACKGROUND_VALUE
             for line, text in enumerate(labels[index]):
                 draw_text(above, line * LINE_PIXELS, 0, text)
@@ -110,9 +129,9 @@ def image_grid(tiles, columns, scale=1, separator=SEPARATOR, separator_value=SEP
 
 def filter_labels(layer, filters, width):
     """``"<layer> f<index>"`` for each index of ``filters``, or ``"f<index>"`` for all when one of the long
-    labels is wider than ``width`` pixels (the picture's title names the layer then)."""
+    labels and ``LABEL_GAP`` are wider than ``width`` pixels (the picture's title names the layer then)."""
     long = [f"{layer} f{f}" for f in filters]
-    if max(map(text_width, long), default=0) <= width:
+    if max(map(text_width, long), default=0) + LABEL_GAP <= width:
         return long
     return [f"f{f}" for f in filters]
 
@@ -172,14 +191,14 @@ def _resize_nearest(image, height, width):
     return tf.image.resize(image, (height, width), method="nearest").numpy().astype(np.uint8)
 
 
-def feature_map_grid(images, maps, tile_pixels=MAP_TILE_PIXELS, layer=None, shared_scale=False):
+def feature_map_grid(images, maps, tile_pixels=MAP_TILE_PIXELS, layer=None, shared_scale=False, image_labels=None):
     """One row per image: the uint8 input image ``(N, H, W, C)``, then each map of ``maps`` ``(N, h, w, F)``.
 
     Each map tile is scaled by its own min/max, or with ``shared_scale`` all by the min/max of ``maps``, and
     upscaled by an integer factor to about ``tile_pixels``; the input is resized (nearest neighbour) to the same
     tile size, its pixels unscaled. RGB inputs turn the map tiles to gray RGB. With a ``layer`` name, the input
-    is labelled ``image <n>`` and each map with the layer and its filter index (and its own range, when tiles
-    have their own scales).
+    is labelled with its lines of ``image_labels`` (one list per image; default ``image <n>``) and each map with
+    the layer and its filter index (and its own range, when tiles have their own scales).
     """
     images, maps = np.asarray(images), np.asarray(maps)
     scale = integer_scale(maps.shape[1], tile_pixels)
@@ -195,15 +214,18 @@ def feature_map_grid(images, maps, tile_pixels=MAP_TILE_PIXELS, layer=None, shar
             tiles.append(np.repeat(tile, channels, axis=-1))
         if layer is not None:
             ranges = None if shared_scale else [range_lines(image_maps[..., f]) for f in filters]
-            labels += [[f"image {number}"]] + _labels(layer, filters, width, ranges)
+            first = [f"image {number}"] if image_labels is None else list(image_labels[number])
+            labels += [first] + _labels(layer, filters, width, ranges)
     return image_grid(np.stack(tiles), columns=1 + maps.shape[-1], labels=labels if layer is not None else None)
 
 
-def top_k_grid(images, indices, tile_pixels=IMAGE_TILE_PIXELS, layer=None, scores=None, statistic="mean"):
+def top_k_grid(images, indices, tile_pixels=IMAGE_TILE_PIXELS, layer=None, scores=None, statistic="mean",
+               image_labels=None):
     """One row per filter: the uint8 images ``(N, H, W, C)`` at ``indices`` ``(filters, k)``, left to right.
 
-    With a ``layer`` name, each tile is labelled with it and the filter index, and with ``scores``
-    ``(filters, k)`` also with the image's score, e.g. ``"max 2.35"`` for ``statistic="max"``.
+    With a ``layer`` name, each tile is labelled with it and the filter index, with ``scores`` ``(filters, k)``
+    also with the image's score, e.g. ``"max 2.35"`` for ``statistic="max"``, and with ``image_labels`` (one text
+    per image of ``images``, e.g. its class) also with its image's.
     """
     images, indices = np.asarray(images), np.asarray(indices)
     tiles = images[indices.reshape(-1)]  # (filters * k, H, W, C), row-major: filter by filter
@@ -213,6 +235,7 @@ def top_k_grid(images, indices, tile_pixels=IMAGE_TILE_PIXELS, layer=None, score
         filters, k = indices.shape
         names = filter_labels(layer, range(filters), images.shape[2] * scale)
         labels = [[names[f]] + ([f"{statistic} {short_value(scores[f, rank])}"] if scores is not None else [])
+                  + ([image_labels[indices[f, rank]]] if image_labels is not None else [])
                   for f in range(filters) for rank in range(k)]
     return image_grid(tiles, columns=indices.shape[1], scale=scale, labels=labels)
 
@@ -284,6 +307,71 @@ def annotate(grid, title, bar):
         y += LINE_PIXELS
         draw_text(picture, y, MARGIN, text)
     return picture
+
+
+def png_bytes(image, text=None):
+    """The uint8 HWC ``image`` (1 or 3 channels) as PNG file contents, with ``text`` ``{key: str}`` as its tEXt
+    chunks (``PIL.Image.open(path).text`` reads them back)."""
+    image = np.asarray(image)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def class_text(class_names):
+    """``{"classes": JSON list}``: the PNG text chunk naming the classes a picture shows, in its order."""
+    return {"classes": json.dumps(list(class_names))}
+
+
+# Confusion matrix cells: 32 px holds a count of 4 digits (24 px) and a line of text; beyond 20 classes
+# (CIFAR-100) cells of 12 px keep the picture about 1,300 px wide, and only 1-digit counts fit in them.
+CONFUSION_CELL_PIXELS = 32
+CONFUSION_SMALL_CELL_PIXELS = 12
+CONFUSION_SMALL_ABOVE = 20  # classes
+CONFUSION_LINE_VALUE = 160  # gray lines between cells: visible on white and on black cells
+
+
+def confusion_grid(matrix, class_names):
+    """The confusion ``matrix`` ``(classes, classes)`` of counts, rows the true class, as a gray uint8 image.
+
+    Each cell is shaded by its share of its row (white: none, black: all of its row's images) and holds its count
+    where the count fits (black on light cells, white on dark); the true classes are named left of the rows, the
+    predicted classes above the columns, reading upward.
+    """
+    matrix = np.asarray(matrix, np.int64)
+    count = len(class_names)
+    if matrix.shape != (count, count):
+        raise ValueError(f"a confusion matrix of {count} classes is ({count}, {count}), got {matrix.shape}")
+    cell = CONFUSION_CELL_PIXELS if count <= CONFUSION_SMALL_ABOVE else CONFUSION_SMALL_CELL_PIXELS
+    name_pixels = max(map(text_width, class_names)) + MARGIN
+    left, top = name_pixels, name_pixels
+    grid = np.full((top + count * cell + 1, left + count * cell + 1, 1), BACKGROUND_VALUE, np.uint8)
+    totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    shades = np.round(255 - 255 * matrix / totals).astype(np.uint8)  # (classes, classes): share of the row
+    grid[top:, left:] = CONFUSION_LINE_VALUE
+    for row in range(count):
+        y = top + row * cell
+        draw_text(grid, y + (cell - LINE_PIXELS) // 2 + 1, left - MARGIN - text_width(class_names[row]),
+                  class_names[row])
+        draw_text(grid, top - MARGIN - text_width(class_names[row]), left + row * cell + (cell - LINE_PIXELS) // 2 + 1,
+                  class_names[row], upward=True)
+        for column in range(count):
+            x = left + column * cell
+            grid[y + 1:y + cell, x + 1:x + cell] = shades[row, column]
+            number = str(matrix[row, column])
+            if text_width(number) + 2 <= cell - 1 and LINE_PIXELS <= cell - 1:
+                value = BACKGROUND_VALUE if shades[row, column] < 128 else TEXT_VALUE
+                draw_text(grid, y + 1 + (cell - 1 - LINE_PIXELS) // 2, x + 1 + (cell - 1 - text_width(number)) // 2,
+                          number, value)
+    return grid
+
+
+CONFUSION_BAR = ColourBar("all of its row", "none", (
+    "cell shade: the share of the row's images (its true class) predicted as the column's class; counts in the "
+    "cells where they fit",))
 
 
 def top_k_indices(activations, k):

@@ -15,7 +15,8 @@ def define_flags():
     absl_flags.DEFINE_integer("top_k", 3, "Classes printed per image, most probable first (at most the dataset's "
                               "number of classes).")
     absl_flags.DEFINE_enum("dataset_split", None, SPLITS, "Instead of image files: predict this split of the run's "
-                           "dataset and print the accuracy.")
+                           "dataset, print the accuracy and draw the confusion matrix into "
+                           "<run_dir>/inspect/confusion_<split>.png.")
     cli.define_data_dir("For --dataset_split; empty: the run's own --data_dir, then the Keras cache, then the bundled "
                         "MNIST subset. Never downloads.")
     absl_flags.DEFINE_boolean("allow_saved_model", False, "Predict with <run_dir>/export/saved_model instead. A "

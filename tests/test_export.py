@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import reference
 from models.keras_cnn import CNN
@@ -287,6 +288,42 @@ def test_evaluating_the_test_split_gives_the_run_accuracy(runs, tiny_mnist_dir):
     assert sum(correct for _, correct, _ in evaluation.per_class) == evaluation.correct
     assert sum(images for _, _, images in evaluation.per_class) == evaluation.total
     assert sum(images for _, _, images in evaluation.confusions) == evaluation.total - evaluation.correct
+
+
+def test_the_test_split_confusion_matrix_is_drawn_into_the_run_inspect_folder(runs):
+    from experiments import visuals
+
+    run_dir = runs["keras"].run_dir
+    evaluation = predicting.evaluate_split(run_dir, "test")
+    path = predicting.write_confusion_picture(run_dir, evaluation)
+    assert path == os.path.join(run_dir, INSPECT, "confusion_test.png")
+    with Image.open(path) as picture:
+        size, text = picture.size, dict(picture.text)
+    assert json.loads(text["classes"]) == [str(digit) for digit in range(10)] and text["split"] == "test"
+    counts = np.array(json.loads(text["counts"]))  # rows the true class
+    assert counts.sum() == evaluation.total and np.trace(counts) == evaluation.correct
+    # Names "0".."9" (6 px) and a margin left of and above 10 cells of 32 px and a closing line: 10 + 321 = 331
+    # px; under 2 title lines, over the colour bar's line and 1 caption line, with 4 margins.
+    grid = 10 + 10 * visuals.CONFUSION_CELL_PIXELS + 1
+    assert size[1] == 4 * visuals.MARGIN + 4 * visuals.LINE_PIXELS + grid and size[0] >= grid + 2 * visuals.MARGIN
+
+
+def test_predict_warns_of_an_inverted_digit_and_explains_label_smoothing(runs, digit, tmp_path):
+    label, png, _ = digit
+    inverted = tmp_path / "inverted.png"
+    inverted.write_bytes(tf.io.encode_png(255 - tf.io.decode_png(tf.io.read_file(png))).numpy())
+    normal, dark_on_white = predicting.predict_files(runs["keras"].run_dir, [png, str(inverted)])
+    assert not normal.looks_inverted and dark_on_white.looks_inverted
+    assert predicting.inverted_warning([normal]) is None
+    warning = predicting.inverted_warning([normal, dark_on_white])
+    assert "\n" not in warning and warning.startswith("1 of 2 images look inverted relative to the run's training "
+                                                      "images (mean pixel above 0.5, theirs 0.1")
+    assert f"{inverted} ({dark_on_white.mean_pixel:.2f})" in warning and dark_on_white.mean_pixel > 0.5
+    # CIFAR's training images have no background of one shade: a bright photo is no inverted one.
+    assert not predicting.looks_inverted(0.9, predicting.TRAINING_MEANS["cifar10"])
+    assert predicting.smoothing_note(TrainConfig(label_smoothing=0.0)) is None
+    assert predicting.smoothing_note(TrainConfig(label_smoothing=0.1)).startswith(
+        "the run trained with label smoothing 0.1: its probabilities stay below about 0.91 (1 - 0.1 + 0.1/10")
 
 
 def test_the_class_breakdown_counts_each_class_and_orders_the_mistakes():

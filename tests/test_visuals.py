@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
 
 import models
@@ -83,6 +84,33 @@ def test_image_grid_writes_each_label_in_a_band_above_its_tile():
 def test_filter_labels_name_the_layer_unless_a_tile_is_too_narrow():
     assert visuals.filter_labels("conv1", [3, 10], 60) == ["conv1 f3", "conv1 f10"]  # 54 px at most: fits
     assert visuals.filter_labels("conv1", [3, 10], 53) == ["f3", "f10"]  # one does not fit: none names the layer
+
+
+def test_labels_keep_a_gap_and_widen_a_column_they_do_not_fit_above():
+    # CIFAR tiles are 64 px: "block1 f10" (60 px) would touch its neighbour's label; "f10" leaves the gap.
+    assert visuals.filter_labels("block1", [10, 11], 64) == ["f10", "f11"]
+    tiles = np.zeros((4, 2, 10, 1), np.uint8)  # 10 px wide tiles, two to a row
+    grid = visuals.image_grid(tiles, columns=2, separator=1, separator_value=9, labels=[["cat"], ["a"], ["b"], ["c"]])
+    # Column 0 widens to "cat" and the gap: 18 + 6 = 24 px; column 1 keeps 10 ("a" + gap = 12 px > 10: 12).
+    assert grid.shape == (2 * (11 + 2) + 1, 24 + 1 + 12, 1)
+    np.testing.assert_array_equal(grid[:11, :24], _text("cat", 24))
+    assert (grid[11:13, 10:24] == 9).all()  # beside the tile, the widened column is separator
+
+
+def test_confusion_grid_names_both_axes_and_writes_counts_that_fit():
+    matrix = np.array([[8, 2], [0, 10]])
+    grid = visuals.confusion_grid(matrix, ("cat", "dog"))
+    side = visuals.text_width("cat") + visuals.MARGIN  # 22 px of names left of and above the cells
+    cell = visuals.CONFUSION_CELL_PIXELS
+    assert grid.shape == (side + 2 * cell + 1, side + 2 * cell + 1, 1)
+    # Shade by the share of the row: 8/10 -> 51, 2/10 -> 204, 0 -> 255 (white), 10/10 -> 0 (black).
+    assert [grid[side + 1, side + 1 + c * cell, 0] for c in range(2)] == [51, 204]
+    assert [grid[side + cell + 1, side + 1 + c * cell, 0] for c in range(2)] == [255, 0]
+    assert (grid[side + 1:side + cell, side + 1:side + cell] == 255).any()  # "8" in white on the dark cell
+    assert (grid[side + cell + 1:, side + 1:side + cell] == 0).any()  # "0" in black on the white cell
+    assert (grid[side:, :side - visuals.MARGIN] == 0).any() and (grid[:side - visuals.MARGIN, side:] == 0).any()
+    with pytest.raises(ValueError, match="is \\(2, 2\\)"):
+        visuals.confusion_grid(np.zeros((3, 3)), ("cat", "dog"))
 
 
 def test_tile_labels_differ_by_filter_and_carry_each_tile_range():
@@ -237,17 +265,18 @@ PICTURES = {
     # the 4 filters in one row with 3 separators: 4 * 63 + 3 = 255. RGB.
     "filters_conv1": ((33 + 63, 255, 3), 2, 1),
     "filters_change_conv1": ((33 + 63, 255, 3), 2, 1),
-    # A row per image, 3 * (33 + 56 + 1) - 1 = 269: the image, then MAX_FILTERS maps (4 * 56 + 3 = 227); 28x28
-    # maps at 2x. The caption has a second line about the image column.
-    "feature_maps_conv1": ((269, 227, 1), 2, 2),
+    # A row per image, 3 * (33 + 56 + 1) - 1 = 269: the image, in a column widened to its label "test image 0"
+    # (72 px) and the gap (6), then MAX_FILTERS maps: 78 + 3 * (1 + 56) = 249; 28x28 maps at 2x. The caption has a
+    # second line about the image column.
+    "feature_maps_conv1": ((269, 249, 1), 2, 2),
     # conv2's 14x14 maps at 4x fill the same 56 px tiles.
-    "feature_maps_conv2": ((269, 227, 1), 2, 2),
-    # A row per filter, labels of 2 lines (layer and filter, the score), 3 * (22 + 56 + 1) - 1 = 236, of TOP_K
-    # images at 2x (227).
-    "top_k_mean_conv1": ((236, 227, 1), 2, 1),
-    "top_k_max_conv1": ((236, 227, 1), 2, 1),
-    "top_k_mean_conv2": ((236, 227, 1), 2, 1),
-    "top_k_max_conv2": ((236, 227, 1), 2, 1),
+    "feature_maps_conv2": ((269, 249, 1), 2, 2),
+    # A row per filter, labels of 3 lines (layer and filter, the score, the class), 3 * (33 + 56 + 1) - 1 = 269,
+    # of TOP_K images at 2x (227).
+    "top_k_mean_conv1": ((269, 227, 1), 2, 1),
+    "top_k_max_conv1": ((269, 227, 1), 2, 1),
+    "top_k_mean_conv2": ((269, 227, 1), 2, 1),
+    "top_k_max_conv2": ((269, 227, 1), 2, 1),
     # MAX_FILTERS images in one row (3 * 56 + 2 = 170) under labels of 2 lines; a third title line: the settings.
     "activation_max_conv1": ((22 + 56, 170, 1), 3, 1),
     "activation_max_conv2": ((22 + 56, 170, 1), 3, 1),
@@ -298,21 +327,37 @@ def test_feature_maps_and_top_k_show_the_right_images(tiny_run, tiny_mnist):
     maps = _grid(_decode(folder / "feature_maps_conv1.png"), "feature_maps_conv1")
     band = 33  # three label lines above each row
     np.testing.assert_array_equal(maps[band:band + 56, :56], visuals.upscale(images[0], 2))  # pixels unscaled
-    np.testing.assert_array_equal(maps[band:band + 56, 57:113, 0],
+    # The image's column is 78 px wide (its label "test image 0" and the gap): the first map starts at 79.
+    np.testing.assert_array_equal(maps[:11, :78], _text(str(tiny_mnist.y_test[0]), 78))  # its true class
+    np.testing.assert_array_equal(maps[11:22, :78], _text("test image 0", 78))
+    np.testing.assert_array_equal(maps[band:band + 56, 79:135, 0],
                                   visuals.upscale(visuals.normalize_tile(outputs[0, ..., 0]), 2))
-    np.testing.assert_array_equal(maps[:11, 57:113], _text("conv1 f0", 56))
-    np.testing.assert_array_equal(maps[11:22, 57:113],
+    np.testing.assert_array_equal(maps[:11, 79:135], _text("conv1 f0", 56))
+    np.testing.assert_array_equal(maps[11:22, 79:135],
                                   _text(f"max {visuals.short_value(outputs[0, ..., 0].max())}", 56))
     # Row 1, tile 1 of the top-k pictures: the test image with filter 1's largest mean (max) activation, at 2x,
-    # labelled with that mean (max).
+    # labelled with that mean (max) and its true class.
     for pooling, pool in (("mean", np.mean), ("max", np.max)):
         scores = pool(outputs[..., 1], axis=(1, 2))
         best = int(np.argmax(scores))
         top_k = _grid(_decode(folder / f"top_k_{pooling}_conv1.png"), f"top_k_{pooling}_conv1")
-        row = 22 + 56 + 1
-        np.testing.assert_array_equal(top_k[row + 22:row + 78, :56], visuals.upscale(images[best], 2))
+        row = 33 + 56 + 1
+        np.testing.assert_array_equal(top_k[row + 33:row + 89, :56], visuals.upscale(images[best], 2))
         np.testing.assert_array_equal(top_k[row + 11:row + 22, :56],
                                       _text(f"{pooling} {visuals.short_value(scores[best])}", 56))
+        np.testing.assert_array_equal(top_k[row + 22:row + 33, :56], _text(str(tiny_mnist.y_test[best]), 56))
+
+
+def test_feature_map_and_top_k_pngs_name_the_classes_of_their_images(tiny_run, tiny_mnist):
+    folder = tiny_run["logdir"] / "inspect"
+    names = [str(label) for label in tiny_mnist.y_test[:MAX_IMAGES]]  # MNIST's class names are its digits
+    with Image.open(folder / "feature_maps_conv1.png") as picture:
+        assert json.loads(picture.text["classes"]) == names[:NUM_IMAGES]  # a row's image each
+    with Image.open(folder / "top_k_max_conv2.png") as picture:
+        classes = json.loads(picture.text["classes"])  # each tile, row by row
+    assert len(classes) == MAX_FILTERS * TOP_K and set(classes) <= set(names)
+    with Image.open(folder / "filters_conv1.png") as picture:
+        assert "classes" not in picture.text  # kernels show no images
 
 
 def test_activation_max_picture_shows_what_the_ascent_finds(tiny_run, tiny_mnist):
@@ -337,8 +382,9 @@ def test_inspect_draws_on_one_scale_and_skips_the_ascent_when_asked(tiny_run, ti
         "feature_maps_conv2.png", "filters_change_conv1.png", "filters_conv1.png", "top_k_max_conv2.png",
         "top_k_mean_conv2.png"]
     maps = _decode(run_dir / "inspect" / "feature_maps_conv2.png")
-    # One label line per tile on a shared scale (no ranges): the grid is 11 + 56 px high, under 2 title lines.
-    assert maps.shape[0] == 4 * visuals.MARGIN + 5 * visuals.LINE_PIXELS + 11 + 56
+    # One label line per map tile on a shared scale (no ranges), two above the image (its class and index): the
+    # grid is 22 + 56 px high, under 2 title lines.
+    assert maps.shape[0] == 4 * visuals.MARGIN + 5 * visuals.LINE_PIXELS + 22 + 56
 
 
 def test_tensorboard_holds_one_image_summary_per_picture(tiny_run):

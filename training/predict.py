@@ -1,11 +1,15 @@
 """Predict with an exported run: ``python -m training.predict --run_dir=RUN image.png [more.jpg x.npz ...]``.
 
-Prints, per image, the ``--top_k`` most probable classes with their probabilities; with ``--dataset_split=test``
-instead, the run's accuracy on its test set. Reads ``RUN/export/model.keras`` in Keras' safe mode, or for a run
-without one rebuilds the run's network from its checkpoint; ``RUN/export/saved_model`` only with
-``--allow_saved_model``. Refuses a run without an export (export it first with ``python -m training.export``); see
-``training/predicting.py``.
+Prints, per image, the ``--top_k`` most probable classes with their probabilities (then a line on label smoothing
+when the run trained with it; images that look inverted relative to the training images are named in one warning
+on stderr); with ``--dataset_split=test`` instead, the run's accuracy on its test set, and the path of its
+confusion matrix drawn into ``RUN/inspect/confusion_test.png``. Reads ``RUN/export/model.keras`` in Keras'
+safe mode, or for a run without one rebuilds the run's network from its checkpoint; ``RUN/export/saved_model``
+only with ``--allow_saved_model``. Refuses a run without an export (export it first with
+``python -m training.export``); see ``training/predicting.py``.
 """
+
+import sys
 
 from absl import flags as absl_flags
 
@@ -22,13 +26,22 @@ def main(images):
     from training import predicting
 
     if FLAGS.dataset_split:
-        lines = [predicting.format_evaluation(predicting.evaluate_split(
-            FLAGS.run_dir, FLAGS.dataset_split, FLAGS.data_dir, FLAGS.allow_saved_model))]
-    else:
-        lines = map(predicting.format_prediction, predicting.predict_files(FLAGS.run_dir, images, FLAGS.top_k,
-                                                                           FLAGS.allow_saved_model))
-    for line in lines:
-        print(line)
+        evaluation = predicting.evaluate_split(FLAGS.run_dir, FLAGS.dataset_split, FLAGS.data_dir,
+                                               FLAGS.allow_saved_model)
+        print(predicting.format_evaluation(evaluation))
+        print(f"confusion matrix: {predicting.write_confusion_picture(FLAGS.run_dir, evaluation)}")
+        return
+    from training import trained_run
+
+    predictions = predicting.predict_files(FLAGS.run_dir, images, FLAGS.top_k, FLAGS.allow_saved_model)
+    for prediction in predictions:
+        print(predicting.format_prediction(prediction))
+    note = predicting.smoothing_note(trained_run.read_config(FLAGS.run_dir))
+    if note:
+        print(note)
+    warning = predicting.inverted_warning(predictions)
+    if warning:
+        print(f"predict: warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Both need the run's export (see ``training/exporting.py``): its ``export.json`` says what the run's evaluation did
 to images (the mean and std of a standardised run, the test-time augmentation). A run without one is refused with
-a line saying how to export it: predicting never writes into a run directory, and exporting may need the run's
-training data, which predicting on a few images should not.
+a line saying how to export it: predicting writes nothing into a run directory but a split's confusion picture
+under ``inspect/``, and exporting may need the run's training data, which predicting on a few images should not.
 
 What computes the predictions (``load_predictor``): ``export/model.keras`` where the run has one, opened in Keras'
 safe mode, which deserialises no code; else the run's network rebuilt by this code from its newest checkpoint that
@@ -15,6 +15,11 @@ Images are fitted to the run's input before the network sees them, and each pred
 an alpha channel is dropped, RGB becomes grey for a 1-channel run (``tf.image.rgb_to_grayscale``) and grey
 becomes RGB for a 3-channel one, and an image of another size is resized to the run's H x W (bilinear with
 antialiasing, aspect ratio not kept).
+
+An image whose mean pixel lies on the other side of mid-gray than the run's training images, for a dataset with a
+dominant background (``looks_inverted``: a dark digit on white, for MNIST's light digits on black), is named in one
+warning (``inverted_warning``); a run trained with label smoothing is told to cap its probabilities
+(``smoothing_note``). ``write_confusion_picture`` draws a split's confusion matrix into ``<run>/inspect/``.
 """
 
 import dataclasses
@@ -42,6 +47,17 @@ NPZ_KEYS = ("x_test", "x")  # the array of an .npz that is predicted: the first 
 MAX_INPUT_BYTES = 2**31
 CLASSES_SHOWN = 5  # classes and mistakes a split evaluation prints, worst first
 
+# The mean pixel, on the [0, 1] scale and over channels, of each dataset's full training set (CIFAR: the mean of
+# the well-known per-channel means (0.4914, 0.4822, 0.4465) and (0.5071, 0.4865, 0.4409)). A standardised run's
+# export records its own training images' mean, which is used instead.
+TRAINING_MEANS = {"mnist": 0.1307, "fashion_mnist": 0.2860, "cifar10": 0.4734, "cifar100": 0.4782}
+# The inversion rule: when the training images' mean pixel is at least DOMINANT_BACKGROUND from mid-gray (a
+# background of one shade: MNIST 0.13, Fashion-MNIST 0.29; not CIFAR's 0.47), an input whose mean pixel lies past
+# mid-gray on the other side (MNIST: above 0.5; a dark digit on white has about 0.87) looks inverted.
+MID_GRAY = 0.5
+DOMINANT_BACKGROUND = 0.15
+INVERTED_NAMED = 3  # images the warning names; it counts the rest
+
 
 class PredictError(OneLineError, ValueError):
     """Images or an export that cannot be used (no export, a file that is not an image); the message says why."""
@@ -57,6 +73,7 @@ class Predictor:
     source: str  # what computes the predictions: model.keras, the run's checkpoint, or the SavedModel
     checkpoint: str  # the checkpoint whose weights make them
     model: object  # what was loaded; kept, as ``serve`` reads its variables
+    training_mean: float = None  # mean pixel of the run's training images on [0, 1] (``training_mean``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +88,12 @@ class Prediction:
     name: str
     top: tuple  # ((class name, probability), ...), most probable first
     changes: tuple  # what was done to the image to fit the run's input
+    mean_pixel: float = None  # of the fitted image, on [0, 1]
+    training_mean: float = None  # of the run's training images, on [0, 1]
+
+    @property
+    def looks_inverted(self):
+        return looks_inverted(self.mean_pixel, self.training_mean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +107,9 @@ class Evaluation:
     superclass_correct: int = None  # CIFAR-100: images whose predicted fine class lies in the right superclass
     per_class: tuple = ()  # (class name, correct, images of that class), in label order
     confusions: tuple = ()  # (true class name, predicted class name, images), most frequent first, mistakes only
+    matrix: object = None  # int64 (classes, classes) counts, rows the true class (``confusion_matrix``)
+    class_names: tuple = ()
+    about: str = ""  # the run and the weights that predicted, for a picture's title
 
     @property
     def accuracy(self):
@@ -99,8 +125,51 @@ def predict_files(run_dir, paths, top_k=3, allow_saved_model=False):
     predictor = load_predictor(run_dir, allow_saved_model, config)
     probabilities, _ = run_model(predictor.serve, images.pixels)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-    return [Prediction(name, tuple((predictor.class_names[c], float(p[c])) for c in row), changes)
-            for name, p, row, changes in zip(images.names, probabilities, order, images.changes)]
+    means = images.pixels.mean(axis=(1, 2, 3)) / 255.0
+    return [Prediction(name, tuple((predictor.class_names[c], float(p[c])) for c in row), changes, float(mean),
+                       predictor.training_mean)
+            for name, p, row, changes, mean in zip(images.names, probabilities, order, images.changes, means)]
+
+
+def looks_inverted(mean_pixel, training_mean):
+    """Whether an image of ``mean_pixel`` looks inverted relative to training images of ``training_mean`` (both
+    on [0, 1]): the rule beside ``DOMINANT_BACKGROUND``."""
+    if mean_pixel is None or training_mean is None or abs(training_mean - MID_GRAY) < DOMINANT_BACKGROUND:
+        return False
+    return (mean_pixel > MID_GRAY) != (training_mean > MID_GRAY)
+
+
+def inverted_warning(predictions):
+    """One line naming the ``predictions`` whose image ``looks_inverted``, or None when none does."""
+    inverted = [p for p in predictions if p.looks_inverted]
+    if not inverted:
+        return None
+    named = ", ".join(f"{p.name} ({p.mean_pixel:.2f})" for p in inverted[:INVERTED_NAMED])
+    more = f" and {len(inverted) - INVERTED_NAMED} more" if len(inverted) > INVERTED_NAMED else ""
+    side = "above" if inverted[0].training_mean < MID_GRAY else "below"
+    return (f"{len(inverted)} of {len(predictions)} images look inverted relative to the run's training images "
+            f"(mean pixel {side} {MID_GRAY}, theirs {inverted[0].training_mean:.2f}): {named}{more}; the "
+            f"predictions of an inverted image (e.g. a dark digit on white) mean little")
+
+
+def smoothing_note(config):
+    """A sentence on how label smoothing caps the run's probabilities, or None when the run trained without."""
+    smoothing = config.label_smoothing
+    if not smoothing:
+        return None
+    classes = DATASETS[config.dataset].num_classes
+    cap = 1 - smoothing + smoothing / classes  # the smoothed target of the true class, where the loss is lowest
+    return (f"the run trained with label smoothing {smoothing:g}: its probabilities stay below about {cap:.2f} "
+            f"(1 - {smoothing:g} + {smoothing:g}/{classes}, the smoothed target of the true class), so a top "
+            f"probability near {cap:.2f} is full confidence")
+
+
+def training_mean(config, record):
+    """The mean pixel of the run's training images on [0, 1]: the export ``record``'s per-channel mean when the
+    run standardised, else ``TRAINING_MEANS`` of its dataset."""
+    if record.get("mean") is not None:
+        return float(np.mean(record["mean"]))
+    return TRAINING_MEANS.get(config.dataset)
 
 
 def evaluate_split(run_dir, split="test", data_dir="", allow_saved_model=False):
@@ -120,8 +189,39 @@ def evaluate_split(run_dir, split="test", data_dir="", allow_saved_model=False):
     if dataset.fine_to_coarse is not None:
         superclass = int(np.sum(dataset.fine_to_coarse[class_ids] == dataset.y_test_coarse))
     per_class, confusions = class_breakdown(dataset.y_test, class_ids, predictor.class_names)
+    about = (f"run {os.path.basename(os.path.normpath(run_dir))}: arch {predictor.config.arch}, "
+             f"{predictor.config.dataset}, weights of {os.path.basename(predictor.checkpoint or '?')}")
     return Evaluation(split, int(np.sum(class_ids == dataset.y_test)), len(dataset.y_test), dataset.source, recorded,
-                      top5, superclass, per_class, confusions)
+                      top5, superclass, per_class, confusions,
+                      confusion_matrix(dataset.y_test, class_ids, len(predictor.class_names)), predictor.class_names,
+                      about)
+
+
+def confusion_matrix(labels, predicted, num_classes):
+    """int64 ``(num_classes, num_classes)``: images of true class ``t`` (row) predicted as ``p`` (column)."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    return matrix
+
+
+def write_confusion_picture(run_dir, evaluation):
+    """Draws ``evaluation``'s confusion matrix as ``<run_dir>/inspect/confusion_<split>.png`` (class names on both
+    axes, rows the true class, counts where they fit; PNG text chunks ``classes``, ``split`` and ``counts``, the
+    matrix as JSON rows); returns its path. The only file predicting writes into a run."""
+    from experiments import visuals  # Pillow only; no plotting library
+
+    picture = visuals.annotate(
+        visuals.confusion_grid(evaluation.matrix, evaluation.class_names),
+        [f"confusion matrix of the {evaluation.split} split ({evaluation.total} images of {evaluation.source}): "
+         f"rows the true class, columns the predicted; accuracy {evaluation.accuracy:.4f}", evaluation.about],
+        visuals.CONFUSION_BAR)
+    folder = trained_run.subfolder(run_dir, trained_run.INSPECT, create=True)
+    path = os.path.join(folder, f"confusion_{evaluation.split}.png")
+    text = {**visuals.class_text(evaluation.class_names), "split": evaluation.split,
+            "counts": json.dumps(np.asarray(evaluation.matrix).tolist())}
+    with open(path, "wb") as file:
+        file.write(visuals.png_bytes(picture, text))
+    return path
 
 
 def class_breakdown(labels, predicted, class_names):
@@ -129,8 +229,7 @@ def class_breakdown(labels, predicted, class_names):
     ``(name, correct, images)``; and every (true, predicted) pair of a mistake as ``(true name, predicted name,
     images)``, most frequent first (ties in label order)."""
     num_classes = len(class_names)
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
+    matrix = confusion_matrix(labels, predicted, num_classes)
     per_class = tuple((class_names[c], int(matrix[c, c]), int(matrix[c].sum())) for c in range(num_classes))
     mistakes = [(int(matrix[t, p]), t, p) for t in range(num_classes) for p in range(num_classes)
                 if t != p and matrix[t, p]]
@@ -237,7 +336,8 @@ def _serving(config, network, record, source, checkpoint):
     stats = () if record["mean"] is None else (np.float32(record["mean"]), np.float32(record["std"]))
     module = exporting.ServingModule(network, pipeline.make_preprocess(*stats), DATASETS[config.dataset].image_shape,
                                      record["test_time_augmentation"])
-    return Predictor(config, module.serve, trained_run.class_names(config), source, checkpoint, module)
+    return Predictor(config, module.serve, trained_run.class_names(config), source, checkpoint, module,
+                     training_mean(config, record))
 
 
 def _load_keras_file(path, config, record, again):
@@ -274,7 +374,7 @@ def _load_saved_model(path, config, record, again):
         raise PredictError(f"{path} takes {spec.dtype.name} images of shape {tuple(spec.shape[1:])}, but the run's "
                            f"are uint8 {image_shape}; {again}")
     return Predictor(config, serve, trained_run.class_names(config), f"{path} (a SavedModel, as asked)",
-                     record.get("checkpoint"), model)
+                     record.get("checkpoint"), model, training_mean(config, record))
 
 
 def run_model(serve, pixels):
