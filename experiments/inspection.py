@@ -27,6 +27,7 @@ a text chunk ``classes`` (a JSON list: a row's image each, or each tile row by r
 """
 
 import dataclasses
+import json
 import os
 
 import keras
@@ -36,6 +37,7 @@ from absl import logging
 
 from experiments import activation_max, visuals
 from models import architecture
+from training import trained_run
 from training.errors import OneLineError
 from training.parts import build_run_network
 from training.trained_run import INSPECT, TrainedRun
@@ -215,3 +217,21 @@ def write_pictures(folder, pictures, step, texts=None):
             paths.append(path)
     writer.close()
     return paths
+
+
+def write_confusion_picture(run_dir, evaluation):
+    """Draws ``evaluation``'s confusion matrix as ``<run_dir>/inspect/confusion_<split>.png`` (class names on both
+    axes, rows the true class, counts where they fit; PNG text chunks ``classes``, ``split`` and ``counts``, the
+    matrix as JSON rows); returns its path. The only file ``training.predict`` writes into a run."""
+    picture = visuals.annotate(
+        visuals.confusion_grid(evaluation.matrix, evaluation.class_names),
+        [f"confusion matrix of the {evaluation.split} split ({evaluation.total} images of {evaluation.source}): "
+         f"rows the true class, columns the predicted; accuracy {evaluation.accuracy:.4f}", evaluation.about],
+        visuals.CONFUSION_BAR)
+    folder = trained_run.subfolder(run_dir, trained_run.INSPECT, create=True)
+    path = os.path.join(folder, f"confusion_{evaluation.split}.png")
+    text = {**visuals.class_text(evaluation.class_names), "split": evaluation.split,
+            "counts": json.dumps(np.asarray(evaluation.matrix).tolist())}
+    with open(path, "wb") as file:
+        file.write(visuals.png_bytes(picture, text))
+    return path

@@ -27,6 +27,7 @@ import tensorflow as tf
 from PIL import Image
 
 import reference
+from experiments import inspection
 from models.keras_cnn import CNN
 from training import config as config_lib
 from training import data as data_lib
@@ -295,7 +296,7 @@ def test_the_test_split_confusion_matrix_is_drawn_into_the_run_inspect_folder(ru
 
     run_dir = runs["keras"].run_dir
     evaluation = predicting.evaluate_split(run_dir, "test")
-    path = predicting.write_confusion_picture(run_dir, evaluation)
+    path = inspection.write_confusion_picture(run_dir, evaluation)
     assert path == os.path.join(run_dir, INSPECT, "confusion_test.png")
     with Image.open(path) as picture:
         size, text = picture.size, dict(picture.text)

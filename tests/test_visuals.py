@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
+from PIL import Image
 
 import models
 import reference

@@ -23,13 +23,14 @@ def main(images):
     if bool(images) == bool(FLAGS.dataset_split):
         cli.fail("predict", "give image files (PNG or JPEG, or .npz holding x_test or x) or --dataset_split=test, "
                  "one of the two", status=2)
+    from experiments import inspection
     from training import predicting
 
     if FLAGS.dataset_split:
         evaluation = predicting.evaluate_split(FLAGS.run_dir, FLAGS.dataset_split, FLAGS.data_dir,
                                                FLAGS.allow_saved_model)
         print(predicting.format_evaluation(evaluation))
-        print(f"confusion matrix: {predicting.write_confusion_picture(FLAGS.run_dir, evaluation)}")
+        print(f"confusion matrix: {inspection.write_confusion_picture(FLAGS.run_dir, evaluation)}")
         return
     from training import trained_run
 

@@ -204,26 +204,6 @@ def confusion_matrix(labels, predicted, num_classes):
     return matrix
 
 
-def write_confusion_picture(run_dir, evaluation):
-    """Draws ``evaluation``'s confusion matrix as ``<run_dir>/inspect/confusion_<split>.png`` (class names on both
-    axes, rows the true class, counts where they fit; PNG text chunks ``classes``, ``split`` and ``counts``, the
-    matrix as JSON rows); returns its path. The only file predicting writes into a run."""
-    from experiments import visuals  # Pillow only; no plotting library
-
-    picture = visuals.annotate(
-        visuals.confusion_grid(evaluation.matrix, evaluation.class_names),
-        [f"confusion matrix of the {evaluation.split} split ({evaluation.total} images of {evaluation.source}): "
-         f"rows the true class, columns the predicted; accuracy {evaluation.accuracy:.4f}", evaluation.about],
-        visuals.CONFUSION_BAR)
-    folder = trained_run.subfolder(run_dir, trained_run.INSPECT, create=True)
-    path = os.path.join(folder, f"confusion_{evaluation.split}.png")
-    text = {**visuals.class_text(evaluation.class_names), "split": evaluation.split,
-            "counts": json.dumps(np.asarray(evaluation.matrix).tolist())}
-    with open(path, "wb") as file:
-        file.write(visuals.png_bytes(picture, text))
-    return path
-
-
 def class_breakdown(labels, predicted, class_names):
     """``(per_class, confusions)`` of integer ``labels`` and ``predicted`` classes: per class in label order
     ``(name, correct, images)``; and every (true, predicted) pair of a mistake as ``(true name, predicted name,
