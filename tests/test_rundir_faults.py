@@ -394,3 +394,28 @@ def test_a_run_without_config_json_is_refused_whatever_its_settings(finished_run
                                        rf"\(checkpoints, clock.json, eval, \.\.\.\); choose a new --logdir$"):
         train(dataclasses.replace(config, learning_rate=0.1), dataset=tiny_mnist)
     assert _files(logdir) == before
+
+
+@pytest.mark.parametrize("damage", ["no_config", "history_not_a_list"])
+def test_a_marked_config_json_without_its_parts_is_refused_in_one_line(finished_run, tmp_path, tiny_mnist, damage):
+    config, logdir = _copy(finished_run, tmp_path)
+    saved = json.loads((logdir / "config.json").read_text())
+    if damage == "no_config":
+        del saved["config"]  # before: read as a run of every default setting, and refused as "another" run
+    else:
+        saved["history"] = "x"  # before: a traceback when the start was appended
+    (logdir / "config.json").write_text(json.dumps(saved))
+    before = _files(logdir)
+    with pytest.raises(RunError, match=re.escape(f"{logdir / 'config.json'}: damaged (its config must be an object "
+                                                 "and its history a list of starts)")):
+        train(config, dataset=tiny_mnist)
+    assert _files(logdir) == before
+
+
+def test_a_checkpoints_entry_that_is_a_file_is_refused_in_one_line(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path)
+    shutil.rmtree(logdir / "checkpoints")
+    (logdir / "checkpoints").write_text("not a folder\n")
+    with pytest.raises(RunError, match=re.escape(f"{logdir / 'checkpoints'} is not a folder of checkpoints")):
+        train(config, dataset=tiny_mnist)  # before: TensorFlow's FailedPreconditionError
+    assert (logdir / "checkpoints").read_text() == "not a folder\n"

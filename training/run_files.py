@@ -35,9 +35,17 @@ class RunFileError(RunError):
 
 
 def read_saved(run_path):
-    """config.json as ``{"config": {...}, "history": [...]}`` (a run of older code held the config alone)."""
+    """config.json as ``{"config": {...}, "history": [...]}`` (a run of older code held the config alone). A
+    file that carries the run mark but not those two, each of its type, stops with one line naming it."""
     saved = _read_config_json(run_path)
-    return saved if "config" in saved else {"config": saved, "history": []}
+    if saved.get("format") != RUN_FORMAT and "config" not in saved:
+        return {"config": saved, "history": []}
+    history = saved.get("history")
+    if not isinstance(saved.get("config"), dict) or not isinstance(history, list) or not all(
+            isinstance(start, dict) for start in history):
+        raise RunError(f"{os.path.join(run_path, CONFIG)}: damaged (its config must be an object and its history a "
+                       f"list of starts); move the run directory away or choose a new --logdir")
+    return saved
 
 
 def is_run(run_path):

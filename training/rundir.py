@@ -255,6 +255,8 @@ class RunDir:
         (``KILLED_SAVE``): a run whose checkpoints folder held nothing else starts from step 0.
         """
         directory = self.file(CHECKPOINTS)
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise RunError(f"{directory} is not a folder of checkpoints; move it away or choose a new --logdir")
         if self.chief:
             _remove_killed_saves(directory)
         candidates = checkpoint_prefixes(directory)
