@@ -9,6 +9,6 @@ OPTIMIZERS = ("adam", "sgd")  # training/optimization.py
 SCHEDULES = ("constant", "cosine", "linear", "triangle", "exponential", "piecewise")  # training/optimization.py
 FLIP_MODES = ("random", "alternating", "none")  # training/pipeline.py
 TTA_MODES = ("none", "flip", "flip_translate")  # training/loop.py
-LOOPS = ("custom", "fit")  # training/loops.py
+LOOPS = ("custom", "fit")  # training/trainer.py
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")  # training/distribute.py
 STARTUP_TIMEOUT = 300  # seconds a multi-worker run waits at start-up for the other workers of its cluster

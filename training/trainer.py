@@ -13,16 +13,18 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from training import custom_loop, distribute, fit_loop, numerics, stopping
 from training import data as data_lib
-from training import distribute, numerics, stopping
 from training.config import VALIDATION_SPLIT_SEED
 from training.errors import RunError
-from training.loops import LOOPS
 from training.parts import Run, build_parts, steps_per_epoch
 from training.progress import default_eval_every
 from training.rundir import RunDir
 
 __all__ = ["RunError", "TrainResult", "train"]
+
+# The loops a run can be trained by (``--loop``): name -> ``train(run) -> figures``.
+LOOPS = {"custom": custom_loop.train, "fit": fit_loop.train}
 
 
 @dataclasses.dataclass
