@@ -15,7 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from experiments import reuse
-from experiments.launch import noting_stop_signals
+from experiments.launch import noting_stop_signals, progress_text
 from experiments.points import TABLE_FIELDS, PointResult, RunRecord, run_dir
 from experiments.report import TableWriter, machine_record, make_report
 from training import trainer
@@ -108,9 +108,15 @@ def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_po
     chunk) raises ``KeyboardInterrupt`` once that run is kept.
     """
     done, runs = [], []
+    every_run = sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir)
+    started, trained = time.monotonic(), 0
     with noting_stop_signals() as stop_arrived:
-        for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
+        for index, (label, overrides, name, config) in enumerate(every_run, 1):
             runs.append(run_once(config, dataset, name, (grid.name, label, overrides), finished_before))
+            trained += not runs[-1].reused
+            # The runs trained so far (reused ones cost nothing) say how long the rest will take.
+            left = (time.monotonic() - started) / trained * (len(every_run) - index) if trained else None
+            logging.info("sweep: %s", progress_text(index, len(every_run), left))
             if len(runs) == seeds:
                 done.append(PointResult(label, dict(overrides), runs))
                 runs = []

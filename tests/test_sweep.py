@@ -179,13 +179,16 @@ def tiny_sweep(tmp_path_factory, tiny_mnist):
         ("mlp", dict(arch="d16", learning_rate=3e-3, deterministic=True))), train_steps=5, batch_size=64)
     args = dict(grid=grid, dataset=tiny_mnist, seeds=2, logdir=str(root / "runs"), out=str(root / "tiny.md"),
                 command="python3 -m experiments.sweep --grid=tiny")
-    first = runner.run_and_report(**args)
+    lines = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner.logging, "info", lambda text, *values: lines.append(text % values))
+        first = runner.run_and_report(**args)
     results_files = sorted((root / "runs").glob("tiny/mnist/*/results.json"))
     mtimes = [os.stat(path).st_mtime_ns for path in results_files]
     first_report = (root / "tiny.md").read_text()
     second = runner.run_and_report(**args)
     return dict(root=root, first=first, second=second, results_files=results_files, mtimes=mtimes,
-                first_report=first_report, report=(root / "tiny.md").read_text())
+                first_report=first_report, report=(root / "tiny.md").read_text(), lines=lines)
 
 
 def test_tiny_sweep_trains_each_point_and_seed_in_its_own_run_directory(tiny_sweep):
@@ -197,6 +200,12 @@ def test_tiny_sweep_trains_each_point_and_seed_in_its_own_run_directory(tiny_swe
         assert results["train_steps"] == 5 and results["batch_size"] == 64
         assert results["seed"] == int(path.parent.name[-1])
         assert 0 <= results["validation_accuracy"] <= 1  # every sweep run holds out a validation set
+
+
+def test_after_each_run_the_sweep_says_how_many_are_done_and_about_how_long_is_left(tiny_sweep):
+    progress = [line for line in tiny_sweep["lines"] if line.startswith("sweep: ") and "runs done" in line]
+    assert [line.split(";")[0] for line in progress] == [f"sweep: {k} of 4 runs done" for k in range(1, 5)]
+    assert all("left" in line for line in progress[:3]) and "left" not in progress[3]
 
 
 def test_each_run_shows_its_settings_and_results_in_the_hparams_dashboard(tiny_sweep):
