@@ -107,11 +107,7 @@ def read_history(path):
     checked: a list of objects. Damage raises a one-line error naming the file."""
     if not os.path.lexists(os.path.join(path, run_files.CONFIG)):
         return []
-    history = run_files.read_saved(path).get("history", [])
-    if not (isinstance(history, list) and all(isinstance(start, dict) for start in history)):
-        raise StateFileError(f"{os.path.join(path, run_files.CONFIG)}: its history is not a list of starts; move "
-                             "the run directory away")
-    return history
+    return run_files.read_saved(path)["history"]  # checked there: a list of objects
 
 
 def read_run(path, required=()):

@@ -4,7 +4,7 @@
 import dataclasses
 import os
 
-from experiments.launch import StateFileError, read_results
+from experiments.launch import read_results
 from training import config as config_lib
 from training import run_files
 from training.errors import OneLineError
@@ -45,10 +45,7 @@ def reusable_results(run_path, required=(), settings=None):
 
 def _refuse_other_settings(run_path, settings):
     """``ReuseError`` naming the settings on which the run in ``run_path`` and ``settings`` differ, if any."""
-    earlier = run_files.read_saved(run_path)["config"]
-    if not isinstance(earlier, dict):
-        raise StateFileError(f"{os.path.join(run_path, run_files.CONFIG)}: its config is a JSON "
-                             f"{type(earlier).__name__}, not an object; move the run directory away")
+    earlier = run_files.read_saved(run_path)["config"]  # checked there: an object
     auto = config_lib.AUTO_PRECISION
     if settings.precision == auto and earlier.get("precision", auto) != auto:
         # As training resumes it (numerics.from_saved_run): with the numerics the run's first start chose.

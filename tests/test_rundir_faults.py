@@ -406,8 +406,9 @@ def test_a_marked_config_json_without_its_parts_is_refused_in_one_line(finished_
         saved["history"] = "x"  # before: a traceback when the start was appended
     (logdir / "config.json").write_text(json.dumps(saved))
     before = _files(logdir)
-    with pytest.raises(RunError, match=re.escape(f"{logdir / 'config.json'}: damaged (its config must be an object "
-                                                 "and its history a list of starts)")):
+    expected = ("its config is a JSON NoneType, not an object" if damage == "no_config" else
+                "its history is not a list of starts")
+    with pytest.raises(RunError, match=re.escape(f"{logdir / 'config.json'}: {expected}; move the run directory away")):
         train(config, dataset=tiny_mnist)
     assert _files(logdir) == before
 

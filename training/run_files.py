@@ -40,11 +40,13 @@ def read_saved(run_path):
     saved = _read_config_json(run_path)
     if saved.get("format") != RUN_FORMAT and "config" not in saved:
         return {"config": saved, "history": []}
+    path = os.path.join(run_path, CONFIG)
+    if not isinstance(saved.get("config"), dict):
+        raise RunError(f"{path}: its config is a JSON {type(saved.get('config')).__name__}, not an object; move the "
+                       "run directory away")
     history = saved.get("history")
-    if not isinstance(saved.get("config"), dict) or not isinstance(history, list) or not all(
-            isinstance(start, dict) for start in history):
-        raise RunError(f"{os.path.join(run_path, CONFIG)}: damaged (its config must be an object and its history a "
-                       f"list of starts); move the run directory away or choose a new --logdir")
+    if not (isinstance(history, list) and all(isinstance(start, dict) for start in history)):
+        raise RunError(f"{path}: its history is not a list of starts; move the run directory away")
     return saved
 
 
