@@ -4,7 +4,8 @@ The candidates are float32 and mixed_bfloat16 (the latter only where bfloat16 is
 ``avx512_bf16`` or ``amx_bf16``; elsewhere it is emulated and slower), each with and without XLA (only with XLA
 when ``--jit_compile`` is set). Each is timed on the run's own train step: its parts, compiled loop and input
 pipeline, built as training builds them, on its data. Which is fastest differs between machines (WORKSPACE.md
-section 12): XLA helped one Xeon by 1.1-1.2x and slowed a Zen 4 to 0.68x, where bfloat16 gave 1.37x.
+section 12): XLA made airbench94's step 1.1-1.2x faster on an older AMD EPYC and 0.64-0.68x as fast on the two
+newer ones, where bfloat16 gave 1.24-1.37x.
 
 The answer is cached per CPU (model name, family, model, bfloat16 flags), core count, TensorFlow version and the
 settings that shape the step, in ``$CNN_LAB_CACHE/numerics.json`` (default ``~/.cache/cnn-lab``), so the probe
