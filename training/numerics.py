@@ -1,7 +1,7 @@
 """``--precision=auto``: the run computes in the numerics whose train step is fastest on this machine.
 
 The candidates are float32 and mixed_bfloat16 (the latter only where bfloat16 is native: a GPU, or a CPU with
-``avx512_bf16`` or ``amx_bf16``; elsewhere it is emulated and slower), each with and without XLA (only with XLA
+``avx512_bf16`` or ``amx_bf16``; elsewhere the CPU has no bfloat16 instructions, and it is not timed), each with and without XLA (only with XLA
 when ``--jit_compile`` is set). Each is timed on the run's own train step: its parts, compiled loop and input
 pipeline, built as training builds them, on its data. Which is fastest differs between machines (WORKSPACE.md
 section 12): XLA made airbench94's step 1.1-1.2x faster on an older AMD EPYC and 0.64-0.68x as fast on the two
