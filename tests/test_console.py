@@ -187,6 +187,7 @@ def consoles(tmp_path_factory):
     return dict(completed, root=root, run=run)
 
 
+@pytest.mark.slow
 def test_every_console_line_of_the_main_job_is_ours_and_short(consoles):
     quiet = consoles["quiet"]
     assert quiet.returncode == 0, quiet.stderr
@@ -206,6 +207,7 @@ def test_every_console_line_of_the_main_job_is_ours_and_short(consoles):
                         r"images/s, \d+:\d\d left", lines[-4][9:]), lines[-4]
 
 
+@pytest.mark.slow
 def test_the_run_ends_with_a_two_line_summary(consoles):
     results = json.loads((consoles["root"] / "run" / "results.json").read_text())
     *_, first, second = consoles["quiet"].stderr.splitlines()
@@ -215,6 +217,7 @@ def test_the_run_ends_with_a_two_line_summary(consoles):
     assert "{" not in consoles["quiet"].stderr  # results.json's JSON line is shown with --verbosity=1 only
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_run_with_one_line_and_exit_130(consoles):
     stopped, logdir = consoles["stopped"], consoles["root"] / "stopped"
     assert stopped.returncode == 130, stopped.stderr
@@ -229,6 +232,7 @@ def test_ctrl_c_stops_a_run_with_one_line_and_exit_130(consoles):
     assert "Traceback" not in stopped.stderr and "error" not in stopped.stderr
 
 
+@pytest.mark.slow
 def test_verbosity_one_shows_tensorflows_own_lines(consoles):
     verbose = consoles["verbose"]
     assert verbose.returncode == 1
@@ -238,6 +242,7 @@ def test_verbosity_one_shows_tensorflows_own_lines(consoles):
     assert ABSL_NOTICE in verbose.stderr.splitlines()
 
 
+@pytest.mark.slow
 def test_a_refused_run_leaves_the_occupied_directory_alone(consoles):
     assert consoles["verbose"].stdout == ""
     occupied = consoles["root"] / "occupied"
@@ -250,6 +255,7 @@ RESULT_KEYS = {"test_accuracy", "test_loss", "train_steps", "wall_seconds", "par
 SAME_WEIGHTS_LOSS_ATOL = 1e-6
 
 
+@pytest.mark.slow
 def test_the_tiny_run_writes_results_and_reruns_from_its_flagfile(consoles):
     assert consoles["quiet"].returncode == 0, consoles["quiet"].stderr
     logdir = consoles["root"] / "run"

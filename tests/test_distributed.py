@@ -176,6 +176,7 @@ def max_difference(a, b):
     return max(float(np.max(np.abs(a[name] - b[name]))) for name in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_mirrored_over_two_cpus_matches_default_strategy(single_process, impl, arch):
@@ -197,6 +198,7 @@ def test_mirrored_over_two_cpus_matches_default_strategy(single_process, impl, a
 FLOAT64_TOL = 1e-10
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_are_global_under_two_replicas(single_process):
     # Two replicas with half a batch each must compute the single-device batch statistics, in both networks.
     summary, _ = single_process
@@ -206,6 +208,7 @@ def test_batch_norm_statistics_are_global_under_two_replicas(single_process):
         assert difference <= FLOAT64_TOL, f"{impl}: max |two replicas - one device| = {difference:.3g}"
 
 
+@pytest.mark.slow
 def test_airbench_pieces_under_mirrored_match_the_default_strategy(single_process):
     summary, tmp = single_process
     name = {strategy: run_name("keras", "airbench", strategy) for strategy in ("default", "mirrored")}
@@ -219,6 +222,7 @@ def test_airbench_pieces_under_mirrored_match_the_default_strategy(single_proces
 RESUME_CASES = [pytest.param(*case, id="{}-{}-{}-then-{}".format(*case)) for case in RESUMED]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl, arch, first, then", RESUME_CASES)
 def test_resume_under_the_other_strategy_continues_the_step(single_process, impl, arch, first, then):
     summary, tmp = single_process
@@ -231,6 +235,7 @@ def test_resume_under_the_other_strategy_continues_the_step(single_process, impl
     assert resumed["results"]["num_replicas"] == (2 if then == "mirrored" else 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl, arch, first, then", RESUME_CASES)
 def test_resume_under_the_other_strategy_matches_a_straight_run(single_process, impl, arch, first, then):
     _, tmp = single_process
@@ -308,6 +313,7 @@ def two_workers(tmp_path_factory):
     return summaries, [process.pid for process in processes], tmp
 
 
+@pytest.mark.slow
 def test_two_workers_end_with_the_weights_of_one_process(two_workers, single_process):
     summaries, _, tmp = two_workers
     summary, single_tmp = single_process
@@ -326,6 +332,7 @@ def test_two_workers_end_with_the_weights_of_one_process(two_workers, single_pro
         assert result["results"]["test_loss"] == pytest.approx(one_process_loss, abs=ATOL)
 
 
+@pytest.mark.slow
 def test_only_the_chief_keeps_a_run_directory(two_workers):
     summaries, pids, tmp = two_workers
     run = tmp / "run"

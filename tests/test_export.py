@@ -175,10 +175,16 @@ def _finish(process):
 
 
 @pytest.fixture(scope="module")
-def commands(early_commands, runs, digit, tiny_mnist, tmp_path_factory):
-    """Every subprocess of this file, ended: name -> CompletedProcess. The two that need the runs start together
-    once the runs are exported."""
+def usage_errors(early_commands):
+    """The commands of ``early_commands``, ended: name -> CompletedProcess, and ``folder``."""
     early_folder, early = early_commands
+    return {"folder": early_folder, **{name: _finish(process) for name, process in early.items()}}
+
+
+@pytest.fixture(scope="module")
+def commands(runs, digit, tiny_mnist, tmp_path_factory):
+    """The two subprocesses that need the exported runs, started together and ended: name -> CompletedProcess.
+    Each imports TensorFlow (seconds), hence the slow mark of the tests that read them."""
     folder = tmp_path_factory.mktemp("fresh_process")
     np.save(folder / "x_test.npy", tiny_mnist.x_test)
     saved_models = [item for name, run in runs.items() for item in (name, run.paths.saved_model)]
@@ -188,9 +194,10 @@ def commands(early_commands, runs, digit, tiny_mnist, tmp_path_factory):
         "predict_png": _start(["-m", "training.predict", f"--run_dir={runs['keras'].run_dir}", "--top_k=2",
                                digit[1]], REPO_ROOT),
     }
-    return {"folder": early_folder, **{name: _finish(process) for name, process in {**early, **late}.items()}}
+    return {name: _finish(process) for name, process in late.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUNS)
 def test_saved_model_alone_reproduces_the_run_in_a_fresh_process(name, runs, run_logits, commands, tiny_mnist):
     process = commands["fresh"]
@@ -241,6 +248,7 @@ def test_export_record_names_the_checkpoint_and_the_baked_in_statistics(runs, ti
     assert reference_record["test_time_augmentation"] == "flip_translate"
 
 
+@pytest.mark.slow
 def test_predict_prints_the_digit_of_a_png(commands, digit):
     process = commands["predict_png"]
     assert process.returncode == 0, process.stderr
@@ -480,17 +488,17 @@ COMMAND_FAILURES = {
 
 
 @pytest.mark.parametrize("name", COMMAND_FAILURES)
-def test_commands_fail_with_one_line(commands, name):
-    process = commands[name]
+def test_commands_fail_with_one_line(usage_errors, name):
+    process = usage_errors[name]
     status, message = COMMAND_FAILURES[name]
     assert process.returncode == status, process.stderr
     assert "Traceback" not in process.stderr
-    assert process.stderr.splitlines()[-1].startswith(message.format(folder=commands["folder"]))
+    assert process.stderr.splitlines()[-1].startswith(message.format(folder=usage_errors["folder"]))
     assert process.stdout == ""
 
 
-def test_predict_help_says_a_saved_model_is_a_program(commands):
-    process = commands["predict_help"]
+def test_predict_help_says_a_saved_model_is_a_program(usage_errors):
+    process = usage_errors["predict_help"]
     assert "Traceback" not in process.stderr
     assert ("--[no]allow_saved_model: Predict with <run_dir>/export/saved_model instead. A SavedModel is a program: "
             "loading and calling it runs the TensorFlow graph it holds, which can read and write files "

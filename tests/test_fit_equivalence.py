@@ -26,8 +26,8 @@ LOSS_ATOL = 1e-4
     # Adam with batch norm and a residual block (moving statistics compared too), a warmup + cosine schedule read
     # from the optimizer's step counter, and fit chunks of 8 steps that leave a 4-step remainder (a second fit
     # call on a pipeline that skips 16 batches).
-    dict(optimizer="adam", arch="c4k3b-m2-r6-gap", lr_schedule="cosine", warmup_steps=5, learning_rate=1e-2,
-         log_every=8),
+    pytest.param(dict(optimizer="adam", arch="c4k3b-m2-r6-gap", lr_schedule="cosine", warmup_steps=5,
+                      learning_rate=1e-2, log_every=8), marks=pytest.mark.slow),
 ], ids=["sgd_nesterov", "adam_bn_residual_cosine_chunks"])
 def test_fit_matches_the_custom_loop(tmp_path, tiny_config, tiny_mnist, overrides):
     custom = train(tiny_config(tmp_path / "custom", loop="custom", **overrides), dataset=tiny_mnist)

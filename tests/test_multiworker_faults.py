@@ -226,6 +226,7 @@ def lone_worker(tmp_path_factory, tiny_mnist_dir):
     return process.returncode, process.log_path.read_text(errors="replace"), cluster
 
 
+@pytest.mark.slow
 def test_worker_whose_peer_never_starts_says_whom_it_waits_for_then_stops(lone_worker):
     returncode, output, cluster = lone_worker
     assert f"worker 0 ({cluster[0]}): waiting up to {STARTUP_TIMEOUT} s for worker 1 ({cluster[1]}) to start" \
@@ -237,6 +238,7 @@ def test_worker_whose_peer_never_starts_says_whom_it_waits_for_then_stops(lone_w
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_killed_chief_stops_the_other_worker_with_one_line(tmp_path, tiny_mnist_dir):
     cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
     flags = [f"--data_dir={tiny_mnist_dir}", "--train_steps=100000", "--log_every=10", "--steps_per_loop=10",
@@ -305,6 +307,7 @@ def test_the_disagreement_names_the_chief_and_the_first_worker_that_differs():
         " worker 1 (127.0.0.1:2222), this worker, has --seed=1, data of SHA-256 000000000000 (/b)")
 
 
+@pytest.mark.slow
 def test_workers_started_with_different_settings_all_stop_with_one_line(tmp_path, tiny_mnist_dir, tiny_arrays):
     other_data = tmp_path / "other_data"
     other_data.mkdir()

@@ -77,8 +77,14 @@ def test_mixed_precision_trains_with_float32_variables(tmp_path, tiny_mnist, imp
 
 @pytest.fixture(scope="module")
 def plain_first_losses(tiny_mnist):
-    """``first_losses`` without XLA for each network, computed once for this file's two tests that compare with it."""
-    return {impl: first_losses(tiny_mnist, impl, jit_compile=False) for impl in IMPLS}
+    """impl -> ``first_losses`` without XLA, computed once, when a test first asks (the reference network's only
+    for a slow test)."""
+    class Losses(dict):
+        def __missing__(self, impl):
+            self[impl] = first_losses(tiny_mnist, impl, jit_compile=False)
+            return self[impl]
+
+    return Losses()
 
 
 def first_losses(dataset, impl, jit_compile):
@@ -100,7 +106,8 @@ def first_losses(dataset, impl, jit_compile):
     return losses, uses_xla
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", [pytest.param(impl, marks=[pytest.mark.slow] if impl == "reference" else [])
+                                  for impl in IMPLS])
 def test_xla_gives_the_losses_of_the_plain_train_step(tiny_mnist, plain_first_losses, impl):
     plain, plain_uses_xla = plain_first_losses[impl]
     compiled, compiled_uses_xla = first_losses(tiny_mnist, impl, jit_compile=True)
@@ -110,6 +117,7 @@ def test_xla_gives_the_losses_of_the_plain_train_step(tiny_mnist, plain_first_lo
     np.testing.assert_allclose(compiled, plain, rtol=0, atol=XLA_LOSS_ATOL)
 
 
+@pytest.mark.slow
 def test_jit_compile_reaches_the_train_step_through_train(tmp_path, tiny_mnist, plain_first_losses):
     """``train(jit_compile=True)`` logs the mean of the first losses of the plain step."""
     plain, _ = plain_first_losses["keras"]

@@ -188,6 +188,7 @@ def tensorboard(profiled_run, tmp_path):
         log.close()
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_the_scalars_and_the_profile(profiled_run, tensorboard):
     port = tensorboard
     assert sorted(get_json(port, "/data/runs")) == [".", "eval", "train"]  # ".": the run's hparams

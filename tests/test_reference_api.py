@@ -153,6 +153,7 @@ _MODELS_INIT_IMPORTS_KERAS = bool(_keras_imports(ast.parse((REPO / "models" / "_
 
 @pytest.mark.xfail(_MODELS_INIT_IMPORTS_KERAS, strict=True,
                    reason="models/__init__.py imports models.keras_cnn eagerly; make it lazy (module __getattr__)")
+@pytest.mark.slow
 def test_importing_reference_loads_no_keras():
     script = (
         "import sys\n"

@@ -54,7 +54,8 @@ DAMAGE = {  # name -> (what is done to the checkpoints folder, the step the run 
 # what was tried by hand); the test that no checkpoint restores truncates every .index.
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("damage", [pytest.param(name, marks=[] if name == "index_removed" else [pytest.mark.slow])
+                                    for name in DAMAGE])
 def test_a_damaged_checkpoint_is_skipped_for_the_newest_one_that_restores(finished_run, tmp_path, tiny_mnist,
                                                                           damage):
     config, checkpoints = _copy(finished_run, tmp_path)

@@ -268,7 +268,8 @@ def _fail_replacing(monkeypatch, name, number):
 
 # When each file is written by a resume of the finished run to 50 steps: config.json at the start, clock.json
 # with the checkpoint at step 50, results.json at the end.
-@pytest.mark.parametrize("name", ["config.json", "clock.json", "results.json"])
+@pytest.mark.parametrize("name", [pytest.param("config.json", marks=pytest.mark.slow),
+                                  pytest.param("clock.json", marks=pytest.mark.slow), "results.json"])
 def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_previous_file(finished_run, tmp_path, tiny_mnist,
                                                                           monkeypatch, name):
     config, logdir = _copy(finished_run, tmp_path)

@@ -74,6 +74,7 @@ def test_summaries_hold_the_expected_scalars_at_the_expected_steps(tmp_path, tin
     assert json.loads((tmp_path / "results.json").read_text()) == result.results
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_mnist_dir, start_cli, caplog):
     # Killed at its first checkpoint (step 10): 50 steps and 5 checkpoints, about a second, before its end, while
     # the kill follows the checkpoint's state file within 10 ms.
@@ -148,7 +149,7 @@ def _signal_at_step(monkeypatch, step):
 # Batch-norm moving statistics and the dropout seed state must be in the checkpoint too, besides the weights and
 # optimizer slots (a net without them checks a subset of this; it was dropped to keep the suite in its budget).
 @pytest.mark.parametrize("arch", ["c4k3b-m2-d16-drop0.5"])
-@pytest.mark.parametrize("loop", ["custom", "fit"])
+@pytest.mark.parametrize("loop", ["custom", pytest.param("fit", marks=pytest.mark.slow)])
 def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_to_the_straight_result(tmp_path, tiny_config,
                                                                                       tiny_mnist, caplog,
                                                                                       monkeypatch, arch, loop):
