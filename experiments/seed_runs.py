@@ -17,6 +17,7 @@ import time
 
 from absl import logging
 
+from experiments import stats
 from experiments.launch import (
     how_it_ended,
     progress_text,
@@ -29,7 +30,13 @@ from experiments.launch import (
     run_dir,
     train_command,
 )
-from experiments.report import TableWriter, accuracy_interval, accuracy_spread, machine_record, text_digest
+from experiments.report import (
+    TableWriter,
+    accuracy_interval,
+    accuracy_spread,
+    machine_record,
+    text_digest,
+)
 from experiments.reuse import reusable_results
 from training import run_files
 from training.errors import OneLineError
@@ -140,7 +147,34 @@ def make_table(done):
     return "\n".join(lines)
 
 
-def make_report(flagfile, seeds, done, command, record, jobs=1):
+def paired_section(done, other_flagfile, logdir):
+    """The seed-by-seed comparison of ``done`` with the finished seeds of ``other_flagfile`` under ``logdir`` (from
+    its own ``experiments.seeds``): each seed's test accuracies and their difference, and the paired 95% interval
+    of the mean difference. The same seed gives both recipes the same initial weights, data order and
+    augmentation, so the pairing removes the seed-to-seed spread the two share."""
+    other = recipe_name(other_flagfile)
+    pairs = [(seed, results, reusable_results(run_dir(logdir, other, seed), TABLE_FIELDS))
+             for seed, results, _ in done]
+    pairs = [(seed, ours, theirs) for seed, ours, theirs in pairs if theirs is not None]
+    lines = [f"## Paired with `{other_flagfile}`", ""]
+    if not pairs:
+        return lines + [f"No seed of {other} has finished under {logdir} yet.", ""]
+    columns = ["seed", "test accuracy % (this)", f"test accuracy % ({other})", "this − other (points)",
+               "training s (this)", f"training s ({other})"]
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for seed, ours, theirs in pairs:
+        lines.append(f"| {seed} | {100 * ours['test_accuracy']:.2f} | {100 * theirs['test_accuracy']:.2f} | "
+                     f"{100 * (ours['test_accuracy'] - theirs['test_accuracy']):+.2f} | "
+                     f"{ours['train_seconds']:,.0f} | {theirs['train_seconds']:,.0f} |")
+    difference = stats.paired_difference([theirs["test_accuracy"] for _, _, theirs in pairs],
+                                         [ours["test_accuracy"] for _, ours, _ in pairs])
+    lines += ["", f"This recipe minus {other}, test accuracy in points over {len(pairs)} paired seeds: "
+              f"{difference.text(scale=100)}. A difference counts as a finding only when its interval excludes "
+              f"0. Seeds without a finished twin are left out.", ""]
+    return lines
+
+
+def make_report(flagfile, seeds, done, command, record, jobs=1, paired_with=None, logdir=None):
     lines = [
         f"# {recipe_name(flagfile)}: {len(done)} of {seeds} seeds", "",
         "| | |", "| --- | --- |",
@@ -157,6 +191,8 @@ def make_report(flagfile, seeds, done, command, record, jobs=1):
         "run, summed over its starts when it was resumed (evaluation excluded); images/s: the throughput of its "
         "last start without the compiling call. Code and CPU: the commit and CPU model that each start of the "
         "run recorded (a run resumed in another session may have several).", ""]
+    if paired_with and done:
+        lines += paired_section(done, paired_with, logdir)
     return "\n".join(lines)
 
 
@@ -166,8 +202,9 @@ def table_path(out, logdir, flagfile):
 
 
 def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=run_all_in_console, jobs=1,
-                     overwrite_table=False):
+                     overwrite_table=False, paired_with=None):
     """``run_seeds``, rewriting the markdown report ``out`` after every seed; returns what ``run_seeds`` does.
+    With ``paired_with`` (another flagfile) the report ends with ``paired_section``.
 
     ``out`` is written through a ``TableWriter``: a table there of another recipe (or another version of it) is
     refused before anything runs, unless ``overwrite_table``; one of more finished seeds is kept until this
@@ -179,6 +216,7 @@ def seeds_and_report(flagfile, seeds, logdir, out, command, data_dir="", launch=
     table = TableWriter(out, "experiments.seeds", terms, overwrite_table)
 
     def write(done):
-        table.write(make_report(flagfile, seeds, done, command, record, jobs), len(done), seeds)
+        table.write(make_report(flagfile, seeds, done, command, record, jobs, paired_with, logdir), len(done),
+                    seeds)
 
     return run_seeds(flagfile, seeds, logdir, data_dir, launch, on_run=write, jobs=jobs)

@@ -2,7 +2,7 @@
 (``experiments/seed_runs.py``):
 
 ``python -m experiments.seeds --recipe=flags/mnist_full.cfg --seeds=3 --data_dir=../shared/data
---logdir=runs/seeds [--out=<logdir>/<recipe>.md [--overwrite_table]]``
+--logdir=runs/seeds [--out=<logdir>/<recipe>.md [--overwrite_table]] [--paired_with=<another flagfile>]``
 
 The same command continues an interrupted one: finished seeds are read, an unfinished one resumes.
 """
@@ -27,7 +27,7 @@ def main(arguments):
     flagfile = FLAGS.recipe
     out = seed_runs.table_path(FLAGS.out, FLAGS.logdir, flagfile)
     seed_runs.seeds_and_report(flagfile, FLAGS.seeds, FLAGS.logdir, out, command, FLAGS.data_dir, jobs=FLAGS.jobs,
-                               overwrite_table=FLAGS.overwrite_table)
+                               overwrite_table=FLAGS.overwrite_table, paired_with=FLAGS.paired_with)
     print(out)
 
 

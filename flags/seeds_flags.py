@@ -27,7 +27,11 @@ def define_flags():
                               "ends: two on 2 cores put 0.96-1.37x the images/s of one through them, by machine and "
                               "net (WORKSPACE.md section 12), for recipes whose result is an accuracy; their "
                               "training times are then with the cores shared.")
+    absl_flags.DEFINE_string("paired_with", None, "Another training flagfile whose seeds under the same --logdir "
+                             "(trained by its own experiments.seeds) the table compares with these, seed by seed: "
+                             "the difference in test accuracy and its paired 95% interval.")
     absl_flags.mark_flag_as_required("recipe")
     cli.check("recipe", lambda v: v is None or os.path.isfile(v), "must name an existing flagfile")
+    cli.check("paired_with", lambda v: v is None or os.path.isfile(v), "must name an existing flagfile")
     cli.check("seeds", lambda v: 0 < v <= MAX_SEEDS, f"must be a positive integer, at most {MAX_SEEDS}")
     cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")

@@ -21,9 +21,10 @@ from training.errors import OneLineError
 ACCURACIES = {0: 0.990, 1: 0.992, 2: 0.994}
 
 
-def _fake_training(launched, jobs_seen=None):
+def _fake_training(launched, jobs_seen=None, accuracies=ACCURACIES):
     """A ``launch`` that records each seed (and in ``jobs_seen`` the ``jobs`` it was given) and writes the files
-    of a finished run: results and config.json. The pool itself is tested in tests/test_launch.py."""
+    of a finished run: results (test accuracy from ``accuracies``) and config.json. The pool itself is tested in
+    tests/test_launch.py."""
     def launch(commands, jobs, on_exit):
         if jobs_seen is not None:
             jobs_seen.append(jobs)
@@ -37,7 +38,7 @@ def _fake_training(launched, jobs_seen=None):
         path = next(arg for arg in command if arg.startswith("--logdir=")).split("=", 1)[1]
         launched.append(seed)
         os.makedirs(path)
-        results = dict(test_accuracy=ACCURACIES[seed], test_loss=0.02 + seed / 1000, validation_accuracy=None,
+        results = dict(test_accuracy=accuracies[seed], test_loss=0.02 + seed / 1000, validation_accuracy=None,
                        train_steps=5616, train_seconds=1000.0 + seed, images_per_second=700.0)
         with open(os.path.join(path, "results.json"), "w") as file:
             json.dump(results, file)
@@ -236,3 +237,21 @@ def test_each_finished_seed_says_how_many_are_done_and_about_how_long_is_left(tm
     assert [line.rsplit(": ", 1)[1].split(";")[0] for line in progress] == ["1 of 3 runs done", "2 of 3 runs done",
                                                                            "3 of 3 runs done"]
     assert "left" in progress[0] and "left" not in progress[-1]
+
+
+def test_a_table_paired_with_another_recipe_gives_each_seeds_difference_and_its_interval(tmp_path, recipe):
+    other = tmp_path / "other.cfg"
+    other.write_text("--dataset=mnist\n--arch=d16\n")
+    runs, out = str(tmp_path / "runs"), tmp_path / "report.md"
+    seed_runs.run_seeds(str(other), 2, runs, launch=_fake_training([]))  # seeds 0 and 1: 99.0 and 99.2 %
+    seed_runs.seeds_and_report(recipe, 3, runs, str(out), "c", paired_with=str(other),
+                               launch=_fake_training([], accuracies={0: 0.993, 1: 0.994, 2: 0.995}))
+    lines = out.read_text().splitlines()
+    section = lines[lines.index(f"## Paired with `{other}`"):]
+    assert "| 0 | 99.30 | 99.00 | +0.30 | 1,000 | 1,000 |" in section
+    assert "| 1 | 99.40 | 99.20 | +0.20 | 1,001 | 1,001 |" in section
+    assert not any(line.startswith("| 2 |") for line in section)  # seed 2 of the other recipe never ran
+    # Differences 0.30 and 0.20: mean 0.25, sample std 0.0707; half-width t(0.975, 1) x 0.0707 / sqrt(2)
+    # = 12.706 x 0.05 = 0.64.
+    assert ("This recipe minus other, test accuracy in points over 2 paired seeds: +0.25 [-0.39, +0.89] "
+            "(paired, n=2; includes 0).") in " ".join(section)
