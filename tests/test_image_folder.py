@@ -241,8 +241,8 @@ def folder_run(digits, tmp_path_factory):
     shutil.copytree(digits[0], root)
     logdir = root.parent / "run"
     config = TrainConfig(dataset="folder", data_dir=str(root), arch="c4k3s2-d16", batch_size=24, train_steps=30,
-                         learning_rate=3e-3, log_every=30, steps_per_loop=10, eval_batch_size=18, deterministic=True,
-                         logdir=str(logdir))
+                         learning_rate=3e-3, log_every=30, steps_per_loop=30, eval_every=30, eval_batch_size=18,
+                         deterministic=True, logdir=str(logdir))
     config.check_on_disk()
     return config, train(config)
 
