@@ -211,7 +211,9 @@ def _decode_files(files, convert):
 
     paths = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), list(files)))
     decoded = paths.map(decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True).ignore_errors()
-    batches = list(decoded.batch(DECODE_BATCH).as_numpy_iterator())
+    options = tf.data.Options()
+    options.autotune.enabled = False  # fixed parallelism, as the training pipelines (pipeline.py says why)
+    batches = list(decoded.batch(DECODE_BATCH).with_options(options).as_numpy_iterator())
     decoded_count = sum(len(batch[0]) for batch in batches)
     if decoded_count < len(files):
         indices = np.concatenate([batch[0] for batch in batches]) if batches else np.zeros(0, np.int64)
