@@ -27,8 +27,6 @@ import dataclasses
 import os
 import stat
 
-import numpy as np
-
 from training.errors import OneLineError, first_line
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # image_dataset_from_directory's, read by tf.io
@@ -178,6 +176,8 @@ def _hold_out(root, classes):
     """``(train files, train labels, test files, test labels)``: ``round(TEST_FRACTION * n)`` of each class's
     ``n`` images for testing, by a permutation seeded with (``TEST_SPLIT_SEED``, label), so that adding images
     to one class leaves the other classes' splits as they were; both splits keep the sorted file order."""
+    import numpy as np  # here: every command's flags import this module, and most never split a folder
+
     train, test = ([], []), ([], [])
     for label, images in enumerate(classes.values()):
         held = set(np.random.default_rng([TEST_SPLIT_SEED, label]).permutation(len(images))[
