@@ -209,7 +209,8 @@ def _decode_files(files, convert):
     def decode(index, path):
         return (index, *convert(_decode(tf.io.read_file(path))))
 
-    paths = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), list(files)))
+    # As bytes: a file name that is not UTF-8 (os.listdir gives it with surrogates) is still a name to read.
+    paths = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), [os.fsencode(f) for f in files]))
     decoded = paths.map(decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True).ignore_errors()
     options = tf.data.Options()
     options.autotune.enabled = False  # fixed parallelism, as the training pipelines (pipeline.py says why)
