@@ -5,6 +5,7 @@ The folders are written here from the bundled MNIST subset (digits 0, 1 and 7 as
 and seven, so that the sorted names are not the digits' order) and from a few drawn RGB images.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -141,6 +142,12 @@ def _corrupt_image(root):
     (root / "b" / "1.png").write_bytes(b"\x89PNG not really")
 
 
+def _named_pipe(root):
+    _two_classes(root)
+    (root / "b" / "1.png").unlink()
+    os.mkfifo(root / "b" / "1.png")  # reading it would block for ever
+
+
 def _mixed_sizes(root):
     _two_classes(root)
     _image(root / "b" / "2.png", np.zeros((9, 8), np.uint8))
@@ -160,7 +167,7 @@ BAD_FOLDERS = {
     "a_file": (lambda root: (root / "x").write_text("not a folder"),
                "{root}/x is not a folder; --dataset=folder reads a folder of class folders, one per class, each "
                "holding that class's images", "x"),
-    "no_class_folders": (_loose_image, "{root} holds no class folders but 1 images directly in it (loose.png, ...); "
+    "no_class_folders": (_loose_image, "{root} holds no class folders but 1 image directly in it (loose.png, ...); "
                                        "put each class's images in a folder named after the class; --dataset=folder "
                                        "reads one folder per class, each holding that class's images", ""),
     "no_images": (_no_images, "{root}: no images in any of its 2 class folders (files ending in .bmp, .gif, .jpeg, "
@@ -172,6 +179,7 @@ BAD_FOLDERS = {
                      "each", ""),
     "corrupt_image": (_corrupt_image, "{root}/b/1.png: cannot be decoded as an image (cannot identify image file "
                                       "'{root}/b/1.png'); replace or remove it", ""),
+    "named_pipe": (_named_pipe, "{root}/b/1.png: not a regular file; an image folder holds image files", ""),
     "mixed_channels": (lambda root: _two_classes(root, GREY, RGB),
                        "images of mixed channels: {first} has 1 (grey), {root}/b/0.png has 3 (RGB); give "
                        "--image_channels=1 or --image_channels=3 to convert every image to grey or RGB", ""),

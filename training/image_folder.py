@@ -102,8 +102,8 @@ def _classes(root):
     names = _subfolders(root)
     if not names:
         loose = _images_in(root, recursive=False)[0]
-        where = (f" but {len(loose)} images directly in it ({os.path.basename(loose[0])}, ...); put each class's "
-                 "images in a folder named after the class" if loose else "")
+        where = (f" but {len(loose)} image{'s' * (len(loose) > 1)} directly in it ({os.path.basename(loose[0])}, "
+                 "...); put each class's images in a folder named after the class" if loose else "")
         raise FolderError(f"{root} holds no class folders{where}; --dataset=folder reads one folder per class, each "
                           "holding that class's images")
     classes = {name: _images_in(os.path.join(root, name)) for name in names}
