@@ -18,9 +18,9 @@ def main(arguments):
     del arguments
     # training.dataset_info, not training.data, which imports TensorFlow.
     from models import analysis
-    from training.dataset_info import DATASETS
+    from training.dataset_info import describe
 
-    info = DATASETS[FLAGS.dataset]
+    info = describe(FLAGS.dataset)
     try:
         text = analysis.report(FLAGS.arch, info.image_shape, info.num_classes, compare_mlp=FLAGS.compare_mlp,
                                mlp_depth=FLAGS.mlp_depth)

@@ -29,7 +29,7 @@ def main(arguments):
         config = TrainConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, arch=FLAGS.arch,
                              batch_size=FLAGS.batch_size, steps_per_loop=FLAGS.steps_per_loop,
                              crop_padding=FLAGS.crop_padding, flip=FLAGS.flip, seed=0)
-    dataset = data.load(config.dataset, config.data_dir, allow_download=False)
+    dataset = data.load_for(config, allow_download=False)  # a recipe's folder of images as it trains on them
     keras.utils.set_random_seed(0)
     peaks = throughput.peak_probes()
     rates = throughput.measure(config, dataset, FLAGS.variants, FLAGS.steps, FLAGS.rounds)

@@ -10,7 +10,7 @@ import dataclasses
 import tempfile
 
 from models import analysis
-from training import data as data_lib
+from training.dataset_info import describe
 
 # Section 1: `python3 -m training.train`, seed 0, on the bundled subset.
 MAIN_JOB_ACCURACY = 0.9874
@@ -45,7 +45,7 @@ COUNTS = (
 def count_figures():
     figures = []
     for arch, dataset, weights, macs, section in COUNTS:
-        info = data_lib.DATASETS[dataset]
+        info = describe(dataset)
         measured_weights, _, measured_macs = analysis.totals(analysis.layer_table(arch, info.image_shape,
                                                                                   info.num_classes))
         figures += [Figure(f"{arch} weights on {dataset}", section, weights, measured_weights),

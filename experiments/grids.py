@@ -10,7 +10,7 @@ import re
 
 from models import analysis, architecture
 from training.config import TrainConfig
-from training.dataset_info import DATASETS
+from training.dataset_info import describe
 
 # Optimizer steps per run: 76,800 images at batch 128, 1.42 epochs of the 54,000 MNIST or Fashion-MNIST images
 # a sweep trains on (SWEEP_VALIDATION_SPLIT holds out 6,000 of the 60,000). On the 2-core Intel Xeon of the
@@ -222,7 +222,7 @@ GRIDS = {
 def make_grid(name, dataset_name):
     """The named grid for ``dataset_name`` (a key of ``dataset_info.DATASETS``); its description is its docstring."""
     make_points, train_steps, batch_size = GRIDS[name]
-    info = DATASETS[dataset_name]
+    info = describe(dataset_name)
     points = tuple(make_points(info.image_shape, info.num_classes))
     return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps, batch_size=batch_size,
                 picks_a_point=name not in ABLATIONS)

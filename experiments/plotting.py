@@ -13,7 +13,7 @@ import re
 
 from experiments import committed, stats
 from models import analysis
-from training.dataset_info import DATASETS
+from training.dataset_info import describe
 from training.errors import OneLineError
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -162,7 +162,7 @@ def plot_kernel_size(runs_dir, out_dir, datasets=("mnist", "fashion_mnist")):
 
 def _diverged(point, dataset_name):
     """The test accuracies (%) of the point's runs that diverged (``DIVERGED_BELOW_CHANCE_TIMES``)."""
-    below = 100 * DIVERGED_BELOW_CHANCE_TIMES / DATASETS[dataset_name].num_classes
+    below = 100 * DIVERGED_BELOW_CHANCE_TIMES / describe(dataset_name).num_classes
     return [value for value in mark(point, TEST[0]).values if value < below]
 
 
@@ -225,7 +225,7 @@ def plot_optimizer(runs_dir, out_dir, datasets=("mnist", "fashion_mnist", "cifar
 
 def macs(arch, dataset_name):
     """Multiply-adds per image of ``arch`` on the dataset's images (``models.analysis``)."""
-    info = DATASETS[dataset_name]
+    info = describe(dataset_name)
     return analysis.totals(analysis.layer_table(arch, info.image_shape, info.num_classes))[2]
 
 

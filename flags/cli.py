@@ -103,16 +103,22 @@ def define_table_flags(default, refused, unit):
 TRAINING_BYTES_PER_PARAM = 16
 
 
-def register_arch_validator(arch_flag="arch", dataset_flag="dataset", flag_values=absl_flags.FLAGS):
+def register_arch_validator(arch_flag="arch", dataset_flag="dataset", flag_values=absl_flags.FLAGS, describe=None):
     """Refuses, at parse time, an architecture that is malformed or does not fit the dataset's images (the
     message names the token and the shapes, from ``models.architecture.plan``), or whose weights alone could not
-    be trained in this machine's memory."""
+    be trained in this machine's memory. ``describe(values)`` is the dataset's ``DatasetInfo`` where the dataset
+    flag alone does not say it (a folder of images: the training flags); default: ``dataset_info.describe``."""
     from models import analysis
-    from training.dataset_info import DATASETS
+    from training import dataset_info
+
+    describe = describe or (lambda values: dataset_info.describe(values[dataset_flag]))
 
     @absl_flags.multi_flags_validator([arch_flag, dataset_flag], message="", flag_values=flag_values)
     def _arch_fits(values):
-        info = DATASETS[values[dataset_flag]]
+        try:
+            info = describe(values)
+        except ValueError:
+            return True  # a folder that is no dataset, or a flag of its that does not parse: their own checks say why
         try:
             rows = analysis.layer_table(values[arch_flag], info.image_shape, info.num_classes)
         except ValueError as error:

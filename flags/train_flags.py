@@ -6,6 +6,7 @@ from absl import flags as absl_flags
 
 from flags import cli
 from training import config as config_lib
+from training import dataset_info
 from training.config import TrainConfig
 
 _DEFINE = {str: absl_flags.DEFINE_string, bool: absl_flags.DEFINE_bool, int: absl_flags.DEFINE_integer,
@@ -40,7 +41,7 @@ def define_flags(flag_values=absl_flags.FLAGS):
         absl_flags.register_multi_flags_validator(list(rule.names), _rule_check(rule), message="",
                                                   flag_values=flag_values)
     # The machine's memory, which a config built elsewhere may not be trained on.
-    cli.register_arch_validator(flag_values=flag_values)
+    cli.register_arch_validator(flag_values=flag_values, describe=lambda values: _dataset_info(flag_values))
 
     @absl_flags.multi_flags_validator(["train_steps", "epochs"], flag_values=flag_values,
                                       message="give either --train_steps or --epochs, not both")
@@ -78,6 +79,12 @@ def _rule_check(rule):
 def _normalised_flag(name, raw):
     field = _FIELDS[name]
     return config_lib.normalised(field, _value(field, raw))
+
+
+def _dataset_info(flag_values):
+    """The ``DatasetInfo`` of the dataset the parsed training flags name (a folder's is read from disk)."""
+    return dataset_info.describe_settings({name: _normalised_flag(name, flag_values[name].value)
+                                           for name in dataset_info.DATASET_SETTINGS})
 
 
 def _value(field, raw):

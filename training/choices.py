@@ -10,5 +10,6 @@ SCHEDULES = ("constant", "cosine", "linear", "triangle", "exponential", "piecewi
 FLIP_MODES = ("random", "alternating", "none")  # training/pipeline.py
 TTA_MODES = ("none", "flip", "flip_translate")  # training/loop.py
 LOOPS = ("custom", "fit")  # training/trainer.py
+IMAGE_FITS = ("stretch", "crop")  # training/pipeline.py (resize_images)
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")  # training/distribute.py
 STARTUP_TIMEOUT = 300  # seconds a multi-worker run waits at start-up for the other workers of its cluster

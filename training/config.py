@@ -11,8 +11,10 @@ import os
 from models import architecture
 from models.architecture import GRAMMAR, PRESETS
 from models.network import CAPABILITIES, IMPLEMENTATIONS, PRECISIONS
+from training import image_folder
 from training.choices import (
     FLIP_MODES,
+    IMAGE_FITS,
     LOOPS,
     OPTIMIZERS,
     SCHEDULES,
@@ -20,7 +22,13 @@ from training.choices import (
     STRATEGIES,
     TTA_MODES,
 )
-from training.dataset_info import DATASETS
+from training.dataset_info import (
+    DATASET_CHOICES,
+    DATASET_SETTINGS,
+    FOLDER,
+    describe,
+    describe_settings,
+)
 from training.errors import OneLineError
 
 # What a resumed run may do with a field. FIXED fields define the computation (weights, data order, update
@@ -32,6 +40,7 @@ MAX_SEED = 2**32 - 1  # keras.utils.set_random_seed and NumPy take seeds below 2
 VALIDATION_SPLIT_SEED = 0  # one held-out set for every run, so validation accuracies compare across runs
 AUTO_PRECISION = "auto"  # --precision chosen by timing the train step (training/numerics.py)
 MAX_BATCH = 2**20  # images per global batch; far beyond any dataset here, and far below int32 overflow
+MAX_IMAGE_SIDE = 4096  # pixels; a folder's images held in memory at a larger size would be a few at most
 
 
 class ConfigError(OneLineError, ValueError):
@@ -59,12 +68,28 @@ def _non_negative(limit):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # What to train.
-    dataset: str = _field("mnist", "Dataset to train and test on.", choices=DATASETS)
+    dataset: str = _field("mnist", "Dataset to train and test on; folder: your own images, one folder per class "
+                          "in --data_dir (training/image_folder.py).", choices=DATASET_CHOICES)
     data_dir: str = _field("", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); empty: "
-                           "tf.keras.datasets, then the MNIST subset bundled in bundled_data/.", resume=FREE,
+                           "tf.keras.datasets, then the MNIST subset bundled in bundled_data/. With --dataset=folder: "
+                           "the folder of class folders (or of train/ and test/, each of class folders).",
+                           resume=FREE,
                            check=(lambda v: not v or os.path.isdir(v), "must be an existing directory"), on_disk=True)
     allow_download: bool = _field(True, "Let tf.keras.datasets download a dataset it has not cached.",
                                   resume=FREE, flag="download")
+    image_size: tuple = _field((), "With --dataset=folder: HEIGHT,WIDTH in pixels that every image is brought to "
+                               "(--image_fit says how); empty: the images' own, which must then all be the same.",
+                               item=int, check=(lambda v: not v or (len(v) == 2 and all(
+                                   1 <= side <= MAX_IMAGE_SIDE for side in v)),
+                                   f"must be HEIGHT,WIDTH in pixels, each 1 to {MAX_IMAGE_SIDE}, e.g. 64,64"))
+    image_channels: int = _field(0, "With --dataset=folder: 1 (grey) or 3 (RGB), every image converted to it; 0: the "
+                                 "images' own, which must then all be the same. An alpha channel is dropped.",
+                                 check=(lambda v: v in (0, 1, 3), "must be 0 (the images' own), 1 (grey) or 3 "
+                                        "(RGB)"))
+    image_fit: str = _field("stretch", "With --image_size: stretch (resized, aspect ratio not kept, as "
+                            "keras.utils.image_dataset_from_directory does by default) or crop (the largest central "
+                            "crop of the target's aspect ratio, then resized: its crop_to_aspect_ratio). Bilinear, "
+                            "antialiased; predict fits its images the same way.", choices=IMAGE_FITS)
     arch: str = _field("mnist_cnn", f"Architecture string ({GRAMMAR}, joined by '-') or a preset: "
                        f"{', '.join(PRESETS)}.")
     impl: str = _field("keras", "keras: subclassed Keras model; reference: low-level tf.nn network.",
@@ -213,12 +238,7 @@ class TrainConfig:
             problem = field_problem(field, value)
             if problem:
                 raise ConfigError(f"setting {field.name}={value!r}: {problem}")
-        values = vars(self)
-        for rule in RULES:
-            problem = rule.problem(values)
-            if problem:
-                shown = ", ".join(f"{name}={values[name]!r}" for name in rule.names)
-                raise ConfigError(f"settings {shown}: {problem}")
+        _check_rules(vars(self), on_disk=False)
         if not self.logdir:
             object.__setattr__(self, "logdir", default_logdir(self))
 
@@ -229,6 +249,12 @@ class TrainConfig:
                 problem = field_problem(field, getattr(self, field.name), on_disk=True)
                 if problem:
                     raise ConfigError(f"setting {field.name}={getattr(self, field.name)!r}: {problem}")
+        _check_rules(vars(self), on_disk=True)
+
+    def dataset_info(self):
+        """The ``DatasetInfo`` of the run's dataset (``dataset_info.describe``): a built-in's, or what the folder of
+        a ``--dataset=folder`` run holds now, read from disk (``image_folder.FolderError`` when it cannot be)."""
+        return describe_settings(vars(self))
 
 
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a sequence"}
@@ -302,20 +328,33 @@ def custom_loop_only_settings(values):
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """A rule between settings: ``problem(values)`` says what is wrong (one sentence) or returns None. The flag
-    parser registers each one on the flags of ``names``, so flags and configs built in code obey the same rules."""
+    parser registers each one on the flags of ``names``, so flags and configs built in code obey the same rules.
+    An ``on_disk`` rule looks at the file system: like an ``on_disk`` field's check, it runs when the flags are
+    parsed and when a run starts (``check_on_disk``), not when a config is built."""
 
     names: tuple
     problem: object
+    on_disk: bool = False
 
 
 RULES = []
 
 
-def _rule(*names):
+def _rule(*names, on_disk=False):
     def register(problem):
-        RULES.append(Rule(names, problem))
+        RULES.append(Rule(names, problem, on_disk))
         return problem
     return register
+
+
+def _check_rules(values, on_disk):
+    """Raises ``ConfigError`` with the first problem of the rules that do (``on_disk``) or do not look at disk."""
+    for rule in RULES:
+        if rule.on_disk == on_disk:
+            problem = rule.problem(values)
+            if problem:
+                shown = ", ".join(f"{name}={values[name]!r}" for name in rule.names)
+                raise ConfigError(f"settings {shown}: {problem}")
 
 
 @_rule("eval_every", "eval_every_epochs")
@@ -332,11 +371,51 @@ def _stop_needs_target(values):
 
 @_rule("arch", "dataset")
 def _arch_fits(values):
-    info = DATASETS[values["dataset"]]
+    if values["dataset"] == FOLDER:
+        return None  # its images' shape is on disk: _network_and_crops_fit_the_folder
+    info = describe(values["dataset"])
     try:
         architecture.plan(values["arch"], info.image_shape, info.num_classes)
     except ValueError as error:
         return f"--arch {error}"
+
+
+@_rule("dataset", "data_dir", "image_size", "image_channels", "image_fit")
+def _image_settings_for_a_folder(values):
+    if values["dataset"] == FOLDER:
+        if not values["data_dir"]:
+            return "--dataset=folder reads the class folders in --data_dir; give --data_dir=<folder of class folders>"
+        if values["image_fit"] != "stretch" and not values["image_size"]:
+            return f"--image_fit={values['image_fit']} fits images to --image_size; give --image_size=HEIGHT,WIDTH"
+    elif values["image_size"] or values["image_channels"] or values["image_fit"] != "stretch":
+        return ("--image_size, --image_channels and --image_fit shape the images of --dataset=folder; the built-in "
+                "datasets keep their own")
+
+
+@_rule("dataset", "data_dir", on_disk=True)
+def _folder_is_a_dataset(values):
+    if values["dataset"] == FOLDER and values["data_dir"]:
+        try:
+            image_folder.image_header(image_folder.scan(values["data_dir"]).train_files[0])
+        except image_folder.FolderError as error:
+            return str(error)
+
+
+@_rule("arch", *DATASET_SETTINGS, "augment", "crop_padding", on_disk=True)
+def _network_and_crops_fit_the_folder(values):
+    if values["dataset"] != FOLDER or not values["data_dir"]:
+        return None
+    try:
+        info = describe_settings(values)
+    except image_folder.FolderError:
+        return None  # _folder_is_a_dataset says why
+    try:
+        architecture.plan(values["arch"], info.image_shape, info.num_classes)
+    except ValueError as error:
+        return f"--arch {error}"
+    if values["augment"] and values["crop_padding"] >= min(info.height, info.width):
+        return (f"--crop_padding {values['crop_padding']} must be smaller than the folder's {info.height}x"
+                f"{info.width} images, to reflect; lower it or give a larger --image_size")
 
 
 @_rule("impl", "loop")
@@ -396,7 +475,10 @@ def default_logdir(config):
     arch = config.arch
     if len(arch) > 60:
         arch = f"{arch[:40]}-{hashlib.sha1(arch.encode()).hexdigest()[:8]}"
-    return os.path.join("runs", f"{config.dataset}-{arch}-{config.impl}-{config.loop}")
+    dataset = config.dataset
+    if dataset == FOLDER:  # folders of different images get directories of their own
+        dataset = f"{FOLDER}-{os.path.basename(os.path.abspath(config.data_dir))}"
+    return os.path.join("runs", f"{dataset}-{arch}-{config.impl}-{config.loop}")
 
 
 def fields():

@@ -3,12 +3,22 @@
 Sources: ``<data_dir>/<dataset>.npz`` when a ``data_dir`` is given (arrays ``x_train, y_train, x_test, y_test`` as
 ``tf.keras.datasets`` returns them; for CIFAR-100 optionally ``y_train_coarse, y_test_coarse, fine_to_coarse``
 too), and only that; without one, ``tf.keras.datasets`` (its cache, else a download), then, for MNIST only, the
-subset bundled with this repository.
+subset bundled with this repository. ``folder``: the image files of the class folders in ``data_dir``
+(``training/image_folder.py``), decoded once.
+
+A folder's images are decoded once, by a tf.data pipeline over its files on every core, fitted to one size and
+kept in memory as uint8 arrays, as the built-in datasets are (``MAX_ARRAY_BYTES`` at most): the training pipeline
+then draws batches and augmentations from them as a pure function of the seed and step, so a resumed or
+distributed run sees exactly the batches of an uninterrupted one, and the fingerprint, validation split,
+standardisation and whitening read the arrays the built-in datasets give. Streaming the files at every epoch
+would decode each image once per epoch and lose that exactness; a folder too large for memory at its size is
+refused with a line asking for a smaller ``--image_size``.
 """
 
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import stat
@@ -21,14 +31,25 @@ import tensorflow as tf
 from absl import logging
 from keras.src.utils import file_utils as keras_file_utils
 
-from training.dataset_info import DATASETS, held_out_count
+from training import dataset_info, image_folder
+from training.dataset_info import (
+    DATASET_CHOICES,
+    DATASETS,  # noqa: F401  (tests read it as data.DATASETS)
+    FOLDER,
+    DatasetInfo,
+    describe,
+    held_out_count,
+)
 from training.errors import OneLineError, first_line
+from training.pipeline import fit_to_size
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 COARSE_KEYS = ("y_train_coarse", "y_test_coarse", "fine_to_coarse")  # optional, all or none
 # Largest array an .npz may declare. CIFAR's 50,000 training images are 50,000 x 32 x 32 x 3 = 153.6 MB; a
-# header asking for more than 4 GiB is a corrupt or foreign file, refused before any allocation.
+# header asking for more than 4 GiB is a corrupt or foreign file, refused before any allocation. The same bound
+# holds a folder's decoded images: beyond it they are refused before decoding.
 MAX_ARRAY_BYTES = 2**32
+DECODE_BATCH = 256  # images a folder's decoding pipeline hands over at a time
 # Largest data file, as a multiple of the dataset's official images in uint8 (``DatasetInfo.image_bytes``: MNIST's
 # 70,000 x 784 = 54.9 MB, CIFAR's 60,000 x 3,072 = 184.3 MB), which an .npz holds at most once uncompressed
 # (Keras' compressed mnist.npz is 11.5 MB). Four times leaves room for int64 labels, extra arrays and zip overhead;
@@ -48,6 +69,8 @@ class Dataset:
 
     The coarse fields are CIFAR-100's superclass labels, int32, when the source file has them (else None):
     ``y_*_coarse`` (n,) in [0, 20) and ``fine_to_coarse`` (100,), with ``fine_to_coarse[y] == y_coarse``.
+    ``folder_info`` is a folder dataset's ``DatasetInfo``, made from what was decoded (a built-in's is its row of
+    ``DATASETS``).
     """
 
     name: str
@@ -59,6 +82,7 @@ class Dataset:
     y_train_coarse: np.ndarray = None
     y_test_coarse: np.ndarray = None
     fine_to_coarse: np.ndarray = None
+    folder_info: DatasetInfo = None
 
     @property
     def image_shape(self):
@@ -66,21 +90,27 @@ class Dataset:
 
     @property
     def info(self):
-        return DATASETS[self.name]
+        return self.folder_info or describe(self.name)
 
     @property
     def num_classes(self):
         return self.info.num_classes
 
 
-def load(name, data_dir=None, allow_download=True):
+def load(name, data_dir=None, allow_download=True, image_size=(), image_channels=0, image_fit="stretch"):
     """Returns the ``Dataset`` called ``name`` from the first source that has it (see the module docstring).
 
     A ``data_dir`` given must hold ``<name>.npz``: the other sources are for when none is given, since training on
-    another copy of the data than the one asked for would be a silent mistake.
+    another copy of the data than the one asked for would be a silent mistake. For ``folder``, ``data_dir`` is the
+    folder of class folders, and ``image_size``, ``image_channels`` and ``image_fit`` say what its images become
+    (``load_folder``).
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
+    if name not in DATASET_CHOICES:
+        raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_CHOICES)}")
+    if name == FOLDER:
+        if not data_dir:
+            raise DataError("--dataset=folder reads the class folders in --data_dir; give --data_dir")
+        return load_folder(data_dir, image_size, image_channels, image_fit)
     if data_dir:
         path = os.path.join(data_dir, f"{name}.npz")
         if not os.path.lexists(path):
@@ -97,6 +127,109 @@ def load(name, data_dir=None, allow_download=True):
         return _from_npz(name, BUNDLED_MNIST, source=f"bundled MNIST subset {BUNDLED_MNIST}")
     raise DataError(f"dataset '{name}' not found: put <data_dir>/{name}.npz (arrays {', '.join(REQUIRED_KEYS)}) "
                     f"there and pass --data_dir, or allow tf.keras.datasets to download it ({unavailable})")
+
+
+def load_for(config, data_dir="", allow_download=None):
+    """The dataset of the run ``config`` describes (``load`` with its settings), from ``data_dir`` instead of the
+    run's own when given, downloading as ``allow_download`` says, else as the run's setting does."""
+    return load(config.dataset, data_dir or config.data_dir,
+                config.allow_download if allow_download is None else allow_download, config.image_size,
+                config.image_channels, config.image_fit)
+
+
+def load_folder(root, image_size=(), image_channels=0, image_fit="stretch"):
+    """The images of the folder of class folders ``root`` (``image_folder.scan``) as a ``Dataset`` named
+    ``folder``: uint8 ``(n, H, W, C)`` in the class folders' file order, labels the classes' sorted order.
+
+    Every image is decoded (PNG, JPEG, BMP, GIF's first frame), its alpha channel dropped, converted to
+    ``image_channels`` (1: grey, 3: RGB) when given and brought to ``image_size`` (height, width) by ``image_fit``
+    (``pipeline.fit_to_size``) when given; else every image must have the first image's channels and size.
+    ``image_folder.FolderError`` or ``DataError`` names the folder or file that keeps the folder from loading.
+    """
+    layout = image_folder.scan(root)
+    first = _decode_files(layout.files[:1], lambda image: (image,))[0][0]  # its own size and channels
+    height, width = image_size or first.shape[:2]
+    channels = image_channels or first.shape[2]
+    needed = len(layout.files) * height * width * channels
+    if needed > MAX_ARRAY_BYTES:
+        raise DataError(f"{root}: {len(layout.files):,} images of {height}x{width}x{channels} take {needed:,} bytes "
+                        f"decoded, more than the {MAX_ARRAY_BYTES:,} this code keeps in memory; give a smaller "
+                        "--image_size")
+    pixels, own_channels, own_sizes = _decode_all(layout.files, (height, width), channels, image_fit)
+    if not image_channels:
+        _refuse_mixed(layout.files, own_channels, "channels", lambda c: f"{c} ({'grey' if c == 1 else 'RGB'})",
+                      "--image_channels=1 or --image_channels=3 to convert every image to grey or RGB")
+    if not image_size:
+        _refuse_mixed(layout.files, [tuple(size) for size in own_sizes], "size", lambda s: f"{s[0]}x{s[1]}",
+                      "--image_size=HEIGHT,WIDTH to bring every image to one size")
+    num_train = len(layout.train_files)
+    info = DatasetInfo(height, width, channels, len(layout.class_names), num_train, len(layout.test_files),
+                       layout.class_names)
+    return Dataset(FOLDER, pixels[:num_train], np.asarray(layout.train_labels, np.int32), pixels[num_train:],
+                   np.asarray(layout.test_labels, np.int32), source=f"image folder {os.path.abspath(root)} "
+                   f"({layout.split})", folder_info=info)
+
+
+def _decode(contents):
+    """The image file ``contents`` (a string tensor) as uint8 ``(h, w, c)``, c 1 (grey) or 3 (RGB): an alpha
+    channel is dropped, as predict drops it."""
+    image = tf.io.decode_image(contents, expand_animations=False)  # uint8 (h, w, 1 to 4); a GIF's first frame
+    found = tf.shape(image)[2]
+    return image[:, :, :found - 1 + found % 2]  # 2 (grey, alpha) -> 1, 4 (RGBA) -> 3
+
+
+def _to_channels(image, channels):
+    """A grey or RGB ``image`` as ``channels`` (1 or 3), with the conversions predict uses."""
+    found = tf.shape(image)[2]
+    if channels == 1:
+        return tf.cond(found == 3, lambda: tf.image.rgb_to_grayscale(tf.ensure_shape(image, [None, None, 3])),
+                       lambda: tf.ensure_shape(image, [None, None, 1]))
+    return tf.cond(found == 1, lambda: tf.image.grayscale_to_rgb(tf.ensure_shape(image, [None, None, 1])),
+                   lambda: tf.ensure_shape(image, [None, None, 3]))
+
+
+def _decode_all(files, size, channels, fit):
+    """``(pixels, own channels, own sizes)`` of every file: uint8 ``(n, *size, channels)``, and each image's
+    channels and (h, w) as decoded, before conversion, for the checks that they agree."""
+    def convert(image):
+        converted = fit_to_size(_to_channels(image, channels), size, fit)
+        return tf.ensure_shape(converted, (*size, channels)), tf.shape(image)[2], tf.shape(image)[:2]
+
+    return _decode_files(files, convert)
+
+
+def _decode_files(files, convert):
+    """Every file's ``_decode`` put through ``convert(image) -> tuple of tensors``: one NumPy array per part of
+    that tuple, along the files in order.
+
+    tf.data decodes on every core. A file that does not decode is dropped there (``ignore_errors``) and named
+    afterwards in a ``DataError``, with what Pillow says of it: decoding it alone in TensorFlow would log a
+    warning of its own before the one line.
+    """
+    def decode(index, path):
+        return (index, *convert(_decode(tf.io.read_file(path))))
+
+    # As bytes: a file name that is not UTF-8 (os.listdir gives it with surrogates) is still a name to read.
+    paths = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), [os.fsencode(f) for f in files]))
+    decoded = paths.map(decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True).ignore_errors()
+    options = tf.data.Options()
+    options.autotune.enabled = False  # fixed parallelism, as the training pipelines (pipeline.py says why)
+    batches = list(decoded.batch(DECODE_BATCH).with_options(options).as_numpy_iterator())
+    decoded_count = sum(len(batch[0]) for batch in batches)
+    if decoded_count < len(files):
+        indices = np.concatenate([batch[0] for batch in batches]) if batches else np.zeros(0, np.int64)
+        path = files[np.setdiff1d(np.arange(len(files)), indices)[0]]
+        raise DataError(f"{path}: cannot be decoded as an image ({image_folder.why_undecodable(path)}); replace or "
+                        "remove it")
+    return tuple(np.concatenate([batch[part] for batch in batches]) for part in range(1, len(batches[0])))
+
+
+def _refuse_mixed(files, values, what, shown, remedy):
+    """``DataError`` naming the first of ``files`` whose value (its channels, its size) differs from the first's."""
+    odd = next((i for i, value in enumerate(values) if value != values[0]), None)
+    if odd is not None:
+        raise DataError(f"images of mixed {what}: {files[0]} has {shown(values[0])}, {files[odd]} has "
+                        f"{shown(values[odd])}; give {remedy}")
 
 
 def split_validation(dataset, fraction, seed):
@@ -131,14 +264,21 @@ def fingerprint(dataset):
     form (uint8 NHWC images, int32 labels), so the same images and labels give the same hash whichever source
     held them (an .npz, compressed or not, or the Keras cache). CIFAR-100's coarse labels, which only predictions
     read, are left out. Hashing CIFAR-10's 184 MB takes 0.15 s on the AMD EPYC here, 7% of reading its .npz.
+
+    A folder's hash covers its class names too, and its record also holds what the dataset is
+    (``dataset_info.as_record``: image shape and class names), so a run can be opened where the folder is not.
     """
     digest = hashlib.sha256()
     for key in REQUIRED_KEYS:
         array = np.ascontiguousarray(getattr(dataset, key))
         digest.update(f"{key} {array.dtype.str} {array.shape}\n".encode())  # the same bytes in another shape differ
         digest.update(array.data)
-    return {"sha256": digest.hexdigest(), "source": dataset.source,
-            "images": [len(dataset.x_train), len(dataset.x_test)]}
+    if dataset.folder_info is None:
+        return {"sha256": digest.hexdigest(), "source": dataset.source,
+                "images": [len(dataset.x_train), len(dataset.x_test)]}
+    # A folder's labels are its class names: folders renamed are other data, though every pixel is the same.
+    digest.update(f"class_names {json.dumps(list(dataset.info.class_names))}\n".encode())
+    return {"sha256": digest.hexdigest(), "source": dataset.source, **dataset_info.as_record(dataset.info)}
 
 
 class _DownloadRefused(BaseException):
@@ -250,7 +390,7 @@ def _check_regular(path, status, name):
         kind = next((kind for is_kind, kind in _FILE_KINDS if is_kind(status.st_mode)), "not a regular file")
         raise DataError(f"{path}: not a regular file ({kind}{': ' + via if via else ''}); a dataset is read from "
                         "an .npz file")
-    limit = MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes
+    limit = MAX_FILE_SIZE_FACTOR * describe(name).image_bytes
     if status.st_size > limit:
         raise DataError(f"{path}: {status.st_size:,} bytes{' (' + via + ')' if via else ''}, more than the "
                         f"{limit:,}-byte limit for {name} ({MAX_FILE_SIZE_FACTOR}x its official images "
@@ -286,7 +426,7 @@ def _read_members(path, name, archive):
     if missing:
         raise DataError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
     keys = REQUIRED_KEYS + tuple(key for key in COARSE_KEYS if key in members)
-    limit = min(MAX_ARRAY_BYTES, MAX_FILE_SIZE_FACTOR * DATASETS[name].image_bytes)
+    limit = min(MAX_ARRAY_BYTES, MAX_FILE_SIZE_FACTOR * describe(name).image_bytes)
     for key in keys:
         check_npy_header(path, key, archive, members[key], limit)
     arrays = {}
@@ -333,7 +473,7 @@ def check_npy_header(path, key, archive, member, limit):
 
 def _validated(name, arrays, where, source):
     """Checks shapes, dtypes and label range; returns a ``Dataset`` with NHWC uint8 images, int32 labels."""
-    info = DATASETS[name]
+    info = describe(name)
     height, width, channels, num_classes = info.height, info.width, info.channels, info.num_classes
     split = {}
     for part in ("train", "test"):
@@ -371,14 +511,14 @@ def _validated_coarse(name, arrays, where, y_train, y_test):
     present = [key for key in COARSE_KEYS if key in arrays]
     if not present:
         return {}
-    num_coarse = DATASETS[name].num_coarse_classes
+    num_coarse = describe(name).num_coarse_classes
     if not num_coarse:
         raise DataError(f"{where}: holds {', '.join(present)}, but {name} has no superclasses")
     missing = [key for key in COARSE_KEYS if key not in arrays]
     if missing:
         raise DataError(f"{where}: holds {', '.join(present)} but not {', '.join(missing)}; superclass labels need "
                         f"all of {', '.join(COARSE_KEYS)}")
-    num_classes = DATASETS[name].num_classes
+    num_classes = describe(name).num_classes
     mapping = _labels(arrays["fine_to_coarse"], "fine_to_coarse", num_classes, f"the {num_classes} classes",
                       num_coarse, name, where)
     fields = {"fine_to_coarse": mapping}

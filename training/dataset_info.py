@@ -1,9 +1,13 @@
-"""What each dataset the project knows is (image shape, classes, their names), without loading it.
+"""What a run's dataset is (image shape, classes, their names), without loading it: ``describe``.
 
-TensorFlow-free, so that flags and configs can name datasets before TensorFlow is imported; ``data.py`` loads them.
+The built-in datasets are rows of ``DATASETS``; ``folder`` is a folder of class folders of the user's own images
+(``training/image_folder.py``), described from what the folder holds. TensorFlow-free, so that flags and configs
+can name datasets before TensorFlow is imported; ``data.py`` loads them.
 """
 
 import dataclasses
+
+from training import image_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,57 @@ DATASETS = {
         "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
     "cifar100": DatasetInfo(32, 32, 3, 100, 50_000, 10_000, _CIFAR100_CLASSES, _CIFAR100_SUPERCLASSES),
 }
+
+
+# A folder of class folders of one's own images, in --data_dir (training/image_folder.py).
+FOLDER = "folder"
+# What --dataset can name.
+DATASET_CHOICES = (*DATASETS, FOLDER)
+
+
+def describe(dataset, data_dir="", image_size=(), image_channels=0):
+    """The ``DatasetInfo`` of the dataset a run names: a built-in's row of ``DATASETS``; for ``FOLDER``, the folder
+    of class folders ``data_dir`` as ``image_folder.scan`` finds it, with images of ``image_size`` (height, width)
+    and ``image_channels`` (1 or 3) where given, else those of its first image. A folder is read from disk (file
+    names and one image's header, no pixels); one that cannot be a dataset raises ``image_folder.FolderError``."""
+    if dataset != FOLDER:
+        return DATASETS[dataset]
+    layout = image_folder.scan(data_dir)
+    height, width, channels = image_folder.image_header(layout.train_files[0])
+    if image_size:
+        height, width = image_size
+    return DatasetInfo(height, width, image_channels or channels, len(layout.class_names), len(layout.train_files),
+                       len(layout.test_files), layout.class_names)
+
+
+# The settings of a run (TrainConfig fields) that say what its dataset is.
+DATASET_SETTINGS = ("dataset", "data_dir", "image_size", "image_channels")
+
+
+def describe_settings(values):
+    """``describe`` of the dataset that ``values`` (setting name -> value, as ``vars(config)``) names."""
+    return describe(*(values[name] for name in DATASET_SETTINGS))
+
+
+def as_record(info):
+    """What config.json records of a folder dataset (``data.fingerprint``), so that a run can be opened, exported
+    and predicted with where the folder is gone: image shape, class names, image counts."""
+    return {"image_shape": list(info.image_shape), "class_names": list(info.class_names),
+            "images": [info.num_train, info.num_test]}
+
+
+def from_record(record):
+    """The ``DatasetInfo`` that ``as_record`` wrote into ``record``, or None when it holds none (a built-in
+    dataset's record, or a damaged one)."""
+    try:
+        (height, width, channels), names = record["image_shape"], tuple(record["class_names"])
+        num_train, num_test = record["images"]
+        if not all(isinstance(v, int) and v > 0 for v in (height, width, channels, num_train, num_test)) \
+                or len(names) < 2 or not all(isinstance(name, str) for name in names):
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return DatasetInfo(height, width, channels, len(names), num_train, num_test, names)
 
 
 def held_out_count(num_train, fraction):

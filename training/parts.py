@@ -59,10 +59,11 @@ class Run:
     stop_request: object = None  # a training.stopping.StopRequest: a signal asks the loop to stop after a checkpoint
 
 
-def build_run_network(config, impl=None):
+def build_run_network(config, impl=None, info=None):
     """The network of the run ``config`` describes, freshly initialised: as ``config.impl`` builds it, or as
-    ``impl`` does (the weights of either implementation copy into the other by name)."""
-    info = data_lib.DATASETS[config.dataset]
+    ``impl`` does (the weights of either implementation copy into the other by name); for images and classes as
+    ``info`` (a ``DatasetInfo``) says, else as ``config.dataset_info()`` does."""
+    info = info or config.dataset_info()
     return build_network(impl or config.impl, config.arch, info.image_shape, info.num_classes, config.seed,
                          config.precision)
 
@@ -74,7 +75,7 @@ def steps_per_epoch(batch_size, num_train_examples):
 
 def build_parts(config, dataset, total_steps):
     """The run's ``RunParts`` for ``config`` on ``dataset``; call inside ``strategy.scope()``."""
-    network = build_run_network(config)
+    network = build_run_network(config, info=dataset.info)
     standardization = pipeline.channel_stats(dataset.x_train) if config.standardize else None
     train_preprocess, eval_preprocess = make_preprocessors(config, standardization)
     if any(isinstance(layer.spec, architecture.Whitening) for layer in network.plan):

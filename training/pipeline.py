@@ -1,4 +1,5 @@
-"""tf.data pipelines over in-memory datasets: preprocessing, augmentation, batching, distribution.
+"""tf.data pipelines over in-memory datasets: preprocessing, augmentation, batching, distribution; images fitted to
+a size (``fit_to_size``: an image folder's when decoded, and a prediction's input).
 
 Training augmentation is a pure function of the run seed and of each example's place in the run:
 ``train_pipeline`` hands ``preprocess`` every example's ``Draws``, made with stateless random ops from
@@ -12,7 +13,40 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from training.choices import FLIP_MODES
+from training.choices import FLIP_MODES, IMAGE_FITS
+
+
+def fit_to_size(images, size, fit="stretch"):
+    """uint8 images ``(..., h, w, c)`` brought to ``size`` (height, width) as ``fit`` says: ``stretch`` resizes them,
+    aspect ratio not kept; ``crop`` first cuts the largest central window of the target's aspect ratio (the window
+    and its rounding of ``keras.utils.image_dataset_from_directory(crop_to_aspect_ratio=True)``), then resizes.
+    Bilinear with antialiasing, rounded back to uint8; images of that size already are returned as they are.
+    Works in a graph, on images whose size is known only when it runs (an image folder's, decoded by tf.data).
+    """
+    if fit not in IMAGE_FITS:
+        raise ValueError(f"fit_to_size: fit must be one of {', '.join(IMAGE_FITS)}, got {fit!r}")
+    height, width = size
+    shape = tf.shape(images)
+    rows, columns = shape[-3], shape[-2]
+
+    def resized():
+        x = images
+        if fit == "crop":
+            crop_rows, crop_columns = tf.minimum(rows, columns * height // width), tf.minimum(columns,
+                                                                                           rows * width // height)
+            top, left = (rows - crop_rows) // 2, (columns - crop_columns) // 2
+            x = x[..., top:top + crop_rows, left:left + crop_columns, :]
+        scaled = tf.image.resize(x, (height, width), antialias=True)  # float32, on the 0..255 scale
+        return tf.cast(tf.clip_by_value(tf.round(scaled), 0, 255), tf.uint8)
+
+    return tf.cond(tf.logical_and(rows == height, columns == width), lambda: images, resized)
+
+
+def crop_window(rows, columns, size):
+    """``(rows, columns)`` of the central window that ``fit_to_size(fit="crop")`` cuts from an image of that size
+    before resizing it to ``size``; for the line that says what was done to an image."""
+    height, width = size
+    return min(rows, columns * height // width), min(columns, rows * width // height)
 
 
 def channel_stats(images):

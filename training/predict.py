@@ -37,7 +37,8 @@ def main(images):
     predictions = predicting.predict_files(FLAGS.run_dir, images, FLAGS.top_k, FLAGS.allow_saved_model)
     for prediction in predictions:
         print(predicting.format_prediction(prediction))
-    note = predicting.smoothing_note(trained_run.read_config(FLAGS.run_dir))
+    config = trained_run.read_config(FLAGS.run_dir)
+    note = predicting.smoothing_note(config, trained_run.run_info(FLAGS.run_dir, config).num_classes)
     if note:
         print(note)
     warning = predicting.inverted_warning(predictions)

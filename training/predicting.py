@@ -36,7 +36,7 @@ from models import architecture
 from training import data as data_lib
 from training import exporting, pipeline, trained_run
 from training.choices import TTA_MODES
-from training.dataset_info import DATASETS, SPLITS
+from training.dataset_info import SPLITS, describe
 from training.errors import OneLineError, first_line
 from training.rundir import CHECKPOINTS, checkpoint_prefixes
 
@@ -68,6 +68,7 @@ class Predictor:
     """What makes a run's predictions, and what is needed to read its outputs."""
 
     config: object  # the run's TrainConfig
+    info: object  # the run's DatasetInfo (trained_run.run_info)
     serve: object  # fn(images=uint8 (n, H, W, C)) -> {"probabilities": (n, classes), "class_ids": (n,)}
     class_names: tuple
     source: str  # what computes the predictions: model.keras, the run's checkpoint, or the SavedModel
@@ -121,7 +122,7 @@ def predict_files(run_dir, paths, top_k=3, allow_saved_model=False):
     with the ``top_k`` most probable classes (at most the dataset's number of classes). Every file is read and
     checked before the model is loaded; ``allow_saved_model``: see ``load_predictor``."""
     config = trained_run.read_config(run_dir)
-    images = read_images(paths, DATASETS[config.dataset].image_shape)
+    images = read_images(paths, trained_run.run_info(run_dir, config).image_shape, config.image_fit)
     predictor = load_predictor(run_dir, allow_saved_model, config)
     probabilities, _ = run_model(predictor.serve, images.pixels)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
@@ -152,12 +153,13 @@ def inverted_warning(predictions):
             f"predictions of an inverted image (e.g. a dark digit on white) mean little")
 
 
-def smoothing_note(config):
-    """A sentence on how label smoothing caps the run's probabilities, or None when the run trained without."""
+def smoothing_note(config, num_classes=None):
+    """A sentence on how label smoothing caps the run's probabilities over its ``num_classes`` (default: its
+    built-in dataset's), or None when the run trained without."""
     smoothing = config.label_smoothing
     if not smoothing:
         return None
-    classes = DATASETS[config.dataset].num_classes
+    classes = num_classes or describe(config.dataset).num_classes
     cap = 1 - smoothing + smoothing / classes  # the smoothed target of the true class, where the loss is lowest
     return (f"the run trained with label smoothing {smoothing:g}: its probabilities stay below about {cap:.2f} "
             f"(1 - {smoothing:g} + {smoothing:g}/{classes}, the smoothed target of the true class), so a top "
@@ -179,7 +181,7 @@ def evaluate_split(run_dir, split="test", data_dir="", allow_saved_model=False):
     if split not in SPLITS:
         raise PredictError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     predictor = load_predictor(run_dir, allow_saved_model)
-    dataset = data_lib.load(predictor.config.dataset, data_dir or predictor.config.data_dir, allow_download=False)
+    dataset = data_lib.load_for(predictor.config, data_dir, allow_download=False)
     probabilities, class_ids = run_model(predictor.serve, dataset.x_test)
     recorded = trained_run.read_results(run_dir).get("test_accuracy")
     top5 = superclass = None
@@ -250,15 +252,16 @@ def load_predictor(run_dir, allow_saved_model=False, config=None):
     instead (a program: only from a source the user trusts). ``PredictError`` when the run has no export, or one
     that cannot be loaded or is not of the run's dataset and network."""
     config = config or trained_run.read_config(run_dir)
+    info = trained_run.run_info(run_dir, config)
     paths = exporting.export_paths(run_dir, config.impl)
-    record = read_export_record(run_dir, config, paths.record)
+    record = read_export_record(run_dir, config, paths.record, info)
     if allow_saved_model:
-        predictor = _load_saved_model(paths.saved_model, config, record, _again(run_dir))
+        predictor = _load_saved_model(paths.saved_model, config, info, record, _again(run_dir))
     elif paths.keras and os.path.lexists(paths.keras):
-        predictor = _load_keras_file(paths.keras, config, record, _again(run_dir))
+        predictor = _load_keras_file(paths.keras, config, info, record, _again(run_dir))
     else:  # no code from the export runs: this code rebuilds the network, with the weights of the run's checkpoint
         run = trained_run.TrainedRun.open(run_dir)
-        predictor = _serving(config, run.network, record, f"the network rebuilt from {run.checkpoint}",
+        predictor = _serving(config, info, run.network, record, f"the network rebuilt from {run.checkpoint}",
                              os.path.abspath(run.checkpoint))
     logging.info("predictions by %s", predictor.source)
     _warn_if_stale(run_dir, predictor.checkpoint)
@@ -269,9 +272,10 @@ def _again(run_dir):
     return f"export the run again: python3 -m training.export --run_dir={run_dir}"
 
 
-def read_export_record(run_dir, config, path):
-    """export.json at ``path``, checked against the run ``config``: the same dataset, image shape and network, and
-    usable statistics and test-time augmentation; ``PredictError`` naming what is wrong."""
+def read_export_record(run_dir, config, path, info=None):
+    """export.json at ``path``, checked against the run ``config`` (and its dataset's ``info``, default
+    ``trained_run.run_info``): the same dataset, image shape and network, and usable statistics and test-time
+    augmentation; ``PredictError`` naming what is wrong."""
     if not os.path.lexists(path):
         raise PredictError(f"{path} does not exist; export the run first: python3 -m training.export "
                            f"--run_dir={run_dir}")
@@ -283,7 +287,7 @@ def read_export_record(run_dir, config, path):
         raise PredictError(f"{path}: cannot be read ({first_line(error)}); {again}") from None
     if not isinstance(record, dict):
         raise PredictError(f"{path}: holds a JSON {type(record).__name__}, not an export's record; {again}")
-    info = DATASETS[config.dataset]
+    info = info or trained_run.run_info(run_dir, config)
     shape = record.get("image_shape")
     if record.get("dataset") != config.dataset or shape != list(info.image_shape):
         raise PredictError(f"{path}: an export of {record.get('dataset')} images of shape {shape}, but the run "
@@ -311,16 +315,16 @@ def _same_network(exported, trained):
     return isinstance(exported, str) and architecture.resolve(exported) == architecture.resolve(trained)
 
 
-def _serving(config, network, record, source, checkpoint):
+def _serving(config, info, network, record, source, checkpoint):
     """A ``Predictor`` of ``network`` with the run's evaluation around it, as the export recorded it."""
     stats = () if record["mean"] is None else (np.float32(record["mean"]), np.float32(record["std"]))
-    module = exporting.ServingModule(network, pipeline.make_preprocess(*stats), DATASETS[config.dataset].image_shape,
+    module = exporting.ServingModule(network, pipeline.make_preprocess(*stats), info.image_shape,
                                      record["test_time_augmentation"])
-    return Predictor(config, module.serve, trained_run.class_names(config), source, checkpoint, module,
+    return Predictor(config, info, module.serve, trained_run.class_names(info), source, checkpoint, module,
                      training_mean(config, record))
 
 
-def _load_keras_file(path, config, record, again):
+def _load_keras_file(path, config, info, record, again):
     """``_serving`` around ``model.keras``, loaded in safe mode; refused unless it is the run's ``CNN``."""
     from models.keras_cnn import CNN
 
@@ -328,7 +332,6 @@ def _load_keras_file(path, config, record, again):
         model = exporting.load_keras_model(path)
     except Exception as error:  # noqa: BLE001  Keras raises anything from a damaged or hostile file
         raise PredictError(f"{path} cannot be loaded in Keras' safe mode ({first_line(error)}); {again}") from None
-    info = DATASETS[config.dataset]
     if not isinstance(model, CNN):
         raise PredictError(f"{path} holds a {type(model).__name__}, not this project's CNN; {again}")
     if (tuple(model.image_shape), model.num_classes) != (info.image_shape, info.num_classes) \
@@ -336,10 +339,10 @@ def _load_keras_file(path, config, record, again):
         raise PredictError(f"{path} holds the network {model.arch} on images {list(model.image_shape)} with "
                            f"{model.num_classes} classes, but the run trained {config.arch} on "
                            f"{list(info.image_shape)} with {info.num_classes}; {again}")
-    return _serving(config, model, record, f"{path} (Keras safe mode)", record.get("checkpoint"))
+    return _serving(config, info, model, record, f"{path} (Keras safe mode)", record.get("checkpoint"))
 
 
-def _load_saved_model(path, config, record, again):
+def _load_saved_model(path, config, info, record, again):
     """The export's SavedModel, whose signature must take the run's images."""
     if not os.path.isdir(path):
         raise PredictError(f"{path} does not exist; {again}")
@@ -349,11 +352,11 @@ def _load_saved_model(path, config, record, again):
         spec = serve.structured_input_signature[1]["images"]
     except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as error:
         raise PredictError(f"{path} cannot be loaded ({first_line(error)}); {again}") from None
-    image_shape = DATASETS[config.dataset].image_shape
+    image_shape = info.image_shape
     if spec.dtype != tf.uint8 or tuple(spec.shape[1:]) != image_shape:
         raise PredictError(f"{path} takes {spec.dtype.name} images of shape {tuple(spec.shape[1:])}, but the run's "
                            f"are uint8 {image_shape}; {again}")
-    return Predictor(config, serve, trained_run.class_names(config), f"{path} (a SavedModel, as asked)",
+    return Predictor(config, info, serve, trained_run.class_names(info), f"{path} (a SavedModel, as asked)",
                      record.get("checkpoint"), model, training_mean(config, record))
 
 
@@ -365,9 +368,9 @@ def run_model(serve, pixels):
             np.concatenate([out["class_ids"].numpy() for out in outputs]))
 
 
-def read_images(paths, image_shape):
-    """The images of ``paths`` fitted to ``image_shape`` (H, W, C), as ``Images``; every file is read and
-    checked before anything is predicted."""
+def read_images(paths, image_shape, image_fit="stretch"):
+    """The images of ``paths`` fitted to ``image_shape`` (H, W, C) (``fit``, by ``image_fit``), as ``Images``;
+    every file is read and checked before anything is predicted."""
     if not paths:
         raise PredictError("no images given; pass PNG or JPEG files, or .npz files holding x_test or x")
     names, pixels, changes = [], [], []
@@ -381,7 +384,7 @@ def read_images(paths, image_shape):
             batch = _decode(path)[np.newaxis]
             names.append(path)
         try:
-            fitted, done = fit(batch, image_shape)
+            fitted, done = fit(batch, image_shape, image_fit)
         except ValueError as error:
             raise PredictError(f"{path}: {error}") from None
         pixels.append(fitted)
@@ -389,9 +392,10 @@ def read_images(paths, image_shape):
     return Images(tuple(names), np.concatenate(pixels), tuple(changes))
 
 
-def fit(images, image_shape):
+def fit(images, image_shape, image_fit="stretch"):
     """``(fitted, changes)``: uint8 (n, h, w, c) ``images`` as uint8 (n, H, W, C) for ``image_shape``, and what
-    was done to them. ``ValueError`` for a channel count that cannot be converted."""
+    was done to them; another size is brought to H x W as a run's folder images were (``pipeline.fit_to_size``
+    by ``image_fit``). ``ValueError`` for a channel count that cannot be converted."""
     height, width, channels = image_shape
     x, changes = tf.convert_to_tensor(images, tf.uint8), []
     if x.shape[-1] in (2, 4):  # grey + alpha, RGBA
@@ -402,10 +406,13 @@ def fit(images, image_shape):
         x, changes = tf.image.grayscale_to_rgb(x), changes + ["grey -> RGB"]
     elif x.shape[-1] != channels:
         raise ValueError(f"images with {images.shape[-1]} channels cannot be converted to the run's {channels}")
-    if tuple(x.shape[1:3]) != (height, width):
-        changes.append(f"resized {x.shape[1]}x{x.shape[2]} -> {height}x{width}")
-        resized = tf.image.resize(x, (height, width), antialias=True)  # float32, on the 0..255 scale
-        x = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    rows, columns = x.shape[1:3]
+    if (rows, columns) != (height, width):
+        window = pipeline.crop_window(rows, columns, (height, width)) if image_fit == "crop" else (rows, columns)
+        if window != (rows, columns):
+            changes.append(f"cropped {rows}x{columns} -> {window[0]}x{window[1]}")
+        changes.append(f"resized {window[0]}x{window[1]} -> {height}x{width}")
+        x = pipeline.fit_to_size(x, (height, width), image_fit)
     return x.numpy(), tuple(changes)
 
 

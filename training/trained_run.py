@@ -2,7 +2,8 @@
 
 Export, predict, inspection and activation maximisation all read a run through here: its ``TrainConfig``, its
 network as its ``impl`` builds it with the weights of the newest checkpoint that restores, its evaluation
-preprocessing, what its dataset is, and the folders those commands write under it (``export/``, ``inspect/``).
+preprocessing, what its dataset is (``run_info``: for a folder of images, as config.json recorded it, so that a
+run is used where its folder is not), and the folders those commands write under it (``export/``, ``inspect/``).
 Whatever keeps a run from being opened (no such directory, no or a damaged config.json, no checkpoint that
 restores, training data that cannot be found for its statistics) is one ``TrainedRunError`` with the reason.
 Opening reads only: nothing in the run directory changes.
@@ -17,9 +18,8 @@ import numpy as np
 from absl import logging
 
 from training import data as data_lib
-from training import pipeline, run_files
+from training import dataset_info, pipeline, run_files
 from training.config import VALIDATION_SPLIT_SEED, TrainConfig
-from training.dataset_info import DATASETS
 from training.errors import OneLineError, RunError, first_line
 from training.parts import build_run_network
 from training.run_files import PREPROCESSING
@@ -85,28 +85,26 @@ class TrainedRun:
     checkpoint: str  # path prefix of the restored checkpoint
     step: int  # training step of that checkpoint
     data_dir: str = ""  # where the run's dataset is read from, before the run's own data_dir
+    info: object = None  # the dataset's DatasetInfo (``run_info``): image shape, classes
 
     @classmethod
     def open(cls, run_dir, data_dir=""):
         """The run in ``run_dir`` with the weights of its newest checkpoint that restores (``RunDir.restore_weights``:
-        unreadable newer ones are skipped with a log line). ``data_dir`` holds ``<dataset>.npz`` when the run's
-        data is needed (a standardised run's statistics, test images); empty: the run's own ``data_dir``."""
+        unreadable newer ones are skipped with a log line). ``data_dir`` holds ``<dataset>.npz`` (for a folder
+        dataset: its class folders) when the run's data is needed (a standardised run's statistics, test images);
+        empty: the run's own ``data_dir``."""
         config = read_config(run_dir)
-        network = build_run_network(config)
+        info = run_info(run_dir, config, data_dir)
+        network = build_run_network(config, info=info)
         try:
             checkpoint, step = RunDir(run_dir).restore_weights(network, config.arch)
         except RunError as error:
             raise TrainedRunError(str(error)) from None
-        return cls(run_dir, config, network, checkpoint, step, data_dir)
-
-    @property
-    def info(self):
-        """The dataset's ``DatasetInfo``: image shape, classes."""
-        return DATASETS[self.config.dataset]
+        return cls(run_dir, config, network, checkpoint, step, data_dir, info)
 
     @property
     def class_names(self):
-        return class_names(self.config)
+        return class_names(self.info)
 
     def subfolder(self, name, create=False):
         return subfolder(self.path, name, create)
@@ -118,7 +116,7 @@ class TrainedRun:
     def dataset(self):
         """The run's dataset (``data.load``; never downloaded), read once: from ``data_dir``, else the run's own
         ``data_dir``, else the Keras cache, then the bundled MNIST subset."""
-        return data_lib.load(self.config.dataset, self.data_dir or self.config.data_dir, allow_download=False)
+        return data_lib.load_for(self.config, self.data_dir, allow_download=False)
 
     @functools.cached_property
     def standardization(self):
@@ -136,7 +134,8 @@ class TrainedRun:
         if recorded:
             return recorded
         folder = self.data_dir or config.data_dir
-        expected = os.path.join(folder, f"{config.dataset}.npz") if folder else None
+        expected = os.path.join(folder, f"{config.dataset}.npz") if folder and config.dataset != \
+            dataset_info.FOLDER else None
         if expected and not os.path.exists(expected):
             whose = "--data_dir" if self.data_dir else f"the run's data_dir {folder}"
             raise TrainedRunError(f"the run standardised its images with its training set's per-channel mean and "
@@ -175,7 +174,25 @@ def read_preprocessing(run_dir):
     return Standardization(mean, std, f"{path} (recorded by the run{trained_on})")
 
 
-def class_names(config):
-    """The names of the classes of ``config``'s dataset, by label: its own, else the labels as text."""
-    info = DATASETS[config.dataset]
+def run_info(run_dir, config, data_dir=""):
+    """The ``DatasetInfo`` of the dataset the run in ``run_dir`` (of ``config``) trained on: a built-in's; for a
+    folder, what config.json recorded of it when the run trained (``dataset_info.as_record``), else what its
+    folder (``data_dir``, else the run's own) holds now. ``TrainedRunError`` when neither says."""
+    if config.dataset != dataset_info.FOLDER:
+        return dataset_info.describe(config.dataset)
+    try:
+        recorded = dataset_info.from_record(RunDir(run_dir).read_saved().get("data") or {})
+    except (RunError, OSError, ValueError):
+        recorded = None
+    if recorded:
+        return recorded
+    try:
+        return dataset_info.describe_settings({**vars(config), "data_dir": data_dir or config.data_dir})
+    except ValueError as error:  # an image_folder.FolderError
+        raise TrainedRunError(f"{run_dir}: its config.json records no image shape and classes of its folder, and "
+                              f"the folder cannot tell them ({error})") from None
+
+
+def class_names(info):
+    """The names of the classes of the dataset ``info`` describes, by label: its own, else the labels as text."""
     return tuple(info.class_names or map(str, range(info.num_classes)))

@@ -53,7 +53,7 @@ def train(config, dataset=None, strategy=None, flagfile=None):
         if run_dir.chief:
             run_dir.check(config)
         config.check_on_disk()
-        dataset = dataset or data_lib.load(config.dataset, config.data_dir, config.allow_download)
+        dataset = dataset or data_lib.load_for(config)
         data = data_lib.fingerprint(dataset)
         run_dir.check_data(config, data)
         distribute.check_workers_agree(strategy, config, data)  # before the first collective of the run
