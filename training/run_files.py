@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 
 from training.errors import RunError
@@ -109,14 +110,32 @@ def new_file_mode():
 
 def cannot_write(path, error):
     """The one line of a failed write of ``path``: why, what to do, and that nothing was lost."""
-    folder = os.path.dirname(path) or "."
-    remedy = {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space within your disk quota",
-              errno.EROFS: f"{folder} is on a read-only filesystem: remount it writable or copy the run elsewhere",
-              errno.EACCES: f"make {folder} writable for this user", errno.EPERM: f"make {folder} writable for "
-              f"this user"}.get(error.errno, "fix the cause")
     kept = f"the previous {os.path.basename(path)} is unchanged" if os.path.exists(path) else "nothing was written"
-    return (f"cannot write {path} ({error.strerror or error}): {remedy}, then run the same command again to resume "
-            f"from the last checkpoint; {kept}")
+    return (f"cannot write {path} ({error.strerror or error}): {remedy(os.path.dirname(path) or '.', error)}, then "
+            f"run the same command again to resume from the last checkpoint; {kept}")
+
+
+def remedy(folder, error):
+    """What to do about ``error`` (an ``OSError``) writing into ``folder``."""
+    return {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space within your disk quota",
+            errno.EROFS: f"{folder} is on a read-only filesystem: remount it writable or copy the run elsewhere",
+            errno.EACCES: f"make {folder} writable for this user", errno.EPERM: f"make {folder} writable for "
+            f"this user"}.get(error.errno, "fix the cause")
+
+
+# The failed writes that are the disk's or the folder's doing, not the program's: TensorFlow's file system reports
+# them as ``<path>; <the operating system's words>`` (``.../ckpt-60_temp/part-...; No space left on device``).
+DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+
+
+def disk_fault(message):
+    """The ``OSError`` (errno, words, path) that a TensorFlow error ``message`` reports, or None when it reports no
+    failed write of a file (an out-of-memory error is also TensorFlow's ``ResourceExhaustedError``)."""
+    for number in DISK_FAULTS:
+        match = re.search(rf"(\S+); {re.escape(os.strerror(number))}", message)
+        if match:
+            return OSError(number, os.strerror(number), match[1])
+    return None
 
 
 def refuse_symlinks(folder, names=RUN_FILES):
