@@ -37,11 +37,12 @@ from absl import logging
 
 from experiments import activation_max, visuals
 from models import architecture
-from training import trained_run
+from training import run_files, trained_run
 from training.errors import OneLineError
 from training.parts import build_run_network
 from training.trained_run import INSPECT, TrainedRun
 
+PICTURE_LINK_REMEDY = "a picture is never written through a link: remove the link"
 BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
 
 
@@ -212,7 +213,9 @@ def write_pictures(folder, pictures, step, texts=None):
     with writer.as_default(step=step):
         for (kind, layer), image in pictures.items():
             path = os.path.join(folder, f"{kind}_{layer}.png")
-            tf.io.write_file(path, visuals.png_bytes(image, (texts or {}).get((kind, layer))))
+            # Never through a link planted at the name, and whole or not at all (run_files.write_atomically).
+            run_files.write_atomically(path, visuals.png_bytes(image, (texts or {}).get((kind, layer))),
+                                       PICTURE_LINK_REMEDY)
             tf.summary.image(f"{kind}/{layer}", image[np.newaxis])
             paths.append(path)
     writer.close()
@@ -232,6 +235,5 @@ def write_confusion_picture(run_dir, evaluation):
     path = os.path.join(folder, f"confusion_{evaluation.split}.png")
     text = {**visuals.class_text(evaluation.class_names), "split": evaluation.split,
             "counts": json.dumps(np.asarray(evaluation.matrix).tolist())}
-    with open(path, "wb") as file:
-        file.write(visuals.png_bytes(picture, text))
+    run_files.write_atomically(path, visuals.png_bytes(picture, text), PICTURE_LINK_REMEDY)
     return path

@@ -4,7 +4,6 @@ by side, as ``experiments.seeds --jobs`` and ``experiments.sweep --jobs`` use), 
 checked reading of the JSON files those commands keep and read."""
 
 import contextlib
-import json
 import numbers
 import os
 import signal
@@ -55,8 +54,7 @@ def read_json_object(path, what):
     """The JSON object in ``path``, which holds ``what``; a file that cannot be read, is not JSON or holds
     something else than an object raises ``StateFileError`` naming it."""
     try:
-        with open(path) as file:
-            value = json.load(file)
+        value = run_files.read_json(path)
     except OSError as error:
         raise StateFileError(f"{path}: cannot be read ({error.strerror})") from None
     except ValueError as error:

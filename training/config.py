@@ -197,7 +197,9 @@ class TrainConfig:
 
     # Where the run lives.
     logdir: str = _field("", "Run directory for TensorBoard logs, checkpoints, flags and results.json; empty: "
-                         "runs/<dataset>-<arch>-<impl>-<loop>.", resume=FREE)
+                         "runs/<dataset>-<arch>-<impl>-<loop>.", resume=FREE,
+                         check=(str.isprintable, "must not hold control characters (a newline, a tab): flags.txt, "
+                                "which reruns the run, holds one flag a line"))
     resume: bool = _field(True, "Continue from the last checkpoint in --logdir; --noresume refuses a --logdir that "
                           "already holds a run.", resume=FREE)
     allow_config_change: bool = _field(False, "Resume a run although a setting that changes what it computes "

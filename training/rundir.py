@@ -330,29 +330,25 @@ class RunDir:
             return {part: tf.summary.create_noop_writer() for part in ("train", "eval")}
         return {part: tf.summary.create_file_writer(self.file(part)) for part in ("train", "eval")}
 
-    @contextlib.contextmanager
     def tensorflow_writes(self):
-        """Turns a write that TensorFlow's own code fails (a checkpoint's files, the ``checkpoint`` state file, a
-        TensorBoard events file) for want of room or permission into one ``RunFileError`` naming the folder, what
-        to do, and where the same command will resume. Nothing is lost: a failed save leaves the checkpoints
-        before it as they were (TensorFlow writes under temporary names, which the next start removes), and
-        the steps since the last one are trained again to the same weights."""
-        try:
-            yield
-        except tf.errors.OpError as error:
-            fault = run_files.disk_fault(error.message)
-            if fault is None:
-                raise
-            folder = self._top_folder(fault.filename)
-            newest = checkpoint_prefixes(os.path.join(self.own_dir, CHECKPOINTS))
-            then = (f" to resume from its last checkpoint, {newest[0]}, which is kept" if newest else
-                    "; no checkpoint had been saved, so it starts from step 0")
-            raise RunFileError(f"cannot write {folder} ({fault.strerror}): {run_files.remedy(folder, fault)}, "
-                               f"then run the same command again{then}") from None
+        """A context in which a write that TensorFlow's own code fails (a checkpoint's files, the ``checkpoint``
+        state file, a TensorBoard events file) for want of room or permission stops with one ``RunFileError``
+        naming the folder, what to do, and where the same command will resume. Nothing is lost: a failed save
+        leaves the checkpoints before it as they were (TensorFlow writes under temporary names, which the next
+        start removes), and the steps since the last one are trained again to the same weights."""
+        return run_files.failed_writes_stop(self._top_folder, self._resumes_from)
+
+    def _resumes_from(self):
+        newest = checkpoint_prefixes(os.path.join(self.own_dir, CHECKPOINTS))
+        if newest:
+            return f"run the same command again to resume from its last checkpoint, {newest[0]}, which is kept"
+        return "run the same command again; no checkpoint had been saved, so it starts from step 0"
 
     def _top_folder(self, path):
         """The run's own entry (``<run>/checkpoints``, ``<run>/train``, or the run folder itself) that ``path`` is
         written in; the file's folder when it lies outside the run."""
+        if path is None:
+            return self.own_dir
         relative = os.path.relpath(path, self.own_dir)
         if relative.startswith(os.pardir):
             return os.path.dirname(path)
@@ -383,8 +379,7 @@ class RunDir:
         if not os.path.exists(path):
             return {}
         try:
-            with open(path) as file:
-                return json.load(file)
+            return run_files.read_json(path)
         except (OSError, ValueError):
             logging.warning("%s is unreadable; the time before this start is not counted", path)
             return {}
