@@ -412,6 +412,34 @@ def test_only_a_failed_write_is_taken_for_the_disks_fault():
     assert run_files.disk_fault("OOM when allocating tensor with shape[1024,3,32,32]") is None
 
 
+# Run files that are no files. Before: a named pipe at results.json, clock.json, preprocessing.json or
+# export/export.json blocked whatever read it, silently and for as long as nobody wrote into it, and a link to
+# /dev/zero was read until the memory ran out (found with a named pipe as the numerics cache: killed after 70 s).
+@pytest.mark.parametrize("kind, why", [
+    ("named_pipe", "a named pipe, not a regular file"), ("dev_zero", "a character device, not a regular file"),
+    ("directory", "a directory, not a regular file"),
+    ("huge", f"{run_files.MAX_JSON_BYTES + 1:,} bytes, more than the {run_files.MAX_JSON_BYTES:,} of any JSON file "
+             f"this code writes")])
+def test_a_json_file_that_is_no_small_file_is_refused_without_reading_it(tmp_path, kind, why):
+    path = tmp_path / "results.json"
+    {"named_pipe": lambda: os.mkfifo(path), "dev_zero": lambda: path.symlink_to("/dev/zero"), "directory": path.mkdir,
+     "huge": lambda: os.truncate(path.write_text("{") and path, run_files.MAX_JSON_BYTES + 1)}[kind]()
+    with pytest.raises(OSError) as error:
+        run_files.read_json(path)
+    assert error.value.strerror == why
+
+
+def test_a_finished_run_whose_results_json_is_a_named_pipe_is_finished_again(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path, train_steps=BASE_STEPS)
+    (logdir / "results.json").unlink()
+    os.mkfifo(logdir / "results.json")
+    (logdir / "clock.json").unlink()
+    os.mkfifo(logdir / "clock.json")
+    result = train(config, dataset=tiny_mnist)  # before: blocked for ever reading results.json
+    assert result.results["train_steps"] == BASE_STEPS
+    assert json.loads((logdir / "results.json").read_text()) == result.results
+
+
 # 6. The data a run trained on; a run without config.json ----------------------------------------------------------
 
 def _saved(logdir):

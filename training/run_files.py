@@ -87,7 +87,7 @@ def read_json(path):
     The file is opened without blocking (a named pipe swapped in after a check) and checked on the descriptor.
     """
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(descriptor, "rb") as file:
+    try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
             kind = next((kind for is_kind, kind in _KINDS if is_kind(status.st_mode)), "a special file")
@@ -95,6 +95,11 @@ def read_json(path):
         if status.st_size > MAX_JSON_BYTES:
             raise OSError(errno.EFBIG, f"{status.st_size:,} bytes, more than the {MAX_JSON_BYTES:,} of any JSON "
                                        f"file this code writes", path)
+        file = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with file:
         return json.loads(file.read(MAX_JSON_BYTES + 1))
 
 
