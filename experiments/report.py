@@ -37,13 +37,7 @@ def machine_record(repo_dir=REPO_DIR):
 def write_report(path, text):
     """Writes ``text`` to ``path`` whole or not at all (``run_files.write_atomically``), making its folder: a
     report rewritten after every run is never seen half-written."""
-    folder = os.path.dirname(path) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:  # a missing folder under a read-only or full one: the one that refused is named
-        parent = os.path.dirname(error.filename) if isinstance(error.filename, str) else folder
-        raise run_files.RunFileError(f"cannot make {folder} for {path} ({error.strerror}): "
-                                     f"{run_files.remedy(parent or '.', error)}, or pass another --out") from None
+    run_files.make_folder(os.path.dirname(path) or ".", "pass another --out")
     run_files.write_atomically(path, text, "a table is never written through a link: remove the link, or pass "
                                "another --out")
 

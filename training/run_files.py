@@ -134,6 +134,17 @@ def write_atomically(path, text, link_remedy=RUN_LINK_REMEDY):
         raise RunFileError(cannot_write(path, error)) from None
 
 
+def make_folder(folder, otherwise):
+    """Makes ``folder`` (and its parents) if need be; one ``RunFileError`` when it cannot be made (a file in the
+    way, a read-only or full parent: the folder that refused is named), saying what to do or ``otherwise``."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        refused = os.path.dirname(error.filename) if isinstance(error.filename, str) else folder
+        raise RunFileError(f"cannot make {folder} ({error.strerror}): {remedy(refused or '.', error)}, or "
+                           f"{otherwise}") from None
+
+
 def new_file_mode():
     """The mode ``open(path, "w")`` gives a new file: 0o666 less the process's umask."""
     with contextlib.suppress(OSError, StopIteration, ValueError):  # Linux shows the umask without changing it
