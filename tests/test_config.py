@@ -30,7 +30,9 @@ REFUSED = {
     "checkpoint_every_zero": (dict(checkpoint_every=0), "setting checkpoint_every=0: --checkpoint_every must be a "
                                                         "positive integer, at most 2147483647"),
     "no_cpu_devices": (dict(num_cpu_devices=0), "setting num_cpu_devices=0: --num_cpu_devices must be a positive "
-                                                "integer, at most 256"),
+                                                "integer, at most 16"),
+    "too_many_cpu_devices": (dict(num_cpu_devices=256), "setting num_cpu_devices=256: --num_cpu_devices must be a "
+                                                        "positive integer, at most 16"),
     "unknown_tta": (dict(test_time_augmentation="bogus"), "setting test_time_augmentation='bogus': "
                                                           "--test_time_augmentation must be one of none, flip, "
                                                           "flip_translate"),
