@@ -208,17 +208,19 @@ def write_pictures(folder, pictures, step, texts=None):
     os.makedirs(folder, exist_ok=True)
     for earlier in tf.io.gfile.glob(os.path.join(folder, "events.out.tfevents.*")):
         os.remove(earlier)  # TensorBoard shows one image per tag and step; keep only this inspection's
-    writer = tf.summary.create_file_writer(folder)
     paths = []
-    with writer.as_default(step=step):
-        for (kind, layer), image in pictures.items():
-            path = os.path.join(folder, f"{kind}_{layer}.png")
-            # Never through a link planted at the name, and whole or not at all (run_files.write_atomically).
-            run_files.write_atomically(path, visuals.png_bytes(image, (texts or {}).get((kind, layer))),
-                                       PICTURE_LINK_REMEDY)
-            tf.summary.image(f"{kind}/{layer}", image[np.newaxis])
-            paths.append(path)
-    writer.close()
+    # A full disk under the summary writer stops in one line, as under the PNGs (run_files.write_atomically).
+    with run_files.failed_writes_stop(lambda path: folder, lambda: "run the same command again"):
+        writer = tf.summary.create_file_writer(folder)
+        with writer.as_default(step=step):
+            for (kind, layer), image in pictures.items():
+                path = os.path.join(folder, f"{kind}_{layer}.png")
+                # Never through a link planted at the name, and whole or not at all.
+                run_files.write_atomically(path, visuals.png_bytes(image, (texts or {}).get((kind, layer))),
+                                           PICTURE_LINK_REMEDY)
+                tf.summary.image(f"{kind}/{layer}", image[np.newaxis])
+                paths.append(path)
+        writer.close()
     return paths
 
 
