@@ -678,7 +678,9 @@ def test_no_picture_is_written_through_a_link_planted_in_inspect(runs, tmp_path)
     # Before: training.predict --dataset_split=test overwrote the link's target with its PNG.
     run_dir = tmp_path / "run"
     shutil.copytree(runs["keras"].run_dir, run_dir)
-    (run_dir / INSPECT).mkdir()
+    (run_dir / INSPECT).mkdir(exist_ok=True)  # another test may have drawn the run's confusion matrix
+    for name in ("confusion_test.png", "filters_conv1.png"):
+        (run_dir / INSPECT / name).unlink(missing_ok=True)
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     (run_dir / INSPECT / "confusion_test.png").symlink_to(victim)
