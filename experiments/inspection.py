@@ -37,11 +37,12 @@ from absl import logging
 
 from experiments import activation_max, visuals
 from models import architecture
-from training import trained_run
+from training import run_files, trained_run
 from training.errors import OneLineError
 from training.parts import build_run_network
 from training.trained_run import INSPECT, TrainedRun
 
+PICTURE_LINK_REMEDY = "a picture is never written through a link: remove the link"
 BATCH_SIZE = 500  # test images per forward pass: conv1 of mnist_cnn then holds 500*28*28*32 floats (50 MB)
 
 
@@ -207,15 +208,19 @@ def write_pictures(folder, pictures, step, texts=None):
     os.makedirs(folder, exist_ok=True)
     for earlier in tf.io.gfile.glob(os.path.join(folder, "events.out.tfevents.*")):
         os.remove(earlier)  # TensorBoard shows one image per tag and step; keep only this inspection's
-    writer = tf.summary.create_file_writer(folder)
     paths = []
-    with writer.as_default(step=step):
-        for (kind, layer), image in pictures.items():
-            path = os.path.join(folder, f"{kind}_{layer}.png")
-            tf.io.write_file(path, visuals.png_bytes(image, (texts or {}).get((kind, layer))))
-            tf.summary.image(f"{kind}/{layer}", image[np.newaxis])
-            paths.append(path)
-    writer.close()
+    # A full disk under the summary writer stops in one line, as under the PNGs (run_files.write_atomically).
+    with run_files.failed_writes_stop(lambda path: folder, lambda: "run the same command again"):
+        writer = tf.summary.create_file_writer(folder)
+        with writer.as_default(step=step):
+            for (kind, layer), image in pictures.items():
+                path = os.path.join(folder, f"{kind}_{layer}.png")
+                # Never through a link planted at the name, and whole or not at all.
+                run_files.write_atomically(path, visuals.png_bytes(image, (texts or {}).get((kind, layer))),
+                                           PICTURE_LINK_REMEDY)
+                tf.summary.image(f"{kind}/{layer}", image[np.newaxis])
+                paths.append(path)
+        writer.close()
     return paths
 
 
@@ -232,6 +237,5 @@ def write_confusion_picture(run_dir, evaluation):
     path = os.path.join(folder, f"confusion_{evaluation.split}.png")
     text = {**visuals.class_text(evaluation.class_names), "split": evaluation.split,
             "counts": json.dumps(np.asarray(evaluation.matrix).tolist())}
-    with open(path, "wb") as file:
-        file.write(visuals.png_bytes(picture, text))
+    run_files.write_atomically(path, visuals.png_bytes(picture, text), PICTURE_LINK_REMEDY)
     return path

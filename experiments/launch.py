@@ -4,7 +4,7 @@ by side, as ``experiments.seeds --jobs`` and ``experiments.sweep --jobs`` use), 
 checked reading of the JSON files those commands keep and read."""
 
 import contextlib
-import json
+import math
 import numbers
 import os
 import signal
@@ -55,8 +55,7 @@ def read_json_object(path, what):
     """The JSON object in ``path``, which holds ``what``; a file that cannot be read, is not JSON or holds
     something else than an object raises ``StateFileError`` naming it."""
     try:
-        with open(path) as file:
-            value = json.load(file)
+        value = run_files.read_json(path)
     except OSError as error:
         raise StateFileError(f"{path}: cannot be read ({error.strerror})") from None
     except ValueError as error:
@@ -67,20 +66,26 @@ def read_json_object(path, what):
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A finite number: JSON's NaN and Infinity (which Python writes and reads) would make a table's mean and
+    interval NaN, or stop statistics.stdev with a traceback."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_fraction(value):
+    return _is_number(value) and 0 <= value <= 1
 
 
 # The results.json fields the experiment tables read, and what each must be. None is allowed where a run may
 # have no value: no validation set, or a target never reached.
 RESULT_FIELDS = {
-    "test_accuracy": (_is_number, "a number"), "test_loss": (_is_number, "a number"),
+    "test_accuracy": (_is_fraction, "a number in [0, 1]"), "test_loss": (_is_number, "a finite number"),
     "train_steps": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "train_seconds": (_is_number, "a number"), "wall_seconds": (_is_number, "a number"),
-    "images_per_second": (_is_number, "a number"),
+    "train_seconds": (_is_number, "a finite number"), "wall_seconds": (_is_number, "a finite number"),
+    "images_per_second": (_is_number, "a finite number"),
     "params": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "validation_accuracy": (lambda v: v is None or _is_number(v), "a number or null"),
-    "seconds_to_target": (lambda v: v is None or _is_number(v), "a number or null"),
-    "images_to_target": (lambda v: v is None or _is_number(v), "a number or null"),
+    "validation_accuracy": (lambda v: v is None or _is_fraction(v), "a number in [0, 1] or null"),
+    "seconds_to_target": (lambda v: v is None or _is_number(v), "a finite number or null"),
+    "images_to_target": (lambda v: v is None or _is_number(v), "a finite number or null"),
 }
 
 

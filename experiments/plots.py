@@ -21,6 +21,7 @@ absl_flags.DEFINE_string("out", "docs/images", "Folder to write the PNGs into (m
 absl_flags.DEFINE_string("runs_dir", os.path.join(REPO_DIR, "sweeps", "runs"),
                          "Folder holding sweeps/<grid>/<dataset>/<label>-seed<k> run directories.")
 cli.check_directory("runs_dir", required=True)
+cli.check("out", lambda v: not os.path.exists(v) or os.path.isdir(v), "must name a folder, not a file")
 FLAGS = absl_flags.FLAGS
 
 

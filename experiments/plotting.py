@@ -7,12 +7,14 @@ imported only when a plot is drawn: nothing else in the project needs it.
 """
 
 import dataclasses
+import io
 import math
 import os
 import re
 
 from experiments import committed, stats
 from models import analysis
+from training import run_files
 from training.dataset_info import describe
 from training.errors import OneLineError
 
@@ -108,10 +110,14 @@ def _save(pyplot, figure, out_dir, name, legend_rows=1, sort_legend=False):
     figure.legend(unique.values(), unique.keys(), loc="lower center", fontsize=9,
                   ncol=math.ceil(len(unique) / legend_rows))
     figure.tight_layout(rect=(0, 0.05 * legend_rows + 0.02, 1, 1))
-    os.makedirs(out_dir, exist_ok=True)
+    run_files.make_folder(out_dir, "pass another --out")
     path = os.path.join(out_dir, name)
-    figure.savefig(path, dpi=DPI)
+    picture = io.BytesIO()
+    figure.savefig(picture, dpi=DPI, format="png")
     pyplot.close(figure)
+    # Whole or not at all, and never through a link planted at the name (savefig followed one).
+    run_files.write_atomically(path, picture.getvalue(), "a plot is never written through a link: remove the "
+                               "link, or pass another --out")
     return path
 
 

@@ -37,8 +37,9 @@ def machine_record(repo_dir=REPO_DIR):
 def write_report(path, text):
     """Writes ``text`` to ``path`` whole or not at all (``run_files.write_atomically``), making its folder: a
     report rewritten after every run is never seen half-written."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    run_files.write_atomically(path, text)
+    run_files.make_folder(os.path.dirname(path) or ".", "pass another --out")
+    run_files.write_atomically(path, text, "a table is never written through a link: remove the link, or pass "
+                               "another --out")
 
 
 class TableError(OneLineError, RuntimeError):

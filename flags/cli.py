@@ -16,13 +16,19 @@ def parse_or_exit(argv):
     try:
         return absl_flags.FLAGS(argv)
     except absl_flags.Error as error:
-        print(f"{os.path.basename(argv[0])}: error: {error}", file=sys.stderr)
+        print(f"{os.path.basename(argv[0])}: error: {printable(str(error))}", file=sys.stderr)
         sys.exit(2)
     except UnicodeDecodeError as error:  # absl reads a --flagfile as UTF-8 text
         flagfiles = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--flagfile=")]
         print(f"{os.path.basename(argv[0])}: error: --flagfile {', '.join(flagfiles) or ''} is not a text file "
               f"of flags (byte {error.start} is not UTF-8)", file=sys.stderr)
         sys.exit(2)
+
+
+def printable(text):
+    """``text`` with each control character as Python writes it in a string (``\\n``): a value that holds a
+    newline keeps its error on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # Exit status of a command stopped by SIGINT or SIGTERM: 128 + SIGINT's number, as a shell reports Ctrl-C.
@@ -96,7 +102,10 @@ def define_table_flags(default, refused, unit):
     absl_flags.DEFINE_bool("overwrite_table", False, "Replace --out whatever table it holds, and at once, even by a "
                            f"table of fewer finished {unit} (otherwise that one goes to <out>.incomplete.md until it "
                            "has caught up).")
-    check("out", lambda v: not v.endswith(os.sep), "must name a file, not a directory")
+    check("out", lambda v: not v.endswith(os.sep) and not os.path.isdir(v), "must name a file, not a directory")
+    # Checked here, before the runs, as well as where the table is written (run_files.write_atomically).
+    check("out", lambda v: not os.path.islink(v), "is a symbolic link; a table is never written through one: "
+          "remove the link, or pass another --out")
 
 
 # Bytes a float32 weight costs while training: the weight, its gradient and two Adam moments.

@@ -22,6 +22,8 @@ import time
 from absl import flags as absl_flags
 from absl import logging as absl_logging
 
+from training.run_files import DISK_FAULTS
+
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # An absl C++ log line's prefix: severity and date, time, thread id, then "file.cc:line] ".
@@ -71,6 +73,21 @@ HARMLESS = (
      None),
 )
 
+# The operating system's words for a write that failed for want of room or permission (run_files.DISK_FAULTS).
+_DISK_WORDS = b"(?:" + b"|".join(re.escape(os.strerror(number).encode()) for number in DISK_FAULTS) + b")"
+# What TensorFlow's C++ code logs when one of its writes fails so (a checkpoint's files, an events file): the
+# error the job then stops with says it again, in one line naming the folder and what to do
+# (RunDir.tensorflow_writes), so these lines are dropped as repeats. With --verbosity=1 they show.
+REPEATED_BY_THE_ERROR = (
+    ("failed_write", re.compile(_CPP + rb"op_kernel\.cc:\d+\] OP_REQUIRES failed at \S+ : [A-Z_]+: \S+; "
+                                + _DISK_WORDS), None),
+    ("rendezvous_aborts", re.compile(_CPP + rb"local_rendezvous\.cc:\d+\] Local rendezvous is aborting with "
+                                     rb"status: [A-Z_]+: \S+; " + _DISK_WORDS), "failed_write"),
+    # The second and third lines of each of those two for an events file.
+    ("events_not_flushed", re.compile(rb"\tFailed to flush \d+ events to \S+"), "failed_write"),
+    ("events_file_not_flushed", re.compile(rb"\tCould not flush events file\."), "failed_write"),
+)
+
 # A partial line (a prompt, a progress bar without its newline) is passed on after waiting this long for the rest.
 PARTIAL_LINE_SECONDS = 0.5
 # At exit, how long the job waits for the filter to pass on what is left in the pipe.
@@ -78,10 +95,10 @@ DRAIN_SECONDS = 5.0
 
 
 def quiet(argv):
-    """Unless ``argv`` sets absl's ``--verbosity`` to 1 or more: drops the ``HARMLESS`` lines from descriptor 2,
-    information logged through absl by code outside this project (TensorFlow's "Sharding callback duration"
-    at every checkpoint, Keras' "Downloading data from ..."), and prefixes each line with its time only
-    (``ShortFormatter``). Call it before TensorFlow is imported."""
+    """Unless ``argv`` sets absl's ``--verbosity`` to 1 or more: drops the ``HARMLESS`` and
+    ``REPEATED_BY_THE_ERROR`` lines from descriptor 2, information logged through absl by code outside this
+    project (TensorFlow's "Sharding callback duration" at every checkpoint, Keras' "Downloading data from ..."),
+    and prefixes each line with its time only (``ShortFormatter``). Call it before TensorFlow is imported."""
     if requested_verbosity(argv) >= 1:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # the C++ INFO lines that do honour it (oneDNN notices)
@@ -125,7 +142,7 @@ def only_ours_below_warning(record):
 class LineFilter:
     """``keep(line)`` says whether a line (bytes, without its newline) reaches the console."""
 
-    def __init__(self, harmless=HARMLESS):
+    def __init__(self, harmless=HARMLESS + REPEATED_BY_THE_ERROR):
         self.harmless, self.seen = harmless, set()
 
     def keep(self, line):

@@ -30,7 +30,9 @@ REFUSED = {
     "checkpoint_every_zero": (dict(checkpoint_every=0), "setting checkpoint_every=0: --checkpoint_every must be a "
                                                         "positive integer, at most 2147483647"),
     "no_cpu_devices": (dict(num_cpu_devices=0), "setting num_cpu_devices=0: --num_cpu_devices must be a positive "
-                                                "integer, at most 256"),
+                                                "integer, at most 16"),
+    "too_many_cpu_devices": (dict(num_cpu_devices=256), "setting num_cpu_devices=256: --num_cpu_devices must be a "
+                                                        "positive integer, at most 16"),
     "unknown_tta": (dict(test_time_augmentation="bogus"), "setting test_time_augmentation='bogus': "
                                                           "--test_time_augmentation must be one of none, flip, "
                                                           "flip_translate"),
@@ -59,6 +61,10 @@ REFUSED = {
         "whitening_bias_epochs=0.0, max_seconds_per_loop=10.0: --test_time_augmentation, --bn_bias_lr_scale, "
         "--lookahead_every, --whitening_bias_epochs and --max_seconds_per_loop act in the custom loop only; use "
         "--loop=custom"),
+    # A newline cut the rerun from flags.txt in two: "unexpected arguments x".
+    "logdir_with_newline": (dict(logdir="runs/a\nx"), "setting logdir='runs/a\\nx': --logdir must not hold control "
+                                                      "characters (a newline, a tab): flags.txt, which reruns the run, "
+                                                      "holds one flag a line"),
     "no_bias_to_freeze": (dict(arch="w2g-B8-gmp", dataset="cifar10", whitening_bias_epochs=3),
                           "settings arch='w2g-B8-gmp', whitening_bias_epochs=3.0: --whitening_bias_epochs freezes "
                           "the bias of a whitening layer, which --arch does not have; start it with w{size}t "

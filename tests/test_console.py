@@ -73,6 +73,24 @@ def test_a_failed_cuinit_gets_through_where_a_cuda_driver_was_found():
     assert kept([REBUILD]) == [REBUILD]  # only as the second line of the CPU-features notice
 
 
+# What TensorFlow logs as a summary flush fails on a full disk (an 8 KiB tmpfs mounted on a run's train/), before
+# the job's own line says the same.
+EVENTS = "/tmp/r/train/events.out.tfevents.1796666199.vm.27030.0.v2"
+FAILED_FLUSH = [f"W0000 00:00:1796666200.924601   27030 op_kernel.cc:1858] OP_REQUIRES failed at "
+                f"summary_kernels.cc:114 : RESOURCE_EXHAUSTED: {EVENTS}; No space left on device",
+                f"\tFailed to flush 1 events to {EVENTS}", "\tCould not flush events file.",
+                f"W0000 00:00:1796666200.924806   27030 local_rendezvous.cc:412] Local rendezvous is aborting with "
+                f"status: RESOURCE_EXHAUSTED: {EVENTS}; No space left on device"]
+
+
+def test_tensorflows_lines_about_a_full_disk_are_left_to_the_jobs_one_line():
+    ours = "train: error: cannot write /tmp/r/train (No space left on device): free space on its disk, ..."
+    assert kept([*FAILED_FLUSH, ours]) == [ours]
+    # Another failure of the same op is the user's to read.
+    out_of_memory = FAILED_FLUSH[0].replace(f"{EVENTS}; No space left on device", "OOM when allocating tensor")
+    assert kept([out_of_memory, FAILED_FLUSH[1]]) == [out_of_memory, FAILED_FLUSH[1]]
+
+
 def test_forward_keeps_partial_lines_and_bytes_unchanged():
     source_read, source_write = os.pipe()
     sink_read, sink_write = os.pipe()

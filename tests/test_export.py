@@ -10,9 +10,11 @@ run), never with a SavedModel unless asked.
 """
 
 import dataclasses
+import errno
 import io
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -637,3 +639,65 @@ def test_a_damaged_results_json_is_passed_over(runs, tmp_path):
     assert TrainedRun.open(str(run_dir)).standardization.std.shape == (1,)
     evaluation = predicting.evaluate_split(str(run_dir), "test")
     assert evaluation.recorded is None and evaluation.total == 256
+
+
+def _files(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(pathlib.Path(folder).rglob("*"))
+            if p.is_file()}
+
+
+def test_a_full_disk_during_an_export_stops_in_one_line_and_keeps_the_previous_export(runs, tmp_path,
+                                                                                      monkeypatch):
+    # Seen on a tmpfs with 150 KiB free: the SavedModel fitted and replaced the previous one, then model.keras
+    # failed with a traceback (OSError), leaving a new SavedModel beside the old export.json; with 40 KiB free,
+    # TensorFlow's SaveV2 failed with a traceback (ResourceExhaustedError). The writes fail so here.
+    from tensorflow.python.ops import io_ops
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    before = _files(run_dir / EXPORT)
+    no_space = os.strerror(errno.ENOSPC)
+    expected = (f"cannot write {run_dir / EXPORT} ({no_space}): free space on its disk, then export again; the "
+                f"previous export in {run_dir / EXPORT} is unchanged")
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "save", lambda self, path: _raise(OSError(errno.ENOSPC, no_space)))
+        with pytest.raises(run_files.RunFileError, match=f"^{re.escape(expected)}$"):
+            exporting.export_run(str(run_dir))
+    real_save = io_ops.save_v2
+
+    def save_v2(prefix, *args):  # the variables' eager save fails; the save op traced into the graph is kept
+        if not tf.executing_eagerly():
+            return real_save(prefix, *args)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix.numpy().decode()}.tempstate1; {no_space}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(io_ops, "save_v2", save_v2)
+        with pytest.raises(run_files.RunFileError, match=f"^{re.escape(expected)}$"):
+            exporting.export_run(str(run_dir))
+    assert _files(run_dir / EXPORT) == before and os.listdir(run_dir / EXPORT) == os.listdir(
+        runs["keras"].run_dir + "/export")  # no temporary folder left
+
+
+def _raise(error):
+    raise error
+
+
+def test_no_picture_is_written_through_a_link_planted_in_inspect(runs, tmp_path):
+    # Before: training.predict --dataset_split=test overwrote the link's target with its PNG.
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["keras"].run_dir, run_dir)
+    (run_dir / INSPECT).mkdir(exist_ok=True)  # another test may have drawn the run's confusion matrix
+    for name in ("confusion_test.png", "filters_conv1.png"):
+        (run_dir / INSPECT / name).unlink(missing_ok=True)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (run_dir / INSPECT / "confusion_test.png").symlink_to(victim)
+    (run_dir / INSPECT / "filters_conv1.png").symlink_to(victim)
+    evaluation = predicting.Evaluation("test", 1, 2, "tiny", None, matrix=np.eye(10, dtype=np.int64),
+                                       class_names=tuple("0123456789"))
+    refused = "is a symbolic link (to {}); a picture is never written through a link: remove the link"
+    with pytest.raises(run_files.RunFileError, match=re.escape(refused.format(victim))):
+        inspection.write_confusion_picture(str(run_dir), evaluation)
+    with pytest.raises(run_files.RunFileError, match=re.escape(refused.format(victim))):
+        inspection.write_pictures(str(run_dir / INSPECT), {("filters", "conv1"): np.zeros((4, 4, 1), np.uint8)}, 20)
+    assert victim.read_text() == "precious\n"

@@ -63,6 +63,9 @@ FAILURES = {
                                     "train.py: error: flags arch=w2g-B8-gmp, whitening_bias_epochs=3.0: "
                                     "--whitening_bias_epochs freezes the bias of a whitening layer, which --arch "
                                     "does not have; start it with w{{size}}t (e.g. w2tg)"),
+    "logdir_with_newline": (["--logdir={root}/a\nx"], USAGE_ERROR,
+                            "train.py: error: flag --logdir={root}/a\\nx: --logdir must not hold control characters "
+                            "(a newline, a tab): flags.txt, which reruns the run, holds one flag a line"),
     "data_dir_missing": (["--data_dir=/nonexistent"], USAGE_ERROR,
                          "train.py: error: flag --data_dir=/nonexistent: --data_dir must be an existing directory"),
 }
@@ -83,6 +86,7 @@ _PARSE_EACH = """
 import json, sys
 from absl import flags
 import training.train  # defines the training flags and their validators
+from flags import cli
 results = {}
 for name, args in json.loads(sys.argv[1]).items():
     flags.FLAGS.unparse_flags()
@@ -90,7 +94,7 @@ for name, args in json.loads(sys.argv[1]).items():
         flags.FLAGS(["train.py", *args])
         results[name] = None
     except flags.Error as error:
-        results[name] = f"train.py: error: {error}"
+        results[name] = f"train.py: error: {cli.printable(str(error))}"  # as cli.parse_or_exit prints it
 print(json.dumps(results))
 """
 

@@ -98,13 +98,21 @@ def test_a_signal_taken_by_another_handler_is_still_noted():
     ("{not json", "not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
                   "it should hold a run's results: move it away"),
     ("[0.99, 0.98]", "holds a JSON list, not a run's results: move it away"),
-    ('{"test_accuracy": "99%", "train_steps": 5}', "test_accuracy is '99%', not a number; move it away, and the "
-                                                   "same command finishes the run again from its last checkpoint"),
+    ('{"test_accuracy": "99%", "train_steps": 5}', "test_accuracy is '99%', not a number in [0, 1]; move it away, "
+                                                   "and the same command finishes the run again from its last "
+                                                   "checkpoint"),
+    # Before: read as a number, then a traceback in statistics.stdev (experiments.recheck --tables, seeds tables).
+    ('{"test_accuracy": NaN, "train_steps": 5}', "test_accuracy is nan, not a number in [0, 1]; move it away, and "
+                                                 "the same command finishes the run again from its last checkpoint"),
+    ('{"test_accuracy": 0.99, "test_loss": Infinity, "train_steps": 5}',
+     "test_loss is inf, not a finite number; move it away, and the same command finishes the run again from its "
+     "last checkpoint"),
     ('{"test_accuracy": 0.99, "train_steps": true}', "train_steps is True, not an integer; move it away, and the "
                                                      "same command finishes the run again from its last checkpoint"),
     ('{"test_accuracy": 0.99}', "lacks train_steps; move it away, and the same command finishes the run again "
                                 "from its last checkpoint"),
-], ids=["not_json", "a_list", "a_string_accuracy", "a_bool_step_count", "a_missing_field"])
+], ids=["not_json", "a_list", "a_string_accuracy", "a_nan_accuracy", "an_infinite_loss", "a_bool_step_count",
+        "a_missing_field"])
 def test_a_damaged_results_json_is_one_line_naming_it(tmp_path, content, message):
     (tmp_path / "results.json").write_text(content)
     with pytest.raises(OneLineError, match=f"^{re.escape(str(tmp_path / 'results.json'))}: {re.escape(message)}$"):

@@ -5,6 +5,7 @@ a rate for each candidate, with no claim about which is faster."""
 import dataclasses
 import json
 import math
+import os
 
 import pytest
 import tensorflow as tf
@@ -87,6 +88,56 @@ def test_a_damaged_cache_is_probed_again_and_rewritten(tiny_config, tiny_mnist, 
     choice = numerics.choose(config, tiny_mnist, tf.distribute.get_strategy(), 20)
     assert (choice.source, choice.numerics) == ("measured", numerics.Numerics("mixed_bfloat16", False))
     assert len(json.loads(cache.read_text())) == 1
+
+
+def _cached_entry(config, dataset):
+    """(the cache file, this machine's key for ``config``'s step on ``dataset``) under the fake probe."""
+    options = numerics.candidates(config, True)
+    return (numerics.default_cache_dir() + "/" + numerics.CACHE_FILE,
+            numerics.cache_key(config, dataset, tf.distribute.get_strategy(), options))
+
+
+# Entries a hand or another program may leave under this machine's key. Before: a float64 or a "yes" stopped the
+# run as if the user had asked for it, and a rate that is no number or an entry that is no object was a traceback.
+FOREIGN_ENTRIES = {
+    "unknown_precision": dict(precision="float64", jit_compile=False, rates=FAST_BFLOAT16),
+    "not_a_candidate": dict(precision="mixed_float16", jit_compile=False, rates=FAST_BFLOAT16),
+    "jit_not_a_bool": dict(precision="float32", jit_compile="yes", rates=FAST_BFLOAT16),
+    "rate_not_a_number": dict(precision="float32", jit_compile=False, rates={**FAST_BFLOAT16, "float32": "fast"}),
+    "rate_not_finite": dict(precision="float32", jit_compile=False, rates={**FAST_BFLOAT16, "float32": math.inf}),
+    "not_the_fastest": dict(precision="float32", jit_compile=True, rates=FAST_BFLOAT16),
+    "not_an_object": "mixed_bfloat16",
+}
+
+
+@pytest.mark.parametrize("entry", FOREIGN_ENTRIES.values(), ids=FOREIGN_ENTRIES)
+def test_a_cache_entry_this_code_did_not_write_is_timed_again(tiny_config, tiny_mnist, fake_probe, tmp_path, entry):
+    config = tiny_config(tmp_path / "run", precision="auto")
+    path, key = _cached_entry(config, tiny_mnist)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / numerics.CACHE_FILE).write_text(json.dumps({key: entry}))
+    choice = numerics.choose(config, tiny_mnist, tf.distribute.get_strategy(), 20)
+    assert (choice.source, choice.numerics) == ("measured", numerics.Numerics("mixed_bfloat16", False))
+    with open(path) as file:
+        assert json.load(file)[key]["rates"] == FAST_BFLOAT16  # replaced by what was measured
+
+
+@pytest.mark.parametrize("kind", ["named_pipe", "link_to_dev_zero", "directory"])
+def test_a_cache_file_that_is_no_file_is_timed_again_without_blocking(tiny_config, tiny_mnist, fake_probe,
+                                                                       tmp_path, kind):
+    # Before: a named pipe blocked the run before its first line for as long as nobody wrote into it (killed
+    # after 70 s by hand), and /dev/zero was read until the memory ran out.
+    cache = tmp_path / "cache" / numerics.CACHE_FILE
+    cache.parent.mkdir()
+    {"named_pipe": lambda: os.mkfifo(cache), "link_to_dev_zero": lambda: cache.symlink_to("/dev/zero"),
+     "directory": cache.mkdir}[kind]()
+    choice = numerics.choose(tiny_config(tmp_path / "run", precision="auto"), tiny_mnist,
+                             tf.distribute.get_strategy(), 20)
+    assert choice.source == "measured"
+    if kind == "named_pipe":  # replaced by the cache it should have been
+        assert cache.is_file() and len(json.loads(cache.read_text())) == 1
+    else:  # a link is never written through, nor a directory replaced: the next run times again
+        assert os.path.islink(cache) or cache.is_dir()
 
 
 def test_candidates_follow_the_machine_and_jit_compile():

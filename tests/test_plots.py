@@ -10,6 +10,7 @@ from conftest import REPO_ROOT
 
 from experiments import committed, plotting
 from experiments.points import PointResult, RunRecord
+from training import run_files
 
 RUNS_DIR = os.path.join(REPO_ROOT, "sweeps", "runs")
 PLOTS = ("sweep_filter_size.png", "sweep_downsampling.png", "sweep_cnn_vs_mlp_params.png", "sweep_cnn_vs_mlp_macs.png",
@@ -100,3 +101,18 @@ def test_the_committed_plots_are_in_the_notebook_with_their_command():
         assert (REPO_ROOT / "docs" / "images" / name).is_file(), name
         assert re.search(rf"!\[[^\]]+\]\(docs/images/{re.escape(name)}\)", notebook), name
     assert "`python3 -m experiments.plots --out=docs/images`" in notebook
+
+
+def test_a_plot_is_never_written_through_a_link(tmp_path):
+    # Before: savefig wrote through a link planted at the plot's name. (An --out that is a file, or under a
+    # read-only folder, was a traceback from os.makedirs: now refused at parse time, or by run_files.make_folder
+    # as tests/test_seeds.py checks for a table.)
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed here (requirements-dev.txt pins it)")
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "sweep_optimizer.png").symlink_to(victim)
+    with pytest.raises(run_files.RunFileError, match="sweep_optimizer.png is a symbolic link .*; a plot is never "
+                                                     "written through a link: remove the link, or pass another --out"):
+        plotting.plot_optimizer(RUNS_DIR, str(tmp_path / "plots"))
+    assert victim.read_text() == "precious\n"

@@ -235,7 +235,7 @@ def test_a_finished_run_with_a_damaged_results_json_is_one_line_naming_it(tmp_pa
     results = tmp_path / "race" / "fast-seed0" / "results.json"
     results.write_text(json.dumps(dict(json.loads(results.read_text()), seconds_to_target="20 s")))
     with pytest.raises(launch.StateFileError, match=f"^{re.escape(str(results))}: seconds_to_target is '20 s', not "
-                                                    "a number or null;"):
+                                                    "a finite number or null;"):
         racing.race_and_report(flagfiles, 0.99, 1, str(tmp_path / "race"), str(tmp_path / "r.md"), "c",
                                launch=_fake_training([]))
 

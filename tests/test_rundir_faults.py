@@ -15,6 +15,7 @@ import tempfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from training import data as data_lib
 from training import run_files
@@ -326,6 +327,118 @@ def test_a_read_only_run_folder_stops_in_one_line_and_changes_nothing(finished_r
     finally:
         logdir.chmod(0o755)
     assert _files(logdir) == before
+
+
+# TensorFlow's own writes. Its file system reports a full disk as ``<path>; No space left on device`` in a
+# ResourceExhaustedError (seen on a 700 KiB tmpfs: the SaveV2 of a tiny run's third checkpoint; an 8 KiB one
+# mounted on train/: the FlushSummaryWriter of its first scalars). The ops are replaced by ones that fail so,
+# which works as root and without mounting anything.
+NO_SPACE = os.strerror(errno.ENOSPC)
+
+
+def _fail_checkpoint_save(monkeypatch, step):
+    """The SaveV2 of checkpoint ``step`` writes its temporary files, then fails as a full disk made it fail."""
+    from tensorflow.python.ops import io_ops
+    real_save = io_ops.save_v2
+
+    def save_v2(prefix, *args, **kwargs):
+        written = real_save(prefix, *args, **kwargs)
+        if f"ckpt-{step}_temp" in prefix.numpy().decode():
+            raise tf.errors.ResourceExhaustedError(None, None, f"{prefix.numpy().decode()}.data-00000-of-00001"
+                                                   f".tempstate123; {NO_SPACE}")
+        return written
+
+    monkeypatch.setattr(io_ops, "save_v2", save_v2)
+
+
+@pytest.mark.parametrize("fail_at", [30, 10], ids=["third_save", "first_save"])
+def test_a_full_disk_under_a_checkpoint_save_stops_in_one_line_and_loses_nothing(finished_run, tmp_path, tiny_mnist,
+                                                                                monkeypatch, fail_at):
+    # The finished run's own command in a new folder: checkpoints at 10 and 20, then the disk is full at 30.
+    config = dataclasses.replace(finished_run, logdir=str(tmp_path / "run"))
+    kept = (f" to resume from its last checkpoint, {tmp_path}/run/checkpoints/ckpt-20, which is kept" if fail_at == 30
+            else "; no checkpoint had been saved, so it starts from step 0")
+    with monkeypatch.context() as patch:
+        _fail_checkpoint_save(patch, fail_at)
+        with pytest.raises(RunError) as stopped:
+            train(config, dataset=tiny_mnist)  # before: a traceback ending in ResourceExhaustedError
+    # flags.cli.run prints it as ``train: error: <it>`` and exits 1 (a RunError, as every run file's fault).
+    assert str(stopped.value) == (f"cannot write {tmp_path}/run/checkpoints ({NO_SPACE}): free space on its disk, "
+                                  f"then run the same command again{kept}")
+    if fail_at == 10:  # a start that saved nothing leaves no run behind, so the disk gets its space back
+        assert not (tmp_path / "run").exists()
+        return
+    assert not (tmp_path / "run" / ".lock").exists() and not (tmp_path / "run" / "results.json").exists()
+    train(config, dataset=tiny_mnist)  # the disk has room again: the same command
+    assert not list((tmp_path / "run" / "checkpoints").glob("*_temp*"))  # the failed save's files are removed
+    # Every saved value (weights, optimizer slots, step) of the last checkpoint, bit for bit the straight run's.
+    resumed, straight = (tf.train.load_checkpoint(os.path.join(logdir, "checkpoints", f"ckpt-{BASE_STEPS}"))
+                         for logdir in (config.logdir, finished_run.logdir))
+    names = sorted(set(straight.get_variable_to_shape_map()) - {"_CHECKPOINTABLE_OBJECT_GRAPH"})
+    assert len(names) > 10 and names == sorted(set(resumed.get_variable_to_shape_map()) - {
+        "_CHECKPOINTABLE_OBJECT_GRAPH"})
+    for name in names:
+        np.testing.assert_array_equal(resumed.get_tensor(name), straight.get_tensor(name), err_msg=name)
+
+
+@pytest.mark.parametrize("loop", ["custom", "fit"])
+def test_a_full_disk_under_a_summary_write_stops_in_one_line_and_the_same_command_resumes(tmp_path, tiny_config,
+                                                                                        tiny_mnist, monkeypatch,
+                                                                                        loop):
+    from tensorflow.python.ops import gen_summary_ops
+    config = tiny_config(tmp_path, checkpoint_every=10, loop=loop)
+    events = tmp_path / "eval" / "events.out.tfevents.1796666199.host.1.0.v2"
+    real_flush = gen_summary_ops.flush_summary_writer
+
+    def flush_summary_writer(*args, **kwargs):
+        if (tmp_path / "checkpoints" / "ckpt-10.index").exists():  # the disk fills after the first checkpoint
+            raise tf.errors.ResourceExhaustedError(None, None, f"{events}; {NO_SPACE}\n\tFailed to flush 1 events "
+                                                   f"to {events}\n\tCould not flush events file.")
+        return real_flush(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gen_summary_ops, "flush_summary_writer", flush_summary_writer)
+        with pytest.raises(RunError, match=re.escape(
+                f"cannot write {tmp_path}/eval ({NO_SPACE}): free space on its disk, then run the same command "
+                f"again to resume from its last checkpoint, {tmp_path}/checkpoints/ckpt-10, which is kept")):
+            train(config, dataset=tiny_mnist)
+    if loop == "custom":  # the disk has room again: the same command finishes the run
+        assert train(config, dataset=tiny_mnist).results["train_steps"] == 20
+
+
+def test_only_a_failed_write_is_taken_for_the_disks_fault():
+    assert run_files.disk_fault(f"/r/train/events.out; {NO_SPACE}").args == (errno.ENOSPC, NO_SPACE)
+    assert run_files.disk_fault(f"/r/train/events.out; {NO_SPACE}").filename == "/r/train/events.out"
+    # Out of memory is a ResourceExhaustedError too, and no failed write.
+    assert run_files.disk_fault("OOM when allocating tensor with shape[1024,3,32,32]") is None
+
+
+# Run files that are no files. Before: a named pipe at results.json, clock.json, preprocessing.json or
+# export/export.json blocked whatever read it, silently and for as long as nobody wrote into it, and a link to
+# /dev/zero was read until the memory ran out (found with a named pipe as the numerics cache: killed after 70 s).
+@pytest.mark.parametrize("kind, why", [
+    ("named_pipe", "a named pipe, not a regular file"), ("dev_zero", "a character device, not a regular file"),
+    ("directory", "a directory, not a regular file"),
+    ("huge", f"{run_files.MAX_JSON_BYTES + 1:,} bytes, more than the {run_files.MAX_JSON_BYTES:,} of any JSON file "
+             f"this code writes")])
+def test_a_json_file_that_is_no_small_file_is_refused_without_reading_it(tmp_path, kind, why):
+    path = tmp_path / "results.json"
+    {"named_pipe": lambda: os.mkfifo(path), "dev_zero": lambda: path.symlink_to("/dev/zero"), "directory": path.mkdir,
+     "huge": lambda: os.truncate(path.write_text("{") and path, run_files.MAX_JSON_BYTES + 1)}[kind]()
+    with pytest.raises(OSError) as error:
+        run_files.read_json(path)
+    assert error.value.strerror == why
+
+
+def test_a_finished_run_whose_results_json_is_a_named_pipe_is_finished_again(finished_run, tmp_path, tiny_mnist):
+    config, logdir = _copy(finished_run, tmp_path, train_steps=BASE_STEPS)
+    (logdir / "results.json").unlink()
+    os.mkfifo(logdir / "results.json")
+    (logdir / "clock.json").unlink()
+    os.mkfifo(logdir / "clock.json")
+    result = train(config, dataset=tiny_mnist)  # before: blocked for ever reading results.json
+    assert result.results["train_steps"] == BASE_STEPS
+    assert json.loads((logdir / "results.json").read_text()) == result.results
 
 
 # 6. The data a run trained on; a run without config.json ----------------------------------------------------------

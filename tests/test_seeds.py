@@ -255,3 +255,27 @@ def test_a_table_paired_with_another_recipe_gives_each_seeds_difference_and_its_
     # = 12.706 x 0.05 = 0.64.
     assert ("This recipe minus other, test accuracy in points over 2 paired seeds: +0.25 [-0.39, +0.89] "
             "(paired, n=2; includes 0).") in " ".join(section)
+
+
+@pytest.mark.parametrize("kind", ["directory", "link"])
+def test_an_out_that_is_a_directory_or_a_link_is_refused_at_parse_time(tmp_path, recipe, kind):
+    # Before, with --overwrite_table: a directory got "cannot write ... (Is a directory): fix the cause, then
+    # run the same command again to resume from the last checkpoint", and a link "choose a new --logdir".
+    out = tmp_path / "out.md"
+    out.mkdir() if kind == "directory" else out.symlink_to(tmp_path / "victim.md")
+    process = subprocess.run([sys.executable, "-m", "experiments.seeds", f"--recipe={recipe}", f"--out={out}",
+                              "--overwrite_table", f"--logdir={tmp_path / 'runs'}"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    why = ("must name a file, not a directory" if kind == "directory" else
+           "is a symbolic link; a table is never written through one: remove the link, or pass another --out")
+    assert (process.returncode, process.stderr) == (2, f"seeds.py: error: flag --out={out}: --out {why}\n")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "victim.md").exists()
+
+
+def test_a_table_whose_folder_cannot_be_made_is_refused_in_one_line(tmp_path):
+    from experiments import report
+    (tmp_path / "notes.txt").write_text("a file where the table's folder would go\n")
+    out = tmp_path / "notes.txt" / "tables" / "t.md"
+    with pytest.raises(OneLineError, match=f"^cannot make {re.escape(str(out.parent))} "
+                                           r"\(Not a directory\): fix the cause, or pass another --out$"):
+        report.write_report(str(out), "| table |\n")  # before: a traceback (NotADirectoryError)

@@ -39,6 +39,9 @@ MAX_STEPS = 2**31 - 1  # step counters and schedules are int32/float32 inside Te
 MAX_SEED = 2**32 - 1  # keras.utils.set_random_seed and NumPy take seeds below 2**32
 VALIDATION_SPLIT_SEED = 0  # one held-out set for every run, so validation accuracies compare across runs
 AUTO_PRECISION = "auto"  # --precision chosen by timing the train step (training/numerics.py)
+# Logical CPU devices, each traced apart and all sharing the machine's cores: the first call of a tiny net took
+# 16 s with 4 of them, 53 s with 16, and over 11 minutes with 256 (2-core AMD EPYC), with no line meanwhile.
+MAX_CPU_DEVICES = 16
 MAX_BATCH = 2**20  # images per global batch; far beyond any dataset here, and far below int32 overflow
 MAX_IMAGE_SIDE = 4096  # pixels; a folder's images held in memory at a larger size would be a few at most
 
@@ -203,7 +206,7 @@ class TrainConfig:
                            "default on CPU; multi_worker reads TF_CONFIG.", choices=STRATEGIES,
                            resume=FREE)
     num_cpu_devices: int = _field(1, "Split the CPU into this many logical devices (mirrored training over CPU "
-                                  "replicas).", resume=FREE, check=_positive(256))
+                                  "replicas).", resume=FREE, check=_positive(MAX_CPU_DEVICES))
     startup_timeout: int = _field(STARTUP_TIMEOUT, "Multi-worker runs: seconds to wait at start-up for "
                                   "the other tasks of TF_CONFIG's cluster before stopping.", resume=FREE,
                                   check=_positive(7 * 24 * 3600))
@@ -222,7 +225,9 @@ class TrainConfig:
 
     # Where the run lives.
     logdir: str = _field("", "Run directory for TensorBoard logs, checkpoints, flags and results.json; empty: "
-                         "runs/<dataset>-<arch>-<impl>-<loop>.", resume=FREE)
+                         "runs/<dataset>-<arch>-<impl>-<loop>.", resume=FREE,
+                         check=(str.isprintable, "must not hold control characters (a newline, a tab): flags.txt, "
+                                "which reruns the run, holds one flag a line"))
     resume: bool = _field(True, "Continue from the last checkpoint in --logdir; --noresume refuses a --logdir that "
                           "already holds a run.", resume=FREE)
     allow_config_change: bool = _field(False, "Resume a run although a setting that changes what it computes "

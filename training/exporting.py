@@ -38,7 +38,7 @@ from training.trained_run import EXPORT, TrainedRun, subfolder
 
 SAVED_MODEL, KERAS_FILE, RECORD = "saved_model", "model.keras", "export.json"
 SIGNATURE = "serving_default"
-# ``_swap_in``'s temporary folders: ``.<name>.<random>.tmp`` beside ``<name>``, left only by a killed export.
+# ``_written_beside``'s temporary folders: ``.<name>.<random>.tmp`` beside ``<name>``, left only by a killed export.
 SWAP_SUFFIX = ".tmp"
 
 
@@ -72,11 +72,15 @@ def export_run(run_dir, data_dir=""):
     config, stats = run.config, run.standardization
     paths = export_paths(run_dir, config.impl)
     module = ServingModule(run.network, run.eval_preprocess(), run.info.image_shape, config.test_time_augmentation)
-    with exclusive(run.subfolder(EXPORT, create=True), run_dir) as folder:
-        _swap_in(paths.saved_model, lambda path: tf.saved_model.save(module, path,
-                                                                    signatures={SIGNATURE: module.serve}))
+    with exclusive(run.subfolder(EXPORT, create=True), run_dir) as folder, \
+            run_files.failed_writes_stop(lambda path: folder, lambda: f"export again; the previous export in "
+                                         f"{folder} is unchanged"), contextlib.ExitStack() as staged:
+        # Every file is written before any is put in place, so a write that fails (a full disk) leaves the
+        # previous export whole: never a new SavedModel beside an old model.keras or export.json.
+        written = [staged.enter_context(_written_beside(paths.saved_model, lambda path: tf.saved_model.save(
+            module, path, signatures={SIGNATURE: module.serve})))]
         if paths.keras:
-            _swap_in(paths.keras, run.network.save)
+            written.append(staged.enter_context(_written_beside(paths.keras, run.network.save)))
         record = {
             "run_dir": os.path.abspath(run_dir), "checkpoint": os.path.abspath(run.checkpoint),
             "step": run.step, "dataset": config.dataset, "arch": config.arch, "impl": config.impl,
@@ -90,7 +94,12 @@ def export_run(run_dir, data_dir=""):
                           "outputs": {"probabilities": "float32 (n, classes)", "class_ids": "int64 (n,)"}},
             "keras_file_outputs": "logits" if paths.keras else None,
         }
-        run_files.write_atomically(paths.record, json.dumps(record, indent=2))
+        text = json.dumps(record, indent=2)
+        written.append(staged.enter_context(_written_beside(paths.record, lambda path: run_files.write_atomically(
+            path, text))))
+        for temporary, path in written:  # renames within the folder: no new space is needed
+            _remove(path)
+            os.replace(temporary, path)
     logging.info("exported %s (step %d) to %s", run.checkpoint, run.step, folder)
     return paths
 
@@ -149,9 +158,10 @@ def exclusive(folder, run_dir):
         os.close(descriptor)  # closing releases the flock
 
 
-def _swap_in(path, write):
-    """Writes with ``write(temporary path)``, then puts the result (a file or a folder) in place of ``path``: an
-    export that fails halfway leaves the previous one intact.
+@contextlib.contextmanager
+def _written_beside(path, write):
+    """Writes with ``write(temporary path)`` and yields ``(temporary path, path)``, for the caller to put the
+    result (a file or a folder) in place of ``path`` with ``os.replace``; what is left is removed after the block.
 
     The temporary path lies in a fresh folder (``tempfile.mkdtemp``) beside ``path`` and has ``path``'s name
     (Keras insists on the .keras ending), so nothing planted under a fixed temporary name is written through.
@@ -161,14 +171,13 @@ def _swap_in(path, write):
     try:
         written = os.path.join(temporary, name)
         write(written)
-        _remove(path)
-        os.replace(written, path)
+        yield written, path
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _remove_leftovers(folder):
-    """Removes what exports killed mid-write left in ``folder``: ``_swap_in``'s temporary folders and
+    """Removes what exports killed mid-write left in ``folder``: ``_written_beside``'s temporary folders and
     ``write_atomically``'s temporary export.json."""
     leftovers = [path for name in (SAVED_MODEL, KERAS_FILE)
                  for path in glob.glob(os.path.join(glob.escape(folder), f".{name}.*{SWAP_SUFFIX}"))]

@@ -1,23 +1,25 @@
 """``--precision=auto``: the run computes in the numerics whose train step is fastest on this machine.
 
 The candidates are float32 and mixed_bfloat16 (the latter only where bfloat16 is native: a GPU, or a CPU with
-``avx512_bf16`` or ``amx_bf16``; elsewhere the CPU has no bfloat16 instructions, and it is not timed), each with and without XLA (only with XLA
-when ``--jit_compile`` is set). Each is timed on the run's own train step: its parts, compiled loop and input
-pipeline, built as training builds them, on its data. Which is fastest differs between machines (WORKSPACE.md
-section 12): XLA made airbench94's step 1.1-1.2x faster on an older AMD EPYC and 0.64-0.68x as fast on the two
-newer ones, where bfloat16 gave 1.24-1.37x.
+``avx512_bf16`` or ``amx_bf16``; elsewhere the CPU has no bfloat16 instructions, and it is not timed), each with
+and without XLA (only with XLA when ``--jit_compile`` is set). Each is timed on the run's own train step: its
+parts, compiled loop and input pipeline, built as training builds them, on its data. Which is fastest differs
+between machines (WORKSPACE.md section 12): XLA made airbench94's step 1.1-1.2x faster on an older AMD EPYC and
+0.64-0.68x as fast on the two newer ones, where bfloat16 gave 1.24-1.37x.
 
 The answer is cached per CPU (model name, family, model, bfloat16 flags), core count, TensorFlow version and the
 settings that shape the step, in ``$CNN_LAB_CACHE/numerics.json`` (default ``~/.cache/cnn-lab``), so the probe
-is paid once per machine and recipe; a resumed run keeps the numerics its first start chose.
+is paid once per machine and recipe; a resumed run keeps the numerics its first start chose. The cache is only a
+shortcut: a cache file that cannot be read (damaged, a directory, a named pipe, a link to ``/dev/zero``) or an
+entry that is not one this code writes (another precision, rates that are not numbers) is timed again.
 """
 
 import dataclasses
 import gc
 import hashlib
 import json
+import math
 import os
-import tempfile
 import time
 
 import tensorflow as tf
@@ -25,7 +27,7 @@ from absl import logging
 
 from models import architecture
 from training import parts as parts_lib
-from training import pipeline, provenance
+from training import pipeline, provenance, run_files
 
 AUTO = "auto"
 CACHE_ENV = "CNN_LAB_CACHE"
@@ -101,9 +103,13 @@ def choose(config, dataset, strategy, total_steps, cache_dir=None, measure=None)
     options = candidates(config, native_bfloat16())
     key = cache_key(config, dataset, strategy, options)
     path = os.path.join(cache_dir or default_cache_dir(), CACHE_FILE)
-    cached = read_cache(path).get(key)
+    entry = read_cache(path).get(key)
+    cached = cached_choice(entry, options)
     if cached:
-        return Choice(Numerics(cached["precision"], cached["jit_compile"]), cached["rates"], "cached")
+        return cached
+    if entry is not None:
+        logging.warning("numerics: %s holds an entry for this machine and step that this code did not write (%s); "
+                        "timing again", path, json.dumps(entry)[:120])
     measure = measure or time_train_step
     logging.info("numerics: timing the train step in %s on this machine, once (the answer is cached in %s)",
                  ", ".join(numerics.label for numerics in options), path)
@@ -116,6 +122,23 @@ def choose(config, dataset, strategy, total_steps, cache_dir=None, measure=None)
     write_cache(path, key, dict(precision=fastest.precision, jit_compile=fastest.jit_compile, rates=rates,
                                 measured=time.strftime("%Y-%m-%d %H:%M:%S")))
     return choice
+
+
+def cached_choice(entry, options):
+    """The ``Choice`` a cache ``entry`` records, or None unless it is what ``choose`` writes for the candidates
+    ``options``: one of them chosen, a finite positive rate (images/s) for each, and the chosen one the fastest."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("precision"), str) or \
+            not isinstance(entry.get("jit_compile"), bool):
+        return None
+    numerics, rates = Numerics(entry["precision"], entry["jit_compile"]), entry.get("rates")
+    labels = [option.label for option in options]
+    if not (isinstance(rates, dict) and sorted(rates) == sorted(labels) and all(
+            isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < math.inf
+            for rate in rates.values())):
+        return None
+    if numerics.label not in labels or rates[numerics.label] != max(rates.values()):
+        return None
+    return Choice(numerics, rates, "cached")
 
 
 def cache_key(config, dataset, strategy, options):
@@ -139,26 +162,27 @@ def default_cache_dir():
 
 
 def read_cache(path):
-    """The cache's entries, or {} when it is missing or damaged (it is only a shortcut: the probe runs again)."""
+    """The cache's entries, or {} when it is missing or cannot be read (it is only a shortcut: the probe runs
+    again). Read as run files are (``run_files.read_json``): a named pipe there would block for ever."""
     try:
-        with open(path) as file:
-            entries = json.load(file)
+        entries = run_files.read_json(path)
     except (OSError, ValueError):
         return {}
     return entries if isinstance(entries, dict) else {}
 
 
 def write_cache(path, key, entry):
-    """Adds ``entry`` under ``key``; a cache that cannot be written only costs the next run another probe."""
+    """Adds ``entry`` under ``key``; a cache that cannot be written only costs the next run another probe. Written
+    as run files are (``run_files.write_atomically``): whole, and never through a link planted at its name."""
     entries = {**read_cache(path), key: entry}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{CACHE_FILE}.")
-        with os.fdopen(handle, "w") as file:
-            json.dump(entries, file, indent=1)
-        os.replace(temporary, path)
+        run_files.write_atomically(path, json.dumps(entries, indent=1), "the cache is never written through a "
+                                   f"link: remove the link, or set ${CACHE_ENV} to another folder")
     except OSError as error:
         logging.warning("numerics: the choice could not be cached in %s (%s)", path, error.strerror)
+    except run_files.RunFileError as error:
+        logging.warning("numerics: the choice could not be cached: %s", error)
 
 
 def time_train_step(config, dataset, strategy, total_steps, numerics):

@@ -23,7 +23,6 @@ warning (``inverted_warning``); a run trained with label smoothing is told to ca
 """
 
 import dataclasses
-import json
 import math
 import os
 import zipfile
@@ -34,7 +33,7 @@ from absl import logging
 
 from models import architecture
 from training import data as data_lib
-from training import exporting, pipeline, trained_run
+from training import exporting, pipeline, run_files, trained_run
 from training.choices import TTA_MODES
 from training.dataset_info import SPLITS, describe
 from training.errors import OneLineError, first_line
@@ -281,8 +280,7 @@ def read_export_record(run_dir, config, path, info=None):
                            f"--run_dir={run_dir}")
     again = _again(run_dir)
     try:
-        with open(path) as file:
-            record = json.load(file)
+        record = run_files.read_json(path)
     except (OSError, ValueError) as error:
         raise PredictError(f"{path}: cannot be read ({first_line(error)}); {again}") from None
     if not isinstance(record, dict):

@@ -9,6 +9,8 @@ import contextlib
 import errno
 import json
 import os
+import re
+import stat
 import tempfile
 
 from training.errors import RunError
@@ -67,26 +69,61 @@ def read_results(run_path):
     path = os.path.join(run_path, RESULTS)
     if not os.path.exists(path):
         return None
-    with open(path) as file:
-        return json.load(file)
+    return read_json(path)
 
 
-def write_atomically(path, text):
-    """Replaces the file ``path`` by ``text``: a reader, or a start after a crash, sees the old file or the new,
-    never half of one, and a failed write leaves the old file as it was.
+# Bytes of JSON this code reads from one file at most: a run's files are kilobytes (config.json grows ~300 bytes a
+# start, the numerics cache ~300 an entry), so a larger one is no file this code wrote.
+MAX_JSON_BYTES = 64 * 2**20
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_json(path):
+    """The JSON value in the file ``path``. ``OSError`` when it cannot be read, is no regular file (a named pipe
+    would block the reader for ever, ``/dev/zero`` fill the memory: both were planted as run files and the
+    numerics cache) or is larger than ``MAX_JSON_BYTES``; ``ValueError`` when it is not JSON.
+
+    The file is opened without blocking (a named pipe swapped in after a check) and checked on the descriptor.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            kind = next((kind for is_kind, kind in _KINDS if is_kind(status.st_mode)), "a special file")
+            raise OSError(errno.EINVAL, f"{kind}, not a regular file", path)
+        if status.st_size > MAX_JSON_BYTES:
+            raise OSError(errno.EFBIG, f"{status.st_size:,} bytes, more than the {MAX_JSON_BYTES:,} of any JSON "
+                                       f"file this code writes", path)
+        file = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with file:
+        return json.loads(file.read(MAX_JSON_BYTES + 1))
+
+
+# What a refused link's line says to do, for a run's own file.
+RUN_LINK_REMEDY = "a run writes only its own files: remove the link, or choose a new --logdir"
+
+
+def write_atomically(path, text, link_remedy=RUN_LINK_REMEDY):
+    """Replaces the file ``path`` by ``text`` (a str, or bytes such as a PNG's): a reader, or a start after a
+    crash, sees the old file or the new, never half of one, and a failed write leaves the old file as it was.
 
     Nothing is written through a symbolic link planted in the folder: the temporary file gets a fresh name
     (``mkstemp`` opens with O_CREAT | O_EXCL, which never follows a link), and the rename replaces the name
-    ``path`` itself. ``path`` being a link is refused, so a run never swaps someone's link for its own file.
+    ``path`` itself. ``path`` being a link is refused (``link_remedy`` says what to do), so a run never swaps
+    someone's link for its own file.
     A failing write (full disk, read-only filesystem, no permission) stops with one line naming the file.
     """
     folder, name = os.path.split(path)
-    refuse_symlinks(folder, [name])
+    refuse_symlinks(folder, [name], link_remedy)
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMPORARY_SUFFIX, dir=folder or ".")
         os.fchmod(descriptor, new_file_mode())  # mkstemp's 0o600 would hide the run from the group's readers
-        with os.fdopen(descriptor, "w") as file:
+        with os.fdopen(descriptor, "wb" if isinstance(text, bytes) else "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())  # a full disk shows here on filesystems that allocate late, before the rename
@@ -95,6 +132,17 @@ def write_atomically(path, text):
         if temporary is not None and os.path.lexists(temporary):
             os.remove(temporary)
         raise RunFileError(cannot_write(path, error)) from None
+
+
+def make_folder(folder, otherwise):
+    """Makes ``folder`` (and its parents) if need be; one ``RunFileError`` when it cannot be made (a file in the
+    way, a read-only or full parent: the folder that refused is named), saying what to do or ``otherwise``."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        refused = os.path.dirname(error.filename) if isinstance(error.filename, str) else folder
+        raise RunFileError(f"cannot make {folder} ({error.strerror}): {remedy(refused or '.', error)}, or "
+                           f"{otherwise}") from None
 
 
 def new_file_mode():
@@ -109,24 +157,66 @@ def new_file_mode():
 
 def cannot_write(path, error):
     """The one line of a failed write of ``path``: why, what to do, and that nothing was lost."""
-    folder = os.path.dirname(path) or "."
-    remedy = {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space within your disk quota",
-              errno.EROFS: f"{folder} is on a read-only filesystem: remount it writable or copy the run elsewhere",
-              errno.EACCES: f"make {folder} writable for this user", errno.EPERM: f"make {folder} writable for "
-              f"this user"}.get(error.errno, "fix the cause")
     kept = f"the previous {os.path.basename(path)} is unchanged" if os.path.exists(path) else "nothing was written"
-    return (f"cannot write {path} ({error.strerror or error}): {remedy}, then run the same command again to resume "
-            f"from the last checkpoint; {kept}")
+    return (f"cannot write {path} ({error.strerror or error}): {remedy(os.path.dirname(path) or '.', error)}, then "
+            f"run the same command again to resume from the last checkpoint; {kept}")
 
 
-def refuse_symlinks(folder, names=RUN_FILES):
-    """Stops with one line when one of ``names`` in ``folder`` is a symbolic link: writing it (or into it) would
-    change a file outside the run directory."""
+def remedy(folder, error):
+    """What to do about ``error`` (an ``OSError``) writing into ``folder``."""
+    return {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space within your disk quota",
+            errno.EROFS: f"{folder} is on a read-only filesystem: remount it writable or copy the run elsewhere",
+            errno.EACCES: f"make {folder} writable for this user", errno.EPERM: f"make {folder} writable for "
+            f"this user"}.get(error.errno, "fix the cause")
+
+
+# The failed writes that are the disk's or the folder's doing, not the program's: TensorFlow's file system reports
+# them as ``<path>; <the operating system's words>`` (``.../ckpt-60_temp/part-...; No space left on device``).
+DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+
+
+def failed_write(error):
+    """The ``OSError`` behind ``error`` when ``error`` is a write failed for want of room or permission (one of
+    ``DISK_FAULTS``): the error itself, or what a TensorFlow error's message reports (``disk_fault``); else None."""
+    if isinstance(error, OSError):
+        return error if error.errno in DISK_FAULTS else None
+    message = getattr(error, "message", None)
+    return disk_fault(message) if isinstance(message, str) else None
+
+
+@contextlib.contextmanager
+def failed_writes_stop(folder_of, then):
+    """Turns a write that fails in the block for want of room or permission (``failed_write``: this code's, or
+    TensorFlow's or Keras' own) into one ``RunFileError``: ``cannot write <folder> (<why>): <remedy>, then
+    <then()>``, ``folder_of(path of the failed file, or None)`` naming the folder. Any other error passes."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001  (TensorFlow's errors and Python's OSError alike)
+        fault = failed_write(error)
+        if fault is None:
+            raise
+        folder = folder_of(fault.filename if isinstance(fault.filename, str) else None)
+        raise RunFileError(f"cannot write {folder} ({fault.strerror}): {remedy(folder, fault)}, then {then()}") \
+            from None
+
+
+def disk_fault(message):
+    """The ``OSError`` (errno, words, path) that a TensorFlow error ``message`` reports, or None when it reports no
+    failed write of a file (an out-of-memory error is also TensorFlow's ``ResourceExhaustedError``)."""
+    for number in DISK_FAULTS:
+        match = re.search(rf"(\S+); {re.escape(os.strerror(number))}", message)
+        if match:
+            return OSError(number, os.strerror(number), match[1])
+    return None
+
+
+def refuse_symlinks(folder, names=RUN_FILES, remedy=RUN_LINK_REMEDY):
+    """Stops with one line (ending with ``remedy``) when one of ``names`` in ``folder`` is a symbolic link:
+    writing it (or into it) would change a file outside the run directory."""
     for name in names:
         path = os.path.join(folder, name)
         if os.path.islink(path):
-            raise RunFileError(f"{path} is a symbolic link (to {os.readlink(path)}); a run writes only its own "
-                               f"files: remove the link, or choose a new --logdir")
+            raise RunFileError(f"{path} is a symbolic link (to {os.readlink(path)}); {remedy}")
 
 
 def write_leftovers(folder, names=RUN_FILES):
@@ -139,8 +229,7 @@ def write_leftovers(folder, names=RUN_FILES):
 def _read_config_json(run_path):
     path = os.path.join(run_path, CONFIG)
     try:
-        with open(path) as file:
-            saved = json.load(file)
+        saved = read_json(path)
     except OSError as error:
         raise RunError(f"{path}: cannot be read ({error.strerror})") from None
     except ValueError as error:

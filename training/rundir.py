@@ -21,7 +21,8 @@ SHA-256 that ``data`` records (``check_data``; a run of code before the fingerpr
 Every file is written through ``run_files.write_atomically`` (a fresh temporary name, then a rename), so a crash
 leaves the old file or the new one, a full disk or read-only folder stops the run with one line, and no symbolic
 link planted in the folder is written through; a start refuses a run whose own files (the table's names) are
-symbolic links.
+symbolic links. TensorFlow writes the checkpoints and events files itself; a full disk or read-only folder
+under those writes stops the run with one line too (``tensorflow_writes``).
 
 What a killed process leaves is cleaned by the next start, which holds the lock, so nobody else is writing:
 ``write_atomically``'s temporary files, TensorFlow's unfinished checkpoint saves (``ckpt-N_temp/``,
@@ -329,6 +330,30 @@ class RunDir:
             return {part: tf.summary.create_noop_writer() for part in ("train", "eval")}
         return {part: tf.summary.create_file_writer(self.file(part)) for part in ("train", "eval")}
 
+    def tensorflow_writes(self):
+        """A context in which a write that TensorFlow's own code fails (a checkpoint's files, the ``checkpoint``
+        state file, a TensorBoard events file) for want of room or permission stops with one ``RunFileError``
+        naming the folder, what to do, and where the same command will resume. Nothing is lost: a failed save
+        leaves the checkpoints before it as they were (TensorFlow writes under temporary names, which the next
+        start removes), and the steps since the last one are trained again to the same weights."""
+        return run_files.failed_writes_stop(self._top_folder, self._resumes_from)
+
+    def _resumes_from(self):
+        newest = checkpoint_prefixes(os.path.join(self.own_dir, CHECKPOINTS))
+        if newest:
+            return f"run the same command again to resume from its last checkpoint, {newest[0]}, which is kept"
+        return "run the same command again; no checkpoint had been saved, so it starts from step 0"
+
+    def _top_folder(self, path):
+        """The run's own entry (``<run>/checkpoints``, ``<run>/train``, or the run folder itself) that ``path`` is
+        written in; the file's folder when it lies outside the run."""
+        if path is None:
+            return self.own_dir
+        relative = os.path.relpath(path, self.own_dir)
+        if relative.startswith(os.pardir):
+            return os.path.dirname(path)
+        return os.path.join(self.own_dir, relative.split(os.sep)[0]) if os.sep in relative else self.own_dir
+
     # After the run --------------------------------------------------------------------------------------------
 
     def write_results(self, results):
@@ -354,8 +379,7 @@ class RunDir:
         if not os.path.exists(path):
             return {}
         try:
-            with open(path) as file:
-                return json.load(file)
+            return run_files.read_json(path)
         except (OSError, ValueError):
             logging.warning("%s is unreadable; the time before this start is not counted", path)
             return {}

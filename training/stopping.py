@@ -10,8 +10,10 @@ after a grace period thus keeps the run's work when one chunk (``--max_seconds_p
 """
 
 import contextlib
+import os
 import signal
 import threading
+import time
 
 
 class Stopped(KeyboardInterrupt):
@@ -39,9 +41,19 @@ def stop_requests(enabled=True):
             raise KeyboardInterrupt
         # Only a note here: the loop logs and saves in its own time, not inside the handler.
         request.signal_name = signal.Signals(number).name
+        acknowledge(f"{request.signal_name}: stopping after the steps or evaluation under way, with a checkpoint; "
+                    f"a second signal stops at once")
 
     with handling_stop_signals(ask if enabled else None):
         yield request
+
+
+def acknowledge(text):
+    """Prints ``HH:MM:SS <text>`` on stderr at once, from a signal handler: the steps under way may take minutes (a
+    first call compiling: 11 minutes with 256 logical CPU devices, silent until then). ``os.write``, not logging:
+    the handler may have interrupted the main thread inside a logging call."""
+    with contextlib.suppress(OSError):  # no stderr (closed, or a terminal gone): nothing to tell
+        os.write(2, f"{time.strftime('%H:%M:%S')} {text}\n".encode())
 
 
 @contextlib.contextmanager

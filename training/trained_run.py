@@ -11,7 +11,6 @@ Opening reads only: nothing in the run directory changes.
 
 import dataclasses
 import functools
-import json
 import os
 
 import numpy as np
@@ -164,8 +163,7 @@ def read_preprocessing(run_dir):
     if not os.path.exists(path):
         return None
     try:
-        with open(path) as file:
-            saved = json.load(file)
+        saved = run_files.read_json(path)
         mean, std = (np.asarray(saved[key], np.float32) for key in ("mean", "std"))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise TrainedRunError(f"{path}: cannot be read as the run's mean and std ({first_line(error)}); move it "

@@ -90,7 +90,9 @@ def train(config, dataset=None, strategy=None, flagfile=None):
                         data=data, standardization=parts.standardization)
         # A signal while the loop trains stops it after its current chunk, with a checkpoint. Not across workers:
         # a checkpoint is a collective save, and a signal reaches one worker only.
-        with stopping.stop_requests(enabled=config.strategy != "multi_worker") as stop_request:
+        # A full disk under TensorFlow's own writes (checkpoints, summaries) stops in one line, as under the run's.
+        with run_dir.tensorflow_writes(), stopping.stop_requests(enabled=config.strategy != "multi_worker") as \
+                stop_request:
             run = Run(config, dataset, strategy, parts, step, total_steps, run_dir.own_dir,
                       run_dir.checkpoint_manager(checkpoint), run_dir.summary_writers(), run_dir,
                       eval_every=resolve_eval_every(config, len(dataset.x_train), len(dataset.x_test) + (
