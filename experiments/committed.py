@@ -4,7 +4,8 @@ A sweep's table (``# Sweep `<grid>` on <dataset>``) is remade by ``report.make_t
 ``<runs>/sweeps/<grid>/<dataset>/<label>-seed<k>``, a seeds table (``# <recipe>: <n> of <m> seeds``) by
 ``seed_runs.make_table`` from ``<runs>/seeds/<recipe>-seed<k>``. The two tables are compared cell by cell, by row
 (point or seed) and column name, so a table written by older code, with fewer columns or rows, is compared on what
-it has. A sweep's pick on validation is compared too, and every run's step count against the table's budget.
+it has. A sweep's pick on validation is compared too, and every run's step count against the table's step budget
+(or its steps column, where each point's budget is its epochs).
 
 The notebook quotes tables in prose: each paragraph or list item that names ``sweeps/<table>.md`` is checked against
 the remade tables it names (and the other datasets' tables of the same grid, which such an item compares with):
@@ -124,7 +125,9 @@ def remake_sweep(path, text, runs_dir):
     """The sweep table ``text`` (from ``path``) made again from the runs under ``<runs_dir>/sweeps``."""
     grid_name, dataset_name = re.search(r"^# Sweep `(\w+)` on (\w+)", text, re.M).groups()
     seeds = [int(seed) for seed in _header(text, "seeds").split(",")]
-    steps = int(re.search(r"^\| step budget \| ([\d,]+) steps", text, re.M).group(1).replace(",", ""))
+    # A budget in epochs (no step budget row) has a steps column instead, compared with the others.
+    budget = re.search(r"^\| step budget \| ([\d,]+) steps", text, re.M)
+    steps = int(budget.group(1).replace(",", "")) if budget else None
     grid = grids.make_grid(grid_name, dataset_name)
     remade, points = Remade(), []
     for label in parse_table(text).rows:
@@ -134,7 +137,7 @@ def remake_sweep(path, text, runs_dir):
                                                  + ", ".join(map(str, absent))))
             continue
         for seed, run in zip(seeds, point.runs):
-            if run.results["train_steps"] != steps:
+            if steps is not None and run.results["train_steps"] != steps:
                 remade.differences.append(Difference(path, f"{label} seed {seed}: steps", f"{steps:,}",
                                                      _remade(f"{run.results['train_steps']:,}")))
         points.append(point)

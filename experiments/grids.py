@@ -9,7 +9,7 @@ import inspect
 import re
 
 from models import analysis, architecture
-from training.config import TrainConfig
+from training.config import MAIN_JOB, TrainConfig
 from training.dataset_info import describe
 
 # Optimizer steps per run: 76,800 images at batch 128, 1.42 epochs of the 54,000 MNIST or Fashion-MNIST images
@@ -26,6 +26,10 @@ _LABEL = re.compile(r"[A-Za-z0-9._+-]+")
 # The sweep sets these for every run; a point may not override them.
 _SET_BY_SWEEP = ("dataset", "data_dir", "seed", "train_steps", "epochs", "batch_size", "logdir", "resume",
                  "validation_split")
+# A grid whose budget is in epochs (train_steps=0) leaves these to its points, and each point names its epochs:
+# recipes that differ in how long or at what batch size they train, each run as `python3 -m training.train`
+# would run it with those flags.
+_SET_BY_POINT_IN_EPOCHS = ("epochs", "batch_size")
 SMALL_CNN = "c16k5-m2-c32k5-m2-d128"  # 215,370 weights on MNIST; ~4x cheaper per image than mnist_cnn
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +39,8 @@ class Grid:
     name: str
     description: str  # what the grid compares and the rule that makes its points
     points: tuple
-    train_steps: int = DEFAULT_TRAIN_STEPS  # per run, unless the sweep is given another budget
+    # Per run, unless the sweep is given another budget; 0: each point's own epochs (``_SET_BY_POINT_IN_EPOCHS``).
+    train_steps: int = DEFAULT_TRAIN_STEPS
     batch_size: int = DEFAULT_BATCH_SIZE
     validation_split: float = SWEEP_VALIDATION_SPLIT
     # Whether the table names the point of best validation accuracy: a grid of choices does; an ablation, each of
@@ -47,14 +52,24 @@ class Grid:
         labels = [label for label, _ in self.points]
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"grid {self.name}: labels must be present and distinct, got {labels}")
+        set_by_sweep = [name for name in _SET_BY_SWEEP
+                        if self.budget_in_steps or name not in _SET_BY_POINT_IN_EPOCHS]
         for label, overrides in self.points:
             if not _LABEL.fullmatch(label):
                 raise ValueError(f"grid {self.name}: label '{label}' may hold only letters, digits and . _ + -")
             unknown = set(overrides) - fields
-            reserved = set(overrides) & set(_SET_BY_SWEEP)
+            reserved = set(overrides) & set(set_by_sweep)
             if unknown or reserved:
                 raise ValueError(f"grid {self.name}, point {label}: cannot override {sorted(unknown | reserved)}; "
-                                 f"points set TrainConfig fields other than {', '.join(_SET_BY_SWEEP)}")
+                                 f"points set TrainConfig fields other than {', '.join(set_by_sweep)}")
+            if not self.budget_in_steps and "epochs" not in overrides:
+                raise ValueError(f"grid {self.name}, point {label}: the grid's budget is each point's epochs "
+                                 "(train_steps=0), and this point sets none")
+
+    @property
+    def budget_in_steps(self):
+        """Whether every run trains ``train_steps`` steps; else each point trains for its own ``epochs``."""
+        return self.train_steps > 0
 
     @property
     def varied(self):
@@ -207,8 +222,33 @@ def airbench_ablation(image_shape, num_classes):
     return [(label, dict(AIRBENCH_FAST_RECIPE, **change)) for label, change in changes]
 
 
+def main_job(image_shape, num_classes):
+    """The main job's recipe (`training.config.MAIN_JOB`) and the variants it was chosen from (WORKSPACE.md
+    section 1), each trained as `python3 -m training.train` trains the main job, changed only where the point says.
+
+    Every point: Adam at 3e-3, 30 warmup steps, cosine decay to 0, label smoothing 0.1, batch 128, no augmentation,
+    unless its label says otherwise. `pool32`: `c32k5b-m2-c64k5b-m2-d128`; `pool16`: `c16k5b-m2-c32k5b-m2-d128`
+    (5x5 convs with batch norm, each followed by a 2x2 max pool); `fast`: `mnist_fast` (`c24k5s2b-c48k5s2b-d128`,
+    5x5 stride-2 convs with batch norm). `aug`: the main job's 2-pixel translations (reflected padding, no flip);
+    `drop0.3`: dropout 0.3 before the logits; `nols`: no label smoothing; `b64`: batch 64; `e{n}`: n epochs.
+    `main_job` is the recipe itself (`fast-aug-e6`). A budget of epochs, so each point trains as long as it did
+    when the recipe was chosen.
+    """
+    del image_shape, num_classes  # Made for the bundled MNIST subset; every net here fits every dataset.
+    recipe = dict(MAIN_JOB, batch_size=DEFAULT_BATCH_SIZE)
+    plain = dict(recipe, augment=False)  # crop_padding and flip stay the recipe's; without augment they act on nothing
+    pool32, pool16 = "c32k5b-m2-c64k5b-m2-d128", "c16k5b-m2-c32k5b-m2-d128"
+    return [("pool32-e4", dict(plain, arch=pool32, epochs=4.0)),
+            ("pool16-e4", dict(plain, arch=pool16, epochs=4.0)),
+            ("pool32-drop0.3-nols-e5", dict(plain, arch=f"{pool32}-drop0.3", label_smoothing=0.0, epochs=5.0)),
+            ("pool16-b64-e3", dict(plain, arch=pool16, batch_size=64, epochs=3.0)),
+            ("pool16-aug-e5", dict(recipe, arch=pool16, epochs=5.0)),
+            ("main_job", recipe),
+            ("fast-aug-e4", dict(recipe, epochs=4.0))]
+
+
 ABLATIONS = ("airbench_ablation",)  # grids whose tables pick no point (Grid.picks_a_point)
-# name -> (function making the points, default optimizer steps per run, batch size)
+# name -> (function making the points, default optimizer steps per run (0: each point's epochs), batch size)
 GRIDS = {
     "filter_size": (filter_size, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
     "downsampling": (downsampling, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
@@ -216,6 +256,7 @@ GRIDS = {
     "cnn_vs_mlp": (cnn_vs_mlp, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
     "optimizer": (optimizer, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
     "airbench_ablation": (airbench_ablation, AIRBENCH_ABLATION_STEPS, AIRBENCH_BATCH_SIZE),
+    "main_job": (main_job, 0, DEFAULT_BATCH_SIZE),  # 0: each point's own epochs, as the main job is given
 }
 
 

@@ -174,6 +174,12 @@ def _cell(overrides, name):
     return str(value)
 
 
+def _steps(results):
+    """The runs' step count, or "min–max" should a point's seeds differ (a run stopped at its target)."""
+    steps = sorted({r["train_steps"] for r in results})
+    return f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}–{steps[-1]:,}"
+
+
 def validation_accuracies(point):
     """The validation accuracies of a ``PointResult``'s runs, or None when a run held out no validation set."""
     values = [run.results.get("validation_accuracy") for run in point.runs]
@@ -196,11 +202,14 @@ def pick_sentence(picked, validation_split):
 
 
 def make_table(varied, points, picked=None):
-    """The markdown table: a row per ``PointResult``, with a column for each name in ``varied``; validation
-    accuracy comes first when every run has one (it is what a point is picked by); the test accuracy's 95%
-    interval; and, with a ``picked`` point, each point's test accuracy minus the pick's, paired by seed."""
+    """The markdown table: a row per ``PointResult``, with a column for each name in ``varied`` and, when points
+    trained for different numbers of steps (a budget in epochs), one of their steps; validation accuracy comes
+    first when every run has one (it is what a point is picked by); the test accuracy's 95% interval; and, with a
+    ``picked`` point, each point's test accuracy minus the pick's, paired by seed."""
     with_validation = picked_on_validation(points) is not None
-    columns = ["point", "arch", *varied, *(["validation accuracy % (mean ± std)"] if with_validation else []),
+    steps_differ = len({run.results.get("train_steps") for point in points for run in point.runs}) > 1
+    columns = ["point", "arch", *varied, *(["steps"] if steps_differ else []),
+               *(["validation accuracy % (mean ± std)"] if with_validation else []),
                "test accuracy % (mean ± std)", "95% interval", "min–max %",
                *(["test − pick, paired by seed (95%)"] if picked else []), "params", "images/s", "s per run"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
@@ -212,7 +221,8 @@ def make_table(varied, points, picked=None):
         images_per_second = statistics.fmean(r["images_per_second"] for r in results)
         wall_seconds = statistics.fmean(r["wall_seconds"] for r in results)
         cells = [point.label, f"`{architecture.resolve(point.overrides.get('arch', TrainConfig.arch))}`",
-                 *(_cell(point.overrides, name) for name in varied), *validation, spread,
+                 *(_cell(point.overrides, name) for name in varied), *([_steps(results)] if steps_differ else []),
+                 *validation, spread,
                  accuracy_interval(accuracies), extremes, *([paired_to(point, picked)] if picked else []),
                  f"{results[0]['params']:,}",
                  f"{images_per_second:,.0f}", f"{wall_seconds:.1f}"]
@@ -220,10 +230,19 @@ def make_table(varied, points, picked=None):
     return "\n".join(lines)
 
 
+def budget_line(train_steps, batch_size, trained_on):
+    """The header row of a sweep's budget: ``train_steps`` for every run, or (0) each point's own epochs."""
+    if not train_steps:
+        return (f"| epoch budget | each point's epochs (column) of the {trained_on:,} images trained on, in whole "
+                f"batches (the steps column); batch size {batch_size} unless the point sets its own |")
+    images = train_steps * batch_size
+    return (f"| step budget | {train_steps:,} steps per run at batch size {batch_size}: {images:,} images, "
+            f"{images / trained_on:.2f} epochs |")
+
+
 def make_report(grid, dataset, train_steps, seeds, points, record, command, elapsed_seconds, jobs=1):
     """The markdown file of a sweep: what was run, where and how, then the table (of the points done so far);
     ``jobs`` runs were trained at once."""
-    images = train_steps * grid.batch_size
     held_out = held_out_count(len(dataset.x_train), grid.validation_split)  # the runs train on the rest
     trained_on = len(dataset.x_train) - held_out
     runs = [run for point in points for run in point.runs]
@@ -235,8 +254,7 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
         f"| dataset | {dataset.name} from {dataset.source}: {len(dataset.x_train):,} training images"
         + (f" ({trained_on:,} trained on, {held_out:,} held out for validation)" if held_out else "")
         + f", {len(dataset.x_test):,} test images |",
-        f"| step budget | {train_steps:,} steps per run at batch size {grid.batch_size}: {images:,} images, "
-        f"{images / trained_on:.2f} epochs |",
+        budget_line(train_steps, grid.batch_size, trained_on),
         f"| seeds | {', '.join(map(str, range(seeds)))} |",
         f"| machine | {record.get('cpu', record['cpu_model'])} ({record['machine']}), {record['cpus']} CPUs |",
         f"| versions | TensorFlow {record['tensorflow']}, Keras {record['keras']}, Python {record['python']} |",

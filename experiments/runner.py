@@ -30,11 +30,12 @@ class SweepError(OneLineError, RuntimeError):
 
 
 def run_config(grid, label, overrides, dataset_name, seed, train_steps, logdir, data_dir=""):
-    """The ``TrainConfig`` of one run of one point."""
-    return dataclasses.replace(
-        TrainConfig(), dataset=dataset_name, data_dir=data_dir, batch_size=grid.batch_size, train_steps=train_steps,
-        seed=seed, validation_split=grid.validation_split, logdir=run_dir(logdir, grid.name, dataset_name, label, seed),
-        resume=True, **overrides)
+    """The ``TrainConfig`` of one run of one point. A point of a grid whose budget is in epochs sets its epochs and
+    may set its batch size (``Grid``); no other point overrides what the sweep sets."""
+    sweep_sets = dict(dataset=dataset_name, data_dir=data_dir, batch_size=grid.batch_size, train_steps=train_steps,
+                      seed=seed, validation_split=grid.validation_split,
+                      logdir=run_dir(logdir, grid.name, dataset_name, label, seed), resume=True)
+    return dataclasses.replace(TrainConfig(), **{**sweep_sets, **overrides})
 
 
 def reusable_results(config):

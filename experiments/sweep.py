@@ -1,7 +1,8 @@
 """Train a named grid of points over seeds and write a markdown table of the results.
 
 ``python -m experiments.sweep --grid=filter_size --data_dir=../shared/data [--dataset=mnist] [--seeds=3]
-[--train_steps=N] [--logdir=runs/sweeps] [--out=<logdir>/<grid>-<dataset>.md [--overwrite_table]] [--jobs=2]``
+[--train_steps=N] [--logdir=runs/sweeps] [--out=<logdir>/<grid>-<dataset>.md [--overwrite_table]] [--jobs=2]``;
+``--bundled_mnist`` instead of ``--data_dir``: the MNIST subset in bundled_data/, the main job's data.
 
 The grids are in ``experiments/grids.py``. Every run has its own directory under ``--logdir``; running the same
 command again reuses the finished runs, so an interrupted sweep continues where it stopped. With ``--jobs=N``
@@ -34,7 +35,7 @@ def main(arguments):
 
     grid = grids.make_grid(FLAGS.grid, FLAGS.dataset)
     out = runner.table_path(FLAGS.out, FLAGS.logdir, grid.name, FLAGS.dataset)
-    dataset = data.load(FLAGS.dataset, FLAGS.data_dir)
+    dataset = data.load_bundled_mnist() if FLAGS.bundled_mnist else data.load(FLAGS.dataset, FLAGS.data_dir)
     steps = FLAGS.train_steps or None
     if FLAGS.train_only:
         trained = runner.train_free_runs(grid, dataset, FLAGS.seeds, FLAGS.logdir, steps, FLAGS.data_dir)

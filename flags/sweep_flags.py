@@ -19,10 +19,15 @@ def define_flags():
     absl_flags.DEFINE_enum("dataset", "mnist", list(DATASETS), "Dataset to train and test on.")
     cli.define_data_dir("Passed to every run; empty: tf.keras.datasets, then the MNIST subset bundled in "
                         "bundled_data/.")
+    absl_flags.DEFINE_bool("bundled_mnist", False, "Train and test on the MNIST subset bundled in bundled_data/ "
+                           "(10,000 training images, the official 10,000 test images), which python3 -m "
+                           "training.train falls back to without full MNIST: the main job's data, whatever this "
+                           "machine's Keras cache holds. With --dataset=mnist and no --data_dir.")
     absl_flags.DEFINE_integer("seeds", 3, "Runs per point, with seeds 0, 1, ..., seeds-1.")
     absl_flags.DEFINE_integer("train_steps", 0, "Optimizer steps per run; 0: the grid's own budget "
-                         f"({grids.DEFAULT_TRAIN_STEPS} steps of {grids.DEFAULT_BATCH_SIZE} images for every "
-                         "grid now).")
+                         f"({grids.DEFAULT_TRAIN_STEPS} steps of {grids.DEFAULT_BATCH_SIZE} images for the "
+                         f"architecture and optimizer grids, {grids.AIRBENCH_ABLATION_STEPS} of "
+                         f"{grids.AIRBENCH_BATCH_SIZE} for airbench_ablation; main_job: each point's epochs).")
     cli.define_table_flags("<logdir>/<grid>-<dataset>.md", "that this command wrote for another grid, budget or "
                            "seed count", "points")
     absl_flags.DEFINE_string("logdir", DEFAULT_LOGDIR, "Root of the run directories: each run lives in "
@@ -42,3 +47,8 @@ def _register_validators():
     cli.check("jobs", lambda v: 0 < v <= 64, "must be a positive integer, at most 64")
     cli.check("train_steps", lambda v: 0 <= v <= MAX_STEPS,
               f"must be a non-negative integer, at most {MAX_STEPS} (0: the grid's budget)")
+    absl_flags.register_multi_flags_validator(
+        ["bundled_mnist", "dataset", "data_dir"],
+        lambda v: not v["bundled_mnist"] or (v["dataset"] == "mnist" and not v["data_dir"]),
+        message="--bundled_mnist is MNIST's subset in bundled_data/: give it with --dataset=mnist and without "
+                "--data_dir")

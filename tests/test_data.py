@@ -136,6 +136,17 @@ def test_mnist_without_data_dir_falls_back_to_the_bundled_subset(empty_keras_hom
     assert dataset.y_train.dtype == np.int32
 
 
+def test_the_bundled_subset_asked_for_by_name_is_loaded_though_the_keras_cache_holds_mnist(monkeypatch):
+    # A sweep of the main job (--bundled_mnist) trains on the subset on a machine with full MNIST at hand too.
+    full = dict(x_train=np.zeros((60, 28, 28), np.uint8), y_train=np.zeros(60, np.uint8),
+                x_test=np.zeros((10, 28, 28), np.uint8), y_test=np.zeros(10, np.uint8))
+    monkeypatch.setattr(data_lib, "_from_keras", lambda name, allow_download: (full, None))
+    assert len(data_lib.load("mnist", "", allow_download=False).x_train) == 60
+    dataset = data_lib.load_bundled_mnist()
+    assert dataset.source == f"bundled MNIST subset {data_lib.BUNDLED_MNIST}" and dataset.name == "mnist"
+    assert dataset.x_train.shape == (10_000, 28, 28, 1) and dataset.x_test.shape == (10_000, 28, 28, 1)
+
+
 def test_a_data_dir_without_the_dataset_is_refused_not_replaced_by_the_bundled_subset(tmp_path, empty_keras_home):
     # Training on 10,000 images instead of the 60,000 the user pointed at would change every result quietly.
     with pytest.raises(DataError, match=re.escape(

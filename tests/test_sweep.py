@@ -35,7 +35,43 @@ def test_every_named_grid_fits_every_dataset(name, dataset):
     for label, overrides in grid.points:
         architecture.plan(overrides["arch"], info.image_shape, info.num_classes)  # raises if it does not fit
         assert not set(overrides) & {"seed", "train_steps", "logdir", "dataset"}, label
-    assert grid.description.strip() and grid.train_steps > 0
+    # A budget: steps for every run, or each point's own epochs.
+    assert grid.description.strip() and (grid.train_steps > 0 or all(overrides["epochs"] > 0
+                                                                     for _, overrides in grid.points))
+
+
+# Section 1's table of the variants the main job was chosen from: what each changes in the main job's recipe.
+POOL32, POOL16 = "c32k5b-m2-c64k5b-m2-d128", "c16k5b-m2-c32k5b-m2-d128"
+MAIN_JOB_VARIANTS = {
+    "pool32-e4": dict(arch=POOL32, augment=False, epochs=4.0),
+    "pool16-e4": dict(arch=POOL16, augment=False, epochs=4.0),
+    "pool32-drop0.3-nols-e5": dict(arch=f"{POOL32}-drop0.3", augment=False, label_smoothing=0.0, epochs=5.0),
+    "pool16-b64-e3": dict(arch=POOL16, augment=False, batch_size=64, epochs=3.0),
+    "pool16-aug-e5": dict(arch=POOL16, epochs=5.0),
+    "main_job": {},
+    "fast-aug-e4": dict(epochs=4.0),
+}
+
+
+def test_the_main_job_grid_trains_the_main_job_and_each_variant_changed_only_where_section_1_says():
+    from training.config import MAIN_JOB, as_json
+    from training.parts import steps_per_epoch
+
+    grid = grids.make_grid("main_job", "mnist")
+    assert grid.validation_split == 0.1 and not grid.budget_in_steps and grid.picks_a_point
+    configs = {label: runner.run_config(grid, label, overrides, "mnist", 2, 0, "/runs")
+               for label, overrides in grid.points}
+    # The main job as `python3 -m training.train --validation_split=0.1 --seed=2` runs it (its flags default to
+    # MAIN_JOB), in the sweep's run directory.
+    main = TrainConfig(**MAIN_JOB, validation_split=0.1, seed=2, resume=True, logdir=configs["main_job"].logdir)
+    assert configs["main_job"] == main
+    changed = {label: {name: value for name, value in as_json(config).items()
+                       if name != "logdir" and value != as_json(main)[name]} for label, config in configs.items()}
+    assert changed == MAIN_JOB_VARIANTS
+    # 9,000 of the bundled 10,000 images are trained on: 70 whole batches of 128 an epoch, 140 of 64.
+    assert {label: config.epochs * steps_per_epoch(config.batch_size, 9_000) for label, config in configs.items()} \
+        == {"pool32-e4": 280, "pool16-e4": 280, "pool32-drop0.3-nols-e5": 350, "pool16-b64-e3": 420,
+            "pool16-aug-e5": 350, "main_job": 420, "fast-aug-e4": 280}
 
 
 def test_filter_size_grid_follows_its_rule_on_mnist():
@@ -168,6 +204,13 @@ def test_grid_refuses_reserved_overrides_and_repeated_labels():
         grids.Grid("bad", "", (("a", dict(seed=3)),))
     with pytest.raises(ValueError, match="distinct"):
         grids.Grid("bad", "", (("a", {}), ("a", {})))
+    # A point's epochs and batch size are its own only where the budget is each point's epochs.
+    with pytest.raises(ValueError, match=r"cannot override \['epochs'\]"):
+        grids.Grid("bad", "", (("a", dict(epochs=2.0)),))
+    with pytest.raises(ValueError, match="point b: the grid's budget is each point's epochs"):
+        grids.Grid("bad", "", (("a", dict(epochs=2.0, batch_size=64)), ("b", {})), train_steps=0)
+    with pytest.raises(ValueError, match=r"cannot override \['train_steps'\]"):
+        grids.Grid("bad", "", (("a", dict(epochs=2.0, train_steps=9)),), train_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +292,29 @@ def test_tiny_sweep_writes_the_header_and_one_row_per_point(tiny_sweep):
     assert rows[1].startswith("| mlp | `d16` | 0.003 | yes | ")
 
 
+def test_a_sweep_whose_budget_is_each_points_epochs_trains_each_as_long_as_it_says(tmp_path, tiny_mnist,
+                                                                                    monkeypatch):
+    from experiments import committed
+
+    # 461 of the 512 tiny images are trained on: 1 epoch is 7 batches of 64, 2 epochs of 32 are 28 batches.
+    grid = grids.Grid("epochs", "Two budgets.", (("short", dict(arch="d16", epochs=1.0, batch_size=64)),
+                                                  ("long", dict(arch="d16", epochs=2.0, batch_size=32))),
+                      train_steps=0)
+    runs = tmp_path / "runs"
+    runner.run_and_report(grid, tiny_mnist, 1, str(runs / "sweeps"), str(tmp_path / "epochs-mnist.md"), "the command")
+    assert [(json.loads((runs / "sweeps" / "epochs" / "mnist" / f"{label}-seed0" / "results.json").read_text())
+             [key]) for label in ("short", "long") for key in ("train_steps", "batch_size")] == [7, 64, 28, 32]
+    report = (tmp_path / "epochs-mnist.md").read_text()
+    assert ("| epoch budget | each point's epochs (column) of the 461 images trained on, in whole batches (the steps "
+            "column); batch size 128 unless the point sets its own |") in report
+    assert report.count("| point | arch | epochs | batch_size | steps | validation accuracy") == 1
+    assert "| short | `d16` | 1 | 64 | 7 | " in report and "| long | `d16` | 2 | 32 | 28 | " in report
+    # The table made again from its run files holds, its steps column included (there is no step budget to check).
+    monkeypatch.setattr(grids, "make_grid", lambda name, dataset: grid)
+    check = committed.check_table("epochs-mnist.md", report, str(runs))
+    assert check.differences == [] and check.compared > 0 and "steps" in check.remade.columns
+
+
 def test_a_second_sweep_reuses_every_finished_run(tiny_sweep):
     assert all(run.reused for point in tiny_sweep["second"] for run in point.runs)
     assert [os.stat(path).st_mtime_ns for path in tiny_sweep["results_files"]] == tiny_sweep["mtimes"]
@@ -294,6 +360,17 @@ def test_cli_rejects_an_unknown_grid_in_one_line():
     assert "Traceback" not in completed.stderr and completed.stdout == ""
     assert completed.stderr.splitlines()[-1] == ("sweep.py: error: flag --grid=bogus: value should be one of "
                                                  f"<{'|'.join(grids.GRIDS)}>")
+
+
+def test_cli_takes_the_bundled_subset_only_as_mnist_without_a_data_dir():
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--grid=main_job", "--bundled_mnist", "--dataset=fashion_mnist"],
+        cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        timeout=CLI_TIMEOUT_SECONDS)
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.splitlines()[-1] == (
+        "sweep.py: error: flags bundled_mnist=True, dataset=fashion_mnist, data_dir=: --bundled_mnist is MNIST's "
+        "subset in bundled_data/: give it with --dataset=mnist and without --data_dir")
 
 
 def _tiny_grid():
