@@ -27,7 +27,7 @@ import dataclasses
 import os
 import stat
 
-from training.errors import OneLineError, first_line
+from training.errors import DataDirError, first_line
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # image_dataset_from_directory's, read by tf.io
 TRAIN, TEST = "train", "test"
@@ -35,7 +35,7 @@ TEST_FRACTION = 0.2  # of each class's images, held out as the test set when the
 TEST_SPLIT_SEED = 0  # fixed, not --seed: one test set for every run on a folder
 
 
-class FolderError(OneLineError, ValueError):
+class FolderError(DataDirError):
     """A folder that cannot be read as a dataset of class folders; the message names the folder or file."""
 
 
@@ -193,9 +193,10 @@ def _hold_out(root, classes):
     return tuple(train[0]), tuple(train[1]), tuple(test[0]), tuple(test[1])
 
 
-def image_header(path):
-    """``(height, width, channels)`` of the image file ``path`` as ``tf.io.decode_image`` decodes it, less an
-    alpha channel (``data.py`` drops it), read from its header only."""
+def image_header(path, name=None):
+    """``(height, width, channels)`` of the image file ``path`` (a path, or a binary file object that ``name``
+    names in messages) as ``tf.io.decode_image`` decodes it, less an alpha channel (``data.py`` drops it), read
+    from its header only."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -203,7 +204,7 @@ def image_header(path):
             (width, height), mode, kind = image.size, image.mode, image.format
             bands = len(image.getbands())
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise FolderError(f"{path}: cannot be read as an image ({first_line(error)})") from None
+        raise FolderError(f"{name or path}: cannot be read as an image ({first_line(error)})") from None
     if kind == "GIF" or mode in ("P", "PA"):
         channels = 3  # TensorFlow decodes GIFs and palette PNGs to RGB
     else:
