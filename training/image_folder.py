@@ -213,8 +213,9 @@ def image_header(path, name=None):
 
 
 def why_undecodable(path):
-    """Why the file ``path``, which TensorFlow could not decode, is no image, in Pillow's words (it decodes the
-    file in full): what a one-line error quotes, so that no failing TensorFlow op has to run just to say it."""
+    """Why the file ``path`` (a path, or a binary file object), which TensorFlow could not decode, is no image, in
+    Pillow's words (it decodes the file in full): what a one-line error quotes, so that no failing TensorFlow op
+    has to run just to say it."""
     from PIL import Image
 
     try:
@@ -222,5 +223,7 @@ def why_undecodable(path):
             image.load()
             kind = image.format
     except Exception as error:  # noqa: BLE001  Pillow raises anything from a damaged file
-        return first_line(error)
+        if isinstance(path, (str, bytes, os.PathLike)):
+            return first_line(error)
+        return first_line(error).replace(f" {path!r}", "")  # a file object's repr says nothing but an address
     return f"it is {kind or 'an image'} to Pillow, but not a PNG, JPEG, BMP or GIF that TensorFlow decodes"

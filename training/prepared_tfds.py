@@ -182,7 +182,7 @@ def _version_folder(data_dir, name, config, version):
         raise TfdsError(f"{dataset_dir} holds the configs {', '.join(configs)}; name one: "
                         f"--tfds_name={name}/{configs[0]}")
     unfinished = [entry for entry in _entries(dataset_dir) if entry.startswith("incomplete.")]
-    why = f" ({unfinished[0]} is a preparation that did not finish)" if unfinished else ""
+    why = f"; {unfinished[0]} is a preparation that did not finish" if unfinished else ""
     raise TfdsError(f"{dataset_dir}: no prepared version (a folder named x.y.z holding {DATASET_INFO}){why}")
 
 
