@@ -107,7 +107,8 @@ def shards_of(records, lengths):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, bundled_mnist):
-    """``(data_dir, {split: (images, labels)})``: the digits prepared as ``digits:1.0.0`` in ``data_dir``."""
+    """``(data_dir, {split: (images, labels)})``: the digits prepared as ``digits:1.0.0`` in ``data_dir``, in the
+    order they are read back: shard after shard, record by record."""
     data_dir = tmp_path_factory.mktemp("tfds")
     splits = digit_splits(bundled_mnist)
     records = {split: [example(png(image), int(label)) for image, label in zip(*arrays)]

@@ -257,8 +257,8 @@ def _decoded(sources, convert):
 
 def load_tfds(data_dir, tfds_name, image_size=(), image_channels=0, image_fit="stretch"):
     """The images of the dataset ``tfds_name`` that TensorFlow Datasets prepared in ``data_dir``
-    (``prepared_tfds.scan``) as a ``Dataset`` named ``tfds``: uint8 ``(n, H, W, C)`` in the shards' record order,
-    labels as recorded, the test set its ``test`` split or held out of ``train`` (``prepared_tfds``).
+    (``prepared_tfds.scan``) as a ``Dataset`` named ``tfds``: uint8 ``(n, H, W, C)`` shard after shard in record
+    order, labels as recorded, the test set its ``test`` split or held out of ``train`` (``prepared_tfds``).
 
     Each image is decoded as TFDS decodes it (to the channels its feature declares; a GIF's first frame), its alpha
     channel dropped, then converted and fitted as a folder's images are (``load_folder``). Without

@@ -30,7 +30,10 @@ The format, as tensorflow-datasets 4.9.10 writes and reads it (``tensorflow_data
   file the names are the label numbers.
 - A split's shards are ``filepathTemplate`` (default ``{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}``, e.g.
   ``mnist-train.tfrecord-00000-of-00001``), one per ``shardLengths`` entry, the numbers in at least 5 digits
-  (``naming.py``), read in that order (``splits.SplitInfo.filepaths``).
+  (``naming.py``), in that order (``splits.SplitInfo.filepaths``). Here they are read one after the other, record
+  by record: TFDS's order when it reads with ``interleave_cycle_length=1``, as it does for a dataset that disables
+  shuffling; by default it interleaves blocks of 16 records of up to 16 shards (``reader.py``), the same records
+  in another order.
 - Each record is a serialized ``tf.train.Example``: the image its encoded file (PNG or JPEG bytes, a bytes feature)
   and the label an int64 (``Image.get_serialized_info``, ``ClassLabel``), -1 for an example without a label.
   TFDS decodes with ``tf.image.decode_image(bytes, channels=<declared channels>)``, as ``data.load_tfds`` does.
@@ -201,20 +204,28 @@ def _prepared_versions(folder):
 
 
 def _read_json(path):
-    """The JSON object in the regular file ``path``."""
+    """The JSON object in the file ``path``."""
+    try:
+        value = json.loads(_read_text(path))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise TfdsError(f"{path}: not readable JSON ({first_line(error)})") from None
+    if not isinstance(value, dict):
+        raise TfdsError(f"{path}: holds {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _read_text(path):
+    """The text of the regular file ``path`` (a named pipe would block the reader), at most ``MAX_JSON_BYTES``."""
     try:
         status = os.stat(path)
         if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_JSON_BYTES:
             raise TfdsError(f"{path}: not a regular file of at most {MAX_JSON_BYTES:,} bytes")
         with open(path, encoding="utf-8") as file:
-            value = json.load(file)
+            return file.read()
     except FileNotFoundError:
         raise TfdsError(f"{path}: not found; a prepared dataset holds {DATASET_INFO} and {FEATURES}") from None
-    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise TfdsError(f"{path}: not readable JSON ({first_line(error)})") from None
-    if not isinstance(value, dict):
-        raise TfdsError(f"{path}: holds {type(value).__name__}, not a JSON object")
-    return value
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise TfdsError(f"{path}: cannot be read ({first_line(error)})") from None
 
 
 def _get(message, name, default=None):
@@ -266,8 +277,11 @@ def _image_and_label(path, info, features):
     if dtype != "uint8":
         raise TfdsError(f"{path}: its images '{image}' are {dtype}; this code reads uint8 images (PNG or JPEG)")
     content = features[label][1]
-    num_classes = _get(content, "numClasses") or len(_get(content, "names", ()))
-    return image, label, shape, int(num_classes)
+    try:
+        num_classes = int(_get(content, "numClasses") or len(_get(content, "names", ())))
+    except (TypeError, ValueError):
+        raise TfdsError(f"{path}: its class label '{label}' gives no number of classes") from None
+    return image, label, shape, num_classes
 
 
 def _supervised_keys(info):
@@ -289,8 +303,8 @@ def _image_shape(path, key, content):
     except (TypeError, ValueError):
         dimensions = []
     if len(dimensions) != 3:
-        raise TfdsError(f"{path}: its images '{key}' have shape {dimensions or shape}; this code reads "
-                        "(height, width, channels), not sequences of frames")
+        raise TfdsError(f"{path}: its images '{key}' have shape {dimensions or shape}; this code reads images of "
+                        "shape (height, width, channels)")
     if dimensions[2] not in (None, 1, 2, 3, 4):
         raise TfdsError(f"{path}: its images '{key}' have {dimensions[2]} channels; expected 1 to 4")
     return tuple(dimensions), _get(content, "dtype", "uint8")
@@ -299,12 +313,8 @@ def _image_shape(path, key, content):
 def _class_names(path, key, num_classes):
     """The class names of the label ``key``: ``<key>.labels.txt`` when present, else the label numbers."""
     names_file = os.path.join(path, f"{key}.labels.txt")
-    if os.path.exists(names_file):
-        try:
-            with open(names_file, encoding="utf-8") as file:
-                names = tuple(line.strip() for line in file.read().split("\n") if line.strip())
-        except (OSError, ValueError) as error:
-            raise TfdsError(f"{names_file}: cannot be read ({first_line(error)})") from None
+    if os.path.lexists(names_file):
+        names = tuple(line.strip() for line in _read_text(names_file).split("\n") if line.strip())
         if num_classes and len(names) != num_classes:
             raise TfdsError(f"{names_file}: {len(names)} names for the {num_classes} classes of '{key}' in "
                             f"{FEATURES}")
@@ -319,8 +329,10 @@ def _class_names(path, key, num_classes):
 
 def _splits(path, info, name):
     """``{split name: Split}`` of dataset_info.json, each shard checked to be a regular file."""
-    splits = {}
-    for entry in _get(info, "splits", []):
+    splits, entries = {}, _get(info, "splits", [])
+    if not isinstance(entries, list):
+        raise TfdsError(f"{os.path.join(path, DATASET_INFO)}: its splits are not a list")
+    for entry in entries:
         split = _get(entry, "name")
         try:
             lengths = tuple(int(length) for length in _get(entry, "shardLengths", []))
@@ -345,7 +357,7 @@ def _shard_path(path, template, dataset, split, index, count):
                   SHARD_X_OF_Y=f"{number}-of-{total}")
     try:
         relative = template.format(**values)
-    except (KeyError, IndexError, ValueError):
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
         raise TfdsError(f"{os.path.join(path, DATASET_INFO)}: split {split}'s filepathTemplate {template!r} is not "
                         "one TFDS writes") from None
     shard = os.path.normpath(os.path.join(path, relative))
