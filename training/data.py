@@ -268,8 +268,7 @@ def load_tfds(data_dir, tfds_name, image_size=(), image_channels=0, image_fit="s
     """
     prepared = prepared_tfds.scan(data_dir, tfds_name)
     info = dataset_info.tfds_info(prepared, image_size, image_channels)
-    splits = (prepared.train, prepared.test) if prepared.test else (prepared.train,)
-    count = sum(split.size for split in splits)
+    count = sum(split.size for split in prepared.splits)
     needed = count * info.height * info.width * info.channels
     if needed > MAX_ARRAY_BYTES:
         raise DataError(f"{prepared.path}: {count:,} images of {info.height}x{info.width}x{info.channels} take "
@@ -279,7 +278,7 @@ def load_tfds(data_dir, tfds_name, image_size=(), image_channels=0, image_fit="s
     declared = prepared.image_shape
     convert = _fitted(info.image_shape[:2], info.channels, image_fit)
     arrays = []
-    for split in splits:
+    for split in prepared.splits:
         encoded, labels = _read_records(split, prepared)
         parts, failed = _decoded(encoded, lambda contents: convert(_decode(contents, declared[2] or 0)))
         if failed is not None:

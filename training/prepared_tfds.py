@@ -124,6 +124,11 @@ class Prepared:
         return self.train.size - (0 if self.test else self.num_test)
 
     @property
+    def splits(self):
+        """The splits read: train, and test when there is one."""
+        return (self.train, self.test) if self.test else (self.train,)
+
+    @property
     def split(self):
         """How the test set was made, for the data's source line."""
         if self.test:
@@ -157,7 +162,7 @@ def scan(data_dir, tfds_name):
     if not prepared.test and not 0 < prepared.num_test < prepared.train.size:
         raise TfdsError(f"{path}: no {TEST} split, and too few examples in {TRAIN} ({prepared.train.size}) to hold "
                         f"{TEST_FRACTION:.0%} out for testing")
-    for split in (prepared.train, prepared.test) if prepared.test else (prepared.train,):
+    for split in prepared.splits:
         if not split.size:
             raise TfdsError(f"{path}: its {split.name} split holds no examples")
     first_image(prepared)  # the records are Examples of these two features
@@ -382,7 +387,7 @@ def first_image(prepared, every_shard=False):
     shard (of every shard with ``every_shard``) is a tf.train.Example with the image's bytes and an int64 label
     (``TfdsError`` naming the shard)."""
     first = None
-    for split in (prepared.train, prepared.test) if prepared.test else (prepared.train,):
+    for split in prepared.splits:
         shards = [shard for shard, length in zip(split.shards, split.lengths) if length]
         for shard in shards if every_shard else shards[:1]:
             image = _first_example(shard, prepared.image_key, prepared.label_key)
