@@ -87,10 +87,12 @@ def check_directory(name, required=False):
 
 
 def define_data_dir(meaning):
-    """``--data_dir``, the folder of ``<dataset>.npz`` files, with what this command does with it (``meaning``,
-    a sentence); a folder given must exist."""
-    absl_flags.DEFINE_string("data_dir", "", f"Folder holding <dataset>.npz (x_train, y_train, x_test, y_test). "
-                             f"{meaning}")
+    """``--data_dir``, the folder of ``<dataset>.npz`` files (of a run on a folder of images, that folder; on a
+    TFDS dataset, TFDS's data_dir), with what this command does with it (``meaning``, a sentence); a folder given
+    must exist."""
+    absl_flags.DEFINE_string("data_dir", "", f"Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); "
+                             f"for a run of --dataset=folder its folder of class folders, of --dataset=tfds TFDS's "
+                             f"data_dir. {meaning}")
     check_directory("data_dir")
 
 

@@ -11,7 +11,7 @@ import os
 from models import architecture
 from models.architecture import GRAMMAR, PRESETS
 from models.network import CAPABILITIES, IMPLEMENTATIONS, PRECISIONS
-from training import image_folder
+from training import image_folder, prepared_tfds
 from training.choices import (
     FLIP_MODES,
     IMAGE_FITS,
@@ -26,10 +26,12 @@ from training.dataset_info import (
     DATASET_CHOICES,
     DATASET_SETTINGS,
     FOLDER,
+    FROM_DISK,
+    TFDS,
     describe,
     describe_settings,
 )
-from training.errors import OneLineError
+from training.errors import DataDirError, OneLineError
 
 # What a resumed run may do with a field. FIXED fields define the computation (weights, data order, update
 # rule): a run directory resumed with another value would no longer be one run, so the change is refused unless
@@ -72,21 +74,30 @@ def _non_negative(limit):
 class TrainConfig:
     # What to train.
     dataset: str = _field("mnist", "Dataset to train and test on; folder: your own images, one folder per class "
-                          "in --data_dir (training/image_folder.py).", choices=DATASET_CHOICES)
+                          "in --data_dir (training/image_folder.py); tfds: the TensorFlow Datasets dataset "
+                          "--tfds_name, prepared in --data_dir (training/prepared_tfds.py).", choices=DATASET_CHOICES)
     data_dir: str = _field("", "Folder holding <dataset>.npz (x_train, y_train, x_test, y_test); empty: "
                            "tf.keras.datasets, then the MNIST subset bundled in bundled_data/. With --dataset=folder: "
-                           "the folder of class folders (or of train/ and test/, each of class folders).",
+                           "the folder of class folders (or of train/ and test/, each of class folders). With "
+                           "--dataset=tfds: TensorFlow Datasets' data_dir, holding <name>/[<config>/]<version>/.",
                            resume=FREE,
                            check=(lambda v: not v or os.path.isdir(v), "must be an existing directory"), on_disk=True)
+    tfds_name: str = _field("", "With --dataset=tfds: NAME[/CONFIG][:VERSION] of an image classification dataset "
+                            "TensorFlow Datasets prepared in --data_dir (an image and a class label); no VERSION: the "
+                            "highest prepared there. Read with TensorFlow alone, never downloaded.",
+                            check=(prepared_tfds.valid_name, "must be NAME[/CONFIG][:VERSION], e.g. mnist:3.0.1 or "
+                                   "imagenette/320px-v2"))
     allow_download: bool = _field(True, "Let tf.keras.datasets download a dataset it has not cached.",
                                   resume=FREE, flag="download")
-    image_size: tuple = _field((), "With --dataset=folder: HEIGHT,WIDTH in pixels that every image is brought to "
-                               "(--image_fit says how); empty: the images' own, which must then all be the same.",
+    image_size: tuple = _field((), "With --dataset=folder or tfds: HEIGHT,WIDTH in pixels that every image is "
+                               "brought to (--image_fit says how); empty: the images' own, which must then all be "
+                               "the same.",
                                item=int, check=(lambda v: not v or (len(v) == 2 and all(
                                    1 <= side <= MAX_IMAGE_SIDE for side in v)),
                                    f"must be HEIGHT,WIDTH in pixels, each 1 to {MAX_IMAGE_SIDE}, e.g. 64,64"))
-    image_channels: int = _field(0, "With --dataset=folder: 1 (grey) or 3 (RGB), every image converted to it; 0: the "
-                                 "images' own, which must then all be the same. An alpha channel is dropped.",
+    image_channels: int = _field(0, "With --dataset=folder or tfds: 1 (grey) or 3 (RGB), every image converted to "
+                                 "it; 0: the images' own, which must then all be the same. An alpha channel is "
+                                 "dropped.",
                                  check=(lambda v: v in (0, 1, 3), "must be 0 (the images' own), 1 (grey) or 3 "
                                         "(RGB)"))
     image_fit: str = _field("stretch", "With --image_size: stretch (resized, aspect ratio not kept, as "
@@ -257,8 +268,9 @@ class TrainConfig:
         _check_rules(vars(self), on_disk=True)
 
     def dataset_info(self):
-        """The ``DatasetInfo`` of the run's dataset (``dataset_info.describe``): a built-in's, or what the folder of
-        a ``--dataset=folder`` run holds now, read from disk (``image_folder.FolderError`` when it cannot be)."""
+        """The ``DatasetInfo`` of the run's dataset (``dataset_info.describe``): a built-in's, or what the
+        ``--data_dir`` of a ``--dataset=folder`` or ``tfds`` run holds now, read from disk (an
+        ``errors.DataDirError`` when it cannot be)."""
         return describe_settings(vars(self))
 
 
@@ -376,8 +388,8 @@ def _stop_needs_target(values):
 
 @_rule("arch", "dataset")
 def _arch_fits(values):
-    if values["dataset"] == FOLDER:
-        return None  # its images' shape is on disk: _network_and_crops_fit_the_folder
+    if values["dataset"] in FROM_DISK:
+        return None  # its images' shape is on disk: _network_and_crops_fit_the_images
     info = describe(values["dataset"])
     try:
         architecture.plan(values["arch"], info.image_shape, info.num_classes)
@@ -387,14 +399,25 @@ def _arch_fits(values):
 
 @_rule("dataset", "data_dir", "image_size", "image_channels", "image_fit")
 def _image_settings_for_a_folder(values):
-    if values["dataset"] == FOLDER:
-        if not values["data_dir"]:
-            return "--dataset=folder reads the class folders in --data_dir; give --data_dir=<folder of class folders>"
+    if values["dataset"] == FOLDER and not values["data_dir"]:
+        return "--dataset=folder reads the class folders in --data_dir; give --data_dir=<folder of class folders>"
+    if values["dataset"] == TFDS and not values["data_dir"]:
+        return ("--dataset=tfds reads a dataset TensorFlow Datasets prepared in --data_dir; give --data_dir=<its "
+                "data_dir> (TFDS's default is ~/tensorflow_datasets)")
+    if values["dataset"] in FROM_DISK:
         if values["image_fit"] != "stretch" and not values["image_size"]:
             return f"--image_fit={values['image_fit']} fits images to --image_size; give --image_size=HEIGHT,WIDTH"
     elif values["image_size"] or values["image_channels"] or values["image_fit"] != "stretch":
-        return ("--image_size, --image_channels and --image_fit shape the images of --dataset=folder; the built-in "
-                "datasets keep their own")
+        return ("--image_size, --image_channels and --image_fit shape the images of --dataset=folder and "
+                "--dataset=tfds; the built-in datasets keep their own")
+
+
+@_rule("dataset", "tfds_name")
+def _tfds_name_for_tfds(values):
+    if values["dataset"] == TFDS and not values["tfds_name"]:
+        return "--dataset=tfds reads the dataset --tfds_name names; give --tfds_name=NAME[/CONFIG][:VERSION]"
+    if values["dataset"] != TFDS and values["tfds_name"]:
+        return f"--tfds_name names the dataset of --dataset=tfds, not of --dataset={values['dataset']}"
 
 
 @_rule("dataset", "data_dir", on_disk=True)
@@ -406,20 +429,30 @@ def _folder_is_a_dataset(values):
             return str(error)
 
 
+@_rule("dataset", "data_dir", "tfds_name", on_disk=True)
+def _tfds_is_prepared(values):
+    if values["dataset"] == TFDS and values["data_dir"] and values["tfds_name"]:
+        try:
+            prepared_tfds.scan(values["data_dir"], values["tfds_name"])
+        except prepared_tfds.TfdsError as error:
+            return str(error)
+
+
 @_rule("arch", *DATASET_SETTINGS, "augment", "crop_padding", on_disk=True)
-def _network_and_crops_fit_the_folder(values):
-    if values["dataset"] != FOLDER or not values["data_dir"]:
+def _network_and_crops_fit_the_images(values):
+    if values["dataset"] not in FROM_DISK or not values["data_dir"]:
         return None
     try:
         info = describe_settings(values)
-    except image_folder.FolderError:
-        return None  # _folder_is_a_dataset says why
+    except DataDirError:
+        return None  # _folder_is_a_dataset or _tfds_is_prepared says why
     try:
         architecture.plan(values["arch"], info.image_shape, info.num_classes)
     except ValueError as error:
         return f"--arch {error}"
     if values["augment"] and values["crop_padding"] >= min(info.height, info.width):
-        return (f"--crop_padding {values['crop_padding']} must be smaller than the folder's {info.height}x"
+        whose = "the folder's" if values["dataset"] == FOLDER else f"{values['tfds_name']}'s"
+        return (f"--crop_padding {values['crop_padding']} must be smaller than {whose} {info.height}x"
                 f"{info.width} images, to reflect; lower it or give a larger --image_size")
 
 
@@ -483,6 +516,8 @@ def default_logdir(config):
     dataset = config.dataset
     if dataset == FOLDER:  # folders of different images get directories of their own
         dataset = f"{FOLDER}-{os.path.basename(os.path.abspath(config.data_dir))}"
+    elif dataset == TFDS:  # and so do TFDS datasets: mnist/config:3.0.1 -> tfds-mnist-config-3.0.1
+        dataset = f"{TFDS}-{config.tfds_name.replace('/', '-').replace(':', '-')}"
     return os.path.join("runs", f"{dataset}-{arch}-{config.impl}-{config.loop}")
 
 

@@ -4,7 +4,8 @@ Sources: ``<data_dir>/<dataset>.npz`` when a ``data_dir`` is given (arrays ``x_t
 ``tf.keras.datasets`` returns them; for CIFAR-100 optionally ``y_train_coarse, y_test_coarse, fine_to_coarse``
 too), and only that; without one, ``tf.keras.datasets`` (its cache, else a download), then, for MNIST only, the
 subset bundled with this repository. ``folder``: the image files of the class folders in ``data_dir``
-(``training/image_folder.py``), decoded once.
+(``training/image_folder.py``), decoded once. ``tfds``: the TFRecord shards of a dataset TensorFlow Datasets
+prepared in ``data_dir`` (``training/prepared_tfds.py``), decoded once the same way.
 
 A folder's images are decoded once, by a tf.data pipeline over its files on every core, fitted to one size and
 kept in memory as uint8 arrays, as the built-in datasets are (``MAX_ARRAY_BYTES`` at most): the training pipeline
@@ -12,12 +13,14 @@ then draws batches and augmentations from them as a pure function of the seed an
 distributed run sees exactly the batches of an uninterrupted one, and the fingerprint, validation split,
 standardisation and whitening read the arrays the built-in datasets give. Streaming the files at every epoch
 would decode each image once per epoch and lose that exactness; a folder too large for memory at its size is
-refused with a line asking for a smaller ``--image_size``.
+refused with a line asking for a smaller ``--image_size``. A prepared TFDS dataset is read likewise: its records'
+encoded images are decoded by the same pipeline into the same arrays.
 """
 
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -31,11 +34,12 @@ import tensorflow as tf
 from absl import logging
 from keras.src.utils import file_utils as keras_file_utils
 
-from training import dataset_info, image_folder
+from training import dataset_info, image_folder, prepared_tfds
 from training.dataset_info import (
     DATASET_CHOICES,
     DATASETS,  # noqa: F401  (tests read it as data.DATASETS)
     FOLDER,
+    TFDS,
     DatasetInfo,
     describe,
     held_out_count,
@@ -50,6 +54,7 @@ COARSE_KEYS = ("y_train_coarse", "y_test_coarse", "fine_to_coarse")  # optional,
 # holds a folder's decoded images: beyond it they are refused before decoding.
 MAX_ARRAY_BYTES = 2**32
 DECODE_BATCH = 256  # images a folder's decoding pipeline hands over at a time
+RECORD_BATCH = 1024  # records a TFDS shard's reading pipeline hands over at a time
 # Largest data file, as a multiple of the dataset's official images in uint8 (``DatasetInfo.image_bytes``: MNIST's
 # 70,000 x 784 = 54.9 MB, CIFAR's 60,000 x 3,072 = 184.3 MB), which an .npz holds at most once uncompressed
 # (Keras' compressed mnist.npz is 11.5 MB). Four times leaves room for int64 labels, extra arrays and zip overhead;
@@ -69,8 +74,8 @@ class Dataset:
 
     The coarse fields are CIFAR-100's superclass labels, int32, when the source file has them (else None):
     ``y_*_coarse`` (n,) in [0, 20) and ``fine_to_coarse`` (100,), with ``fine_to_coarse[y] == y_coarse``.
-    ``folder_info`` is a folder dataset's ``DatasetInfo``, made from what was decoded (a built-in's is its row of
-    ``DATASETS``).
+    ``disk_info`` is the ``DatasetInfo`` of a dataset read from disk (a folder, a prepared TFDS dataset), made from
+    what was decoded (a built-in's is its row of ``DATASETS``).
     """
 
     name: str
@@ -82,7 +87,7 @@ class Dataset:
     y_train_coarse: np.ndarray = None
     y_test_coarse: np.ndarray = None
     fine_to_coarse: np.ndarray = None
-    folder_info: DatasetInfo = None
+    disk_info: DatasetInfo = None
 
     @property
     def image_shape(self):
@@ -90,20 +95,22 @@ class Dataset:
 
     @property
     def info(self):
-        return self.folder_info or describe(self.name)
+        return self.disk_info or describe(self.name)
 
     @property
     def num_classes(self):
         return self.info.num_classes
 
 
-def load(name, data_dir=None, allow_download=True, image_size=(), image_channels=0, image_fit="stretch"):
+def load(name, data_dir=None, allow_download=True, image_size=(), image_channels=0, image_fit="stretch",
+         tfds_name=""):
     """Returns the ``Dataset`` called ``name`` from the first source that has it (see the module docstring).
 
     A ``data_dir`` given must hold ``<name>.npz``: the other sources are for when none is given, since training on
     another copy of the data than the one asked for would be a silent mistake. For ``folder``, ``data_dir`` is the
-    folder of class folders, and ``image_size``, ``image_channels`` and ``image_fit`` say what its images become
-    (``load_folder``).
+    folder of class folders, for ``tfds`` TensorFlow Datasets' data_dir holding the prepared dataset ``tfds_name``;
+    ``image_size``, ``image_channels`` and ``image_fit`` say what their images become (``load_folder``,
+    ``load_tfds``).
     """
     if name not in DATASET_CHOICES:
         raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_CHOICES)}")
@@ -111,6 +118,10 @@ def load(name, data_dir=None, allow_download=True, image_size=(), image_channels
         if not data_dir:
             raise DataError("--dataset=folder reads the class folders in --data_dir; give --data_dir")
         return load_folder(data_dir, image_size, image_channels, image_fit)
+    if name == TFDS:
+        if not data_dir or not tfds_name:
+            raise DataError("--dataset=tfds reads the dataset --tfds_name from TFDS's --data_dir; give both")
+        return load_tfds(data_dir, tfds_name, image_size, image_channels, image_fit)
     if data_dir:
         path = os.path.join(data_dir, f"{name}.npz")
         if not os.path.lexists(path):
@@ -141,7 +152,7 @@ def load_for(config, data_dir="", allow_download=None):
     run's own when given, downloading as ``allow_download`` says, else as the run's setting does."""
     return load(config.dataset, data_dir or config.data_dir,
                 config.allow_download if allow_download is None else allow_download, config.image_size,
-                config.image_channels, config.image_fit)
+                config.image_channels, config.image_fit, config.tfds_name)
 
 
 def load_folder(root, image_size=(), image_channels=0, image_fit="stretch"):
@@ -174,19 +185,24 @@ def load_folder(root, image_size=(), image_channels=0, image_fit="stretch"):
                        layout.class_names)
     return Dataset(FOLDER, pixels[:num_train], np.asarray(layout.train_labels, np.int32), pixels[num_train:],
                    np.asarray(layout.test_labels, np.int32), source=f"image folder {os.path.abspath(root)} "
-                   f"({layout.split})", folder_info=info)
+                   f"({layout.split})", disk_info=info)
 
 
-def _decode(contents):
-    """The image file ``contents`` (a string tensor) as uint8 ``(h, w, c)``, c 1 (grey) or 3 (RGB): an alpha
-    channel is dropped, as predict drops it."""
-    image = tf.io.decode_image(contents, expand_animations=False)  # uint8 (h, w, 1 to 4); a GIF's first frame
+def _decode(contents, channels=0):
+    """The image file ``contents`` (a string tensor) as uint8 ``(h, w, c)``, c 1 (grey) or 3 (RGB): decoded to
+    ``channels`` when given (1 to 4, as TFDS decodes its images), else to the file's own; an alpha channel is
+    dropped, as predict drops it."""
+    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)  # a GIF's first frame
     found = tf.shape(image)[2]
     return image[:, :, :found - 1 + found % 2]  # 2 (grey, alpha) -> 1, 4 (RGBA) -> 3
 
 
 def _to_channels(image, channels):
     """A grey or RGB ``image`` as ``channels`` (1 or 3), with the conversions predict uses."""
+    if image.shape[2] is not None:  # decoded to the channels a TFDS feature declares: known when traced
+        if image.shape[2] == channels:
+            return image
+        return tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
     found = tf.shape(image)[2]
     if channels == 1:
         return tf.cond(found == 3, lambda: tf.image.rgb_to_grayscale(tf.ensure_shape(image, [None, None, 3])),
@@ -195,40 +211,176 @@ def _to_channels(image, channels):
                    lambda: tf.ensure_shape(image, [None, None, 3]))
 
 
-def _decode_all(files, size, channels, fit):
-    """``(pixels, own channels, own sizes)`` of every file: uint8 ``(n, *size, channels)``, and each image's
-    channels and (h, w) as decoded, before conversion, for the checks that they agree."""
+def _fitted(size, channels, fit):
+    """``convert(image) -> (pixels, own channels, own size)``: a decoded image as uint8 ``(*size, channels)``, and
+    its channels and (h, w) as decoded, before conversion, for the checks that they agree."""
     def convert(image):
         converted = fit_to_size(_to_channels(image, channels), size, fit)
         return tf.ensure_shape(converted, (*size, channels)), tf.shape(image)[2], tf.shape(image)[:2]
 
-    return _decode_files(files, convert)
+    return convert
+
+
+def _decode_all(files, size, channels, fit):
+    """``(pixels, own channels, own sizes)`` of every file: uint8 ``(n, *size, channels)``, and each image's
+    channels and (h, w) as decoded (``_fitted``)."""
+    return _decode_files(files, _fitted(size, channels, fit))
 
 
 def _decode_files(files, convert):
     """Every file's ``_decode`` put through ``convert(image) -> tuple of tensors``: one NumPy array per part of
-    that tuple, along the files in order.
-
-    tf.data decodes on every core. A file that does not decode is dropped there (``ignore_errors``) and named
-    afterwards in a ``DataError``, with what Pillow says of it: decoding it alone in TensorFlow would log a
-    warning of its own before the one line.
-    """
-    def decode(index, path):
-        return (index, *convert(_decode(tf.io.read_file(path))))
-
+    that tuple, along the files in order. A file that does not decode is named in a ``DataError``, with what
+    Pillow says of it."""
     # As bytes: a file name that is not UTF-8 (os.listdir gives it with surrogates) is still a name to read.
-    paths = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), [os.fsencode(f) for f in files]))
-    decoded = paths.map(decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True).ignore_errors()
+    parts, failed = _decoded([os.fsencode(f) for f in files], lambda path: convert(_decode(tf.io.read_file(path))))
+    if failed is not None:
+        path = files[failed]
+        raise DataError(f"{path}: cannot be decoded as an image ({image_folder.why_undecodable(path)}); replace or "
+                        "remove it")
+    return parts
+
+
+def _decoded(sources, convert):
+    """``(parts, None)``: each of ``sources`` (file names, encoded images) put through ``convert(source) -> tuple
+    of tensors``, one NumPy array per part along the sources in order; ``(None, i)`` when source ``i`` fails.
+
+    tf.data decodes on every core. A source that fails is dropped there (``ignore_errors``) and found afterwards:
+    decoding it alone in TensorFlow would log a warning of its own before the one line that names it.
+    """
+    def decode(index, source):
+        return (index, *convert(source))
+
+    indexed = tf.data.Dataset.from_tensor_slices((tf.range(len(sources), dtype=tf.int64), sources))
+    decoded = indexed.map(decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True).ignore_errors()
     options = tf.data.Options()
     options.autotune.enabled = False  # fixed parallelism, as the training pipelines (pipeline.py says why)
     batches = list(decoded.batch(DECODE_BATCH).with_options(options).as_numpy_iterator())
     decoded_count = sum(len(batch[0]) for batch in batches)
-    if decoded_count < len(files):
+    if decoded_count < len(sources):
         indices = np.concatenate([batch[0] for batch in batches]) if batches else np.zeros(0, np.int64)
-        path = files[np.setdiff1d(np.arange(len(files)), indices)[0]]
-        raise DataError(f"{path}: cannot be decoded as an image ({image_folder.why_undecodable(path)}); replace or "
-                        "remove it")
-    return tuple(np.concatenate([batch[part] for batch in batches]) for part in range(1, len(batches[0])))
+        return None, int(np.setdiff1d(np.arange(len(sources)), indices)[0])
+    return tuple(np.concatenate([batch[part] for batch in batches]) for part in range(1, len(batches[0]))), None
+
+
+def load_tfds(data_dir, tfds_name, image_size=(), image_channels=0, image_fit="stretch"):
+    """The images of the dataset ``tfds_name`` that TensorFlow Datasets prepared in ``data_dir``
+    (``prepared_tfds.scan``) as a ``Dataset`` named ``tfds``: uint8 ``(n, H, W, C)`` shard after shard in record
+    order, labels as recorded, the test set its ``test`` split or held out of ``train`` (``prepared_tfds``).
+
+    Each image is decoded as TFDS decodes it (to the channels its feature declares; a GIF's first frame), its alpha
+    channel dropped, then converted and fitted as a folder's images are (``load_folder``). Without
+    ``image_size`` every image must have the size the feature declares, else the first image's; without
+    ``image_channels``, the first image's channels. ``prepared_tfds.TfdsError`` or ``DataError`` names the
+    folder, shard or record that keeps the dataset from loading.
+    """
+    prepared = prepared_tfds.scan(data_dir, tfds_name)
+    info = dataset_info.tfds_info(prepared, image_size, image_channels)
+    count = sum(split.size for split in prepared.splits)
+    needed = count * info.height * info.width * info.channels
+    if needed > MAX_ARRAY_BYTES:
+        raise DataError(f"{prepared.path}: {count:,} images of {info.height}x{info.width}x{info.channels} take "
+                        f"{needed:,} bytes decoded, more than the {MAX_ARRAY_BYTES:,} this code keeps in memory; give "
+                        "a smaller --image_size")
+    prepared_tfds.first_image(prepared, every_shard=True)  # TensorFlow then parses the records without a warning
+    declared = prepared.image_shape
+    convert = _fitted(info.image_shape[:2], info.channels, image_fit)
+    arrays = []
+    for split in prepared.splits:
+        encoded, labels = _read_records(split, prepared)
+        parts, failed = _decoded(encoded, lambda contents: convert(_decode(contents, declared[2] or 0)))
+        if failed is not None:
+            why = image_folder.why_undecodable(io.BytesIO(encoded[failed]))
+            raise DataError(f"{_record(split, failed)}: its image '{prepared.image_key}' cannot be decoded ({why})")
+        pixels, own_channels, own_sizes = parts
+        first = _record(prepared.train, 0)  # whose header gave the size or channels the feature leaves open
+        if not image_size:
+            _refuse_other_sizes(split, own_sizes, (info.height, info.width), declared, first)
+        if not image_channels:
+            _refuse_other_channels(split, own_channels, info.channels, first)
+        arrays.append((pixels, labels))
+    if prepared.test:
+        (x_train, y_train), (x_test, y_test) = arrays
+    else:
+        (x, y), = arrays
+        held = np.zeros(len(x), bool)
+        held[prepared_tfds.held_out_positions(len(x))] = True
+        x_train, y_train, x_test, y_test = x[~held], y[~held], x[held], y[held]
+    return Dataset(TFDS, x_train, y_train, x_test, y_test, disk_info=info,
+                   source=f"TFDS {prepared.name} in {os.path.abspath(prepared.path)} ({prepared.split})")
+
+
+def _read_records(split, prepared):
+    """``(encoded images, labels)`` of every record of ``split``, shard by shard: a bytes object array and int32
+    labels in [0, classes). A shard with other than the records dataset_info.json counts (a damaged or cut short
+    file, whose reading stops at the first damaged record), a record that is not a tf.train.Example of the two
+    features, or a label outside the classes is named in a ``DataError``."""
+    image_key, label_key = prepared.image_key, prepared.label_key
+    features = {image_key: tf.io.FixedLenFeature([], tf.string, default_value=""),
+                label_key: tf.io.FixedLenFeature([], tf.int64, default_value=prepared_tfds.UNLABELLED)}
+
+    def parse(records):
+        examples = tf.io.parse_example(records, features)
+        return examples[image_key], examples[label_key]
+
+    encoded, labels = [], []
+    for shard, length in zip(split.shards, split.lengths):
+        records = tf.data.TFRecordDataset(shard).ignore_errors()  # a damaged record ends the shard: counted below
+        try:
+            batches = list(records.batch(RECORD_BATCH).map(parse).as_numpy_iterator())
+        except tf.errors.OpError as error:
+            raise DataError(f"{shard}: holds records that are not tf.train.Examples with the encoded image "
+                            f"'{image_key}' and the int64 label '{label_key}' ({first_line(error)})") from None
+        found = sum(len(images) for images, _ in batches)
+        if found != length:
+            why = (f"reading stops at record {found}: the file is damaged or cut short" if found < length else
+                   "more than that")
+            raise DataError(f"{shard}: {found:,} readable records, where {prepared_tfds.DATASET_INFO} counts "
+                            f"{length:,} ({why}); prepare the dataset again")
+        encoded += [images for images, _ in batches]
+        labels += [shard_labels for _, shard_labels in batches]
+    encoded = np.concatenate(encoded) if encoded else np.zeros(0, object)
+    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    num_classes = len(prepared.class_names)
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(outside):
+        index, label = outside[0], labels[outside[0]]
+        what = ("no label (-1, TFDS's mark of an unlabelled example, or none recorded)" if label == -1 else
+                f"the label {label}, outside the {num_classes} classes of '{label_key}'")
+        raise DataError(f"{_record(split, index)}: {what}; the {split.name} split cannot be trained or tested on")
+    return encoded, labels.astype(np.int32)
+
+
+def _record(split, index):
+    """Which record of which shard the ``index``-th example of ``split`` is, for a message."""
+    ends = np.cumsum(split.lengths)
+    shard = int(np.searchsorted(ends, index, side="right"))
+    return f"{split.shards[shard]} record {index - (ends[shard - 1] if shard else 0)}"
+
+
+def _refuse_other_sizes(split, sizes, expected, declared, first):
+    """``DataError`` naming the first image of ``split`` whose size is not ``expected``: the size the image
+    feature declares, else that of the image ``first`` names."""
+    odd = next((i for i, size in enumerate(sizes) if tuple(size) != expected), None)
+    if odd is None:
+        return
+    remedy = "give --image_size=HEIGHT,WIDTH to bring every image to one size"
+    (height, width), (want_height, want_width) = sizes[odd], expected
+    if None not in declared[:2]:
+        raise DataError(f"{_record(split, odd)}: an image of {height}x{width}, not the {want_height}x{want_width} "
+                        f"its feature declares; {remedy}")
+    raise DataError(f"images of mixed size: {first} has {want_height}x{want_width}, {_record(split, odd)} has "
+                    f"{height}x{width}; {remedy}")
+
+
+def _refuse_other_channels(split, channels, expected, first):
+    """``DataError`` naming the first image of ``split`` whose channels are not those of the image ``first``
+    names (the channels the feature declares are those of every image as decoded)."""
+    odd = next((i for i, found in enumerate(channels) if found != expected), None)
+    if odd is not None:
+        shown = {1: "1 (grey)", 3: "3 (RGB)"}
+        raise DataError(f"images of mixed channels: {first} has {shown[expected]}, {_record(split, odd)} has "
+                        f"{shown[int(channels[odd])]}; give --image_channels=1 or --image_channels=3 to convert every "
+                        "image to grey or RGB")
 
 
 def _refuse_mixed(files, values, what, shown, remedy):
@@ -272,18 +424,19 @@ def fingerprint(dataset):
     held them (an .npz, compressed or not, or the Keras cache). CIFAR-100's coarse labels, which only predictions
     read, are left out. Hashing CIFAR-10's 184 MB takes 0.15 s on the AMD EPYC here, 7% of reading its .npz.
 
-    A folder's hash covers its class names too, and its record also holds what the dataset is
-    (``dataset_info.as_record``: image shape and class names), so a run can be opened where the folder is not.
+    The hash of a dataset read from disk (a folder, a prepared TFDS dataset) covers its class names too, and its
+    record also holds what the dataset is (``dataset_info.as_record``: image shape and class names), so a run can
+    be opened where that data is not.
     """
     digest = hashlib.sha256()
     for key in REQUIRED_KEYS:
         array = np.ascontiguousarray(getattr(dataset, key))
         digest.update(f"{key} {array.dtype.str} {array.shape}\n".encode())  # the same bytes in another shape differ
         digest.update(array.data)
-    if dataset.folder_info is None:
+    if dataset.disk_info is None:
         return {"sha256": digest.hexdigest(), "source": dataset.source,
                 "images": [len(dataset.x_train), len(dataset.x_test)]}
-    # A folder's labels are its class names: folders renamed are other data, though every pixel is the same.
+    # Its labels are its class names: folders renamed are other data, though every pixel is the same.
     digest.update(f"class_names {json.dumps(list(dataset.info.class_names))}\n".encode())
     return {"sha256": digest.hexdigest(), "source": dataset.source, **dataset_info.as_record(dataset.info)}
 

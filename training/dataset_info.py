@@ -1,13 +1,14 @@
 """What a run's dataset is (image shape, classes, their names), without loading it: ``describe``.
 
-The built-in datasets are rows of ``DATASETS``; ``folder`` is a folder of class folders of the user's own images
-(``training/image_folder.py``), described from what the folder holds. TensorFlow-free, so that flags and configs
-can name datasets before TensorFlow is imported; ``data.py`` loads them.
+The built-in datasets are rows of ``DATASETS``; the datasets of ``FROM_DISK`` are described from what ``--data_dir``
+holds: ``folder``, a folder of class folders of the user's own images (``training/image_folder.py``), and ``tfds``,
+an image classification dataset TensorFlow Datasets prepared there (``training/prepared_tfds.py``).
+TensorFlow-free, so that flags and configs can name datasets before TensorFlow is imported; ``data.py`` loads them.
 """
 
 import dataclasses
 
-from training import image_folder
+from training import image_folder, prepared_tfds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,19 +71,9 @@ DATASETS = {
 }
 
 
-# A folder of class folders of one's own images, in --data_dir (training/image_folder.py).
-FOLDER = "folder"
-# What --dataset can name.
-DATASET_CHOICES = (*DATASETS, FOLDER)
-
-
-def describe(dataset, data_dir="", image_size=(), image_channels=0):
-    """The ``DatasetInfo`` of the dataset a run names: a built-in's row of ``DATASETS``; for ``FOLDER``, the folder
-    of class folders ``data_dir`` as ``image_folder.scan`` finds it, with images of ``image_size`` (height, width)
-    and ``image_channels`` (1 or 3) where given, else those of its first image. A folder is read from disk (file
-    names and one image's header, no pixels); one that cannot be a dataset raises ``image_folder.FolderError``."""
-    if dataset != FOLDER:
-        return DATASETS[dataset]
+def _describe_folder(data_dir, image_size, image_channels, tfds_name):
+    """A folder of class folders as ``image_folder.scan`` finds it, its image shape that of its first image."""
+    del tfds_name
     layout = image_folder.scan(data_dir)
     height, width, channels = image_folder.image_header(layout.train_files[0])
     if image_size:
@@ -91,8 +82,49 @@ def describe(dataset, data_dir="", image_size=(), image_channels=0):
                        len(layout.test_files), layout.class_names)
 
 
+def _describe_tfds(data_dir, image_size, image_channels, tfds_name):
+    """A prepared TFDS dataset as ``prepared_tfds.scan`` finds it (``tfds_info``)."""
+    return tfds_info(prepared_tfds.scan(data_dir, tfds_name), image_size, image_channels)
+
+
+def tfds_info(prepared, image_size=(), image_channels=0):
+    """The ``DatasetInfo`` of the ``prepared_tfds.Prepared`` dataset ``prepared``: the image shape its features
+    declare (an alpha channel dropped), a size or channels they leave open read from its first image."""
+    height, width, channels = prepared.image_shape
+    if channels in (2, 4):
+        channels -= 1  # data.py drops the alpha channel
+    if (None in (height, width) and not image_size) or (channels is None and not image_channels):
+        header = prepared_tfds.first_image_header(prepared)
+        height, width = (height, width) if None not in (height, width) else header[:2]
+        channels = channels or header[2]
+    if image_size:
+        height, width = image_size
+    return DatasetInfo(height, width, image_channels or channels, len(prepared.class_names), prepared.num_train,
+                       prepared.num_test, prepared.class_names)
+
+
+FOLDER = "folder"  # a folder of class folders of one's own images, in --data_dir (training/image_folder.py)
+TFDS = "tfds"  # a dataset TensorFlow Datasets prepared in --data_dir, named by --tfds_name (training/prepared_tfds.py)
+# The datasets described by what --data_dir holds, each with its describe(data_dir, image_size, image_channels,
+# tfds_name); one that cannot be read raises an errors.DataDirError.
+FROM_DISK = {FOLDER: _describe_folder, TFDS: _describe_tfds}
+# What --dataset can name.
+DATASET_CHOICES = (*DATASETS, *FROM_DISK)
+
+
+def describe(dataset, data_dir="", image_size=(), image_channels=0, tfds_name=""):
+    """The ``DatasetInfo`` of the dataset a run names: a built-in's row of ``DATASETS``; for one of ``FROM_DISK``,
+    what ``data_dir`` holds (for ``TFDS``, the prepared dataset ``tfds_name`` in it), with images of ``image_size``
+    (height, width) and ``image_channels`` (1 or 3) where given, else the dataset's own. Read from disk (file
+    names, JSON and one image's header, no pixels); a dataset that cannot be read there raises an
+    ``errors.DataDirError`` (``image_folder.FolderError``, ``prepared_tfds.TfdsError``)."""
+    if dataset in FROM_DISK:
+        return FROM_DISK[dataset](data_dir, image_size, image_channels, tfds_name)
+    return DATASETS[dataset]
+
+
 # The settings of a run (TrainConfig fields) that say what its dataset is.
-DATASET_SETTINGS = ("dataset", "data_dir", "image_size", "image_channels")
+DATASET_SETTINGS = ("dataset", "data_dir", "image_size", "image_channels", "tfds_name")
 
 
 def describe_settings(values):
@@ -101,8 +133,8 @@ def describe_settings(values):
 
 
 def as_record(info):
-    """What config.json records of a folder dataset (``data.fingerprint``), so that a run can be opened, exported
-    and predicted with where the folder is gone: image shape, class names, image counts."""
+    """What config.json records of a dataset read from disk (``FROM_DISK``; ``data.fingerprint``), so that a run can
+    be opened, exported and predicted with where its data is gone: image shape, class names, image counts."""
     return {"image_shape": list(info.image_shape), "class_names": list(info.class_names),
             "images": [info.num_train, info.num_test]}
 

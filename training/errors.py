@@ -18,6 +18,12 @@ class RunError(OneLineError, RuntimeError):
     """A run that cannot start or go on (an occupied run directory, a diverged loss); the message says why."""
 
 
+class DataDirError(OneLineError, ValueError):
+    """A ``--data_dir`` that cannot be read as the dataset a run names, found before any pixel is decoded: a folder
+    that is no folder of class folders, a TensorFlow Datasets dataset that is not prepared there. The message names
+    the folder or file."""
+
+
 def first_line(error):
     """The part of ``error``'s message that a one-line error quotes: its first line that says something, without
     TensorFlow's wrapping and graph traceback, white space folded, at most ``QUOTED_LINE_LIMIT`` characters;

@@ -27,7 +27,7 @@ import dataclasses
 import os
 import stat
 
-from training.errors import OneLineError, first_line
+from training.errors import DataDirError, first_line
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # image_dataset_from_directory's, read by tf.io
 TRAIN, TEST = "train", "test"
@@ -35,7 +35,7 @@ TEST_FRACTION = 0.2  # of each class's images, held out as the test set when the
 TEST_SPLIT_SEED = 0  # fixed, not --seed: one test set for every run on a folder
 
 
-class FolderError(OneLineError, ValueError):
+class FolderError(DataDirError):
     """A folder that cannot be read as a dataset of class folders; the message names the folder or file."""
 
 
@@ -193,9 +193,10 @@ def _hold_out(root, classes):
     return tuple(train[0]), tuple(train[1]), tuple(test[0]), tuple(test[1])
 
 
-def image_header(path):
-    """``(height, width, channels)`` of the image file ``path`` as ``tf.io.decode_image`` decodes it, less an
-    alpha channel (``data.py`` drops it), read from its header only."""
+def image_header(path, name=None):
+    """``(height, width, channels)`` of the image file ``path`` (a path, or a binary file object that ``name``
+    names in messages) as ``tf.io.decode_image`` decodes it, less an alpha channel (``data.py`` drops it), read
+    from its header only."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -203,7 +204,7 @@ def image_header(path):
             (width, height), mode, kind = image.size, image.mode, image.format
             bands = len(image.getbands())
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise FolderError(f"{path}: cannot be read as an image ({first_line(error)})") from None
+        raise FolderError(f"{name or path}: cannot be read as an image ({first_line(error)})") from None
     if kind == "GIF" or mode in ("P", "PA"):
         channels = 3  # TensorFlow decodes GIFs and palette PNGs to RGB
     else:
@@ -212,8 +213,9 @@ def image_header(path):
 
 
 def why_undecodable(path):
-    """Why the file ``path``, which TensorFlow could not decode, is no image, in Pillow's words (it decodes the
-    file in full): what a one-line error quotes, so that no failing TensorFlow op has to run just to say it."""
+    """Why the file ``path`` (a path, or a binary file object), which TensorFlow could not decode, is no image, in
+    Pillow's words (it decodes the file in full): what a one-line error quotes, so that no failing TensorFlow op
+    has to run just to say it."""
     from PIL import Image
 
     try:
@@ -221,5 +223,7 @@ def why_undecodable(path):
             image.load()
             kind = image.format
     except Exception as error:  # noqa: BLE001  Pillow raises anything from a damaged file
-        return first_line(error)
+        if isinstance(path, (str, bytes, os.PathLike)):
+            return first_line(error)
+        return first_line(error).replace(f" {path!r}", "")  # a file object's repr says nothing but an address
     return f"it is {kind or 'an image'} to Pillow, but not a PNG, JPEG, BMP or GIF that TensorFlow decodes"

@@ -2,8 +2,9 @@
 
 Export, predict, inspection and activation maximisation all read a run through here: its ``TrainConfig``, its
 network as its ``impl`` builds it with the weights of the newest checkpoint that restores, its evaluation
-preprocessing, what its dataset is (``run_info``: for a folder of images, as config.json recorded it, so that a
-run is used where its folder is not), and the folders those commands write under it (``export/``, ``inspect/``).
+preprocessing, what its dataset is (``run_info``: for a folder of images or a prepared TFDS dataset, as
+config.json recorded it, so that a run is used where its data is not), and the folders those commands write under
+it (``export/``, ``inspect/``).
 Whatever keeps a run from being opened (no such directory, no or a damaged config.json, no checkpoint that
 restores, training data that cannot be found for its statistics) is one ``TrainedRunError`` with the reason.
 Opening reads only: nothing in the run directory changes.
@@ -19,7 +20,7 @@ from absl import logging
 from training import data as data_lib
 from training import dataset_info, pipeline, run_files
 from training.config import VALIDATION_SPLIT_SEED, TrainConfig
-from training.errors import OneLineError, RunError, first_line
+from training.errors import DataDirError, OneLineError, RunError, first_line
 from training.parts import build_run_network
 from training.run_files import PREPROCESSING
 from training.rundir import RunDir
@@ -133,8 +134,8 @@ class TrainedRun:
         if recorded:
             return recorded
         folder = self.data_dir or config.data_dir
-        expected = os.path.join(folder, f"{config.dataset}.npz") if folder and config.dataset != \
-            dataset_info.FOLDER else None
+        expected = os.path.join(folder, f"{config.dataset}.npz") if folder and config.dataset not in \
+            dataset_info.FROM_DISK else None
         if expected and not os.path.exists(expected):
             whose = "--data_dir" if self.data_dir else f"the run's data_dir {folder}"
             raise TrainedRunError(f"the run standardised its images with its training set's per-channel mean and "
@@ -173,10 +174,11 @@ def read_preprocessing(run_dir):
 
 
 def run_info(run_dir, config, data_dir=""):
-    """The ``DatasetInfo`` of the dataset the run in ``run_dir`` (of ``config``) trained on: a built-in's; for a
-    folder, what config.json recorded of it when the run trained (``dataset_info.as_record``), else what its
-    folder (``data_dir``, else the run's own) holds now. ``TrainedRunError`` when neither says."""
-    if config.dataset != dataset_info.FOLDER:
+    """The ``DatasetInfo`` of the dataset the run in ``run_dir`` (of ``config``) trained on: a built-in's; for one
+    read from disk (a folder, a prepared TFDS dataset), what config.json recorded of it when the run trained
+    (``dataset_info.as_record``), else what its ``data_dir`` (given, else the run's own) holds now.
+    ``TrainedRunError`` when neither says."""
+    if config.dataset not in dataset_info.FROM_DISK:
         return dataset_info.describe(config.dataset)
     try:
         recorded = dataset_info.from_record(RunDir(run_dir).read_saved().get("data") or {})
@@ -186,9 +188,9 @@ def run_info(run_dir, config, data_dir=""):
         return recorded
     try:
         return dataset_info.describe_settings({**vars(config), "data_dir": data_dir or config.data_dir})
-    except ValueError as error:  # an image_folder.FolderError
-        raise TrainedRunError(f"{run_dir}: its config.json records no image shape and classes of its folder, and "
-                              f"the folder cannot tell them ({error})") from None
+    except DataDirError as error:
+        raise TrainedRunError(f"{run_dir}: its config.json records no image shape and classes of its data, and "
+                              f"its --data_dir cannot tell them ({error})") from None
 
 
 def class_names(info):
