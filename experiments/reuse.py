@@ -15,7 +15,7 @@ class ReuseError(OneLineError, RuntimeError):
     names them."""
 
 
-def reusable_results(run_path, required=(), settings=None):
+def reusable_results(run_path, required=(), settings=None, data_sha256=None):
     """results.json of the finished run in ``run_path`` that the command reads instead of training the run again,
     or None when the run must train (afresh, or resumed by ``training.train`` from its last checkpoint).
 
@@ -34,13 +34,28 @@ def reusable_results(run_path, required=(), settings=None):
     3. Of that budget: with ``settings`` whose budget is in steps, results.json's ``train_steps`` is that budget,
        unless the run stops at its target; a run whose budget was raised and that has not finished again holds
        the shorter run's results, and is resumed.
+    4. Same data: with ``data_sha256`` (the SHA-256 of ``data.fingerprint`` of what the command loaded), a run
+       whose config.json records other data is a ``ReuseError``, as training refuses to resume it; a run of code
+       before fingerprints recorded none and is judged by its settings alone.
     """
     if settings is not None and os.path.lexists(os.path.join(run_path, run_files.CONFIG)):
         _refuse_other_settings(run_path, settings)
+        if data_sha256 is not None:
+            _refuse_other_data(run_path, data_sha256)
     results = read_results(run_path, required)
     if results is None or settings is None or not settings.train_steps or settings.stop_at_target:
         return results
     return results if results.get("train_steps") == settings.train_steps else None
+
+
+def _refuse_other_data(run_path, data_sha256):
+    """``ReuseError`` when the run in ``run_path`` recorded a data fingerprint other than ``data_sha256``."""
+    data = run_files.read_saved(run_path).get("data")
+    recorded = data.get("sha256") if isinstance(data, dict) else None
+    if isinstance(recorded, str) and recorded != data_sha256:
+        raise ReuseError(f"{run_path} holds a run trained on other data ({data.get('source', 'unknown source')}, "
+                         f"SHA-256 {recorded[:12]}), not the data this command loaded (SHA-256 {data_sha256[:12]}); "
+                         f"pass another --logdir or remove that directory")
 
 
 def _refuse_other_settings(run_path, settings):

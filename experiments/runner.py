@@ -18,6 +18,7 @@ from experiments import reuse
 from experiments.launch import noting_stop_signals, progress_text
 from experiments.points import TABLE_FIELDS, PointResult, RunRecord, run_dir
 from experiments.report import TableWriter, machine_record, make_report
+from training import data as data_lib
 from training import trainer
 from training.config import TrainConfig
 from training.errors import OneLineError
@@ -38,10 +39,11 @@ def run_config(grid, label, overrides, dataset_name, seed, train_steps, logdir, 
     return dataclasses.replace(TrainConfig(), **{**sweep_sets, **overrides})
 
 
-def reusable_results(config):
+def reusable_results(config, data_sha256=None):
     """The results of an earlier, finished run of ``config`` in its run directory, or None when it must train
-    (``reuse.reusable_results``: the policy sweeps share with seeds and races)."""
-    return reuse.reusable_results(config.logdir, TABLE_FIELDS, settings=config)
+    (``reuse.reusable_results``: the policy sweeps share with seeds and races; ``data_sha256``: the SHA-256 of the
+    data the sweep loaded, which a reused run must have trained on)."""
+    return reuse.reusable_results(config.logdir, TABLE_FIELDS, settings=config, data_sha256=data_sha256)
 
 
 HPARAMS_DIR = "hparams"  # <run>/hparams: the run's settings and final metrics for TensorBoard's HParams dashboard
@@ -69,14 +71,15 @@ def _hparam_value(value):
     return ",".join(map(str, value))
 
 
-def run_once(config, dataset, name, point=None, finished_before=None):
+def run_once(config, dataset, name, point=None, finished_before=None, data_sha256=None):
     """One run: reused from its run directory when it finished before, else trained. Logs one progress line.
 
     ``point`` is ``(grid name, label, overrides)``: a run of a grid logs them for the HParams dashboard.
     ``finished_before``: the run directories that had finished before this command began; a run read from its
     directory but not among them was trained by this command's other processes (``--jobs``), not reused.
+    ``data_sha256``: ``dataset``'s fingerprint hash, computed once per sweep (``data_fingerprint``).
     """
-    results = reusable_results(config)
+    results = reusable_results(config, data_sha256 or data_fingerprint(dataset))
     if results is not None:
         logging.info("sweep: %s: test accuracy %.2f%%, %.1f s when trained; read %s/results.json", name,
                      100 * results["test_accuracy"], results["wall_seconds"], config.logdir)
@@ -90,6 +93,11 @@ def run_once(config, dataset, name, point=None, finished_before=None):
     logging.info("sweep: %s: test accuracy %.2f%%, %.1f s, trained in %s", name, 100 * results["test_accuracy"],
                  results["wall_seconds"], config.logdir)
     return RunRecord(results, reused=False)
+
+
+def data_fingerprint(dataset):
+    """The SHA-256 training records for ``dataset`` (``data.fingerprint``), which a reused run must match."""
+    return data_lib.fingerprint(dataset)["sha256"]
 
 
 def sweep_runs(grid, dataset_name, seeds, logdir, train_steps=None, data_dir=""):
@@ -110,10 +118,11 @@ def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_po
     """
     done, runs = [], []
     every_run = sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir)
-    started, trained = time.monotonic(), 0
+    started, trained, data_sha256 = time.monotonic(), 0, data_fingerprint(dataset)
     with noting_stop_signals() as stop_arrived:
         for index, (label, overrides, name, config) in enumerate(every_run, 1):
-            runs.append(run_once(config, dataset, name, (grid.name, label, overrides), finished_before))
+            runs.append(run_once(config, dataset, name, (grid.name, label, overrides), finished_before,
+                                 data_sha256))
             trained += not runs[-1].reused
             # The runs trained so far (reused ones cost nothing) say how long the rest will take.
             left = (time.monotonic() - started) / trained * (len(every_run) - index) if trained else None
@@ -138,11 +147,12 @@ def stop_if_asked(stop_arrived, name):
 def train_free_runs(grid, dataset, seeds, logdir, train_steps=None, data_dir=""):
     """Trains every run of the sweep that has not finished and that no other process is training (its directory
     is locked: passed by); writes no table. Returns how many runs this process trained."""
-    trained = 0
+    trained, data_sha256 = 0, data_fingerprint(dataset)
     with noting_stop_signals() as stop_arrived:
         for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
             try:
-                trained += not run_once(config, dataset, name, (grid.name, label, overrides)).reused
+                trained += not run_once(config, dataset, name, (grid.name, label, overrides),
+                                        data_sha256=data_sha256).reused
             except RunInUse:
                 logging.info("sweep: %s: another process is training it; passed by", name)
             stop_if_asked(stop_arrived, name)

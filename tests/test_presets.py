@@ -26,12 +26,23 @@ print(json.dumps(configs))
 """
 
 
+def _flags_given(preset):
+    """The flag names ``preset`` sets, with those of the flagfiles it includes (a variant of another preset)."""
+    given = set()
+    for line in preset.read_text().splitlines():
+        if line.startswith("--flagfile="):
+            given |= _flags_given(REPO_ROOT / line.split("=", 1)[1])
+        elif line.startswith("--"):
+            given.add(line.split("=")[0].lstrip("-"))
+    return given
+
+
 def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
     # The command line's defaults are the main job's recipe (config.MAIN_JOB); a preset that left one of those
     # settings out would silently take the main job's value and no longer be the run its comment names.
     from training.config import MAIN_JOB
     for preset in PRESETS:
-        given = {line.split("=")[0].lstrip("-") for line in preset.read_text().splitlines() if line.startswith("--")}
+        given = _flags_given(preset)
         given |= {name[2:] for name in given if name.startswith("no")}  # --noaugment sets augment
         unused = ({"epochs"} if "train_steps" in given else set()) | (
             {"crop_padding", "flip"} if "noaugment" in given else set())  # settings of what the preset turns off
@@ -41,9 +52,10 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 
 def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_fast.cfg", "cifar10_resnet_small.cfg",
-                                         "cifar10_speed.cfg",
+                                         "cifar10_speed.cfg", "cifar10_speed_float32.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
-                                         "mnist_full.cfg", "mnist_onecycle.cfg", "mnist_speed.cfg"]
+                                         "mnist_full.cfg", "mnist_onecycle.cfg", "mnist_onecycle_bfloat16.cfg",
+                                         "mnist_speed.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120)
@@ -72,6 +84,12 @@ def test_every_preset_parses_into_the_run_its_comment_names():
         1024, 12.0, 132, "triangle")
     assert (speed["bn_bias_lr_scale"], speed["lookahead_every"], speed["lookahead_start_epochs"]) == (64.0, 5, 3.0)
     assert (speed["decay_biases"], speed["whitening_bias_epochs"]) == (True, 3.0)
+    # The variants that pair a recipe's seeds with other numerics differ from it in the numerics alone.
+    for variant, base, precision in (("cifar10_speed_float32", "cifar10_speed", "float32"),
+                                     ("mnist_onecycle_bfloat16", "mnist_onecycle", "mixed_bfloat16")):
+        variant, base = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in (variant, base))
+        assert {name for name in base if base[name] != variant[name]} == {"precision", "logdir"}
+        assert (variant["precision"], variant["jit_compile"]) == (precision, False)
     # The cheaper CIFAR-10 point: the speed recipe over 4 epochs, its epoch-timed parts scaled by 0.4.
     cheaper = configs[str(REPO_ROOT / "flags" / "cifar10_fast.cfg")]
     assert {name for name in speed if speed[name] != cheaper[name]} == {

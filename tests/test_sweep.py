@@ -1,5 +1,6 @@
 """Sweeps: the named grids fit their datasets, the table formats exactly, a tiny sweep runs and is reused."""
 
+import dataclasses
 import json
 import os
 import re
@@ -230,7 +231,7 @@ def tiny_sweep(tmp_path_factory, tiny_mnist):
     mtimes = [os.stat(path).st_mtime_ns for path in results_files]
     first_report = (root / "tiny.md").read_text()
     second = runner.run_and_report(**args)
-    return dict(root=root, first=first, second=second, results_files=results_files, mtimes=mtimes,
+    return dict(root=root, grid=grid, first=first, second=second, results_files=results_files, mtimes=mtimes,
                 first_report=first_report, report=(root / "tiny.md").read_text(), lines=lines)
 
 
@@ -349,6 +350,19 @@ def test_a_run_directory_of_another_budget_is_refused(tiny_sweep):
                          logdir=str(tiny_sweep["root"] / "runs" / "tiny" / "mnist" / "conv-seed0"))
     with pytest.raises(reuse.ReuseError, match="holds a run with train_steps=5, not train_steps=7"):
         runner.reusable_results(config)
+
+
+def test_a_finished_run_trained_on_other_data_is_refused_not_read(tiny_sweep, tiny_mnist):
+    # The same settings on other images (one label changed): reading the run would put other data in the table.
+    labels = tiny_mnist.y_train.copy()
+    labels[0] = (labels[0] + 1) % 10
+    other = dataclasses.replace(tiny_mnist, y_train=labels)
+    config = runner.sweep_runs(tiny_sweep["grid"], "mnist", 1, str(tiny_sweep["root"] / "runs"))[0][-1]
+    assert runner.reusable_results(config, runner.data_fingerprint(tiny_mnist)) is not None
+    with pytest.raises(reuse.ReuseError, match=r"conv-seed0 holds a run trained on other data \(.*, SHA-256 "
+                       r"[0-9a-f]{12}\), not the data this command loaded \(SHA-256 [0-9a-f]{12}\); pass another "
+                       r"--logdir or remove that directory$"):
+        runner.reusable_results(config, runner.data_fingerprint(other))
 
 
 def test_cli_rejects_an_unknown_grid_in_one_line():
