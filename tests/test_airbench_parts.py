@@ -154,6 +154,7 @@ def test_the_whitening_bias_trains_for_its_epochs_then_keeps_its_value(tmp_path,
     assert np.abs(six["block1/bn1/beta"] - two["block1/bn1/beta"]).max() > 1e-3  # the rest kept training
 
 
+@pytest.mark.slow
 def test_a_lookahead_run_resumed_from_a_checkpoint_ends_like_the_straight_run(tmp_path, bundled_mnist):
     dataset = _small_mnist(bundled_mnist)
 

@@ -94,6 +94,7 @@ def test_an_example_is_augmented_afresh_in_each_epoch():
 RESUME_ATOL = 1e-6
 
 
+@pytest.mark.slow
 def test_an_augmented_run_resumed_from_a_checkpoint_ends_like_the_straight_run(tmp_path, bundled_mnist):
     from training.config import TrainConfig
     from training.trainer import train

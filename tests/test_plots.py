@@ -83,6 +83,7 @@ def test_without_matplotlib_a_plot_is_refused_in_one_line(monkeypatch):
         plotting.plot_optimizer(RUNS_DIR, "/nonexistent")
 
 
+@pytest.mark.slow
 def test_every_plot_is_drawn_from_the_committed_runs(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed here (requirements-dev.txt pins it)")
     from PIL import Image

@@ -106,8 +106,8 @@ def first_losses(dataset, impl, jit_compile):
     return losses, uses_xla
 
 
-@pytest.mark.parametrize("impl", [pytest.param(impl, marks=[pytest.mark.slow] if impl == "reference" else [])
-                                  for impl in IMPLS])
+@pytest.mark.slow  # XLA is off unless asked for (--jit_compile, or chosen by --precision=auto where it is faster)
+@pytest.mark.parametrize("impl", IMPLS)
 def test_xla_gives_the_losses_of_the_plain_train_step(tiny_mnist, plain_first_losses, impl):
     plain, plain_uses_xla = plain_first_losses[impl]
     compiled, compiled_uses_xla = first_losses(tiny_mnist, impl, jit_compile=True)

@@ -59,6 +59,7 @@ def test_a_recipe_keeps_its_augmentation_and_fit_drops_what_only_the_custom_loop
     assert (fit.augment, fit.lookahead_every, fit.bn_bias_lr_scale) == (True, 0, 1.0)
 
 
+@pytest.mark.slow
 def test_a_tiny_measurement_and_the_probes_give_positive_rates(tiny_mnist):
     config = TrainConfig(arch="c4k3-m2-d16", batch_size=32, steps_per_loop=5)
     # The reference network, and a pipeline that crops and flips: every kind of runner but fit's.

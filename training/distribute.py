@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 
 import numpy as np
@@ -363,7 +364,7 @@ def wait_for_tasks(own, awaited, timeout):
     logging.info("%s: waiting up to %d s for %s to start", own, timeout, _names(awaited))
     deadline = time.monotonic() + timeout
     impostors = {}  # task -> a look found another process at its address
-    with _own_port(own) as server:
+    with _own_port(own) as server, _answering(server):
         next_report = time.monotonic() + REPORT_EVERY
         while True:
             seen = {task: _listening(task.address) for task in awaited}
@@ -386,7 +387,6 @@ def wait_for_tasks(own, awaited, timeout):
             if now >= next_report:
                 logging.info("still waiting for %s (%d s left)", _names(awaited), deadline - now)
                 next_report += REPORT_EVERY
-            _close_connections(server)
             time.sleep(PROBE_EVERY)
     logging.info("%s: every task of the cluster has started", own)
 
@@ -415,7 +415,28 @@ GREETING = b"cnn-lab task waiting\n"
 # task's port once the task has started, answers with a frame of its own, the first of type SETTINGS (4).
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 HTTP2_SETTINGS = 4
-ANSWER_SECONDS = 2.0  # a waiting task answers within one PROBE_EVERY; a gRPC server at once
+ANSWER_SECONDS = 2.0  # a waiting task answers within one ANSWER_EVERY; a gRPC server at once
+ANSWER_EVERY = 0.05  # seconds between a waiting task's answers to the looks that reached it
+
+
+@contextlib.contextmanager
+def _answering(server):
+    """Answers the other tasks' looks at ``server`` from a thread of its own, every ``ANSWER_EVERY`` seconds, while
+    the body runs. Answered between this task's own looks instead, two tasks looking at each other at the same
+    moment would each wait for the other's answer, time out, and take the other for a foreign process."""
+    done = threading.Event()
+
+    def answer():
+        while not done.wait(ANSWER_EVERY):
+            _close_connections(server)
+
+    thread = threading.Thread(target=answer, name="answer-task-looks", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _close_connections(server):
