@@ -51,6 +51,7 @@ def test_the_triangle_schedule_rises_from_a_fifth_to_the_peak_and_falls_to_seven
     assert values[100] == pytest.approx(2.0 * TRIANGLE_END, abs=ATOL)
 
 
+@pytest.mark.slow
 def test_batch_norm_biases_move_bias_scale_times_as_far_and_nothing_else_changes():
     images = tf.random.stateless_normal((16, 28, 28, 1), seed=(1, 2))
     labels = tf.constant(np.arange(16) % 10, tf.int32)
@@ -139,6 +140,7 @@ FROZEN_BIAS_RUN = dict(dataset="mnist", arch="w2tg-B4-gmp-lin9", standardize=Tru
                        weight_decay=0.01, decay_biases=True, whitening_bias_epochs=0.25, deterministic=True, seed=5)
 
 
+@pytest.mark.slow
 def test_the_whitening_bias_trains_for_its_epochs_then_keeps_its_value(tmp_path, bundled_mnist):
     dataset = _small_mnist(bundled_mnist)
 

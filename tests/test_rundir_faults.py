@@ -351,7 +351,7 @@ def _fail_checkpoint_save(monkeypatch, step):
     monkeypatch.setattr(io_ops, "save_v2", save_v2)
 
 
-@pytest.mark.parametrize("fail_at", [30, 10], ids=["third_save", "first_save"])
+@pytest.mark.parametrize("fail_at", [30, pytest.param(10, marks=pytest.mark.slow)], ids=["third_save", "first_save"])
 def test_a_full_disk_under_a_checkpoint_save_stops_in_one_line_and_loses_nothing(finished_run, tmp_path, tiny_mnist,
                                                                                 monkeypatch, fail_at):
     # The finished run's own command in a new folder: checkpoints at 10 and 20, then the disk is full at 30.
@@ -381,7 +381,7 @@ def test_a_full_disk_under_a_checkpoint_save_stops_in_one_line_and_loses_nothing
         np.testing.assert_array_equal(resumed.get_tensor(name), straight.get_tensor(name), err_msg=name)
 
 
-@pytest.mark.parametrize("loop", ["custom", "fit"])
+@pytest.mark.parametrize("loop", ["custom", pytest.param("fit", marks=pytest.mark.slow)])
 def test_a_full_disk_under_a_summary_write_stops_in_one_line_and_the_same_command_resumes(tmp_path, tiny_config,
                                                                                         tiny_mnist, monkeypatch,
                                                                                         loop):

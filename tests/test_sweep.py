@@ -324,6 +324,7 @@ def test_a_second_sweep_reuses_every_finished_run(tiny_sweep):
     assert first_rows == [line for line in tiny_sweep["report"].splitlines() if line.startswith("| conv ")]
 
 
+@pytest.mark.slow
 def test_processes_sharing_a_sweep_pass_by_a_run_in_training_and_the_table_counts_what_they_trained(
         tmp_path, tiny_mnist):
     grid = grids.Grid("one", "One tiny net.", (("conv", dict(arch="c4k3-m2-d16")),), train_steps=5, batch_size=64)

@@ -269,7 +269,8 @@ BAD = {
     "size_not_declared": (lambda root: _small(root, images={("test", 1): png(np.zeros((9, 8), np.uint8))}),
                           "{test} record 1: an image of 9x8, not the 8x8 its feature declares; give "
                           "--image_size=HEIGHT,WIDTH to bring every image to one size", "digits", ()),
-    "mixed_sizes": (lambda root: _small(root, shape=(-1, -1, 1), images={("train", 3): png(np.zeros((9, 8), np.uint8))}),
+    "mixed_sizes": (lambda root: _small(root, shape=(-1, -1, 1),
+                                        images={("train", 3): png(np.zeros((9, 8), np.uint8))}),
                     "images of mixed size: {shard} record 0 has 8x8, {shard} record 3 has 9x8; give "
                     "--image_size=HEIGHT,WIDTH to bring every image to one size", "digits", ()),
     "unlabelled": (lambda root: _small(root, labels={("test", 1): -1}),

@@ -475,6 +475,7 @@ def test_an_airbench_network_shows_its_whitening_kernel_and_blocks(tmp_path, tin
 TWIN_TOL = 1e-5
 
 
+@pytest.mark.slow
 def test_a_reference_run_is_inspected_as_it_is(tmp_path, tiny_mnist, tiny_mnist_dir):
     logdir = tmp_path / "run"
     # A residual block first: its first kernel is the one of its first convolution (res1/conv1/kernel).
