@@ -30,6 +30,10 @@ TINY_TRAIN = 512
 TINY_TEST = 256
 # A CLI subprocess imports TensorFlow (3-10 s on a loaded 2-core machine); a tiny training run adds a few.
 CLI_TIMEOUT_SECONDS = 180
+# The settings of the tiny runs trained on a dataset read from disk (a folder, a TFDS preparation) of a few dozen
+# images of three digits: 30 steps of 24, one evaluation, deterministic.
+DISK_RUN = dict(arch="c4k3s2-d16", batch_size=24, train_steps=30, learning_rate=3e-3, log_every=30,
+                steps_per_loop=30, eval_every=30, eval_batch_size=18, deterministic=True)
 
 
 @pytest.fixture(autouse=True)

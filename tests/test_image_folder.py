@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
+from conftest import CLI_TIMEOUT_SECONDS, DISK_RUN, REPO_ROOT
 from PIL import Image
 
 from training import data as data_lib
@@ -248,9 +248,7 @@ def folder_run(digits, tmp_path_factory):
     root = tmp_path_factory.mktemp("folder_run") / "digits"
     shutil.copytree(digits[0], root)
     logdir = root.parent / "run"
-    config = TrainConfig(dataset="folder", data_dir=str(root), arch="c4k3s2-d16", batch_size=24, train_steps=30,
-                         learning_rate=3e-3, log_every=30, steps_per_loop=30, eval_every=30, eval_batch_size=18,
-                         deterministic=True, logdir=str(logdir))
+    config = TrainConfig(dataset="folder", data_dir=str(root), **DISK_RUN, logdir=str(logdir))
     config.check_on_disk()
     return config, train(config)
 

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
+from conftest import CLI_TIMEOUT_SECONDS, DISK_RUN, REPO_ROOT
 from PIL import Image
 
 from training import data as data_lib
@@ -330,9 +330,7 @@ def tfds_run(digits, tmp_path_factory):
     """A run trained on a copy of ``digits`` of its own, which its tests may move."""
     data_dir = tmp_path_factory.mktemp("tfds_run") / "data"
     shutil.copytree(digits[0], data_dir)
-    config = TrainConfig(dataset="tfds", tfds_name="digits", data_dir=str(data_dir), arch="c4k3s2-d16",
-                         batch_size=24, train_steps=30, learning_rate=3e-3, log_every=30, steps_per_loop=30,
-                         eval_every=30, eval_batch_size=18, deterministic=True,
+    config = TrainConfig(dataset="tfds", tfds_name="digits", data_dir=str(data_dir), **DISK_RUN,
                          logdir=str(data_dir.parent / "run"))
     config.check_on_disk()
     return config, train(config)
