@@ -36,6 +36,20 @@ DISK_RUN = dict(arch="c4k3s2-d16", batch_size=24, train_steps=30, learning_rate=
                 steps_per_loop=30, eval_every=30, eval_batch_size=18, deterministic=True)
 
 
+def train_disk_run_on_a_copy(source, folder, **settings):
+    """A ``DISK_RUN`` with ``settings`` trained on a copy of the data folder ``source`` made in ``folder``/data (its
+    tests may change or move the copy), its run in ``folder``/run: ``(config, TrainResult)``."""
+    import shutil
+
+    from training.trainer import train
+
+    data_dir = pathlib.Path(folder) / "data"
+    shutil.copytree(source, data_dir)
+    config = TrainConfig(data_dir=str(data_dir), **DISK_RUN, **settings, logdir=str(pathlib.Path(folder) / "run"))
+    config.check_on_disk()
+    return config, train(config)
+
+
 @pytest.fixture(autouse=True)
 def _op_determinism_stays_in_its_test():
     """Turns op determinism back off after each test (``train(deterministic=True)`` turns it on, in a test or in

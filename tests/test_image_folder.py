@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLI_TIMEOUT_SECONDS, DISK_RUN, REPO_ROOT
+from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, train_disk_run_on_a_copy
 from PIL import Image
 
 from training import data as data_lib
@@ -245,12 +245,7 @@ ABOVE_CHANCE = 2 / 3
 @pytest.fixture(scope="module")
 def folder_run(digits, tmp_path_factory):
     """A run trained on a copy of ``digits`` of its own, which its tests may change."""
-    root = tmp_path_factory.mktemp("folder_run") / "digits"
-    shutil.copytree(digits[0], root)
-    logdir = root.parent / "run"
-    config = TrainConfig(dataset="folder", data_dir=str(root), **DISK_RUN, logdir=str(logdir))
-    config.check_on_disk()
-    return config, train(config)
+    return train_disk_run_on_a_copy(digits[0], tmp_path_factory.mktemp("folder_run"), dataset="folder")
 
 
 def test_a_folder_run_trains_above_chance_and_records_its_classes(folder_run):

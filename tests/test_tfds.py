@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLI_TIMEOUT_SECONDS, DISK_RUN, REPO_ROOT
+from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, train_disk_run_on_a_copy
 from PIL import Image
 
 from training import data as data_lib
@@ -328,12 +328,8 @@ ABOVE_CHANCE = 2 / 3
 @pytest.fixture(scope="module")
 def tfds_run(digits, tmp_path_factory):
     """A run trained on a copy of ``digits`` of its own, which its tests may move."""
-    data_dir = tmp_path_factory.mktemp("tfds_run") / "data"
-    shutil.copytree(digits[0], data_dir)
-    config = TrainConfig(dataset="tfds", tfds_name="digits", data_dir=str(data_dir), **DISK_RUN,
-                         logdir=str(data_dir.parent / "run"))
-    config.check_on_disk()
-    return config, train(config)
+    return train_disk_run_on_a_copy(digits[0], tmp_path_factory.mktemp("tfds_run"), dataset="tfds",
+                                    tfds_name="digits")
 
 
 def test_a_tfds_run_trains_above_chance_and_records_its_classes(tfds_run):
