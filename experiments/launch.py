@@ -86,7 +86,23 @@ RESULT_FIELDS = {
     "validation_accuracy": (lambda v: v is None or _is_fraction(v), "a number in [0, 1] or null"),
     "seconds_to_target": (lambda v: v is None or _is_number(v), "a finite number or null"),
     "images_to_target": (lambda v: v is None or _is_number(v), "a finite number or null"),
+    "evaluations": (lambda v: v is None or _is_curve(v), "a list of evaluations in step order, each with an integer "
+                    "step and images and a test_accuracy in [0, 1], or null"),
 }
+
+
+def _is_curve(evaluations):
+    """results.json's ``evaluations`` (``training.progress.evaluation_records``): what a learning curve reads."""
+    if not isinstance(evaluations, list):
+        return False
+    steps = []
+    for record in evaluations:
+        if not (isinstance(record, dict) and all(type(record.get(key)) is int for key in ("step", "images"))
+                and _is_fraction(record.get("test_accuracy"))
+                and (record.get("validation_accuracy") is None or _is_fraction(record["validation_accuracy"]))):
+            return False
+        steps.append(record["step"])
+    return steps == sorted(set(steps))
 
 
 def read_results(path, required=()):

@@ -1,7 +1,8 @@
 """Draw the sweeps' plots from their committed run files: ``python3 -m experiments.plots --out=docs/images``.
 
 Writes sweep_filter_size.png, sweep_downsampling.png, sweep_cnn_vs_mlp_params.png, sweep_cnn_vs_mlp_macs.png and
-sweep_optimizer.png (``experiments/plotting.py``); nothing is trained. Needs matplotlib (requirements-dev.txt).
+sweep_optimizer.png (``experiments/plotting.py``), and curves_<recipe>.png for each seeds recipe whose runs
+recorded their evaluations (``experiments/curves.py``); nothing is trained. Needs matplotlib (requirements-dev.txt).
 """
 
 import os
@@ -19,7 +20,8 @@ from training.provenance import REPO_DIR  # noqa: E402
 
 absl_flags.DEFINE_string("out", "docs/images", "Folder to write the PNGs into (made when missing).")
 absl_flags.DEFINE_string("runs_dir", os.path.join(REPO_DIR, "sweeps", "runs"),
-                         "Folder holding sweeps/<grid>/<dataset>/<label>-seed<k> run directories.")
+                         "Folder holding sweeps/<grid>/<dataset>/<label>-seed<k> and seeds/<recipe>-seed<k> run "
+                         "directories.")
 cli.check_directory("runs_dir", required=True)
 cli.check("out", lambda v: not os.path.exists(v) or os.path.isdir(v), "must name a folder, not a file")
 FLAGS = absl_flags.FLAGS

@@ -281,7 +281,11 @@ def plot_cnn_vs_mlp(runs_dir, out_dir, by, datasets=("mnist", "fashion_mnist", "
 
 
 def draw_all(runs_dir, out_dir):
-    """Every plot, from the runs under ``<runs_dir>/sweeps`` into ``out_dir``; returns their paths."""
+    """Every plot, from the runs under ``<runs_dir>/sweeps`` and the learning curves of those under
+    ``<runs_dir>/seeds`` (``experiments.curves``), into ``out_dir``; returns their paths."""
+    from experiments import curves
+
     return [plot_kernel_size(runs_dir, out_dir), plot_downsampling(runs_dir, out_dir),
             plot_cnn_vs_mlp(runs_dir, out_dir, "params"), plot_cnn_vs_mlp(runs_dir, out_dir, "macs"),
-            plot_optimizer(runs_dir, out_dir)]
+            plot_optimizer(runs_dir, out_dir),
+            *curves.draw_curves(_pyplot(), os.path.join(runs_dir, "seeds"), out_dir, _save)]

@@ -111,8 +111,14 @@ def test_a_signal_taken_by_another_handler_is_still_noted():
                                                      "same command finishes the run again from its last checkpoint"),
     ('{"test_accuracy": 0.99}', "lacks train_steps; move it away, and the same command finishes the run again "
                                 "from its last checkpoint"),
+    # A learning curve whose evaluations go back in steps would draw a line doubling back on itself.
+    ('{"test_accuracy": 0.99, "train_steps": 5, "evaluations": [{"step": 4, "images": 8, "test_accuracy": 0.9}, '
+     '{"step": 2, "images": 4, "test_accuracy": 0.8}]}',
+     "evaluations is [{'step': 4, 'images': 8, 'test_accuracy': 0.9}, {'step': 2, 'images': 4, 'test_accuracy': "
+     "0.8}], not a list of evaluations in step order, each with an integer step and images and a test_accuracy in "
+     "[0, 1], or null; move it away, and the same command finishes the run again from its last checkpoint"),
 ], ids=["not_json", "a_list", "a_string_accuracy", "a_nan_accuracy", "an_infinite_loss", "a_bool_step_count",
-        "a_missing_field"])
+        "a_missing_field", "a_curve_out_of_order"])
 def test_a_damaged_results_json_is_one_line_naming_it(tmp_path, content, message):
     (tmp_path / "results.json").write_text(content)
     with pytest.raises(OneLineError, match=f"^{re.escape(str(tmp_path / 'results.json'))}: {re.escape(message)}$"):

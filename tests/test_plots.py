@@ -117,3 +117,35 @@ def test_a_plot_is_never_written_through_a_link(tmp_path):
                                                      "written through a link: remove the link, or pass another --out"):
         plotting.plot_optimizer(RUNS_DIR, str(tmp_path / "plots"))
     assert victim.read_text() == "precious\n"
+
+
+def _seed_run(folder, seed, curve, batch_size=64):
+    """A finished seeds run whose results.json records ``curve``: ``[(step, test accuracy, validation accuracy)]``."""
+    folder.mkdir(parents=True)
+    evaluations = [dict(step=step, images=step * batch_size, test_accuracy=test, validation_accuracy=validation,
+                        test_loss=1.0, validation_loss=None if validation is None else 1.0)
+                   for step, test, validation in curve]
+    (folder / "results.json").write_text(json.dumps(dict(test_accuracy=curve[-1][1], train_steps=curve[-1][0],
+                                                         evaluations=evaluations)))
+    (folder / "config.json").write_text(json.dumps(dict(config={}, history=[dict(from_step=0, commit="abc1234")])))
+
+
+def test_a_learning_curve_is_the_seeds_mean_with_its_interval_at_the_steps_all_evaluated(tmp_path):
+    from experiments import curves
+
+    _seed_run(tmp_path / "r-seed0", 0, [(10, 0.5, 0.4), (20, 0.8, 0.7), (30, 0.9, 0.85)])
+    _seed_run(tmp_path / "r-seed1", 1, [(10, 0.7, 0.6), (20, 0.9, 0.8), (25, 0.9, 0.9), (30, 0.95, 0.9)])
+    _seed_run(tmp_path / "old-seed0", 0, [(30, 0.9, None)])  # one evaluation: no curve to draw
+    (tmp_path / "unfinished-seed0").mkdir()
+    runs = curves.recipes_with_curves(str(tmp_path))
+    assert runs == {"r": [(0, str(tmp_path / "r-seed0")), (1, str(tmp_path / "r-seed1"))]}
+    drawn = curves.read_recipe("r", runs["r"])
+    assert (drawn.seeds, drawn.batch_size, drawn.commits) == ((0, 1), 64, ("abc1234",))
+    test, validation = drawn.curves
+    assert (test.split, validation.split) == ("test", "validation")
+    assert test.images == (640, 1280, 1920)  # step 25 is seed 1's only
+    assert test.means == pytest.approx((60.0, 85.0, 92.5))
+    # Two seeds: mean ± t(0.975, 1) x sd / sqrt(2) = 60 ± 12.706 x 14.142 / 1.414.
+    assert test.lows[0] == pytest.approx(60.0 - 127.06, abs=0.01)
+    assert validation.means == pytest.approx((50.0, 75.0, 87.5))
+    assert curves.seeds_text((0, 1, 2)) == "n=3 seeds (0-2)" and curves.seeds_text((4,)) == "n=1 seed (4)"

@@ -52,10 +52,10 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 
 def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_fast.cfg", "cifar10_resnet_small.cfg",
-                                         "cifar10_speed.cfg", "cifar10_speed_float32.cfg",
+                                         "cifar10_speed.cfg", "cifar10_speed_curves.cfg", "cifar10_speed_float32.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
-                                         "mnist_full.cfg", "mnist_onecycle.cfg", "mnist_onecycle_bfloat16.cfg",
-                                         "mnist_speed.cfg"]
+                                         "main_job_curves.cfg", "mnist_full.cfg", "mnist_onecycle.cfg",
+                                         "mnist_onecycle_bfloat16.cfg", "mnist_onecycle_curves.cfg", "mnist_speed.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120)
@@ -90,6 +90,17 @@ def test_every_preset_parses_into_the_run_its_comment_names():
         variant, base = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in (variant, base))
         assert {name for name in base if base[name] != variant[name]} == {"precision", "logdir"}
         assert (variant["precision"], variant["jit_compile"]) == (precision, False)
+    # The learning-curve variants differ from their recipe in the held-out share and how often they evaluate.
+    from training.config import MAIN_JOB
+    main_job = configs[str(REPO_ROOT / "flags" / "main_job_curves.cfg")]
+    assert {name: main_job[name] for name in MAIN_JOB} == MAIN_JOB
+    assert (main_job["validation_split"], main_job["eval_every_epochs"]) == (0.1, 0.5)
+    for variant, base, validation_split, every in (("cifar10_speed_curves", "cifar10_speed", 0.1, 2.0),
+                                                   ("mnist_onecycle_curves", "mnist_onecycle", 0.1, 0.125)):
+        variant, base = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in (variant, base))
+        assert {name for name in base if base[name] != variant[name]} <= {"validation_split", "eval_every_epochs",
+                                                                          "logdir"}
+        assert (variant["validation_split"], variant["eval_every_epochs"]) == (validation_split, every)
     # The cheaper CIFAR-10 point: the speed recipe over 4 epochs, its epoch-timed parts scaled by 0.4.
     cheaper = configs[str(REPO_ROOT / "flags" / "cifar10_fast.cfg")]
     assert {name for name in speed if speed[name] != cheaper[name]} == {

@@ -104,6 +104,13 @@ def test_evaluations_write_test_and_validation_scalars_and_a_confusion_matrix(re
     assert first.sum() == last.sum() == 32
     assert np.trace(last) / 32 == pytest.approx(results["test_accuracy"], abs=SAME_WEIGHTS_ATOL)
     assert np.trace(first) / 32 == pytest.approx(evaluated["accuracy"][7], abs=SAME_WEIGHTS_ATOL)
+    # results.json keeps the same curve, for plots made from committed files (TensorBoard's stay on the machine).
+    curve = results["evaluations"]
+    assert [(e["step"], e["images"]) for e in curve] == [(7, 448), (14, 896)]
+    for record in curve:
+        for tag, scalars, field in (("accuracy", evaluated, "test_accuracy"), ("loss", validated, "validation_loss"),
+                                    ("accuracy", validated, "validation_accuracy")):
+            assert record[field] == pytest.approx(scalars[tag][record["step"]], abs=SAME_WEIGHTS_ATOL), field
 
 
 def test_a_plain_run_writes_its_recipe_as_hparams_without_the_seed(reported_run):
@@ -131,3 +138,18 @@ def test_the_summary_names_validation_accuracy_when_there_is_one(reported_run):
     assert first == (f"test accuracy {100 * results['test_accuracy']:.2f}%, loss {results['test_loss']:.4f}; 14 "
                      "steps in 2:05 (1:01 training), 12,346 images/s")
     assert second == f"results: runs/x/results.json (validation accuracy {100 * results['validation_accuracy']:.2f}%)"
+
+
+def test_a_recorded_learning_curve_is_read_back_only_when_whole_and_in_order():
+    good = [[7, 2.1, 0.3, None, None], [14, 1.9, 0.45, None, None]]
+    assert progress.valid_evaluations(good, 14) == good
+    assert progress.valid_evaluations([], 14) == []
+    for bad in ([[14, 1.9, 0.45, None, None], [7, 2.1, 0.3, None, None]],  # out of order
+                [[21, 1.9, 0.45, None, None]],  # after the checkpoint it was recorded with
+                [[7, "2.1", 0.3, None, None]], [[7.0, 2.1, 0.3, None, None]], [[7, 2.1, 0.3]], [{"step": 7}]):
+        with pytest.raises((ValueError, TypeError)):
+            progress.valid_evaluations(bad, 14)
+    records = progress.evaluation_records(good, 64)
+    assert records[1] == dict(step=14, images=896, test_loss=1.9, test_accuracy=0.45, validation_loss=None,
+                              validation_accuracy=None)
+    assert progress.evaluation_records(None, 64) is None  # restored from a record that kept no curve

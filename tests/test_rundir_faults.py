@@ -96,6 +96,32 @@ def test_every_committed_run_is_recognised_as_a_run():
     assert [run for run in runs if not run_files.is_run(str(run))] == []
 
 
+@pytest.mark.parametrize("record, warned", [
+    (lambda saved: {k: v for k, v in saved.items() if k != "evaluations"}, False),  # written by older code
+    (lambda saved: dict(saved, train_seconds="1:05"), True),  # edited by hand
+])
+def test_a_clock_record_without_a_readable_curve_resumes_with_the_curve_marked_unknown(finished_run, tmp_path,
+                                                                                      tiny_mnist, caplog, record,
+                                                                                      warned):
+    caplog.set_level(logging.INFO, logger="absl")
+    config, logdir = _copy(finished_run, tmp_path)
+    clocks = json.loads((logdir / "clock.json").read_text())
+    # The record of the last checkpoint holds the evaluations before it; the final one comes after the save.
+    assert [e[0] for e in clocks[str(BASE_STEPS)]["evaluations"]] == finished_run_evaluation_steps(logdir)[:-1]
+    clocks[str(BASE_STEPS)] = record(clocks[str(BASE_STEPS)])
+    (logdir / "clock.json").write_text(json.dumps(clocks))
+    results = train(config, dataset=tiny_mnist).results
+    # Half a curve would read as the whole: results.json says it is not known rather than start it at step 40.
+    assert results["train_steps"] == MORE_STEPS and results["evaluations"] is None
+    warning = (f"clock.json's record of step {BASE_STEPS} is unreadable; the time and evaluations before this "
+               "start are not counted")
+    assert (warning in caplog.messages) == warned
+
+
+def finished_run_evaluation_steps(logdir):
+    return [e["step"] for e in json.loads((logdir / "results.json").read_text())["evaluations"]]
+
+
 # 2. Planted symbolic links --------------------------------------------------------------------------------------
 
 PLANTED = ("config.json.tmp", "results.json.tmp", "clock.json.tmp", "checkpoints/checkpoint.tmp",

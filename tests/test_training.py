@@ -184,6 +184,13 @@ def test_a_run_stopped_by_sigterm_saves_its_step_and_resumes_to_the_straight_res
     for name, value in straight_weights.items():
         np.testing.assert_allclose(resumed_weights[name], value, atol=RESUME_ATOL, err_msg=name)
     assert resumed.results["test_loss"] == pytest.approx(straight.results["test_loss"], abs=RESUME_ATOL)
+    # The learning curve survives the stop: the evaluation at step 16 (every 2 epochs of 8 steps) came from the
+    # first process, kept in clock.json with the stop's checkpoint at step 20.
+    curves = [[(e["step"], e["images"], e["validation_accuracy"]) for e in run.results["evaluations"]]
+              for run in (resumed, straight)]
+    assert curves[0] == curves[1] == [(16, 1024, None), (32, 2048, None), (40, 2560, None)]
+    for got, want in zip(resumed.results["evaluations"], straight.results["evaluations"]):
+        assert got["test_loss"] == pytest.approx(want["test_loss"], abs=RESUME_ATOL)
 
 
 @pytest.mark.parametrize("loop", ["custom", "fit"])

@@ -137,8 +137,12 @@ class TargetClock:
 
     def restore(self, state):
         """Continues the count of an earlier process of the same run (``state()`` as of the restored step)."""
-        self.train_seconds, self.eval_seconds = state["train_seconds"], state["eval_seconds"]
-        self.reached_at = tuple(state["reached_at"]) if state["reached_at"] else None
+        seconds = state["train_seconds"], state["eval_seconds"]
+        reached_at = tuple(state["reached_at"]) if state["reached_at"] else None
+        if not all(type(value) in (int, float) and value >= 0 for value in seconds + (reached_at or ())):
+            raise ValueError(f"not a clock: {state!r}")
+        self.train_seconds, self.eval_seconds = seconds
+        self.reached_at = reached_at
 
     def results(self):
         """The results.json fields; ``None`` values when the target was not reached or not set."""
@@ -163,9 +167,13 @@ class Bookkeeper:
         self.run, self.evaluate_fn, self.evaluate_validation = run, evaluate, evaluate_validation
         self.progress = Progress(run.total_steps, int(run.step), config.batch_size)
         self.clock = TargetClock(config.target_accuracy, config.batch_size)
-        saved_clock = run.run_dir.read_clock(int(run.step)) if int(run.step) else None
-        if saved_clock:
-            self.clock.restore(saved_clock)
+        saved = run.run_dir.read_clock(int(run.step)) if int(run.step) else None
+        # (step, test loss, test accuracy, validation loss or None, validation accuracy or None) of each
+        # evaluation, kept with each checkpoint so a resumed run's results.json holds its whole learning curve;
+        # None when part of it is unknown (restored from a record without it).
+        self.evaluations = []
+        if saved:
+            self.restore(saved)
         self.stop_at_target = config.stop_at_target
         self.reached_target = False
         self.last_eval = None  # (step, loss, accuracy, validation loss, validation accuracy)
@@ -257,9 +265,23 @@ class Bookkeeper:
         self.last_line = monotonic()
 
     def save(self, step):
-        """A checkpoint at ``step``, and the run's clock as of it."""
+        """A checkpoint at ``step``, and the run's clock and evaluations as of it."""
         self.run.checkpoints.save(checkpoint_number=step)
-        self.run.run_dir.write_clock(step, self.clock.state())
+        self.run.run_dir.write_clock(step, dict(self.clock.state(), evaluations=self.evaluations))
+
+    def restore(self, saved):
+        """Continues the clock and the evaluations recorded with the restored checkpoint; a record this code
+        cannot read (a run of older code, an edited file) starts them again with a warning, as the run goes on."""
+        try:
+            self.clock.restore(saved)
+            # None: a record of older code, which kept no evaluations; the run's curve is then unknown.
+            recorded = saved.get("evaluations")
+            self.evaluations = None if recorded is None else valid_evaluations(recorded, int(self.run.step))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            logging.warning("clock.json's record of step %d is unreadable; the time and evaluations before this "
+                            "start are not counted", int(self.run.step))
+            self.clock = TargetClock(self.clock.target, self.clock.batch_size)
+            self.evaluations = None
 
     def check_divergence(self, step, chunk_loss):
         if chunk_loss <= self.loss_bound:
@@ -301,7 +323,9 @@ class Bookkeeper:
                      f"({len(self.run.validation[0]):,} held-out images)")
         logging.info("%s", line)
         self.reached_target |= self.clock.record(step, accuracy)
-        self.last_eval = (step, loss, accuracy, *validation)
+        self.last_eval = (step, float(loss), float(accuracy), *(None if v is None else float(v) for v in validation))
+        if self.evaluations is not None:
+            self.evaluations.append(list(self.last_eval))
 
     def finish(self):
         """The final evaluation (reused when the last chunk ended with one) and the loop's figures."""
@@ -311,7 +335,35 @@ class Bookkeeper:
         _, loss, accuracy, validation_loss, validation_accuracy = self.last_eval
         return dict(test_loss=loss, test_accuracy=accuracy, validation_loss=validation_loss,
                     validation_accuracy=validation_accuracy, images_per_second=self.progress.images_per_second(),
-                    train_seconds=round(self.clock.train_seconds, 2), **self.clock.results())
+                    train_seconds=round(self.clock.train_seconds, 2), **self.clock.results(),
+                    evaluations=evaluation_records(self.evaluations, self.run.config.batch_size))
+
+
+EVALUATION_FIELDS = ("step", "test_loss", "test_accuracy", "validation_loss", "validation_accuracy")
+
+
+def valid_evaluations(saved, step):
+    """The evaluations recorded with the checkpoint of ``step`` as lists of ``EVALUATION_FIELDS``; ValueError
+    or TypeError when they are not a list of such records at increasing steps up to ``step``."""
+    evaluations = []
+    for record in saved:
+        if not isinstance(record, list) or len(record) != len(EVALUATION_FIELDS):
+            raise ValueError(f"not an evaluation record: {record!r}")
+        at, *values = record
+        if type(at) is not int or not 0 <= at <= step or (evaluations and at <= evaluations[-1][0]):
+            raise ValueError(f"evaluation step {at!r} out of order")
+        if not all(v is None or type(v) in (int, float) for v in values):
+            raise ValueError(f"not a number: {record!r}")
+        evaluations.append([at, *values])
+    return evaluations
+
+
+def evaluation_records(evaluations, batch_size):
+    """results.json's ``evaluations``: one dict per evaluation, in step order, with the images trained on; None
+    when the run's evaluations are not all known."""
+    if evaluations is None:
+        return None
+    return [dict(zip(EVALUATION_FIELDS, record), images=record[0] * batch_size) for record in evaluations]
 
 
 def default_eval_every(config, num_train_examples, num_eval_examples):
