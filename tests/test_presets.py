@@ -52,7 +52,8 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 
 def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_fast.cfg", "cifar10_resnet_small.cfg",
-                                         "cifar10_speed.cfg", "cifar10_speed_curves.cfg", "cifar10_speed_float32.cfg",
+                                         "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg",
+                                         "cifar10_speed_curves.cfg", "cifar10_speed_float32.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
                                          "main_job_curves.cfg", "mnist_full.cfg", "mnist_onecycle.cfg",
                                          "mnist_onecycle_bfloat16.cfg", "mnist_onecycle_curves.cfg", "mnist_speed.cfg"]
@@ -101,6 +102,11 @@ def test_every_preset_parses_into_the_run_its_comment_names():
         assert {name for name in base if base[name] != variant[name]} <= {"validation_split", "eval_every_epochs",
                                                                           "logdir"}
         assert (variant["validation_split"], variant["eval_every_epochs"]) == (validation_split, every)
+    # The budget's shorter arm: 10 epochs, the warmup the same share of the steps (132 / 516 x 430 = 110).
+    ten, twelve = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in ("cifar10_speed_10epochs_curves",
+                                                                                  "cifar10_speed_curves"))
+    assert {name for name in twelve if twelve[name] != ten[name]} == {"epochs", "warmup_steps", "logdir"}
+    assert (ten["epochs"], ten["warmup_steps"], twelve["warmup_steps"]) == (10.0, 110, 132)
     # The cheaper CIFAR-10 point: the speed recipe over 4 epochs, its epoch-timed parts scaled by 0.4.
     cheaper = configs[str(REPO_ROOT / "flags" / "cifar10_fast.cfg")]
     assert {name for name in speed if speed[name] != cheaper[name]} == {
