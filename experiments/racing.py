@@ -33,7 +33,7 @@ from experiments.launch import (
     train_command,
 )
 from experiments.report import TableWriter, machine_record, text_digest
-from experiments.reuse import reusable_results
+from experiments.reuse import OneDataset, reusable_results
 from training import run_files
 from training.errors import OneLineError
 
@@ -101,6 +101,11 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
     """
     entrants = [Entrant(name, flagfile) for name, flagfile in zip(entrant_names(flagfiles), flagfiles)]
     seconds = {entrant.name: [] for entrant in entrants}  # wall time of each run this command trained
+    one_dataset = OneDataset()  # a race compares recipes on one dataset: finished runs checked before any trains
+    for seed in range(seeds):
+        for entrant in entrants:
+            if reusable_results(run_dir(logdir, entrant.name, seed), TABLE_FIELDS) is not None:
+                one_dataset.check(run_dir(logdir, entrant.name, seed))
     for seed in range(seeds):
         for entrant in entrants:
             path = run_dir(logdir, entrant.name, seed)
@@ -115,6 +120,7 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
                 if code != 0:
                     raise RaceError(f"{entrant.name} seed {seed} {how_it_ended(code)}; the same command continues "
                                     "the race")
+                one_dataset.check(path)
                 results, history = read_run(path, TABLE_FIELDS)
                 seconds[entrant.name].append(time.time() - tick)
                 logging.info("race: %s seed %d: %s to target, test accuracy %.2f%%, %.0f s in all", entrant.name,

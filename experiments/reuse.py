@@ -50,12 +50,44 @@ def reusable_results(run_path, required=(), settings=None, data_sha256=None):
 
 def _refuse_other_data(run_path, data_sha256):
     """``ReuseError`` when the run in ``run_path`` recorded a data fingerprint other than ``data_sha256``."""
+    record = data_record(run_path)
+    if record is not None and record[0] != data_sha256:
+        raise ReuseError(f"{run_path} holds a run trained on other data ({record[1]}, SHA-256 {record[0][:12]}), not "
+                         f"the data this command loaded (SHA-256 {data_sha256[:12]}); pass another --logdir or remove "
+                         "that directory")
+
+
+def data_record(run_path):
+    """``(sha256, source)`` of the data the run in ``run_path`` recorded in its config.json, or None (a run of code
+    before fingerprints, or not yet started)."""
+    if not os.path.lexists(os.path.join(run_path, run_files.CONFIG)):
+        return None
     data = run_files.read_saved(run_path).get("data")
     recorded = data.get("sha256") if isinstance(data, dict) else None
-    if isinstance(recorded, str) and recorded != data_sha256:
-        raise ReuseError(f"{run_path} holds a run trained on other data ({data.get('source', 'unknown source')}, "
-                         f"SHA-256 {recorded[:12]}), not the data this command loaded (SHA-256 {data_sha256[:12]}); "
-                         f"pass another --logdir or remove that directory")
+    return (recorded, str(data.get("source", "unknown source"))) if isinstance(recorded, str) else None
+
+
+class OneDataset:
+    """The data the runs of one table were trained on. Seeds and races read runs without loading data (they run
+    without TensorFlow), so they cannot ask, as a sweep does, whether a finished run is of the data this command
+    loads; they refuse a table whose runs disagree: the first run that recorded a fingerprint sets it."""
+
+    def __init__(self):
+        self.first = None  # (run path, (sha256, source))
+
+    def check(self, run_path):
+        """``ReuseError`` when the run in ``run_path`` recorded other data than the first run checked."""
+        record = data_record(run_path)
+        if record is None:
+            return
+        if self.first is None:
+            self.first = (run_path, record)
+            return
+        first_path, (sha256, source) = self.first
+        if record[0] != sha256:
+            raise ReuseError(f"{run_path} was trained on other data ({record[1]}, SHA-256 {record[0][:12]}) than "
+                             f"{first_path} ({source}, SHA-256 {sha256[:12]}); one table compares runs of one "
+                             "dataset: pass another --logdir, or the --data_dir those runs were trained on")
 
 
 def _refuse_other_settings(run_path, settings):

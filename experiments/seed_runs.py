@@ -37,7 +37,7 @@ from experiments.report import (
     machine_record,
     text_digest,
 )
-from experiments.reuse import reusable_results
+from experiments.reuse import OneDataset, ReuseError, reusable_results
 from training import run_files
 from training.errors import OneLineError
 
@@ -80,9 +80,12 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
     # The recipe's text is pinned by check_recipe: every run here was started by the same command.
     finished = {seed: _reused(run_dir(logdir, name, seed)) for seed in range(seeds)}
     pending = [seed for seed in range(seeds) if finished[seed][0] is None]
+    one_dataset = OneDataset()
+    for seed in sorted(set(range(seeds)) - set(pending)):  # before anything trains
+        one_dataset.check(run_dir(logdir, name, seed))
     for seed in sorted(set(range(seeds)) - set(pending)):
         logging.info("seeds: %s seed %d: finished before (%s), read", name, seed, run_dir(logdir, name, seed))
-    done, failures = [], []
+    done, failures, other_data = [], [], []
 
     def report_in_order():
         while len(done) < seeds and finished[len(done)][0] is not None:
@@ -97,6 +100,11 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
         if code != 0:
             failures.append((seed, code))
             return
+        try:  # a run of other data stays out of the table; the command fails once the others have ended
+            one_dataset.check(run_dir(logdir, name, seed))
+        except ReuseError as error:
+            other_data.append(error)
+            return
         finished[seed] = read_run(run_dir(logdir, name, seed), TABLE_FIELDS)
         trained.append(seed)
         # Wall time per run so far, ``jobs`` of them at once: the estimate for the ones not yet trained.
@@ -110,6 +118,8 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
     for seed, command in zip(pending, commands):
         logging.info("seeds: %s seed %d: %s", name, seed, " ".join(command[1:]))
     launch(commands, jobs, ended)
+    if other_data:
+        raise other_data[0]
     if failures:
         seed, code = failures[0]
         raise SeedsError(f"{name} seed {seed} {how_it_ended(code)}; the same command resumes it")
@@ -147,14 +157,19 @@ def make_table(done):
     return "\n".join(lines)
 
 
-def paired_section(done, other_flagfile, logdir):
-    """The seed-by-seed comparison of ``done`` with the finished seeds of ``other_flagfile`` under ``logdir`` (from
-    its own ``experiments.seeds``): each seed's test accuracies and their difference, and the paired 95% interval
-    of the mean difference. The same seed gives both recipes the same initial weights, data order and
-    augmentation, so the pairing removes the seed-to-seed spread the two share."""
+def paired_section(done, flagfile, other_flagfile, logdir):
+    """The seed-by-seed comparison of ``done`` (of ``flagfile``) with the finished seeds of ``other_flagfile`` under
+    ``logdir`` (from its own ``experiments.seeds``): each seed's test accuracies and their difference, and the
+    paired 95% interval of the mean difference; ``ReuseError`` when a pair was trained on other data. The same
+    seed gives both recipes the same initial weights, data order and augmentation, so the pairing removes the
+    seed-to-seed spread the two share."""
     other = recipe_name(other_flagfile)
     pairs = [(seed, results, reusable_results(run_dir(logdir, other, seed), TABLE_FIELDS))
              for seed, results, _ in done]
+    one_dataset = OneDataset()  # a pair compares recipes on one dataset
+    for seed, _, theirs in pairs:
+        for path in (run_dir(logdir, recipe_name(flagfile), seed), run_dir(logdir, other, seed)) if theirs else ():
+            one_dataset.check(path)
     pairs = [(seed, ours, theirs) for seed, ours, theirs in pairs if theirs is not None]
     lines = [f"## Paired with `{other_flagfile}`", ""]
     if not pairs:
@@ -192,7 +207,7 @@ def make_report(flagfile, seeds, done, command, record, jobs=1, paired_with=None
         "last start without the compiling call. Code and CPU: the commit and CPU model that each start of the "
         "run recorded (a run resumed in another session may have several).", ""]
     if paired_with and done:
-        lines += paired_section(done, paired_with, logdir)
+        lines += paired_section(done, flagfile, paired_with, logdir)
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from experiments import launch, racing
 from experiments.report import TableError
+from training.errors import OneLineError
 
 SECONDS = {("slow", 0): 100.0, ("fast", 0): 20.0, ("slow", 1): 120.0, ("fast", 1): 25.0}
 
@@ -47,9 +48,10 @@ def flagfiles(tmp_path):
     return [str(path) for path in paths]
 
 
-def _fake_training(launched, fail_at=None):
-    """A ``launch`` that records (recipe, seed) and writes the results.json and config.json of a finished run;
-    the run ``fail_at`` instead stops after its first start, as a run stopped by a signal does (exit -15)."""
+def _fake_training(launched, fail_at=None, data=None):
+    """A ``launch`` that records (recipe, seed) and writes the results.json and config.json of a finished run
+    (with ``data(key)``, what training records of its data, when given); the run ``fail_at`` instead stops after
+    its first start, as a run stopped by a signal does (exit -15)."""
     def launch(command):
         recipe = next(arg for arg in command if arg.startswith("--flagfile=")).split("=")[1]
         key = (os.path.splitext(os.path.basename(recipe))[0],
@@ -60,7 +62,8 @@ def _fake_training(launched, fail_at=None):
         history = json.load(open(config))["history"] if os.path.exists(config) else []
         os.makedirs(path, exist_ok=True)
         with open(config, "w") as file:
-            json.dump(dict(config={}, history=[*history, dict(from_step=0, commit="abc1234", cpu="Some CPU")]), file)
+            json.dump(dict(config={}, history=[*history, dict(from_step=0, commit="abc1234", cpu="Some CPU")],
+                           **(dict(data=data(key)) if data else {})), file)
         if key == fail_at and len(history) == 0:
             return -15
         results = dict(seconds_to_target=SECONDS[key], images_to_target=1000 * int(SECONDS[key]),
@@ -84,6 +87,21 @@ def test_a_stopped_race_continues_with_the_unfinished_run_and_reads_the_finished
     text = open(out).read()
     assert "| runs | 4 of 4, 1 of them resumed after a stop; " in text
     assert f"| `{flagfiles[1]}` | 2/2 | 22.5 (20.0–25.0) | 0.205 |" in text  # medians 22.5 / 110.0
+
+
+def test_a_race_whose_runs_were_trained_on_other_data_is_refused(tmp_path, flagfiles):
+    # A race reads finished runs without loading data: their records must agree. The second recipe's run here was
+    # trained on other data, as a continued race with another --data_dir would leave it.
+    logdir, out, launched = str(tmp_path / "race"), str(tmp_path / "race.md"), []
+    sha256 = {"slow": "a" * 64, "fast": "b" * 64}
+    with pytest.raises(OneLineError, match=r"fast-seed0 was trained on other data \(b.npz, SHA-256 bbbbbbbbbbbb\) "
+                                           r"than .*slow-seed0 \(a.npz, SHA-256 aaaaaaaaaaaa\)"):
+        racing.race_and_report(flagfiles, 0.99, 2, logdir, out, "the command", launch=_fake_training(
+            launched, data=lambda key: dict(sha256=sha256[key[0]], source=f"{'ab'[key[0] == 'fast']}.npz")))
+    assert launched == [("slow", 0), ("fast", 0)]
+    with pytest.raises(OneLineError, match="was trained on other data"):  # before anything trains
+        racing.race_and_report(flagfiles, 0.99, 2, logdir, out, "the command", launch=_fake_training(launched))
+    assert launched == [("slow", 0), ("fast", 0)]
 
 
 @pytest.mark.parametrize("change, named", [

@@ -21,10 +21,10 @@ from training.errors import OneLineError
 ACCURACIES = {0: 0.990, 1: 0.992, 2: 0.994}
 
 
-def _fake_training(launched, jobs_seen=None, accuracies=ACCURACIES):
+def _fake_training(launched, jobs_seen=None, accuracies=ACCURACIES, data=None):
     """A ``launch`` that records each seed (and in ``jobs_seen`` the ``jobs`` it was given) and writes the files
-    of a finished run: results (test accuracy from ``accuracies``) and config.json. The pool itself is tested in
-    tests/test_launch.py."""
+    of a finished run: results (test accuracy from ``accuracies``) and config.json (with ``data(seed)``, what
+    training records of its data, when given). The pool itself is tested in tests/test_launch.py."""
     def launch(commands, jobs, on_exit):
         if jobs_seen is not None:
             jobs_seen.append(jobs)
@@ -44,7 +44,8 @@ def _fake_training(launched, jobs_seen=None, accuracies=ACCURACIES):
             json.dump(results, file)
         with open(os.path.join(path, "config.json"), "w") as file:
             json.dump(dict(config={}, history=[dict(from_step=0, commit="abc1234", cpu="Some CPU"),
-                                               dict(from_step=100, commit="def5678", cpu="Some CPU")]), file)
+                                               dict(from_step=100, commit="def5678", cpu="Some CPU")],
+                           **(dict(data=data(seed)) if data else {})), file)
         return 0
     return launch
 
@@ -279,3 +280,36 @@ def test_a_table_whose_folder_cannot_be_made_is_refused_in_one_line(tmp_path):
     with pytest.raises(OneLineError, match=f"^cannot make {re.escape(str(out.parent))} "
                                            r"\(Not a directory\): fix the cause, or pass another --out$"):
         report.write_report(str(out), "| table |\n")  # before: a traceback (NotADirectoryError)
+
+
+def _data(sha256, source):
+    return dict(sha256=sha256 * 64, source=source, images=[60000, 10000])
+
+
+def test_seeds_trained_on_other_data_never_share_a_table(tmp_path, recipe):
+    # Seeds read finished runs without loading data; the runs' own records must agree. Before: a second command
+    # with another --data_dir put its seeds beside the first's in one mean.
+    runs, out = str(tmp_path / "runs"), tmp_path / "report.md"
+    seed_runs.run_seeds(recipe, 1, runs, launch=_fake_training([], data=lambda seed: _data("a", "/data/a.npz")))
+    launched = []
+    with pytest.raises(OneLineError, match=r"/recipe-seed1 was trained on other data \(/data/b.npz, SHA-256 "
+                                           r"bbbbbbbbbbbb\) than .*/recipe-seed0 \(/data/a.npz, SHA-256 "
+                                           r"aaaaaaaaaaaa\); one table compares runs of one dataset: pass another "
+                                           r"--logdir, or the --data_dir those runs were trained on$"):
+        seed_runs.seeds_and_report(recipe, 2, runs, str(out), "c",
+                                   launch=_fake_training(launched, data=lambda seed: _data("b", "/data/b.npz")))
+    assert launched == [1] and "| 1 |" not in out.read_text()  # the table kept seed 0 alone
+    # Now both are finished: the next command refuses before anything trains.
+    with pytest.raises(OneLineError, match="was trained on other data"):
+        seed_runs.run_seeds(recipe, 3, runs, launch=_fake_training(launched))
+    assert launched == [1]
+
+
+def test_a_pair_trained_on_other_data_is_refused(tmp_path, recipe):
+    other = tmp_path / "other.cfg"
+    other.write_text("--dataset=mnist\n--arch=d16\n")
+    runs = str(tmp_path / "runs")
+    seed_runs.run_seeds(str(other), 1, runs, launch=_fake_training([], data=lambda seed: _data("a", "a.npz")))
+    with pytest.raises(OneLineError, match=r"other-seed0 was trained on other data \(a.npz"):
+        seed_runs.seeds_and_report(recipe, 1, runs, str(tmp_path / "report.md"), "c", paired_with=str(other),
+                                   launch=_fake_training([], data=lambda seed: _data("b", "b.npz")))
