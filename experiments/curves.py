@@ -31,6 +31,7 @@ class Curve:
 @dataclasses.dataclass(frozen=True)
 class RecipeCurves:
     recipe: str
+    dataset: str  # results.json's dataset
     seeds: tuple
     batch_size: int
     curves: tuple  # a Curve per split the runs evaluated
@@ -56,9 +57,10 @@ def recipes_with_curves(seeds_dir):
 
 def read_recipe(recipe, runs):
     """The ``RecipeCurves`` of ``runs`` (``[(seed, run directory)]``, each finished with a curve)."""
-    curves_by_seed, batch_sizes, commits = [], set(), set()
+    curves_by_seed, batch_sizes, commits, datasets = [], set(), set(), set()
     for _, path in runs:
         results, history = launch.read_run(path, ("evaluations",))
+        datasets.add(str(results.get("dataset", "dataset not recorded")))
         curves_by_seed.append({record["step"]: record for record in results["evaluations"]})
         batch_sizes.update(record["images"] // max(record["step"], 1) for record in results["evaluations"])
         commits.update(start.get("commit") for start in history if start.get("commit"))
@@ -74,7 +76,8 @@ def read_recipe(recipe, runs):
         curves.append(Curve(split, tuple(curves_by_seed[0][step]["images"] for step in steps),
                             tuple(s.mean for s in summaries), tuple(s.low for s in summaries),
                             tuple(s.high for s in summaries)))
-    return RecipeCurves(recipe, tuple(seed for seed, _ in runs), batch_sizes.pop(), tuple(curves),
+    return RecipeCurves(recipe, "/".join(sorted(datasets)), tuple(seed for seed, _ in runs), batch_sizes.pop(),
+                        tuple(curves),
                         tuple(sorted(commits)))
 
 
@@ -89,9 +92,9 @@ def plot_recipe(pyplot, recipe_curves, out_dir, save):
     figure, axes = pyplot.subplots(1, 2, figsize=(12.0, 5.0), squeeze=False)
     axes = axes[0]
     commits = ", ".join(recipe_curves.commits) or "commit not recorded"
-    figure.suptitle(f"Learning curves of {recipe_curves.recipe}: mean of {seeds_text(recipe_curves.seeds)}, "
-                    f"batch {recipe_curves.batch_size} (commit {commits})\nbands: 95% t-interval of the mean over "
-                    "seeds", fontsize=11)
+    figure.suptitle(f"Learning curves of {recipe_curves.recipe} on {recipe_curves.dataset}: mean of "
+                    f"{seeds_text(recipe_curves.seeds)}, batch {recipe_curves.batch_size} (commit {commits})\n"
+                    "bands: 95% t-interval of the mean over seeds", fontsize=11)
     last = max(recipe_curves.curves[0].images)
     for axis, start, name in ((axes[0], 0, "whole run"), (axes[1], last / 2, "second half")):
         lowest = 100.0

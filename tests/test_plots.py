@@ -14,7 +14,7 @@ from training import run_files
 
 RUNS_DIR = os.path.join(REPO_ROOT, "sweeps", "runs")
 PLOTS = ("sweep_filter_size.png", "sweep_downsampling.png", "sweep_cnn_vs_mlp_params.png", "sweep_cnn_vs_mlp_macs.png",
-         "sweep_optimizer.png")
+         "sweep_optimizer.png", "curves_main_job_curves.png", "curves_mnist_onecycle_curves.png")
 
 
 def _point(label, tests, validations=None, arch="d16"):
@@ -126,7 +126,7 @@ def _seed_run(folder, seed, curve, batch_size=64):
                         test_loss=1.0, validation_loss=None if validation is None else 1.0)
                    for step, test, validation in curve]
     (folder / "results.json").write_text(json.dumps(dict(test_accuracy=curve[-1][1], train_steps=curve[-1][0],
-                                                         evaluations=evaluations)))
+                                                         evaluations=evaluations, dataset="mnist")))
     (folder / "config.json").write_text(json.dumps(dict(config={}, history=[dict(from_step=0, commit="abc1234")])))
 
 
@@ -140,7 +140,7 @@ def test_a_learning_curve_is_the_seeds_mean_with_its_interval_at_the_steps_all_e
     runs = curves.recipes_with_curves(str(tmp_path))
     assert runs == {"r": [(0, str(tmp_path / "r-seed0")), (1, str(tmp_path / "r-seed1"))]}
     drawn = curves.read_recipe("r", runs["r"])
-    assert (drawn.seeds, drawn.batch_size, drawn.commits) == ((0, 1), 64, ("abc1234",))
+    assert (drawn.dataset, drawn.seeds, drawn.batch_size, drawn.commits) == ("mnist", (0, 1), 64, ("abc1234",))
     test, validation = drawn.curves
     assert (test.split, validation.split) == ("test", "validation")
     assert test.images == (640, 1280, 1920)  # step 25 is seed 1's only
