@@ -119,13 +119,15 @@ def register_arch_validator(arch_flag="arch", dataset_flag="dataset", flag_value
     message names the token and the shapes, from ``models.architecture.plan``), or whose weights alone could not
     be trained in this machine's memory. ``describe(values)`` is the dataset's ``DatasetInfo`` where the dataset
     flag alone does not say it (a folder of images: the training flags); default: ``dataset_info.describe``."""
-    from models import analysis
+    from models import analysis, architecture
     from training import dataset_info
 
     describe = describe or (lambda values: dataset_info.describe(values[dataset_flag]))
 
     @absl_flags.multi_flags_validator([arch_flag, dataset_flag], message="", flag_values=flag_values)
     def _arch_fits(values):
+        if not values[arch_flag]:
+            raise absl_flags.ValidationError(f"--{arch_flag} {architecture.EMPTY_ARCH}")
         try:
             info = describe(values)
         except ValueError:

@@ -62,7 +62,11 @@ PRESETS = {
     # weights (1,971,352 trained) on a CIFAR image (python3 -m experiments.analyze --arch=airbench94
     # --dataset=cifar10).
     "airbench94": "w2tg-B64-B256-B256-gmp-lin9",
+    # No hidden layer: logits straight from the pixels (softmax regression). The commands refuse an empty --arch,
+    # which is more often an unset shell variable than this.
+    "linear": "",
 }
+EMPTY_ARCH = "is empty: name a preset or an architecture string (a linear classifier is --arch=linear)"
 DEFAULT_ARCH = "mnist_cnn"
 
 

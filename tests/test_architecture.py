@@ -85,8 +85,8 @@ def test_lin_makes_the_logits_layer_scaled_and_without_bias(arch, scale):
     ]
 
 
-def test_an_empty_architecture_is_a_linear_classifier():
-    assert _layers("", (2, 3, 1), num_classes=4) == [
+def test_the_linear_preset_is_a_linear_classifier():
+    assert _layers("linear", (2, 3, 1), num_classes=4) == _layers("", (2, 3, 1), num_classes=4) == [
         (A.Flatten("flatten"), (6,)),
         (A.Dense("logits", 4, activation=False), (4,)),
     ]

@@ -52,6 +52,9 @@ REFUSED = {
     "arch_too_big": (dict(arch="c8k29v"), "settings arch='c8k29v', dataset='mnist': --arch architecture token "
                                           "'c8k29v': kernel size 29 does not fit its input of shape (28, 28, 1) "
                                           "(H, W, C) with valid padding"),
+    # Before: an empty --arch (an unset shell variable, say) trained a linear classifier without a word.
+    "arch_empty": (dict(arch=""), "settings arch='', dataset='mnist': --arch is empty: name a preset or an "
+                                  "architecture string (a linear classifier is --arch=linear)"),
     "profile_past_the_end": (dict(train_steps=5, profile_steps=(3, 9)),
                              "settings profile_steps=(3, 9), train_steps=5: --profile_steps ends after the run's "
                              "last step 5"),

@@ -388,6 +388,8 @@ def _stop_needs_target(values):
 
 @_rule("arch", "dataset")
 def _arch_fits(values):
+    if not values["arch"]:
+        return f"--arch {architecture.EMPTY_ARCH}"
     if values["dataset"] in FROM_DISK:
         return None  # its images' shape is on disk: _network_and_crops_fit_the_images
     info = describe(values["dataset"])
