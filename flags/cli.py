@@ -94,6 +94,8 @@ def define_data_dir(meaning):
                              f"for a run of --dataset=folder its folder of class folders, of --dataset=tfds TFDS's "
                              f"data_dir. {meaning}")
     check_directory("data_dir")
+    # Passed on to training.train, whose flags.txt holds one flag a line, and written into the tables' commands.
+    check("data_dir", lambda v: not v or v.isprintable(), "must not hold control characters (a newline, a tab)")
 
 
 def define_table_flags(default, refused, unit):

@@ -66,6 +66,9 @@ FAILURES = {
     "logdir_with_newline": (["--logdir={root}/a\nx"], USAGE_ERROR,
                             "train.py: error: flag --logdir={root}/a\\nx: --logdir must not hold control characters "
                             "(a newline, a tab): flags.txt, which reruns the run, holds one flag a line"),
+    "data_dir_with_tab": (["--data_dir={root}\t"], USAGE_ERROR,
+                          "train.py: error: flags data_dir={root}\\t: --data_dir must not hold control characters "
+                          "(a newline, a tab): flags.txt, which reruns the run, holds one flag a line"),
     "data_dir_missing": (["--data_dir=/nonexistent"], USAGE_ERROR,
                          "train.py: error: flag --data_dir=/nonexistent: --data_dir must be an existing directory"),
 }

@@ -81,7 +81,9 @@ class TrainConfig:
                            "the folder of class folders (or of train/ and test/, each of class folders). With "
                            "--dataset=tfds: TensorFlow Datasets' data_dir, holding <name>/[<config>/]<version>/.",
                            resume=FREE,
-                           check=(lambda v: not v or os.path.isdir(v), "must be an existing directory"), on_disk=True)
+                           # A name with control characters gets _data_dir_printable's message instead.
+                           check=(lambda v: not v or not v.isprintable() or os.path.isdir(v),
+                                  "must be an existing directory"), on_disk=True)
     tfds_name: str = _field("", "With --dataset=tfds: NAME[/CONFIG][:VERSION] of an image classification dataset "
                             "TensorFlow Datasets prepared in --data_dir (an image and a class label); no VERSION: the "
                             "highest prepared there. Read with TensorFlow alone, never downloaded.",
@@ -397,6 +399,13 @@ def _arch_fits(values):
         architecture.plan(values["arch"], info.image_shape, info.num_classes)
     except ValueError as error:
         return f"--arch {error}"
+
+
+@_rule("data_dir")
+def _data_dir_printable(values):
+    if not values["data_dir"].isprintable():
+        return ("--data_dir must not hold control characters (a newline, a tab): flags.txt, which reruns the run, "
+                "holds one flag a line")
 
 
 @_rule("dataset", "data_dir", "image_size", "image_channels", "image_fit")
