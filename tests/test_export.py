@@ -294,6 +294,7 @@ def test_evaluating_the_test_split_gives_the_run_accuracy(runs, tiny_mnist_dir):
     assert abs(evaluation.accuracy - recorded) <= ACCURACY_ATOL_IMAGES / evaluation.total + ACCURACY_ATOL
     assert evaluation.source == str(tiny_mnist_dir / "mnist.npz")
     assert predicting.format_evaluation(evaluation).startswith(f"test accuracy {evaluation.accuracy:.4f} (")
+    assert evaluation.other_data == ""  # the images the run trained on
     # Every test image is counted once per class, and every mistake once among the confusions.
     assert [name for name, _, _ in evaluation.per_class] == [str(digit) for digit in range(10)]
     assert sum(correct for _, correct, _ in evaluation.per_class) == evaluation.correct
@@ -701,3 +702,12 @@ def test_no_picture_is_written_through_a_link_planted_in_inspect(runs, tmp_path)
     with pytest.raises(run_files.RunFileError, match=re.escape(refused.format(victim))):
         inspection.write_pictures(str(run_dir / INSPECT), {("filters", "conv1"): np.zeros((4, 4, 1), np.uint8)}, 20)
     assert victim.read_text() == "precious\n"
+
+
+def test_an_evaluation_on_other_data_than_the_run_trained_on_says_so():
+    trained_on = dict(sha256="a" * 64, source="/data/mnist.npz", images=[60000, 10000])
+    assert predicting.other_data_note(trained_on, dict(trained_on, source="elsewhere/mnist.npz")) == ""
+    assert predicting.other_data_note(None, dict(sha256="b" * 64)) == ""  # a run of code before fingerprints
+    assert predicting.other_data_note(trained_on, dict(sha256="b" * 64)) == (
+        "these images are not the data the run trained on (/data/mnist.npz, SHA-256 aaaaaaaaaaaa; here SHA-256 "
+        "bbbbbbbbbbbb): the accuracy it recorded is of other images")

@@ -110,6 +110,7 @@ class Evaluation:
     matrix: object = None  # int64 (classes, classes) counts, rows the true class (``confusion_matrix``)
     class_names: tuple = ()
     about: str = ""  # the run and the weights that predicted, for a picture's title
+    other_data: str = ""  # a sentence when the images are not the data the run trained on (``other_data_note``)
 
     @property
     def accuracy(self):
@@ -195,7 +196,19 @@ def evaluate_split(run_dir, split="test", data_dir="", allow_saved_model=False):
     return Evaluation(split, int(np.sum(class_ids == dataset.y_test)), len(dataset.y_test), dataset.source, recorded,
                       top5, superclass, per_class, confusions,
                       confusion_matrix(dataset.y_test, class_ids, len(predictor.class_names)), predictor.class_names,
-                      about)
+                      about, other_data_note(run_files.read_saved(run_dir).get("data"), data_lib.fingerprint(dataset)))
+
+
+def other_data_note(trained_on, loaded):
+    """A sentence when ``loaded`` (``data.fingerprint`` of the images read) is not the data the run recorded in
+    config.json (``trained_on``; a run of older code recorded none, and gets no sentence): its recorded accuracy
+    is then of other images, and the test images may even be among those it trained on."""
+    recorded = trained_on.get("sha256") if isinstance(trained_on, dict) else None
+    if not isinstance(recorded, str) or recorded == loaded["sha256"]:
+        return ""
+    return (f"these images are not the data the run trained on ({trained_on.get('source', 'unknown source')}, "
+            f"SHA-256 {recorded[:12]}; here SHA-256 {loaded['sha256'][:12]}): the accuracy it recorded is of other "
+            "images")
 
 
 def confusion_matrix(labels, predicted, num_classes):
@@ -233,6 +246,8 @@ def format_evaluation(evaluation):
         extra += f"; superclass accuracy of the fine predictions {evaluation.superclass_correct / evaluation.total:.4f}"
     lines = [f"{evaluation.split} accuracy {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} "
              f"images of {evaluation.source}){recorded}{extra}"]
+    if evaluation.other_data:
+        lines.append(evaluation.other_data)
     present = [row for row in evaluation.per_class if row[2]]
     if present:
         worst = sorted(present, key=lambda row: row[1] / row[2])[:CLASSES_SHOWN]
