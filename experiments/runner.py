@@ -11,7 +11,6 @@ import os
 import time
 
 import keras
-import tensorflow as tf
 from absl import logging
 
 from experiments import reuse
@@ -46,35 +45,9 @@ def reusable_results(config, data_sha256=None):
     return reuse.reusable_results(config.logdir, TABLE_FIELDS, settings=config, data_sha256=data_sha256)
 
 
-HPARAMS_DIR = "hparams"  # <run>/hparams: the run's settings and final metrics for TensorBoard's HParams dashboard
-HPARAMS_METRICS = ("test_accuracy", "test_loss", "validation_accuracy", "images_per_second", "wall_seconds")
-
-
-def log_hparams(run_dir, trial, hparams, results):
-    """Writes ``hparams`` (name -> value) and the final metrics of ``results`` as one HParams session, so
-    ``tensorboard --logdir <sweep root>`` lists every run of a sweep with its settings and results."""
-    from tensorboard.plugins.hparams import api as hp
-
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, HPARAMS_DIR))
-    with writer.as_default(step=results["train_steps"]):
-        hp.hparams({name: _hparam_value(value) for name, value in hparams.items()}, trial_id=trial)
-        for metric in HPARAMS_METRICS:
-            if results.get(metric) is not None:
-                tf.summary.scalar(metric, results[metric])
-    writer.close()
-
-
-def _hparam_value(value):
-    """HParams take bools, numbers and strings; a tuple becomes "a,b"."""
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    return ",".join(map(str, value))
-
-
-def run_once(config, dataset, name, point=None, finished_before=None, data_sha256=None):
+def run_once(config, dataset, name, finished_before=None, data_sha256=None):
     """One run: reused from its run directory when it finished before, else trained. Logs one progress line.
 
-    ``point`` is ``(grid name, label, overrides)``: a run of a grid logs them for the HParams dashboard.
     ``finished_before``: the run directories that had finished before this command began; a run read from its
     directory but not among them was trained by this command's other processes (``--jobs``), not reused.
     ``data_sha256``: ``dataset``'s fingerprint hash, computed once per sweep (``data_fingerprint``).
@@ -84,11 +57,8 @@ def run_once(config, dataset, name, point=None, finished_before=None, data_sha25
         logging.info("sweep: %s: test accuracy %.2f%%, %.1f s when trained; read %s/results.json", name,
                      100 * results["test_accuracy"], results["wall_seconds"], config.logdir)
         return RunRecord(results, reused=finished_before is None or config.logdir in finished_before)
+    # The run writes its own HParams session (its recipe, grouped over seeds; training.progress.write_hparams).
     results = trainer.train(config, dataset=dataset).results
-    if point:
-        grid_name, label, overrides = point
-        log_hparams(config.logdir, f"{grid_name}/{label}/seed{config.seed}",
-                    {"point": label, **overrides, "seed": config.seed}, results)
     keras.utils.clear_session()  # drop the finished model's graph state before the next run builds its own
     logging.info("sweep: %s: test accuracy %.2f%%, %.1f s, trained in %s", name, 100 * results["test_accuracy"],
                  results["wall_seconds"], config.logdir)
@@ -121,8 +91,7 @@ def run_sweep(grid, dataset, seeds, logdir, train_steps=None, data_dir="", on_po
     started, trained, data_sha256 = time.monotonic(), 0, data_fingerprint(dataset)
     with noting_stop_signals() as stop_arrived:
         for index, (label, overrides, name, config) in enumerate(every_run, 1):
-            runs.append(run_once(config, dataset, name, (grid.name, label, overrides), finished_before,
-                                 data_sha256))
+            runs.append(run_once(config, dataset, name, finished_before, data_sha256))
             trained += not runs[-1].reused
             # The runs trained so far (reused ones cost nothing) say how long the rest will take.
             left = (time.monotonic() - started) / trained * (len(every_run) - index) if trained else None
@@ -151,8 +120,7 @@ def train_free_runs(grid, dataset, seeds, logdir, train_steps=None, data_dir="")
     with noting_stop_signals() as stop_arrived:
         for label, overrides, name, config in sweep_runs(grid, dataset.name, seeds, logdir, train_steps, data_dir):
             try:
-                trained += not run_once(config, dataset, name, (grid.name, label, overrides),
-                                        data_sha256=data_sha256).reused
+                trained += not run_once(config, dataset, name, data_sha256=data_sha256).reused
             except RunInUse:
                 logging.info("sweep: %s: another process is training it; passed by", name)
             stop_if_asked(stop_arrived, name)
