@@ -46,6 +46,9 @@ class Grid:
     # Whether the table names the point of best validation accuracy: a grid of choices does; an ablation, each of
     # whose points takes one piece out of a recipe, measures what each piece buys and picks nothing.
     picks_a_point: bool = True
+    # Whether each point is trained at several learning rates (labels <point>-lr<rate>, ``tuned``) and compared
+    # with the others at the rate validation picks for it.
+    tuned: bool = False
 
     def __post_init__(self):
         fields = {field.name for field in dataclasses.fields(TrainConfig)}
@@ -247,7 +250,55 @@ def main_job(image_shape, num_classes):
             ("fast-aug-e4", dict(recipe, epochs=4.0))]
 
 
+def cnn_vs_mlp_matched(image_shape, num_classes):
+    """The points of `cnn_vs_mlp` (CNNs against MLPs of about as many weights, with and without dropout), and
+    MLPs of about as many multiply-adds per image as each CNN (within 2%, `models.analysis.similar_mlp` with
+    `by="macs"`): `mlp{depth}_macs_like_<cnn>`, 1 and 2 hidden layers, without dropout. A CNN reuses each weight
+    at every position, so at equal weights an MLP computes far less per image (on MNIST 0.24x `mnist_cnn`'s
+    multiply-adds, 0.07x `small_cnn`'s); these MLPs compute as much, with more weights (on MNIST 4.2x, 70x and
+    14x those of `mnist_cnn`, `keras_convnet` and `small_cnn` for one hidden layer).
+    """
+    points = cnn_vs_mlp(image_shape, num_classes)
+    for label, arch in (("mnist_cnn", "mnist_cnn"), ("keras_convnet", "keras_convnet"), ("small_cnn", SMALL_CNN)):
+        for depth in (1, 2):
+            try:
+                mlp = analysis.similar_mlp(arch, image_shape, num_classes, depth, by="macs")
+            except ValueError:  # no width within 2%
+                continue
+            points.append((f"mlp{depth}_macs_like_{label}", {"arch": mlp}))
+    return points
+
+
+# Sweeps that compare architectures rather than how fast each converges at one shared rate: every point at each
+# of TUNED_RATES (Adam, a short warmup, then cosine decay to 0), for TUNED_TRAIN_STEPS; the table picks each
+# point's rate on validation and compares the points at their picks (report.tuned_section).
+TUNED_RATES = (3e-4, 1e-3, 3e-3)
+TUNED_TRAIN_STEPS = 2100  # 5 epochs of the 54,000 MNIST or Fashion-MNIST images a sweep trains on, at batch 128
+TUNED_RECIPE = dict(optimizer="adam", lr_schedule="cosine", warmup_steps=100)
+TUNED_SUFFIX = "-lr"  # a tuned point's label: <point>-lr<rate>
+
+
+def tuned(make_points):
+    """A grid function training every point of ``make_points`` at each of ``TUNED_RATES``."""
+    def make_tuned(image_shape, num_classes):
+        return [(f"{label}{TUNED_SUFFIX}{rate:g}", dict(overrides, **TUNED_RECIPE, learning_rate=rate))
+                for label, overrides in make_points(image_shape, num_classes) for rate in TUNED_RATES]
+
+    make_tuned.__doc__ = (
+        f"{inspect.getdoc(make_points)}\n\nEach point is trained at each Adam rate of "
+        f"{', '.join(f'{rate:g}' for rate in TUNED_RATES)} (label `<point>{TUNED_SUFFIX}<rate>`), with "
+        f"{TUNED_RECIPE['warmup_steps']} warmup steps and cosine decay to 0, for {TUNED_TRAIN_STEPS:,} steps; "
+        "each point is compared at the rate that gives it the best mean validation accuracy.")
+    return make_tuned
+
+
+def base_label(label):
+    """The point a tuned grid's label trains at one rate: ``small_cnn-lr0.001`` -> ``small_cnn``."""
+    return label.rsplit(TUNED_SUFFIX, 1)[0]
+
+
 ABLATIONS = ("airbench_ablation",)  # grids whose tables pick no point (Grid.picks_a_point)
+TUNED = ("filter_size_tuned", "downsampling_tuned", "pooling_tuned", "cnn_vs_mlp_tuned")  # Grid.tuned
 # name -> (function making the points, default optimizer steps per run (0: each point's epochs), batch size)
 GRIDS = {
     "filter_size": (filter_size, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
@@ -257,6 +308,10 @@ GRIDS = {
     "optimizer": (optimizer, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
     "airbench_ablation": (airbench_ablation, AIRBENCH_ABLATION_STEPS, AIRBENCH_BATCH_SIZE),
     "main_job": (main_job, 0, DEFAULT_BATCH_SIZE),  # 0: each point's own epochs, as the main job is given
+    "filter_size_tuned": (tuned(filter_size), TUNED_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "downsampling_tuned": (tuned(downsampling), TUNED_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "pooling_tuned": (tuned(pooling), TUNED_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
+    "cnn_vs_mlp_tuned": (tuned(cnn_vs_mlp_matched), TUNED_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
 }
 
 
@@ -266,4 +321,4 @@ def make_grid(name, dataset_name):
     info = describe(dataset_name)
     points = tuple(make_points(info.image_shape, info.num_classes))
     return Grid(name, inspect.getdoc(make_points), points, train_steps=train_steps, batch_size=batch_size,
-                picks_a_point=name not in ABLATIONS)
+                picks_a_point=name not in ABLATIONS, tuned=name in TUNED)

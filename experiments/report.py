@@ -230,6 +230,58 @@ def make_table(varied, points, picked=None):
     return "\n".join(lines)
 
 
+def _mean_validation(point):
+    return statistics.fmean(validation_accuracies(point))
+
+
+def tuned_picks(points, base_label):
+    """``[(base label, the PointResult of its best mean validation accuracy, rates tried)]`` in first-appearance
+    order, for the points of a tuned grid (each base point trained at several rates; ``base_label(label)`` names
+    the base point of a label). Empty when some run has no validation accuracy."""
+    if any(validation_accuracies(point) is None for point in points):
+        return []
+    groups = {}
+    for point in points:
+        groups.setdefault(base_label(point.label), []).append(point)
+    return [(label, max(group, key=_mean_validation), sorted(p.overrides["learning_rate"] for p in group))
+            for label, group in groups.items()]
+
+
+def tuned_section(points, base_label, rates):
+    """The table of a tuned grid: each base point at the rate validation picks for it (of ``rates``, the grid's),
+    with its validation and test accuracy, and the best point's validation accuracy minus its own, paired by seed.
+    A pick at the end of the rate grid is marked: a rate beyond it might do better."""
+    picks = tuned_picks(points, base_label)
+    if not picks:
+        return []
+    best = max((picked for _, picked, _ in picks), key=_mean_validation)
+    columns = ["point", "arch", "rate picked on validation", "validation accuracy % (mean ± std) [95%]",
+               "best − point, validation, paired by seed (95%)", "test accuracy % (mean ± std) [95%]"]
+    lines = ["## Each point at its own rate", "",
+             f"Each point's learning rate is the one of {', '.join(f'{r:g}' for r in rates)} with its best mean "
+             "validation accuracy; the points are compared at their picks, on validation. A rate at an end of that "
+             "list is marked *(end)*: a rate beyond it might do better. A difference whose interval includes 0 is "
+             "not a finding; the test column is reported, never used to choose.", "",
+             "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for label, picked, tried in picks:
+        rate = picked.overrides["learning_rate"]
+        end = " *(end)*" if len(rates) > 1 and rate in (min(rates), max(rates)) else ""
+        partial = f" ({len(tried)} of {len(rates)} rates done)" if len(tried) < len(rates) else ""
+        validation, tests = validation_accuracies(picked), [run.results["test_accuracy"] for run in picked.runs]
+        if picked is best or len(picked.runs) != len(best.runs) or len(picked.runs) < 2:
+            paired = "—"
+        else:
+            difference = stats.paired_difference(validation, validation_accuracies(best))
+            paired = (f"{100 * difference.mean:+.2f} [{100 * difference.low:+.2f}, {100 * difference.high:+.2f}]"
+                      + ("" if difference.is_finding else " (includes 0)"))
+        cells = [f"**{label}**" if picked is best else label,
+                 f"`{architecture.resolve(picked.overrides.get('arch', TrainConfig.arch))}`",
+                 f"{rate:g}{end}{partial}", f"{accuracy_spread(validation)[0]} {accuracy_interval(validation)}",
+                 paired, f"{accuracy_spread(tests)[0]} {accuracy_interval(tests)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def budget_line(train_steps, batch_size, trained_on):
     """The header row of a sweep's budget: ``train_steps`` for every run, or (0) each point's own epochs."""
     if not train_steps:
@@ -280,4 +332,8 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
         "mean over seeds; s per run is the mean wall time of a run, building, compiling and evaluating included "
         "(for a reused run, as measured when it was trained)." + (
             " — : the point leaves that setting at the `TrainConfig` default." if grid.varied else ""), ""]
+    if grid.tuned:  # after the table of every run, which experiments.recheck remakes as the table's first
+        from experiments.grids import base_label
+
+        lines += tuned_section(points, base_label, sorted({o["learning_rate"] for _, o in grid.points}))
     return "\n".join(lines)

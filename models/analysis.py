@@ -105,36 +105,48 @@ def _mlp_params(width, depth, inputs, num_classes):
     return (inputs + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * num_classes
 
 
-def similar_mlp(arch, input_shape, num_classes, depth=None, tolerance=0.02):
-    """The MLP ``d{u}-...-d{u}`` (``depth`` equal hidden layers) whose parameter count is within ``tolerance``
-    (relative) of that of ``arch``.
+def _mlp_macs(width, depth, inputs, num_classes):
+    """Multiply-adds per image of that MLP: one per weight, none for the biases."""
+    return inputs * width + (depth - 1) * width * width + width * num_classes
+
+
+MATCHED = {"params": 0, "macs": 2}  # what similar_mlp matches: the index of that count in ``totals``
+
+
+def similar_mlp(arch, input_shape, num_classes, depth=None, tolerance=0.02, by="params"):
+    """The MLP ``d{u}-...-d{u}`` (``depth`` equal hidden layers) whose parameter count (``by="params"``) or
+    multiply-adds per image (``by="macs"``) is within ``tolerance`` (relative) of that of ``arch``.
 
     ``depth`` defaults to the number of dense layers of ``arch`` before the logits, at least 1. The width solves
-    ``params(u) = target`` (linear for one hidden layer, quadratic otherwise), rounded to the nearest integer
+    ``count(u) = target`` (linear for one hidden layer, quadratic otherwise), rounded to the nearest integer
     that fits. Raises ``ValueError`` when no width is within the tolerance, e.g. when ``arch`` has fewer
     parameters than the 1-unit MLP.
     """
-    target = totals(layer_table(arch, input_shape, num_classes))[0]
+    target = totals(layer_table(arch, input_shape, num_classes))[MATCHED[by]]
     if depth is None:
         planned = A.plan(arch, input_shape, num_classes)
         depth = max(1, len(A.layers_of_role(planned, A.DENSE)) - 1)
     if depth < 1:
         raise ValueError(f"MLP depth must be at least 1, got {depth}")
     inputs = math.prod(input_shape)
-    # params(u) = a u^2 + b u + c, with a = depth - 1.
-    a, b, c = depth - 1, inputs + 1 + (depth - 1) + num_classes, num_classes
+    # count(u) = a u^2 + b u + c, with a = depth - 1.
+    if by == "params":
+        count, a, b, c = _mlp_params, depth - 1, inputs + 1 + (depth - 1) + num_classes, num_classes
+    else:
+        count, a, b, c = _mlp_macs, depth - 1, inputs + num_classes, 0
     if a == 0:
         width = (target - c) / b
     else:
         width = (-b + math.sqrt(b * b + 4 * a * (target - c))) / (2 * a) if target > c else 0.0
     candidates = {max(1, math.floor(width)), max(1, math.ceil(width))}
-    best = min(candidates, key=lambda u: abs(_mlp_params(u, depth, inputs, num_classes) - target))
-    closest = _mlp_params(best, depth, inputs, num_classes)
+    best = min(candidates, key=lambda u: abs(count(u, depth, inputs, num_classes) - target))
+    closest = count(best, depth, inputs, num_classes)
+    what = "parameter count" if by == "params" else "multiply-adds per image"
     if abs(closest - target) > tolerance * target:
         why = (f"even the smallest, '{_mlp(1, depth)}', has {closest:,}" if target < closest and best == 1 else
                f"the closest, '{_mlp(best, depth)}', has {closest:,}")
         raise ValueError(f"no MLP of {depth} equal hidden layer(s) on {_shape(input_shape)} images has its "
-                         f"parameter count within {tolerance:.0%} of the {target:,} of '{A.resolve(arch)}': {why}")
+                         f"{what} within {tolerance:.0%} of the {target:,} of '{A.resolve(arch)}': {why}")
     return _mlp(best, depth)
 
 

@@ -150,6 +150,18 @@ def test_similar_mlp_of_given_depth_has_equal_widths():
     assert analysis.similar_mlp("mlp", MNIST_SHAPE, 10) == "d512-d512"
 
 
+@pytest.mark.parametrize("depth, expected", [(1, "d3809"), (2, "d1387-d1387")])
+def test_an_mlp_can_match_a_cnns_multiply_adds_instead_of_its_weights(depth, expected):
+    # small_cnn: 215,370 weights but 3,024,384 multiply-adds an image on MNIST, each weight used at every position.
+    # d3809: 784 x 3809 + 3809 x 10 = 3,024,346 multiply-adds (one per weight), 3,028,165 weights with the biases.
+    mlp = analysis.similar_mlp("c16k5-m2-c32k5-m2-d128", MNIST_SHAPE, 10, depth=depth, by="macs")
+    assert mlp == expected
+    macs = analysis.totals(analysis.layer_table(mlp, MNIST_SHAPE, 10))[2]
+    assert abs(macs - 3_024_384) <= MLP_TOLERANCE * 3_024_384
+    with pytest.raises(ValueError, match="multiply-adds per image within 2%"):
+        analysis.similar_mlp("a2-d1", MNIST_SHAPE, 10, by="macs")  # 206 multiply-adds: below any MLP's
+
+
 def test_similar_mlp_refuses_a_cnn_smaller_than_the_smallest_mlp():
     # c1k3-gap: conv 3*3*1*1 + 1 = 10, logits 1*10 + 10 = 20: 30 parameters, while the 1-unit MLP on MNIST has
     # (784 + 1)*1 + (1 + 1)*10 = 805.

@@ -11,7 +11,6 @@ import sys
 import types
 
 import pytest
-import tensorflow as tf
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT, TINY_TEST
 
 from experiments import grids, racing, reuse, runner, seed_runs
@@ -511,3 +510,35 @@ def test_a_damaged_state_file_of_a_finished_run_is_one_line_naming_it(tiny_sweep
     (tmp_path / config.logdir / file).write_text(content)
     with pytest.raises(OneLineError, match=f"^{re.escape(os.path.join(config.logdir, message))}$"):
         runner.reusable_results(config)
+
+
+def test_a_tuned_grid_trains_every_point_at_each_rate_and_compares_the_points_at_their_picks(tiny_mnist):
+    grid = grids.make_grid("downsampling_tuned", "mnist")
+    assert grid.tuned and grid.train_steps == grids.TUNED_TRAIN_STEPS
+    assert [label for label, _ in grid.points[:3]] == ["max-lr0.0003", "max-lr0.001", "max-lr0.003"]
+    assert grid.points[1][1] == dict(arch="c32k3-m2-c64k3-m2-d128", optimizer="adam", lr_schedule="cosine",
+                                     warmup_steps=100, learning_rate=1e-3)
+    assert grids.base_label("stride2-lr0.003") == "stride2"
+
+    def point(label, rate, validation, test):
+        made = _point(f"{label}-lr{rate:g}", test, arch="d16", learning_rate=rate)
+        for run, accuracy in zip(made.runs, validation):
+            run.results["validation_accuracy"] = accuracy
+        return made
+
+    # "a" is best at 1e-3 (inside the rates), "b" at 3e-3 (the end); "b"'s pick is below "a"'s on both seeds.
+    points = [point("a", 3e-4, [0.90, 0.91], [0.9, 0.9]), point("a", 1e-3, [0.97, 0.96], [0.95, 0.96]),
+              point("a", 3e-3, [0.95, 0.95], [0.9, 0.9]),
+              point("b", 3e-4, [0.80, 0.80], [0.8, 0.8]), point("b", 1e-3, [0.90, 0.92], [0.9, 0.9])]
+    section = report_lib.tuned_section(points, grids.base_label, [3e-4, 1e-3, 3e-3])
+    rows = [line for line in section if line.startswith("| ") and not line.startswith(("| point", "| ---"))]
+    assert rows[0] == "| **a** | `d16` | 0.001 | 96.50 ± 0.71 [90.15, 102.85] | — | 95.50 ± 0.71 [89.15, 101.85] |"
+    # b: 3e-3 not trained yet; its pick 1e-3 of the two done. a - b = 7 and 4 points: 5.5 +- 12.706 x 2.12 / 1.41.
+    assert rows[1] == ("| b | `d16` | 0.001 (2 of 3 rates done) | 91.00 ± 1.41 [78.29, 103.71] | +5.50 [-13.56, "
+                       "+24.56] (includes 0) | 90.00 ± 0.00 [90.00, 90.00] |")
+    ended = report_lib.tuned_section(points + [point("b", 3e-3, [0.93, 0.93], [0.9, 0.9])], grids.base_label,
+                                     [3e-4, 1e-3, 3e-3])
+    assert "| b | `d16` | 0.003 *(end)* | 93.00 ± 0.00 [93.00, 93.00] | +3.50 [-2.85, +9.85]" in "\n".join(ended)
+    record = dict(cpu_model="a CPU", machine="x86_64", cpus=2, tensorflow="2", keras="3", python="3", commit="abc")
+    report = report_lib.make_report(grid, tiny_mnist, 5, 2, points, record, "the command", 0.0)
+    assert report.index("| point | arch | learning_rate |") < report.index("## Each point at its own rate")
