@@ -98,7 +98,7 @@ def test_every_committed_run_is_recognised_as_a_run():
 
 @pytest.mark.parametrize("record, warned", [
     (lambda saved: {k: v for k, v in saved.items() if k != "evaluations"}, False),  # written by older code
-    (lambda saved: dict(saved, train_seconds="1:05"), True),  # edited by hand
+    pytest.param(lambda saved: dict(saved, train_seconds="1:05"), True, marks=pytest.mark.slow),  # edited by hand
 ])
 def test_a_clock_record_without_a_readable_curve_resumes_with_the_curve_marked_unknown(finished_run, tmp_path,
                                                                                       tiny_mnist, caplog, record,
