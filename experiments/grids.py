@@ -225,6 +225,33 @@ def airbench_ablation(image_shape, num_classes):
     return [(label, dict(AIRBENCH_FAST_RECIPE, **change)) for label, change in changes]
 
 
+# The MNIST one-cycle speed recipe (flags/mnist_onecycle.cfg) as TrainConfig fields, for its ablation grid;
+# tests/test_presets.py checks that they are the flagfile's. Its budget is in epochs: the flagfile's 1.75 of the
+# 54,000 images its (and every sweep's) validation split leaves.
+MNIST_ONECYCLE_RECIPE = dict(
+    arch="c16k5s2-c32k5s2-d128", optimizer="adam", learning_rate=0.01, adam_beta_1=0.7, adam_beta_2=0.9,
+    lr_schedule="triangle", warmup_steps=88, label_smoothing=0.1, augment=False, batch_size=256, epochs=1.75,
+    precision="float32")
+
+
+def mnist_onecycle_ablation(image_shape, num_classes):
+    """What each choice of the MNIST one-cycle speed recipe (`flags/mnist_onecycle.cfg`, 1.75 epochs at batch 256)
+    buys: the recipe, and the same with one choice undone at a time.
+
+    `recipe`: as the flagfile trains it. `keras_betas`: Adam's usual betas (0.9, 0.999) instead of (0.7, 0.9).
+    `constant_rate`: the rate held at its peak after the warmup instead of the triangle's decay. `cosine`: a
+    cosine decay to 0 after the warmup. `no_label_smoothing`: `label_smoothing=0`. `batch_norm`: batch norm after
+    each convolution (`c16k5s2b-c32k5s2b-d128`). `mnist_fast`: the main job's wider net (`c24k5s2b-c48k5s2b-d128`).
+    `batch128`: batch 128 at the same epochs (twice the steps, the warmup at the same share of them).
+    """
+    del image_shape, num_classes  # made for MNIST; every point fits Fashion-MNIST too
+    changes = [("recipe", {}), ("keras_betas", dict(adam_beta_1=0.9, adam_beta_2=0.999)),
+               ("constant_rate", dict(lr_schedule="constant")), ("cosine", dict(lr_schedule="cosine")),
+               ("no_label_smoothing", dict(label_smoothing=0.0)), ("batch_norm", dict(arch="c16k5s2b-c32k5s2b-d128")),
+               ("mnist_fast", dict(arch="mnist_fast")), ("batch128", dict(batch_size=128, warmup_steps=176))]
+    return [(label, dict(MNIST_ONECYCLE_RECIPE, **change)) for label, change in changes]
+
+
 def main_job(image_shape, num_classes):
     """The main job's recipe (`training.config.MAIN_JOB`) and the variants it was chosen from (WORKSPACE.md
     section 1), each trained as `python3 -m training.train` trains the main job, changed only where the point says.
@@ -297,7 +324,7 @@ def base_label(label):
     return label.rsplit(TUNED_SUFFIX, 1)[0]
 
 
-ABLATIONS = ("airbench_ablation",)  # grids whose tables pick no point (Grid.picks_a_point)
+ABLATIONS = ("airbench_ablation", "mnist_onecycle_ablation")  # tables that pick no point (Grid.picks_a_point)
 TUNED = ("filter_size_tuned", "downsampling_tuned", "pooling_tuned", "cnn_vs_mlp_tuned")  # Grid.tuned
 # name -> (function making the points, default optimizer steps per run (0: each point's epochs), batch size)
 GRIDS = {
@@ -308,6 +335,7 @@ GRIDS = {
     "optimizer": (optimizer, DEFAULT_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
     "airbench_ablation": (airbench_ablation, AIRBENCH_ABLATION_STEPS, AIRBENCH_BATCH_SIZE),
     "main_job": (main_job, 0, DEFAULT_BATCH_SIZE),  # 0: each point's own epochs, as the main job is given
+    "mnist_onecycle_ablation": (mnist_onecycle_ablation, 0, MNIST_ONECYCLE_RECIPE["batch_size"]),
     "filter_size_tuned": (tuned(filter_size), TUNED_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
     "downsampling_tuned": (tuned(downsampling), TUNED_TRAIN_STEPS, DEFAULT_BATCH_SIZE),
     "pooling_tuned": (tuned(pooling), TUNED_TRAIN_STEPS, DEFAULT_BATCH_SIZE),

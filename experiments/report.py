@@ -201,17 +201,18 @@ def pick_sentence(picked, validation_split):
             "is reported, never used to choose.")
 
 
-def make_table(varied, points, picked=None):
+def make_table(varied, points, picked=None, picked_name="pick"):
     """The markdown table: a row per ``PointResult``, with a column for each name in ``varied`` and, when points
     trained for different numbers of steps (a budget in epochs), one of their steps; validation accuracy comes
     first when every run has one (it is what a point is picked by); the test accuracy's 95% interval; and, with a
-    ``picked`` point, each point's test accuracy minus the pick's, paired by seed."""
+    ``picked`` point (an ablation's recipe: ``picked_name``), each point's test accuracy minus its, paired by
+    seed."""
     with_validation = picked_on_validation(points) is not None
     steps_differ = len({run.results.get("train_steps") for point in points for run in point.runs}) > 1
     columns = ["point", "arch", *varied, *(["steps"] if steps_differ else []),
                *(["validation accuracy % (mean ± std)"] if with_validation else []),
                "test accuracy % (mean ± std)", "95% interval", "min–max %",
-               *(["test − pick, paired by seed (95%)"] if picked else []), "params", "images/s", "s per run"]
+               *([f"test − {picked_name}, paired by seed (95%)"] if picked else []), "params", "images/s", "s per run"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for point in points:
         results = [run.results for run in point.runs]
@@ -323,12 +324,16 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
                   "continues the sweep; finished runs are reused.", ""]
     picked = picked_on_validation(points) if grid.picks_a_point else None
     pick = [] if picked is None else [pick_sentence(picked, grid.validation_split), ""]
+    # An ablation picks nothing: each point is compared with its first, the whole recipe.
+    reference, reference_name = picked, "pick"
+    if not grid.picks_a_point and points and points[0].label == grid.points[0][0]:
+        reference, reference_name = points[0], points[0].label
     lines += [
-        make_table(grid.varied, points, picked), "", *pick,
+        make_table(grid.varied, points, reference, reference_name), "", *pick,
         "Test accuracy is measured on the whole test set after the last step: mean ± sample standard deviation "
-        "over the seeds, the 95% t-interval of the mean, and min–max; with a pick, each point's difference from it "
-        "over the same seeds, with its 95% interval (a difference whose interval includes 0 is not a finding). "
-        "images/s is training throughput (the first, compiling call left out), the "
+        "over the seeds, the 95% t-interval of the mean, and min–max; with a pick (an ablation: its first point), "
+        "each point's difference from it over the same seeds, with its 95% interval (a difference whose interval "
+        "includes 0 is not a finding). images/s is training throughput (the first, compiling call left out), the "
         "mean over seeds; s per run is the mean wall time of a run, building, compiling and evaluating included "
         "(for a reused run, as measured when it was trained)." + (
             " — : the point leaves that setting at the `TrainConfig` default." if grid.varied else ""), ""]

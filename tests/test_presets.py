@@ -107,6 +107,11 @@ def test_every_preset_parses_into_the_run_its_comment_names():
                                                                                   "cifar10_speed_curves"))
     assert {name for name in twelve if twelve[name] != ten[name]} == {"epochs", "warmup_steps", "logdir"}
     assert (ten["epochs"], ten["warmup_steps"], twelve["warmup_steps"]) == (10.0, 110, 132)
+    # The MNIST ablation grid's recipe point is flags/mnist_onecycle.cfg's run.
+    from experiments import grids
+    onecycle = configs[str(REPO_ROOT / "flags" / "mnist_onecycle.cfg")]
+    assert {name: onecycle[name] for name in grids.MNIST_ONECYCLE_RECIPE} == grids.MNIST_ONECYCLE_RECIPE
+    assert onecycle["validation_split"] == grids.SWEEP_VALIDATION_SPLIT
     # The cheaper CIFAR-10 point: the speed recipe over 4 epochs, its epoch-timed parts scaled by 0.4.
     cheaper = configs[str(REPO_ROOT / "flags" / "cifar10_fast.cfg")]
     assert {name for name in speed if speed[name] != cheaper[name]} == {

@@ -166,6 +166,10 @@ def test_the_point_is_picked_on_validation_accuracy_and_its_test_accuracy_report
         report = report_lib.make_report(grid, tiny_mnist, 5, 2, points, record, "the command", 0.0)
         assert ("Picked on validation accuracy" in report) is picks, grid.name
         assert "| validation accuracy % (mean ± std) |" in report
+    # An ablation compares each point with its first, the whole recipe, by seed: b - a = (9, 7) points again.
+    ablation = grids.Grid("ablation", "", (("a", {}), ("b", {})), picks_a_point=False)
+    report = report_lib.make_report(ablation, tiny_mnist, 5, 2, points, record, "the command", 0.0)
+    assert "| test − a, paired by seed (95%) |" in report and "| +8.00 [-4.71, +20.71] (includes 0) |" in report
 
 
 def test_pooling_grid_follows_its_rule_on_mnist():
