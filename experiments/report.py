@@ -257,7 +257,8 @@ def tuned_section(points, base_label, rates):
         return []
     best = max((picked for _, picked, _ in picks), key=_mean_validation)
     columns = ["point", "arch", "rate picked on validation", "validation accuracy % (mean ± std) [95%]",
-               "best − point, validation, paired by seed (95%)", "test accuracy % (mean ± std) [95%]"]
+               "best − point, validation, paired by seed (95%)", "test accuracy % (mean ± std) [95%]",
+               "validation gain since the evaluation before (points)"]
     lines = ["## Each point at its own rate", "",
              f"Each point's learning rate is the one of {', '.join(f'{r:g}' for r in rates)} with its best mean "
              "validation accuracy; the points are compared at their picks, on validation. A rate at an end of that "
@@ -278,9 +279,25 @@ def tuned_section(points, base_label, rates):
         cells = [f"**{label}**" if picked is best else label,
                  f"`{architecture.resolve(picked.overrides.get('arch', TrainConfig.arch))}`",
                  f"{rate:g}{end}{partial}", f"{accuracy_spread(validation)[0]} {accuracy_interval(validation)}",
-                 paired, f"{accuracy_spread(tests)[0]} {accuracy_interval(tests)}"]
+                 paired, f"{accuracy_spread(tests)[0]} {accuracy_interval(tests)}", last_gain(picked)]
         lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + ["The last column shows whether the budget was long enough: the mean over seeds of the pick's "
+                    "validation accuracy at the end minus at the evaluation before (an epoch earlier, where the "
+                    "runs evaluate every epoch; from results.json's `evaluations`). Near zero, the curve has "
+                    "flattened; the rate's decay to 0 flattens it too.", ""]
+
+
+def last_gain(point):
+    """The mean over ``point``'s runs of the validation accuracy at the last evaluation minus the one before, in
+    points (``+0.12``), or "—" when a run recorded fewer than two validation evaluations."""
+    gains = []
+    for run in point.runs:
+        curve = [record["validation_accuracy"] for record in run.results.get("evaluations") or ()
+                 if record.get("validation_accuracy") is not None]
+        if len(curve) < 2:
+            return "—"
+        gains.append(100 * (curve[-1] - curve[-2]))
+    return f"{statistics.fmean(gains):+.2f}"
 
 
 def budget_line(train_steps, batch_size, trained_on):

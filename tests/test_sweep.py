@@ -528,6 +528,10 @@ def test_a_tuned_grid_trains_every_point_at_each_rate_and_compares_the_points_at
         made = _point(f"{label}-lr{rate:g}", test, arch="d16", learning_rate=rate)
         for run, accuracy in zip(made.runs, validation):
             run.results["validation_accuracy"] = accuracy
+            if label == "a":  # a curve whose last evaluation is 0.5 points above the one before
+                run.results["evaluations"] = [dict(step=1, validation_accuracy=accuracy - 0.005),
+                                              dict(step=2, validation_accuracy=None),
+                                              dict(step=3, validation_accuracy=accuracy)]
         return made
 
     # "a" is best at 1e-3 (inside the rates), "b" at 3e-3 (the end); "b"'s pick is below "a"'s on both seeds.
@@ -536,10 +540,11 @@ def test_a_tuned_grid_trains_every_point_at_each_rate_and_compares_the_points_at
               point("b", 3e-4, [0.80, 0.80], [0.8, 0.8]), point("b", 1e-3, [0.90, 0.92], [0.9, 0.9])]
     section = report_lib.tuned_section(points, grids.base_label, [3e-4, 1e-3, 3e-3])
     rows = [line for line in section if line.startswith("| ") and not line.startswith(("| point", "| ---"))]
-    assert rows[0] == "| **a** | `d16` | 0.001 | 96.50 ± 0.71 [90.15, 102.85] | — | 95.50 ± 0.71 [89.15, 101.85] |"
+    assert rows[0] == ("| **a** | `d16` | 0.001 | 96.50 ± 0.71 [90.15, 102.85] | — | 95.50 ± 0.71 [89.15, 101.85] "
+                       "| +0.50 |")
     # b: 3e-3 not trained yet; its pick 1e-3 of the two done. a - b = 7 and 4 points: 5.5 +- 12.706 x 2.12 / 1.41.
     assert rows[1] == ("| b | `d16` | 0.001 (2 of 3 rates done) | 91.00 ± 1.41 [78.29, 103.71] | +5.50 [-13.56, "
-                       "+24.56] (includes 0) | 90.00 ± 0.00 [90.00, 90.00] |")
+                       "+24.56] (includes 0) | 90.00 ± 0.00 [90.00, 90.00] | — |")  # no curve recorded
     ended = report_lib.tuned_section(points + [point("b", 3e-3, [0.93, 0.93], [0.9, 0.9])], grids.base_label,
                                      [3e-4, 1e-3, 3e-3])
     assert "| b | `d16` | 0.003 *(end)* | 93.00 ± 0.00 [93.00, 93.00] | +3.50 [-2.85, +9.85]" in "\n".join(ended)
