@@ -7,7 +7,7 @@
 | ``checkpoints/`` | the loops, through ``checkpoint_manager`` |
 | ``train/``, ``eval/`` | the loops, through ``summary_writers`` |
 | ``results.json`` | ``write_results``, at the end of the run |
-| ``clock.json`` | ``write_clock``, with each checkpoint: training and evaluation seconds up to its step |
+| ``clock.json`` | ``write_clock``, with each checkpoint: training and evaluation seconds, evaluations, to its step |
 | ``.lock`` | ``lock``: the pid and host of the run going on in it; ``close`` removes it |
 
 What makes a folder a run directory is config.json's ``"format"`` field (or the exact shape of an older run's
