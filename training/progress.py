@@ -277,6 +277,9 @@ class Bookkeeper:
             # None: a record of older code, which kept no evaluations; the run's curve is then unknown.
             recorded = saved.get("evaluations")
             self.evaluations = None if recorded is None else valid_evaluations(recorded, int(self.run.step))
+            if recorded is None:
+                logging.info("clock.json's record of step %d keeps no evaluations (older code): results.json's "
+                             "learning curve will be null", int(self.run.step))
         except (TypeError, ValueError, KeyError, AttributeError):
             logging.warning("clock.json's record of step %d is unreadable; the time and evaluations before this "
                             "start are not counted", int(self.run.step))
