@@ -39,34 +39,28 @@ class RecipeCurves:
 
 
 def recipes_with_curves(seeds_dir):
-    """``{recipe: [(seed, run directory)]}`` under ``seeds_dir`` whose finished runs all recorded a curve of at
-    least two evaluations, seeds in order."""
+    """``{recipe: [(seed, results.json, history of starts)]}`` under ``seeds_dir``, seeds in order, of the recipes
+    whose finished runs all recorded a curve of at least two evaluations."""
     found = {}
     for name in sorted(os.listdir(seeds_dir)) if os.path.isdir(seeds_dir) else ():
         match, path = SEED_RUN.match(name), os.path.join(seeds_dir, name)
         if match and os.path.isdir(path):
-            found.setdefault(match["recipe"], []).append((int(match["seed"]), path))
-    drawable = {}
-    for recipe, runs in found.items():
-        results = [launch.read_results(path) for _, path in runs]
-        finished = [(run, r) for run, r in zip(runs, results) if r is not None]
-        if finished and all(len(r.get("evaluations") or ()) >= 2 for _, r in finished):
-            drawable[recipe] = sorted(run for run, _ in finished)
-    return drawable
+            results, history = launch.read_run(path)
+            if results is not None:
+                found.setdefault(match["recipe"], []).append((int(match["seed"]), results, history))
+    return {recipe: sorted(runs, key=lambda run: run[0]) for recipe, runs in found.items()
+            if all(len(results.get("evaluations") or ()) >= 2 for _, results, _ in runs)}
 
 
 def read_recipe(recipe, runs):
-    """The ``RecipeCurves`` of ``runs`` (``[(seed, run directory)]``, each finished with a curve)."""
-    curves_by_seed, batch_sizes, commits, datasets = [], set(), set(), set()
-    for _, path in runs:
-        results, history = launch.read_run(path, ("evaluations",))
-        datasets.add(str(results.get("dataset", "dataset not recorded")))
-        curves_by_seed.append({record["step"]: record for record in results["evaluations"]})
-        batch_sizes.update(record["images"] // max(record["step"], 1) for record in results["evaluations"])
-        commits.update(start.get("commit") for start in history if start.get("commit"))
-    if len(batch_sizes) != 1:
-        raise launch.StateFileError(f"{recipe}: its seeds trained at different batch sizes ({sorted(batch_sizes)}); "
-                                    "their curves are not drawn on one axis")
+    """The ``RecipeCurves`` of ``runs`` (``[(seed, results.json, history)]``, each finished with a curve)."""
+    curves_by_seed = [{record["step"]: record for record in results["evaluations"]} for _, results, _ in runs]
+    batch_sizes = {results.get("batch_size") for _, results, _ in runs}
+    if len(batch_sizes) != 1 or None in batch_sizes:
+        raise launch.StateFileError(f"{recipe}: its seeds record batch sizes {sorted(map(str, batch_sizes))}; their "
+                                    "curves are drawn on one axis only at one batch size")
+    datasets = {str(results.get("dataset", "dataset not recorded")) for _, results, _ in runs}
+    commits = {start["commit"] for _, _, history in runs for start in history if start.get("commit")}
     steps = sorted(set.intersection(*(set(curve) for curve in curves_by_seed)))
     curves = []
     for key, split in SPLITS:
@@ -76,9 +70,8 @@ def read_recipe(recipe, runs):
         curves.append(Curve(split, tuple(curves_by_seed[0][step]["images"] for step in steps),
                             tuple(s.mean for s in summaries), tuple(s.low for s in summaries),
                             tuple(s.high for s in summaries)))
-    return RecipeCurves(recipe, "/".join(sorted(datasets)), tuple(seed for seed, _ in runs), batch_sizes.pop(),
-                        tuple(curves),
-                        tuple(sorted(commits)))
+    return RecipeCurves(recipe, "/".join(sorted(datasets)), tuple(seed for seed, _, _ in runs), batch_sizes.pop(),
+                        tuple(curves), tuple(sorted(commits)))
 
 
 def seeds_text(seeds):

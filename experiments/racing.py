@@ -101,11 +101,12 @@ def run_race(flagfiles, target, seeds, logdir, data_dir="", eval_every_epochs=0.
     """
     entrants = [Entrant(name, flagfile) for name, flagfile in zip(entrant_names(flagfiles), flagfiles)]
     seconds = {entrant.name: [] for entrant in entrants}  # wall time of each run this command trained
-    one_dataset = OneDataset()  # a race compares recipes on one dataset: finished runs checked before any trains
+    # A race compares recipes on one dataset: every run already here (config.json's record) is checked before any
+    # trains.
+    one_dataset = OneDataset()
     for seed in range(seeds):
         for entrant in entrants:
-            if reusable_results(run_dir(logdir, entrant.name, seed), TABLE_FIELDS) is not None:
-                one_dataset.check(run_dir(logdir, entrant.name, seed))
+            one_dataset.check(run_dir(logdir, entrant.name, seed))
     for seed in range(seeds):
         for entrant in entrants:
             path = run_dir(logdir, entrant.name, seed)

@@ -81,9 +81,8 @@ def run_seeds(flagfile, seeds, logdir, data_dir="", launch=run_all_in_console, o
     finished = {seed: _reused(run_dir(logdir, name, seed)) for seed in range(seeds)}
     pending = [seed for seed in range(seeds) if finished[seed][0] is None]
     one_dataset = OneDataset()
-    for seed in sorted(set(range(seeds)) - set(pending)):  # before anything trains
-        one_dataset.check(run_dir(logdir, name, seed))
     for seed in sorted(set(range(seeds)) - set(pending)):
+        one_dataset.check(run_dir(logdir, name, seed))  # before anything trains
         logging.info("seeds: %s seed %d: finished before (%s), read", name, seed, run_dir(logdir, name, seed))
     done, failures, other_data = [], [], []
 
@@ -166,11 +165,11 @@ def paired_section(done, flagfile, other_flagfile, logdir):
     other = recipe_name(other_flagfile)
     pairs = [(seed, results, reusable_results(run_dir(logdir, other, seed), TABLE_FIELDS))
              for seed, results, _ in done]
-    one_dataset = OneDataset()  # a pair compares recipes on one dataset
-    for seed, _, theirs in pairs:
-        for path in (run_dir(logdir, recipe_name(flagfile), seed), run_dir(logdir, other, seed)) if theirs else ():
-            one_dataset.check(path)
     pairs = [(seed, ours, theirs) for seed, ours, theirs in pairs if theirs is not None]
+    one_dataset = OneDataset()  # a pair compares recipes on one dataset
+    for seed, _, _ in pairs:
+        one_dataset.check(run_dir(logdir, recipe_name(flagfile), seed))
+        one_dataset.check(run_dir(logdir, other, seed))
     lines = [f"## Paired with `{other_flagfile}`", ""]
     if not pairs:
         return lines + [f"No seed of {other} has finished under {logdir} yet.", ""]

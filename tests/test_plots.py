@@ -128,7 +128,8 @@ def _seed_run(folder, seed, curve, batch_size=64):
                         test_loss=1.0, validation_loss=None if validation is None else 1.0)
                    for step, test, validation in curve]
     (folder / "results.json").write_text(json.dumps(dict(test_accuracy=curve[-1][1], train_steps=curve[-1][0],
-                                                         evaluations=evaluations, dataset="mnist")))
+                                                         evaluations=evaluations, dataset="mnist",
+                                                         batch_size=batch_size)))
     (folder / "config.json").write_text(json.dumps(dict(config={}, history=[dict(from_step=0, commit="abc1234")])))
 
 
@@ -140,7 +141,8 @@ def test_a_learning_curve_is_the_seeds_mean_with_its_interval_at_the_steps_all_e
     _seed_run(tmp_path / "old-seed0", 0, [(30, 0.9, None)])  # one evaluation: no curve to draw
     (tmp_path / "unfinished-seed0").mkdir()
     runs = curves.recipes_with_curves(str(tmp_path))
-    assert runs == {"r": [(0, str(tmp_path / "r-seed0")), (1, str(tmp_path / "r-seed1"))]}
+    assert list(runs) == ["r"] and [(seed, results["train_steps"]) for seed, results, _ in runs["r"]] == [(0, 30),
+                                                                                                          (1, 30)]
     drawn = curves.read_recipe("r", runs["r"])
     assert (drawn.dataset, drawn.seeds, drawn.batch_size, drawn.commits) == ("mnist", (0, 1), 64, ("abc1234",))
     test, validation = drawn.curves
