@@ -150,13 +150,13 @@ def accuracy_interval(accuracies):
     return "—" if summary.n < 2 else f"[{100 * summary.low:.2f}, {100 * summary.high:.2f}]"
 
 
-def paired_to(point, reference):
-    """Test accuracy of ``point`` minus ``reference``'s, paired by seed, with its 95% interval, in points; "—" for
-    the reference itself or when the two do not hold the same seeds."""
+def paired_to(point, reference, key="test_accuracy"):
+    """``key`` (an accuracy) of ``point`` minus ``reference``'s, paired by seed, with its 95% interval, in points;
+    "—" for the reference itself or when the two do not hold the same seeds."""
     if point is reference or len(point.runs) != len(reference.runs) or len(point.runs) < 2:
         return "—"
-    difference = stats.paired_difference([run.results["test_accuracy"] for run in reference.runs],
-                                         [run.results["test_accuracy"] for run in point.runs])
+    difference = stats.paired_difference([run.results[key] for run in reference.runs],
+                                         [run.results[key] for run in point.runs])
     verdict = "" if difference.is_finding else " (includes 0)"
     return f"{100 * difference.mean:+.2f} [{100 * difference.low:+.2f}, {100 * difference.high:+.2f}]{verdict}"
 
@@ -270,16 +270,11 @@ def tuned_section(points, base_label, rates):
         end = " *(end)*" if len(rates) > 1 and rate in (min(rates), max(rates)) else ""
         partial = f" ({len(tried)} of {len(rates)} rates done)" if len(tried) < len(rates) else ""
         validation, tests = validation_accuracies(picked), [run.results["test_accuracy"] for run in picked.runs]
-        if picked is best or len(picked.runs) != len(best.runs) or len(picked.runs) < 2:
-            paired = "—"
-        else:
-            difference = stats.paired_difference(validation, validation_accuracies(best))
-            paired = (f"{100 * difference.mean:+.2f} [{100 * difference.low:+.2f}, {100 * difference.high:+.2f}]"
-                      + ("" if difference.is_finding else " (includes 0)"))
         cells = [f"**{label}**" if picked is best else label,
                  f"`{architecture.resolve(picked.overrides.get('arch', TrainConfig.arch))}`",
                  f"{rate:g}{end}{partial}", f"{accuracy_spread(validation)[0]} {accuracy_interval(validation)}",
-                 paired, f"{accuracy_spread(tests)[0]} {accuracy_interval(tests)}", last_gain(picked)]
+                 paired_to(best, picked, "validation_accuracy"),
+                 f"{accuracy_spread(tests)[0]} {accuracy_interval(tests)}", last_gain(picked)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + ["The last column shows whether the budget was long enough: the mean over seeds of the pick's "
                     "validation accuracy at the end minus at the evaluation before (an epoch earlier, where the "
