@@ -52,7 +52,7 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 
 def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_fast.cfg", "cifar10_resnet_small.cfg",
-                                         "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg",
+                                         "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg", "cifar10_speed_55c5129.cfg",
                                          "cifar10_speed_curves.cfg", "cifar10_speed_float32.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
                                          "main_job_curves.cfg", "mnist_full.cfg", "mnist_onecycle.cfg",
@@ -79,28 +79,39 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     speed = configs[str(REPO_ROOT / "flags" / "cifar10_speed.cfg")]
     assert (speed["arch"], speed["flip"], speed["crop_padding"], speed["test_time_augmentation"]) == (
         "airbench94", "alternating", 2, "flip_translate")
-    # airbench's triangle peaks at 23% of the run: 12 epochs of 48 full batches of 1024 (50,000 images) = 576
-    # steps; int(0.23 * 576) = 132.
+    # airbench's triangle peaks at 23% of the run: 10 epochs of 48 full batches of 1024 (50,000 images) = 480
+    # steps, and 110 is the share the 12 epochs' 132 of 576 steps had.
     assert (speed["batch_size"], speed["epochs"], speed["warmup_steps"], speed["lr_schedule"]) == (
-        1024, 12.0, 132, "triangle")
+        1024, 10.0, 110, "triangle")
     assert (speed["bn_bias_lr_scale"], speed["lookahead_every"], speed["lookahead_start_epochs"]) == (64.0, 5, 3.0)
     assert (speed["decay_biases"], speed["whitening_bias_epochs"]) == (True, 3.0)
     # The variants that pair a recipe's seeds with other numerics differ from it in the numerics alone.
-    for variant, base, precision in (("cifar10_speed_float32", "cifar10_speed", "float32"),
-                                     ("mnist_onecycle_bfloat16", "mnist_onecycle", "mixed_bfloat16")):
+    # The CIFAR-10 ones keep the 12 epochs the recipe had when their seeds ran.
+    twelve_epochs = {"epochs": 12.0, "warmup_steps": 132}
+    for variant, base, precision, budget in (("cifar10_speed_float32", "cifar10_speed", "float32", twelve_epochs),
+                                             ("mnist_onecycle_bfloat16", "mnist_onecycle", "mixed_bfloat16", {})):
         variant, base = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in (variant, base))
-        assert {name for name in base if base[name] != variant[name]} == {"precision", "logdir"}
+        assert {name for name in base if base[name] != variant[name]} == {"precision", "logdir", *budget}
         assert (variant["precision"], variant["jit_compile"]) == (precision, False)
+        assert {name: variant[name] for name in budget} == budget
+    # The race baseline: the recipe's flags at commit 55c5129, 12 epochs in float32 with XLA.
+    baseline = configs[str(REPO_ROOT / "flags" / "cifar10_speed_55c5129.cfg")]
+    assert {name for name in speed if speed[name] != baseline[name]} == {"precision", "jit_compile", "logdir",
+                                                                         *twelve_epochs}
+    assert (baseline["precision"], baseline["jit_compile"], baseline["epochs"], baseline["warmup_steps"]) == (
+        "float32", True, 12.0, 132)
     # The learning-curve variants differ from their recipe in the held-out share and how often they evaluate.
     from training.config import MAIN_JOB
     main_job = configs[str(REPO_ROOT / "flags" / "main_job_curves.cfg")]
     assert {name: main_job[name] for name in MAIN_JOB} == MAIN_JOB
     assert (main_job["validation_split"], main_job["eval_every_epochs"]) == (0.1, 0.5)
-    for variant, base, validation_split, every in (("cifar10_speed_curves", "cifar10_speed", 0.1, 2.0),
-                                                   ("mnist_onecycle_curves", "mnist_onecycle", 0.1, 0.125)):
+    for variant, base, validation_split, every, budget in (
+            ("cifar10_speed_curves", "cifar10_speed", 0.1, 2.0, twelve_epochs),
+            ("mnist_onecycle_curves", "mnist_onecycle", 0.1, 0.125, {})):
         variant, base = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in (variant, base))
         assert {name for name in base if base[name] != variant[name]} <= {"validation_split", "eval_every_epochs",
-                                                                          "logdir"}
+                                                                          "logdir", *budget}
+        assert {name: variant[name] for name in budget} == budget
         assert (variant["validation_split"], variant["eval_every_epochs"]) == (validation_split, every)
     # The budget's shorter arm: 10 epochs, the warmup the same share of the steps (132 / 516 x 430 = 110).
     ten, twelve = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in ("cifar10_speed_10epochs_curves",
@@ -128,10 +139,12 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     assert {name: cheaper[name] for name in recipe} == dict(recipe, warmup_steps=44, jit_compile=False)
     assert (speed["precision"], cheaper["precision"], cheaper["jit_compile"]) == ("auto", "auto", False)
     assert recipe["warmup_steps"] == int(0.23 * grids.AIRBENCH_ABLATION_STEPS) == 39
-    # CIFAR-100 trains the CIFAR-10 recipe unchanged: every field but the dataset and the run directory agrees.
+    # CIFAR-100 trains the CIFAR-10 recipe as it was when its seeds ran (12 epochs): every other field but the
+    # dataset and the run directory agrees.
     hundred = configs[str(REPO_ROOT / "flags" / "cifar100_speed.cfg")]
     differ = {name for name in speed if speed[name] != hundred[name]}
-    assert differ == {"dataset", "logdir", "target_accuracy"} and hundred["dataset"] == "cifar100"
+    assert differ == {"dataset", "logdir", "target_accuracy", *twelve_epochs} and hundred["dataset"] == "cifar100"
+    assert {name: hundred[name] for name in twelve_epochs} == twelve_epochs
     fast = configs[str(REPO_ROOT / "flags" / "mnist_speed.cfg")]
     assert (fast["arch"], fast["batch_size"], fast["epochs"], fast["label_smoothing"]) == (
         "mnist_fast", 256, 3.0, 0.1)
