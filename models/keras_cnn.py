@@ -6,14 +6,14 @@ import keras
 import numpy as np
 
 from models import architecture as A
+from models.batch_norm import BatchNormalization
 from models import initializers
 
 
 def _bn(name, dtype, momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, scale=True):
     # Synchronized: under a multi-replica strategy the statistics are those of the global batch, so a run on
-    # N devices computes what a run on one device does.
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, scale=scale, synchronized=True,
-                                           name=name, dtype=dtype)
+    # N devices computes what a run on one device does; on one replica it trains with the fused kernel.
+    return BatchNormalization(momentum=momentum, epsilon=epsilon, scale=scale, name=name, dtype=dtype)
 
 
 def _gelu(x):

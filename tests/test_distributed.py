@@ -28,11 +28,13 @@ JOB = REPO_ROOT / "tests" / "distributed_job.py"
 # Every weight comparison below is between float32 runs over identical global batches from identical initial
 # weights. Across replicas the mean loss's gradient is summed per replica half-batch, then all-reduced: another
 # summation order than one device's, so weights differ by rounding only. After 10 Adam steps (lr 1e-3) the
-# largest differences measured were 5e-8 without batch norm and 7e-7 with synchronized batch norm (sums and
-# sums of squares all-reduced, then E[x^2] - E[x]^2), for mirrored, resumed and two-worker runs alike. 1e-5
-# leaves an order of magnitude for other CPUs and kernels, while a real mistake moves weights by 1e-3 or more
-# within 10 steps (6e-3 measured with replicas normalising by their own half-batch statistics).
-ATOL = 1e-5
+# largest differences measured were 5e-8 without batch norm and 7e-7 with synchronized batch norm on both sides
+# (sums and sums of squares all-reduced, then E[x^2] - E[x]^2). The Keras network on one replica trains with
+# the fused kernel, which takes the variance around the mean: 1.2e-5 between it and two replicas, for mirrored,
+# resumed and two-worker runs alike. 1e-4 leaves nearly an order of magnitude for other CPUs and kernels, while a
+# real mistake moves weights by 1e-3 or more within 10 steps (6e-3 measured with replicas normalising by their
+# own half-batch statistics).
+ATOL = 1e-4
 # Tiny cut of the bundled MNIST subset: 32 global batches of 32 per epoch; 200 test images, 2 eval batches.
 TRAIN_SIZE, TEST_SIZE = 1024, 200
 # Conv, pool and dense layers and a (synchronized) batch norm: a net without batch norm would check a subset of

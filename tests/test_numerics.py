@@ -72,7 +72,8 @@ def test_the_cache_answers_the_same_machine_and_step_only(monkeypatch, tiny_conf
     assert numerics.choose(config, tiny_mnist, strategy, 20).source == "cached"
     assert len(fake_probe) == 4  # the second choice probed nothing
     for where, name, other in [(provenance, "cpu_description", lambda: "Another CPU, family 6 model 85, none"),
-                               (tf, "__version__", "2.99.0")]:
+                               (tf, "__version__", "2.99.0"),
+                               (numerics, "STEP_KERNELS", "code whose step ran other kernels")]:
         with monkeypatch.context() as patch:
             patch.setattr(where, name, other)
             assert numerics.choose(config, tiny_mnist, strategy, 20).source == "measured", name

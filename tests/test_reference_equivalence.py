@@ -28,10 +28,12 @@ FLOAT32_TOL = 1e-5
 # float64: same argument with 2**-52 ulps; anything above ~1e-12 would be a real difference.
 FLOAT64_TOL = 1e-10
 # float32 after 10 optimiser steps. This tight only because the reference runs the same TF ops in the same
-# order as Keras (on CPU they agree bit for bit): ReLU trajectories are not continuous in the weights, and a
-# last-bit difference alone (BN variance from tf.nn.moments instead of Keras' synchronized E[x^2] - E[x]^2)
-# flipped a ReLU and left 2e-3 differences after 10 Adam steps. 1e-4 is 100x below one Adam step (learning
-# rate 1e-2), so a wrong update rule, momentum or BN statistic cannot pass.
+# order as Keras: ReLU trajectories are not continuous in the weights, and a last-bit difference alone (BN
+# variance from tf.nn.moments instead of Keras' synchronized E[x^2] - E[x]^2) once flipped a ReLU and left 2e-3
+# differences after 10 Adam steps. The one exception: Keras' batch norm trains with the fused kernel
+# (models/batch_norm.py), whose variance is taken around the mean; these cases stay within the bound with it, and
+# float64 (unfused on both sides) still checks the formula to the last bits. 1e-4 is 100x below one Adam step
+# (learning rate 1e-2), so a wrong update rule, momentum or BN statistic cannot pass.
 FLOAT32_TRAJECTORY_TOL = 1e-4
 TOL = {"float32": FLOAT32_TOL, "float64": FLOAT64_TOL}
 TRAJECTORY_TOL = {"float32": FLOAT32_TRAJECTORY_TOL, "float64": FLOAT64_TOL}

@@ -141,10 +141,16 @@ def cached_choice(entry, options):
     return Choice(numerics, rates, "cached")
 
 
+# Which kernels this code's train step runs, where that changes which numerics win: entries written by code with
+# other kernels are timed again. "fused-batch-norm": one replica's batch norm trains with FusedBatchNormV3
+# (models/batch_norm.py), which changes what the float32 and bfloat16 steps cost.
+STEP_KERNELS = "fused-batch-norm"
+
+
 def cache_key(config, dataset, strategy, options):
     """A string naming the machine, the software and every setting that changes the train step's cost."""
     machine = dict(cpu=provenance.cpu_description(), cores=os.cpu_count(), tensorflow=tf.__version__,
-                   gpus=len(tf.config.list_physical_devices("GPU")))
+                   gpus=len(tf.config.list_physical_devices("GPU")), kernels=STEP_KERNELS)
     step = dict(arch=architecture.resolve(config.arch), image_shape=list(dataset.image_shape),
                 classes=dataset.num_classes, impl=config.impl, batch_size=config.batch_size,
                 optimizer=config.optimizer, nesterov=config.nesterov, augment=config.augment,
