@@ -6,8 +6,8 @@ import keras
 import numpy as np
 
 from models import architecture as A
-from models.batch_norm import BatchNormalization
 from models import initializers
+from models.batch_norm import BatchNormalization
 
 
 def _bn(name, dtype, momentum=A.BN_MOMENTUM, epsilon=A.BN_EPSILON, scale=True):
