@@ -51,7 +51,8 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 
 
 def test_every_preset_parses_into_the_run_its_comment_names():
-    assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar10_fast.cfg", "cifar10_resnet_small.cfg",
+    assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar100_speed_curves.cfg", "cifar10_fast.cfg",
+                                         "cifar10_resnet_small.cfg",
                                          "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg",
                                          "cifar10_speed_55c5129.cfg", "cifar10_speed_curves.cfg",
                                          "cifar10_speed_float32.cfg",
@@ -108,6 +109,7 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     assert (main_job["validation_split"], main_job["eval_every_epochs"]) == (0.1, 0.5)
     for variant, base, validation_split, every, budget in (
             ("cifar10_speed_curves", "cifar10_speed", 0.1, 2.0, twelve_epochs),
+            ("cifar100_speed_curves", "cifar100_speed", 0.1, 2.0, {}),
             ("mnist_onecycle_curves", "mnist_onecycle", 0.1, 0.125, {})):
         variant, base = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in (variant, base))
         assert {name for name in base if base[name] != variant[name]} <= {"validation_split", "eval_every_epochs",
