@@ -136,6 +136,26 @@ def test_on_a_cpu_the_overview_page_counts_the_markers_around_a_call_without_a_l
     assert all(seconds > 0 for seconds in steps.values()), steps
 
 
+def test_a_trace_that_could_not_be_written_whole_is_removed_and_earlier_sessions_kept(tmp_path, monkeypatch):
+    logdir = tmp_path / "run"
+    earlier = logdir / "plugins" / "profile" / "2026_01_01_00_00_00"
+    earlier.mkdir(parents=True)
+    (earlier / "host.xplane.pb").write_bytes(b"an earlier start's trace")
+    real_stop = tf.profiler.experimental.stop
+
+    def stop_on_a_full_disk():
+        real_stop()  # the session's files are on disk, as far as a full disk let them be written
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(tf.profiler.experimental, "stop", stop_on_a_full_disk)
+    profiler = StepProfiler(str(logdir), 1, 1)
+    with pytest.raises(tf.errors.ResourceExhaustedError, match="No space left"):
+        with profiler.around(1):
+            tf.reduce_sum(tf.ones((8, 8))).numpy()
+    assert profile_stats.profile_sessions(logdir) == [earlier]
+    assert (earlier / "host.xplane.pb").read_bytes() == b"an earlier start's trace"
+
+
 # --- A real TensorBoard server --------------------------------------------------------------------------
 
 def free_port():

@@ -1,6 +1,8 @@
 """Profiler traces of chosen training steps, each inside a step marker that TensorBoard's profile tool counts."""
 
 import contextlib
+import os
+import shutil
 
 import tensorflow as tf
 from absl import logging
@@ -39,6 +41,7 @@ class StepProfiler:
             yield
             return
         if step == self.first:
+            self._sessions_before = self._sessions()
             tf.profiler.experimental.start(self.logdir)
             logging.info("profiling steps %d to %d into %s", self.first, self.last, self.logdir)
         try:
@@ -46,4 +49,18 @@ class StepProfiler:
                 yield
         finally:
             if step == self.last:
-                tf.profiler.experimental.stop()
+                self._stop()
+
+    def _sessions(self):
+        root = os.path.join(self.logdir, "plugins", "profile")
+        return set(os.listdir(root)) if os.path.isdir(root) else set()
+
+    def _stop(self):
+        """Writes the trace; one that could not be written whole (a full disk) is removed rather than left
+        truncated, where TensorBoard would list a session it cannot open. The error goes on to the caller."""
+        try:
+            tf.profiler.experimental.stop()
+        except BaseException:
+            for session in self._sessions() - self._sessions_before:
+                shutil.rmtree(os.path.join(self.logdir, "plugins", "profile", session), ignore_errors=True)
+            raise
