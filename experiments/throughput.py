@@ -44,7 +44,7 @@ class Runner:
 def variant_config(config, name):
     """``config`` (a ``TrainConfig``) with the implementation, loop, XLA, precision and augmentation of variant
     ``name``; a config that augments already (a recipe's) keeps augmenting."""
-    impl, loop, jit_compile, augment, precision = variants.parse(name)
+    impl, loop, jit_compile, augment, precision, _ = variants.parse(name)
     changes = dict(impl=impl, loop=loop, jit_compile=jit_compile, augment=augment or config.augment,
                    precision=precision)
     if loop == "fit":  # what only the custom loop applies is left out of fit's step, as --loop=fit requires
@@ -60,6 +60,8 @@ def make_runner(config, dataset, name):
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
         parts = parts_lib.build_parts(config, dataset, UNBOUNDED_STEPS)
+    if not variants.parse(name)[5]:
+        _unfuse_batch_norm(parts.network)
     if config.loop == "fit":
         return _fit_runner(config, dataset, parts)
     batches = pipeline.distributed_train_dataset(strategy, dataset.x_train, dataset.y_train, config.batch_size,
@@ -73,6 +75,15 @@ def make_runner(config, dataset, name):
         losses.numpy()  # wait for the device
 
     return Runner(run_steps)
+
+
+def _unfuse_batch_norm(model):
+    """Makes every batch norm of the Keras ``model`` train with Keras' own call, before its step is traced."""
+    from models.batch_norm import BatchNormalization
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, BatchNormalization):
+            layer.fused = False
 
 
 def _fit_runner(config, dataset, parts):
@@ -157,7 +168,8 @@ def table(round_rates, config, steps, rounds, flops_per_image=None, peaks=None):
               f"rounds | ratio to {base_name} | GFLOP/s | of conv peak in its precision |",
               "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rate in rates.items():
-        impl, loop, jit, augment, precision = variants.parse(name)
+        impl, loop, jit, augment, precision, fused = variants.parse(name)
+        impl = impl if fused else f"{impl}, batch norm unfused"
         xla, augmented = ("yes" if flag else "no" for flag in (jit, augment))
         ratio = f"{rate / base:.3f}"
         achieved = rate * flops_per_image if flops_per_image else None

@@ -17,13 +17,21 @@ BFLOAT16 = "_bf16"
 # ``config.flip``) in the input pipeline, as ``--augment`` does in a run: its ratio to the same variant without
 # says what the augmentation costs where the pipeline and the steps share the cores.
 AUGMENTED = "_augmented"
-VARIANT_NAMES = tuple(f"{name}{bf16}{augmented}" for name in VARIANTS for bf16 in ("", BFLOAT16)
+# A Keras variant with this suffix (after the precision's) trains its batch norm with Keras' own call rather than
+# the fused kernel one replica takes (``models/batch_norm.py``): its ratio to the same variant without says what
+# the fused kernel buys. The reference network never fuses, so it has no such variant.
+UNFUSED_BATCH_NORM = "_unfusedbn"
+VARIANT_NAMES = tuple(f"{name}{bf16}{unfused}{augmented}" for name, (impl, _, _) in VARIANTS.items()
+                      for bf16 in ("", BFLOAT16)
+                      for unfused in (("", UNFUSED_BATCH_NORM) if impl == "keras" else ("",))
                       for augmented in ("", AUGMENTED))
 
 
 def parse(name):
-    """``(implementation, loop, XLA, augmented, precision)`` of the variant called ``name``."""
+    """``(implementation, loop, XLA, augmented, precision, fused batch norm)`` of the variant called ``name``."""
     augmented = name.endswith(AUGMENTED)
     name = name.removesuffix(AUGMENTED)
+    fused = not name.endswith(UNFUSED_BATCH_NORM)
+    name = name.removesuffix(UNFUSED_BATCH_NORM)
     precision = "mixed_bfloat16" if name.endswith(BFLOAT16) else "float32"
-    return (*VARIANTS[name.removesuffix(BFLOAT16)], augmented, precision)
+    return (*VARIANTS[name.removesuffix(BFLOAT16)], augmented, precision, fused)

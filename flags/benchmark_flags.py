@@ -29,7 +29,8 @@ def define_flags():
     absl_flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median is reported.")
     absl_flags.DEFINE_list("variants", ["custom", "fit", "reference"],
                            f"Any of {', '.join(VARIANT_NAMES)}; a _bf16 variant computes in mixed_bfloat16 (the "
-                           "others in float32), an _augmented one also crops and flips its training images in the "
+                           "others in float32), an _unfusedbn one trains batch norm with Keras' own call instead of "
+                           "the fused kernel, an _augmented one also crops and flips its training images in the "
                            "input pipeline, as --augment does in a run.")
     absl_flags.DEFINE_integer("crop_padding", 4, "_augmented variants: pixels of reflected padding before the crop.")
     absl_flags.DEFINE_enum("flip", "random", list(FLIP_MODES), "_augmented variants: how images are flipped.")

@@ -52,6 +52,24 @@ def test_a_bfloat16_variant_computes_in_bfloat16_and_is_compared_with_its_own_pe
     assert "| custom_bf16 | keras | custom | no | mixed_bfloat16 | no | 1500 | 1500–1500 | 1.500 | 3.0 | 10% |" in text
 
 
+def test_an_unfusedbn_variant_trains_batch_norm_with_keras_own_call():
+    import tensorflow as tf
+
+    from experiments import variants
+    from models.network import build_network
+
+    assert variants.parse("custom_bf16_unfusedbn_augmented") == (
+        "keras", "custom", False, True, "mixed_bfloat16", False)
+    assert variants.parse("custom_bf16")[5] and "reference_unfusedbn" not in variants.VARIANT_NAMES
+    network = build_network("keras", "c4k3b-m2-d16", (8, 8, 1), 10)
+    throughput._unfuse_batch_norm(network)
+    graph = tf.function(lambda x: network(x, training=True)).get_concrete_function(tf.zeros((2, 8, 8, 1))).graph
+    assert "FusedBatchNormV3" not in {op.type for op in graph.get_operations()}
+    text = throughput.table({"custom": [1000.0], "custom_unfusedbn": [800.0]}, TrainConfig(arch="c4k3b-m2-d16"),
+                            steps=10, rounds=1)
+    assert "| custom_unfusedbn | keras, batch norm unfused | custom | no | float32 | no | 800 | 800–800 | 0.800 |" in text
+
+
 def test_a_recipe_keeps_its_augmentation_and_fit_drops_what_only_the_custom_loop_applies():
     recipe = TrainConfig(arch="c4k3-m2-d16", batch_size=64, augment=True, lookahead_every=5, bn_bias_lr_scale=64)
     assert throughput.variant_config(recipe, "custom").augment
