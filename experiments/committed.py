@@ -162,21 +162,30 @@ RUNS_ELSEWHERE = {
 }
 
 
+def _seeds_logdir(text, runs_dir):
+    """Where a seeds table's runs are: its command's ``--logdir`` when that is a folder of ``sweeps/runs``
+    (``sweeps/runs/seeds_10epochs``), read under ``runs_dir``; else ``<runs_dir>/seeds``."""
+    match = re.search(r"--logdir=sweeps/runs/([\w./-]+)", _header(text, "command") or "")
+    folder = match.group(1).strip("/") if match else "seeds"
+    return os.path.join(runs_dir, "seeds" if ".." in folder.split("/") else folder)
+
+
 def remake_seeds(path, text, runs_dir):
     """The seeds table ``text`` (from ``path``) made again from the runs under ``<runs_dir>/seeds``."""
     if os.path.basename(path) in RUNS_ELSEWHERE:
         return Remade(unchecked=RUNS_ELSEWHERE[os.path.basename(path)])
     name, done = re.search(r"^# (\S+): (\d+) of \d+ seeds", text, re.M).groups()
+    logdir = _seeds_logdir(text, runs_dir)
     remade, finished = Remade(), []
     for seed in range(int(done)):
-        run_path = launch.run_dir(os.path.join(runs_dir, "seeds"), name, seed)
+        run_path = launch.run_dir(logdir, name, seed)
         results, history = launch.read_run(run_path, seed_runs.TABLE_FIELDS)
         if results is None:
             remade.differences.append(Difference(path, f"seed {seed}", "a row", f"no run files in {run_path}"))
         else:
             finished.append((seed, results, history))
     if not finished:
-        return Remade(unchecked=f"no run files under {os.path.join(runs_dir, 'seeds')} ({name}-seed<k>)")
+        return Remade(unchecked=f"no run files under {logdir} ({name}-seed<k>)")
     remade.table = parse_table(seed_runs.make_table(finished))
     return remade
 

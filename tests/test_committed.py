@@ -120,6 +120,17 @@ def test_a_quote_in_the_notebook_that_no_figure_of_its_table_holds_is_caught(tmp
     assert differences[0].found == "no figure of downsampling-mnist.md (as committed: no run files) is that"
 
 
+def test_a_seeds_table_is_remade_from_the_logdir_its_command_names():
+    def command(arguments):
+        return f"| command | `python3 -m experiments.seeds --recipe=flags/r.cfg {arguments}` |\n"
+
+    assert committed._seeds_logdir(command("--logdir=sweeps/runs/seeds_10epochs --seeds=5"), "R") == "R/seeds_10epochs"
+    # Without one, or with one outside sweeps/runs, the runs are where the seeds command puts them by default.
+    assert committed._seeds_logdir(command("--seeds=5"), "R") == "R/seeds"
+    assert committed._seeds_logdir(command("--logdir=/tmp/runs"), "R") == "R/seeds"
+    assert committed._seeds_logdir(command("--logdir=sweeps/runs/../../etc"), "R") == "R/seeds"
+
+
 def test_the_committed_tables_hold_against_their_run_files(monkeypatch):
     sweeps = os.path.join(REPO_ROOT, "sweeps")
     checks, quotes, quotes_checked = committed.check_all(sweeps, os.path.join(sweeps, "runs"),
