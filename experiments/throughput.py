@@ -60,7 +60,8 @@ def make_runner(config, dataset, name):
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
         parts = parts_lib.build_parts(config, dataset, UNBOUNDED_STEPS)
-    if not variants.parse(name)[5]:
+    *_, fused_batch_norm = variants.parse(name)
+    if not fused_batch_norm:
         _unfuse_batch_norm(parts.network)
     if config.loop == "fit":
         return _fit_runner(config, dataset, parts)

@@ -18,6 +18,8 @@ class StepProfiler:
 
     def __init__(self, logdir, first, last):
         self.logdir, self.first, self.last = logdir, first, last
+        self._sessions_root = os.path.join(logdir, "plugins", "profile")
+        self._sessions_before = None  # the sessions there when this profile started
 
     def steps_before_boundary(self, begin, num_steps):
         """How many of ``num_steps`` steps after step ``begin`` can run in one call without crossing a profiled
@@ -52,7 +54,7 @@ class StepProfiler:
                 self._stop()
 
     def _sessions(self):
-        root = os.path.join(self.logdir, "plugins", "profile")
+        root = self._sessions_root
         return set(os.listdir(root)) if os.path.isdir(root) else set()
 
     def _stop(self):
@@ -61,6 +63,7 @@ class StepProfiler:
         try:
             tf.profiler.experimental.stop()
         except BaseException:
-            for session in self._sessions() - self._sessions_before:
-                shutil.rmtree(os.path.join(self.logdir, "plugins", "profile", session), ignore_errors=True)
+            if self._sessions_before is not None:
+                for session in self._sessions() - self._sessions_before:
+                    shutil.rmtree(os.path.join(self._sessions_root, session), ignore_errors=True)
             raise
