@@ -53,7 +53,7 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar100_speed_curves.cfg", "cifar10_fast.cfg",
                                          "cifar10_resnet_small.cfg",
-                                         "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg",
+                                         "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg", "cifar10_speed_12epochs.cfg",
                                          "cifar10_speed_55c5129.cfg", "cifar10_speed_curves.cfg",
                                          "cifar10_speed_float32.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
@@ -102,6 +102,10 @@ def test_every_preset_parses_into_the_run_its_comment_names():
                                                                          *twelve_epochs}
     assert (baseline["precision"], baseline["jit_compile"], baseline["epochs"], baseline["warmup_steps"]) == (
         "float32", True, 12.0, 132)
+    # Its race candidate: the recipe over the same 12 epochs, so the two differ in their numerics alone.
+    candidate = configs[str(REPO_ROOT / "flags" / "cifar10_speed_12epochs.cfg")]
+    assert {name for name in speed if speed[name] != candidate[name]} == {"logdir", *twelve_epochs}
+    assert {name for name in baseline if baseline[name] != candidate[name]} == {"precision", "jit_compile", "logdir"}
     # The learning-curve variants differ from their recipe in the held-out share and how often they evaluate.
     from training.config import MAIN_JOB
     main_job = configs[str(REPO_ROOT / "flags" / "main_job_curves.cfg")]
