@@ -53,7 +53,8 @@ def test_every_preset_sets_what_the_command_line_defaults_to_the_main_job():
 def test_every_preset_parses_into_the_run_its_comment_names():
     assert [p.name for p in PRESETS] == ["cifar100_speed.cfg", "cifar100_speed_curves.cfg", "cifar10_fast.cfg",
                                          "cifar10_resnet_small.cfg",
-                                         "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg", "cifar10_speed_12epochs.cfg",
+                                         "cifar10_speed.cfg", "cifar10_speed_10epochs_curves.cfg",
+                                         "cifar10_speed_12epochs.cfg",
                                          "cifar10_speed_55c5129.cfg", "cifar10_speed_curves.cfg",
                                          "cifar10_speed_float32.cfg",
                                          "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
