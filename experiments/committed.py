@@ -4,13 +4,15 @@ A sweep's table (``# Sweep `<grid>` on <dataset>``) is remade by ``report.make_t
 ``<runs>/sweeps/<grid>/<dataset>/<label>-seed<k>``, a seeds table (``# <recipe>: <n> of <m> seeds``) by
 ``seed_runs.make_table`` from ``<runs>/seeds/<recipe>-seed<k>``. The two tables are compared cell by cell, by row
 (point or seed) and column name, so a table written by older code, with fewer columns or rows, is compared on what
-it has. A sweep's pick on validation is compared too, and every run's step count against the table's step budget
-(or its steps column, where each point's budget is its epochs).
+it has. A sweep's pick on validation is compared too, its paired differences (``report.paired_differences``: a
+sweep table without them is a difference, mended by ``--add_pairs``), and every run's step count against the
+table's step budget (or its steps column, where each point's budget is its epochs).
 
 The notebook quotes tables in prose: each paragraph or list item that names ``sweeps/<table>.md`` is checked against
 the remade tables it names (and the other datasets' tables of the same grid, which such an item compares with):
-every ``mean ± std`` in it must be one of theirs, and every percentage with two decimals one of their figures
-(a mean, a seed, a bound of a range or an interval).
+every ``mean ± std`` in it must be one of theirs, every percentage with two decimals one of their figures
+(a mean, a seed, a bound of a range or an interval), and every difference with its interval (``+0.48 [+0.09,
++0.87]``) one of theirs, either way round.
 """
 
 import dataclasses
@@ -48,6 +50,10 @@ class Table:
     rows: dict
     pick: dict = dataclasses.field(default_factory=dict)
     seed_figures: set = dataclasses.field(default_factory=set)  # a sweep's runs' accuracies, "98.17" (percent)
+    # A sweep's paired differences (cells by column per pair), or a seeds table's pairs with another recipe (per
+    # seed), and the sentence stating the latter's mean difference.
+    pairs: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
 
 
 PICK = re.compile(r"Picked on validation accuracy [^\n]*?: \*\*(?P<point>[^*]+)\*\*, "
@@ -58,12 +64,11 @@ def _cells(line):
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
-def parse_table(text):
-    """The ``Table`` of a sweep's or seeds command's markdown (the table whose first column is ``point`` or
-    ``seed``), or None when it holds none."""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if _cells(line)[0] in ("point", "seed")
-                  and line.startswith("|")), None)
+def _rows(lines, first_columns):
+    """``(columns, {first cell: cells by column})`` of the first markdown table of ``lines`` whose first column
+    is one of ``first_columns``, or None."""
+    start = next((i for i, line in enumerate(lines) if line.startswith("|") and _cells(line)[0] in first_columns),
+                 None)
     if start is None:
         return None
     columns, rows = _cells(lines[start]), {}
@@ -72,8 +77,25 @@ def parse_table(text):
             break
         cells = _cells(line)
         rows[cells[0]] = dict(zip(columns, cells))
-    pick = PICK.search(text)
-    return Table(columns, rows, pick.groupdict() if pick else {})
+    return columns, rows
+
+
+PAIRED_WITH = "## Paired with `"  # the heading of a seeds table's comparison with another recipe (seed_runs)
+
+
+def parse_table(text):
+    """The ``Table`` of a sweep's or seeds command's markdown (the table whose first column is ``point`` or
+    ``seed``, and a sweep's paired differences, first column ``pair``), or None when it holds none."""
+    lines = text.splitlines()
+    found = _rows(lines, ("point", "seed"))
+    if found is None:
+        return None
+    pick, pairs = PICK.search(text), _rows(lines, ("pair",))
+    paired_with = next((i for i, line in enumerate(lines) if line.startswith(PAIRED_WITH)), None)
+    if paired_with is not None:
+        pairs = _rows(lines[paired_with:], ("seed",))
+    notes = [line for line in lines if line.startswith(seed_runs.PAIRED_SENTENCE)]
+    return Table(*found, pick.groupdict() if pick else {}, pairs=pairs[1] if pairs else {}, notes=notes)
 
 
 def _header(text, name):
@@ -90,6 +112,7 @@ class Remade:
     table: Table = None
     unchecked: str = ""
     differences: list = dataclasses.field(default_factory=list)
+    pairs_section: list = dataclasses.field(default_factory=list)  # a sweep's, as report.paired_differences
 
 
 def read_point(runs_dir, grid, dataset_name, label, seeds):
@@ -145,7 +168,9 @@ def remake_sweep(path, text, runs_dir):
         return Remade(unchecked=f"no run files under {os.path.join(runs_dir, 'sweeps', grid_name, dataset_name)}")
     complete = len(points) == len(parse_table(text).rows)
     picked = report.picked_on_validation(points) if grid.picks_a_point and complete else None
-    remade.table = parse_table(report.make_table(grid.varied, points, picked))
+    remade.pairs_section = [] if grid.tuned else report.paired_differences(points)
+    remade.table = parse_table("\n".join([report.make_table(grid.varied, points, picked), "",
+                                          *remade.pairs_section]))
     if picked is not None:
         remade.table.pick = PICK.search(report.pick_sentence(picked, grid.validation_split)).groupdict()
     remade.table.seed_figures = {f"{100 * run.results[key]:.2f}" for point in points for run in point.runs
@@ -186,23 +211,43 @@ def remake_seeds(path, text, runs_dir):
             finished.append((seed, results, history))
     if not finished:
         return Remade(unchecked=f"no run files under {logdir} ({name}-seed<k>)")
-    remade.table = parse_table(seed_runs.make_table(finished))
+    paired_with = re.search(rf"^{re.escape(PAIRED_WITH)}([^`]+)`", text, re.M)
+    section = [] if paired_with is None else seed_runs.paired_section(
+        finished, _header(text, "recipe").strip("`"), paired_with.group(1), logdir)
+    remade.table = parse_table("\n".join([seed_runs.make_table(finished), "", *section]))
     return remade
+
+
+def _compare_rows(path, stated_rows, remade_rows, columns):
+    """``(differences, cells compared)`` of the rows both hold, on ``columns`` (after the first) both hold."""
+    differences, compared = [], 0
+    for row, cells in stated_rows.items():
+        if row not in remade_rows:
+            continue
+        for column in columns[1:]:
+            if column in remade_rows[row]:
+                compared += 1
+                if cells.get(column, "") != remade_rows[row][column]:
+                    differences.append(Difference(path, f"{row}: {column}", cells.get(column, ""),
+                                                  _remade(remade_rows[row][column])))
+    return differences, compared
 
 
 def compare(path, stated, remade):
     """The cells of ``stated`` that ``remade`` holds otherwise (rows by first cell, columns by name; a column or
-    row only one of them has is not compared), and a differing pick. Returns ``(differences, cells compared)``."""
-    differences, compared = [], 0
-    for row, cells in stated.rows.items():
-        if row not in remade.rows:
-            continue
-        for column in stated.columns[1:]:
-            if column in remade.columns:
-                compared += 1
-                if cells.get(column, "") != remade.rows[row].get(column, ""):
-                    differences.append(Difference(path, f"{row}: {column}", cells.get(column, ""),
-                                                  _remade(remade.rows[row].get(column, ""))))
+    row only one of them has is not compared), a differing pick, and paired differences (missing ones too).
+    Returns ``(differences, cells compared)``."""
+    differences, compared = _compare_rows(path, stated.rows, remade.rows, stated.columns)
+    if remade.pairs and not stated.pairs:
+        differences.append(Difference(path, "paired differences", "no such section",
+                                      f"the run files give {len(remade.pairs)} pairs (--add_pairs writes them)"))
+    pair_columns = list(next(iter(stated.pairs.values()), {}))
+    more, pairs_compared = _compare_rows(path, stated.pairs, remade.pairs, pair_columns)
+    differences, compared = differences + more, compared + pairs_compared
+    for stated_note, remade_note in zip(stated.notes, remade.notes):
+        compared += 1
+        if stated_note != remade_note:
+            differences.append(Difference(path, "paired difference", stated_note, _remade(remade_note)))
     for key in ("point", "validation", "test"):
         if stated.pick and remade.pick:
             compared += 1
@@ -210,6 +255,28 @@ def compare(path, stated, remade):
                 differences.append(Difference(path, f"pick on validation: {key}", stated.pick[key],
                                               _remade(remade.pick[key])))
     return differences, compared
+
+
+PAIRS_NOTE = ("Added from the committed run files after the table was written, by `python3 -m experiments.recheck "
+              "--tables --add_pairs`; the sweep command writes this section itself since.")
+
+
+def add_pairs(path, runs_dir):
+    """Writes the paired differences into the sweep table at ``path`` that lacks them, made from its runs under
+    ``<runs_dir>/sweeps`` (before its stamp line, if any). Returns whether it wrote."""
+    with open(path) as file:
+        text = file.read()
+    if not text.startswith("# Sweep `") or report.PAIRS_HEADING in text:
+        return False
+    remade = remake_sweep(path, text, runs_dir)
+    if remade.table is None or remade.differences or not remade.pairs_section:
+        return False  # no runs to make them from, or runs that no longer give the table: recheck says which
+    lines = text.rstrip("\n").split("\n")
+    stamp = [lines.pop()] if lines[-1].startswith(report.STAMP_START) else []
+    while lines and not lines[-1].strip():
+        lines.pop()
+    report.write_report(path, "\n".join([*lines, "", *remade.pairs_section, PAIRS_NOTE, "", *stamp]) + "\n")
+    return True
 
 
 @dataclasses.dataclass
@@ -243,13 +310,24 @@ MEAN_STD = re.compile(r"(?<![\d.])(\d+\.\d+) ± (\d+\.\d+)")
 PERCENT = re.compile(r"(?<![\d.])(\d+\.\d\d)%")
 NUMBER = re.compile(r"\d+\.\d+")
 MENTION = re.compile(r"sweeps/([\w.-]+\.md)")
+# A difference with its interval, "+0.48 [+0.09, +0.87]" (the notebook may write its minus signs as "−").
+INTERVAL = re.compile(r"(?<![\d.])([+\-−]\d+\.\d+)\s+\[([+\-−]\d+\.\d+),\s+([+\-−]\d+\.\d+)\]")
+
+
+def _interval(match):
+    """``(mean, low, high)`` of an ``INTERVAL`` match as numbers."""
+    return tuple(float(value.replace("−", "-")) for value in match.groups())
 
 
 def _figures(table):
-    """The ``mean ± std`` texts and the decimal numbers of a remade table's cells and pick, and its seeds'."""
-    cells = [cell for row in table.rows.values() for cell in row.values()] + list(table.pick.values())
+    """The ``mean ± std`` texts, the decimal numbers and the differences with their intervals (each also the
+    other way round: a − b for b − a) of a remade table's cells, pairs and pick, and its seeds' accuracies."""
+    cells = [cell for rows in (table.rows, table.pairs) for row in rows.values() for cell in row.values()]
+    cells += list(table.pick.values()) + table.notes
+    intervals = {_interval(match) for cell in cells for match in INTERVAL.finditer(cell)}
     return ({match.group(0) for cell in cells for match in MEAN_STD.finditer(cell)},
-            {number for cell in cells for number in NUMBER.findall(cell)} | table.seed_figures)
+            {number for cell in cells for number in NUMBER.findall(cell)} | table.seed_figures,
+            intervals | {(-mean, -high, -low) for mean, low, high in intervals})
 
 
 # Quotes in a block naming a table that are, by design, of something else: (table file, quote) -> what.
@@ -257,6 +335,9 @@ NOT_FROM_THE_TABLE = {
     ("seeds-fashion_mnist_resnet_small.md", "93.59%"): "section 10's single run before the augmentation draws changed",
     ("seeds-cifar10_speed.md", "89.67%"): "seed 0's accuracy at epoch 6, a mid-run evaluation",
     ("seeds-cifar10_speed.md", "94.01%"): "airbench94's own mean over 1,000 runs",
+    **{("cnn_vs_mlp-mnist.md", quote): "a difference between two pairs' per-seed gaps (CNN minus MLP at two sizes), "
+       "by the command beside it" for quote in ("+2.54 [+0.97, +4.11]", "+1.97 [+0.61, +3.33]",
+                                                "+0.57 [-0.23, +1.37]")},
 }
 
 
@@ -289,20 +370,23 @@ def quoted_differences(notebook, notebook_text, sources):
             continue
         grids_named = {_grid_of(name) for name in named if not name.startswith("seeds-")}
         tables = [name for name in sources if name in named or _grid_of(name) in grids_named]
-        pairs, numbers = set(), set()
+        pairs, numbers, intervals = set(), set(), set()
         for name in tables:
-            more_pairs, more_numbers = _figures(sources[name][0])
+            more_pairs, more_numbers, more_intervals = _figures(sources[name][0])
             pairs |= more_pairs
             numbers |= more_numbers
+            intervals |= more_intervals
         made = ", ".join(name + ("" if sources[name][1] else " (as committed: no run files)") for name in tables)
         quotes = [(match, match.group(0) in pairs, "mean ± std") for match in MEAN_STD.finditer(block)]
         quotes += [(match, match.group(1) in numbers, "figure")
                    for match in PERCENT.finditer(MEAN_STD.sub(lambda m: " " * len(m.group(0)), block))]
+        quotes += [(match, _interval(match) in intervals, "paired difference") for match in INTERVAL.finditer(block)]
         for match, found, kind in quotes:
             checked += 1
-            if not found and not any((name, match.group(0)) in NOT_FROM_THE_TABLE for name in named):
+            quote = " ".join(match.group(0).split())  # as one line, were it wrapped
+            if not found and not any((name, quote) in NOT_FROM_THE_TABLE for name in named):
                 line = first_line + block[:match.start()].count("\n")
-                differences.append(Difference(f"{notebook}:{line}", f"a quote of {', '.join(named)}", match.group(0),
+                differences.append(Difference(f"{notebook}:{line}", f"a quote of {', '.join(named)}", quote,
                                               f"no {kind} of {made} is that"))
     return differences, checked
 

@@ -231,6 +231,28 @@ def make_table(varied, points, picked=None, picked_name="pick"):
     return "\n".join(lines)
 
 
+PAIRS_HEADING = "Paired differences"
+
+
+def paired_differences(points):
+    """The lines of the section giving every pair of ``points`` (each point minus each one above it in the
+    table) its validation and test accuracy difference, paired by seed, with its 95% interval and n: what a
+    sentence comparing two points cites. Empty for fewer than two points."""
+    if len(points) < 2:
+        return []
+    with_validation = picked_on_validation(points) is not None
+    lines = [f"{PAIRS_HEADING} (b − a, in points; seed k of both trained on the same batches in the same order, "
+             "so the interval is that of the mean per-seed difference; one whose interval includes 0 is not a "
+             "finding):", "",
+             "| pair | n | validation b − a (95%) | test b − a (95%) |", "| --- | --- | --- | --- |"]
+    for index, a in enumerate(points):
+        for b in points[index + 1:]:
+            n = len(b.runs) if len(b.runs) == len(a.runs) else "—"
+            validation = paired_to(b, a, "validation_accuracy") if with_validation else "—"
+            lines.append(f"| {b.label} − {a.label} | {n} | {validation} | {paired_to(b, a)} |")
+    return lines + [""]
+
+
 def _mean_validation(point):
     return statistics.fmean(validation_accuracies(point))
 
@@ -353,4 +375,6 @@ def make_report(grid, dataset, train_steps, seeds, points, record, command, elap
         from experiments.grids import base_label
 
         lines += tuned_section(points, base_label, sorted({o["learning_rate"] for _, o in grid.points}))
+    else:  # a tuned grid compares its points at their picked rates instead
+        lines += paired_differences(points)
     return "\n".join(lines)

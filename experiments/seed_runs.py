@@ -156,6 +156,9 @@ def make_table(done):
     return "\n".join(lines)
 
 
+PAIRED_SENTENCE = "This recipe minus "  # how the paired section's summary begins (experiments.committed reads it)
+
+
 def paired_section(done, flagfile, other_flagfile, logdir):
     """The seed-by-seed comparison of ``done`` (of ``flagfile``) with the finished seeds of ``other_flagfile`` under
     ``logdir`` (from its own ``experiments.seeds``): each seed's test accuracies and their difference, and the
@@ -182,9 +185,15 @@ def paired_section(done, flagfile, other_flagfile, logdir):
                      f"{ours['train_seconds']:,.0f} | {theirs['train_seconds']:,.0f} |")
     difference = stats.paired_difference([theirs["test_accuracy"] for _, _, theirs in pairs],
                                          [ours["test_accuracy"] for _, ours, _ in pairs])
-    lines += ["", f"This recipe minus {other}, test accuracy in points over {len(pairs)} paired seeds: "
+    lines += ["", f"{PAIRED_SENTENCE}{other}, test accuracy in points over {len(pairs)} paired seeds: "
               f"{difference.text(scale=100)}. A difference counts as a finding only when its interval excludes "
               f"0. Seeds without a finished twin are left out.", ""]
+    if all(run.get("validation_accuracy") is not None for _, ours, theirs in pairs for run in (ours, theirs)):
+        validation = stats.paired_difference([theirs["validation_accuracy"] for _, _, theirs in pairs],
+                                             [ours["validation_accuracy"] for _, ours, _ in pairs])
+        # What a choice between the two recipes is made on: the held-out images, not the test set.
+        lines += [f"{PAIRED_SENTENCE}{other}, validation accuracy in points over the same seeds: "
+                  f"{validation.text(scale=100)}.", ""]
     return lines
 
 

@@ -39,26 +39,34 @@ def _sweep_runs(runs_dir):
     return points
 
 
-def _sweep_table(points, interval_column=True):
-    """The committed file: a report's header rows the check reads, the table and the pick's sentence; without
-    ``interval_column``, as older code wrote it."""
+def _sweep_table(points, older_code=False):
+    """The committed file: a report's header rows the check reads, the table, the pick's sentence and the paired
+    differences; with ``older_code``, as older code wrote it: no interval column, no paired differences, a stamp."""
     picked = report.picked_on_validation(points)
     table = report.make_table([], points, picked)
-    if not interval_column:  # drop the "95% interval" column (the fourth after point, arch, validation, test)
+    if older_code:  # drop the "95% interval" column (the fourth after point, arch, validation, test)
         table = "\n".join("|".join(cells[:5] + cells[6:]) for cells in (line.split("|") for line in table.splitlines()))
     return "\n".join(["# Sweep `downsampling` on mnist", "", "| | |", "| --- | --- |",
                       f"| step budget | {STEPS} steps per run at batch size 128: 76,800 images, 1.42 epochs |",
-                      "| seeds | 0, 1 |", "", table, "", report.pick_sentence(picked, 0.1), ""])
+                      "| seeds | 0, 1 |", "", table, "", report.pick_sentence(picked, 0.1), "",
+                      *([report.table_stamp("experiments.sweep", {}, 2, 2)] if older_code
+                        else report.paired_differences(points))])
 
 
 def test_a_table_made_from_its_own_runs_holds_and_a_changed_figure_is_caught(tmp_path):
     text = _sweep_table(_sweep_runs(str(tmp_path)))
     check = committed.check_table("sweeps/downsampling-mnist.md", text, str(tmp_path))
     # 2 rows x 9 columns after the point (arch, validation, test, interval, min–max, test − pick, params, images/s,
-    # s per run), and the pick's label, validation and test.
-    assert (check.kind, check.differences, check.compared) == ("sweep", [], 2 * 9 + 3)
+    # s per run), the pick's label, validation and test, and the one pair's n, validation and test.
+    assert (check.kind, check.differences, check.compared) == ("sweep", [], 2 * 9 + 3 + 3)
     # none's test accuracy: mean of 98.45 and 98.41 = 98.43, std 0.03.
     assert "| 98.43 ± 0.03 |" in text
+    # none − max per seed: validation +0.21, +0.18 (mean +0.195, std 0.0212: t(0.975, 1) = 12.706 x 0.015 = 0.191),
+    # test +0.34, +0.14 (mean +0.24, std 0.141: half-width 1.271).
+    assert "| none − max | 2 | +0.20 [+0.00, +0.39] | +0.24 [-1.03, +1.51] (includes 0) |" in text
+    edited = text.replace("| +0.24 [-1.03, +1.51] (includes 0) |", "| +0.24 [+0.03, +1.51] |")
+    assert [d.what for d in committed.check_table("x.md", edited, str(tmp_path)).differences] == [
+        "none − max: test b − a (95%)"]
     edited = text.replace("| 98.43 ± 0.03 |", "| 98.45 ± 0.03 |")
     changed = committed.check_table("sweeps/downsampling-mnist.md", edited, str(tmp_path))
     assert [d.text() for d in changed.differences] == [
@@ -79,11 +87,26 @@ def test_a_changed_run_file_another_pick_and_a_missing_run_are_caught(tmp_path):
     assert [d.text() for d in check.differences] == ["x.md: max: stated 'a row'; no run files of seed(s) 1"]
 
 
-def test_a_table_of_older_code_is_compared_on_the_columns_it_has(tmp_path):
-    text = _sweep_table(_sweep_runs(str(tmp_path)), interval_column=False)
+def test_a_table_of_older_code_is_compared_on_the_columns_it_has_and_add_pairs_mends_it(tmp_path):
+    text = _sweep_table(_sweep_runs(str(tmp_path)), older_code=True)
     assert "95% interval" not in text
     check = committed.check_table("x.md", text, str(tmp_path))
-    assert (check.differences, check.compared) == ([], 2 * 8 + 3)
+    assert ([d.text() for d in check.differences], check.compared) == ([
+        "x.md: paired differences: stated 'no such section'; the run files give 1 pairs (--add_pairs writes them)"],
+        2 * 8 + 3)
+    path = tmp_path / "downsampling-mnist.md"
+    path.write_text(text)
+    assert committed.add_pairs(str(path), str(tmp_path))
+    mended = path.read_text()
+    # The section goes before the stamp, which stays the last line; the rest of the table is as it was.
+    assert mended.startswith(text[:text.index("<!--")].rstrip("\n"))
+    assert report.read_stamp(str(path)) == dict(command="experiments.sweep", terms={}, done=2, total=2)
+    assert "| none − max | 2 | +0.20 [+0.00, +0.39] | +0.24 [-1.03, +1.51] (includes 0) |" in mended
+    assert committed.PAIRS_NOTE in mended
+    check = committed.check_table("x.md", mended, str(tmp_path))
+    assert (check.differences, check.compared) == ([], 2 * 8 + 3 + 3)
+    assert not committed.add_pairs(str(path), str(tmp_path))  # once only
+    assert path.read_text() == mended
 
 
 def test_a_seeds_table_is_remade_from_its_runs(tmp_path):
@@ -115,6 +138,14 @@ def test_a_quote_in_the_notebook_that_no_figure_of_its_table_holds_is_caught(tmp
     differences, _ = committed.quoted_differences("W.md", notebook.replace("98.27%", "98.72%"), sources)
     assert [d.text() for d in differences] == [
         "W.md:4: a quote of downsampling-mnist.md: stated '98.72%'; no figure of downsampling-mnist.md is that"]
+    # A difference with its interval must be a pair's, either way round, even across a line break.
+    quoted = notebook.replace("0.11%; seeds", "0.11%; none − max on validation +0.20 [+0.00,\n  +0.39], max − none "
+                              "-0.24 [-1.51, +1.03]; seeds")
+    assert committed.quoted_differences("W.md", quoted, sources) == ([], 6)
+    differences, _ = committed.quoted_differences("W.md", quoted.replace("[-1.51,", "[-1.50,"), sources)
+    assert [d.text() for d in differences] == [
+        "W.md:5: a quote of downsampling-mnist.md: stated '-0.24 [-1.50, +1.03]'; no paired difference of "
+        "downsampling-mnist.md is that"]
     sources = {"downsampling-mnist.md": (table, False)}  # a table without run files: its figures as committed
     differences, _ = committed.quoted_differences("W.md", notebook.replace("98.27%", "98.72%"), sources)
     assert differences[0].found == "no figure of downsampling-mnist.md (as committed: no run files) is that"
@@ -153,4 +184,4 @@ def test_recheck_tables_exits_zero_over_the_committed_tables():
     completed = subprocess.run([sys.executable, "-m", "experiments.recheck", "--tables"], cwd=REPO_ROOT,
                                capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
     assert completed.returncode == 0, completed.stderr
-    assert "| sweeps/filter_size-mnist.md | sweep | 94 | 0 | — |" in completed.stdout
+    assert "| sweeps/filter_size-mnist.md | sweep | 328 | 0 | — |" in completed.stdout

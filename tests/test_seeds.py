@@ -21,10 +21,11 @@ from training.errors import OneLineError
 ACCURACIES = {0: 0.990, 1: 0.992, 2: 0.994}
 
 
-def _fake_training(launched, jobs_seen=None, accuracies=ACCURACIES, data=None):
+def _fake_training(launched, jobs_seen=None, accuracies=ACCURACIES, data=None, validation=None):
     """A ``launch`` that records each seed (and in ``jobs_seen`` the ``jobs`` it was given) and writes the files
-    of a finished run: results (test accuracy from ``accuracies``) and config.json (with ``data(seed)``, what
-    training records of its data, when given). The pool itself is tested in tests/test_launch.py."""
+    of a finished run: results (test accuracy from ``accuracies``, validation accuracy from ``validation`` or
+    none held out) and config.json (with ``data(seed)``, what training records of its data, when given). The pool
+    itself is tested in tests/test_launch.py."""
     def launch(commands, jobs, on_exit):
         if jobs_seen is not None:
             jobs_seen.append(jobs)
@@ -38,7 +39,8 @@ def _fake_training(launched, jobs_seen=None, accuracies=ACCURACIES, data=None):
         path = next(arg for arg in command if arg.startswith("--logdir=")).split("=", 1)[1]
         launched.append(seed)
         os.makedirs(path)
-        results = dict(test_accuracy=accuracies[seed], test_loss=0.02 + seed / 1000, validation_accuracy=None,
+        results = dict(test_accuracy=accuracies[seed], test_loss=0.02 + seed / 1000,
+                       validation_accuracy=validation[seed] if validation else None,
                        train_steps=5616, train_seconds=1000.0 + seed, images_per_second=700.0)
         with open(os.path.join(path, "results.json"), "w") as file:
             json.dump(results, file)
@@ -256,6 +258,20 @@ def test_a_table_paired_with_another_recipe_gives_each_seeds_difference_and_its_
     # = 12.706 x 0.05 = 0.64.
     assert ("This recipe minus other, test accuracy in points over 2 paired seeds: +0.25 [-0.39, +0.89] "
             "(paired, n=2; includes 0).") in " ".join(section)
+    assert "validation" not in " ".join(section)  # neither held images out
+
+
+def test_a_paired_table_of_recipes_that_hold_out_images_gives_the_validation_difference_too(tmp_path, recipe):
+    other = tmp_path / "other.cfg"
+    other.write_text("--dataset=mnist\n--arch=d16\n")
+    runs, out = str(tmp_path / "runs"), tmp_path / "report.md"
+    seed_runs.run_seeds(str(other), 2, runs, launch=_fake_training([], validation={0: 0.980, 1: 0.981}))
+    seed_runs.seeds_and_report(recipe, 2, runs, str(out), "c", paired_with=str(other),
+                               launch=_fake_training([], validation={0: 0.9835, 1: 0.9855}))
+    # Differences 0.35 and 0.45: mean 0.40, sample std 0.0707, half-width 12.706 x 0.05 = 0.64; the choice
+    # between the two is read from this line, not from the test accuracy's.
+    assert ("This recipe minus other, validation accuracy in points over the same seeds: +0.40 [-0.24, +1.04] "
+            "(paired, n=2; includes 0).") in out.read_text().splitlines()
 
 
 @pytest.mark.parametrize("kind", ["directory", "link"])

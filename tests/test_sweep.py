@@ -290,10 +290,18 @@ def test_tiny_sweep_writes_the_header_and_one_row_per_point(tiny_sweep):
         assert line in report, line
     assert f": 512 training images (461 trained on, 51 held out for validation), {TINY_TEST:,} test images |" in report
     assert "| commit | " in report and "Incomplete" not in report
-    rows = [line for line in report.splitlines() if line.startswith("| conv ") or line.startswith("| mlp ")]
+    rows = [line for line in report.splitlines() if line.startswith("| conv |") or line.startswith("| mlp |")]
     assert len(rows) == 2
     assert rows[0].startswith("| conv | `c4k3-m2-d16` | 0.001 | — | ")  # columns: learning_rate, deterministic
     assert rows[1].startswith("| mlp | `d16` | 0.003 | yes | ")
+    # The one pair's differences, over the two seeds: its test difference is the table's conv − pick turned round.
+    from experiments import committed
+
+    table = committed.parse_table(report)
+    pair, conv = table.pairs["mlp − conv"], table.rows["conv"]
+    assert pair["n"] == "2" and table.rows["mlp"]["test − pick, paired by seed (95%)"] == "—"
+    mean, low, high = committed._interval(committed.INTERVAL.search(conv["test − pick, paired by seed (95%)"]))
+    assert committed._interval(committed.INTERVAL.search(pair["test b − a (95%)"])) == (-mean, -high, -low)
 
 
 def test_a_sweep_whose_budget_is_each_points_epochs_trains_each_as_long_as_it_says(tmp_path, tiny_mnist,
