@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from training import run_files
+from training import flagfiles, run_files
 from training.errors import OneLineError
 from training.stopping import handling_stop_signals
 
@@ -43,7 +43,18 @@ def _clock(seconds):
 def recipe_flags(text):
     """The flag lines of a flagfile's ``text``, without its comments and blank lines: what a recipe trains. Seeds
     and races compare recipes by these, so a corrected comment does not make a recipe another one."""
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return flagfiles.flag_lines(text)
+
+
+def resolved_recipe(flagfile, error_type):
+    """``flagfiles.resolved_flags`` of ``flagfile``: what it trains, the flagfiles it includes expanded; a nested
+    flagfile that cannot be read raises ``error_type`` in one line."""
+    try:
+        return flagfiles.resolved_flags(flagfile)
+    except OSError as error:
+        raise error_type(f"{flagfile} includes {error.filename}, which cannot be read ({error.strerror})") from None
+    except ValueError as error:
+        raise error_type(str(error)) from None
 
 
 def run_dir(logdir, name, seed):

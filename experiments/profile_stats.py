@@ -14,7 +14,14 @@ import pathlib
 import shutil
 import tempfile
 
+from training.errors import OneLineError, first_line
+
 IDLE = "IDLE"
+
+
+class ProfileError(OneLineError, ValueError):
+    """A profile session that cannot be read (a trace cut short by a kill, an empty file); the message names the
+    session folder."""
 
 
 def profile_sessions(logdir):
@@ -24,15 +31,51 @@ def profile_sessions(logdir):
 
 
 def _tool_data(session, tool):
-    """The profile plugin's JSON for ``tool`` on ``session``, converted as TensorBoard converts it."""
+    """The profile plugin's JSON for ``tool`` on ``session``, converted as TensorBoard converts it. Raises
+    ``ProfileError`` when the session holds no XSpace or one that is not whole."""
     from tensorboard_plugin_profile import convert
 
     # The converter leaves a cache file beside the XSpace; a copy keeps the run directory as it was.
     with tempfile.TemporaryDirectory() as workdir:
-        copy = shutil.copytree(session, pathlib.Path(workdir, pathlib.Path(session).name))
-        data, _ = convert.raw_to_tool_data.xspace_to_tool_data([str(path) for path in copy.glob("*.xplane.pb")],
-                                                               tool, {"use_saved_result": False})
-    return json.loads(data)
+        try:
+            copy = shutil.copytree(session, pathlib.Path(workdir, pathlib.Path(session).name))
+        except OSError as error:
+            raise ProfileError(f"{session}: cannot be read ({first_line(error)})") from None
+        xspaces = sorted(copy.glob("*.xplane.pb"))
+        _check_xspaces(session, xspaces)
+        unreadable = f"{session}: no readable profile (the profile converter cannot read its " + ", ".join(
+            path.name for path in xspaces)
+        try:
+            data, _ = convert.raw_to_tool_data.xspace_to_tool_data([str(path) for path in xspaces], tool,
+                                                                   {"use_saved_result": False})
+            data = json.loads(data) if data else None
+        except Exception as error:  # noqa: BLE001  the converter's C++ may raise anything on a damaged file
+            raise ProfileError(f"{unreadable}: {first_line(error)})") from None
+    if data is None:
+        raise ProfileError(f"{unreadable})")
+    return data
+
+
+def _check_xspaces(session, paths):
+    """Raises ``ProfileError`` unless ``paths`` are XSpaces with something in them. Checked here because the
+    converter logs a damaged one in a line of its own that names the temporary copy, and converts an empty one
+    (0 bytes, or bytes that happen to parse) to empty tables."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        from tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    if not paths:
+        raise ProfileError(f"{session}: no readable profile (it holds no <host>.xplane.pb)")
+    for path in paths:
+        try:
+            planes = xplane_pb2.XSpace.FromString(path.read_bytes()).planes
+        except DecodeError:
+            raise ProfileError(f"{session}: no readable profile (its {path.name} is damaged)") from None
+        if not planes:
+            raise ProfileError(f"{session}: no readable profile (its {path.name} is empty)")
 
 
 def step_seconds(session):

@@ -20,7 +20,14 @@ FLAGS = absl_flags.FLAGS
 def main(arguments):
     del arguments
     from experiments import racing
+    from flags import train_flags
 
+    # Each recipe as its runs will train it, checked before the race records its terms: a recipe that cannot
+    # train is refused now, in one line, instead of failing its first run and binding the --logdir to it.
+    overrides = racing.race_flags(FLAGS.target_accuracy, FLAGS.eval_every_epochs, FLAGS.stop_at_target)
+    for flagfile in FLAGS.flagfiles:
+        train_flags.recipe_config(flagfile, "--seed=0", *overrides,
+                                  *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []))
     command = shlex.join([os.path.basename(sys.executable), "-m", "experiments.race", *sys.argv[1:]])
     out = racing.table_path(FLAGS.out, FLAGS.logdir)
     racing.race_and_report(FLAGS.flagfiles, FLAGS.target_accuracy, FLAGS.seeds, FLAGS.logdir, out, command,

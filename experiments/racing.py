@@ -28,6 +28,7 @@ from experiments.launch import (
     read_json_object,
     read_run,
     recipe_flags,
+    resolved_recipe,
     run_dir,
     run_in_console,
     train_command,
@@ -225,8 +226,10 @@ def race_terms(flagfiles, target, seeds, eval_every_epochs, stop_at_target, reco
     for flagfile in flagfiles:
         with open(flagfile) as file:
             recipes[flagfile] = file.read()
-    return dict(recipes=recipes, target_accuracy=target, seeds=seeds, eval_every_epochs=eval_every_epochs,
-                stop_at_target=stop_at_target, commit=record["commit"], cpu_model=record["cpu_model"])
+    resolved = {flagfile: resolved_recipe(flagfile, RaceError) for flagfile in flagfiles}
+    return dict(recipes=recipes, resolved_flags=resolved, target_accuracy=target, seeds=seeds,
+                eval_every_epochs=eval_every_epochs, stop_at_target=stop_at_target, commit=record["commit"],
+                cpu_model=record["cpu_model"])
 
 
 def check_terms(logdir, terms):
@@ -241,7 +244,8 @@ def check_terms(logdir, terms):
                 earlier = {name: recipe_flags(text) for name, text in earlier.items() if isinstance(text, str)}
                 value = {name: recipe_flags(text) for name, text in value.items()}
             if earlier != value:
-                shown = "recipes" if key == "recipes" else f"{key} ({earlier}; here {value})"
+                shown = {"recipes": "recipes", "resolved_flags": "recipes (a flagfile they include has changed)"}.get(
+                    key, f"{key} ({earlier}; here {value})")
                 raise RaceError(f"{logdir} holds a race with other {shown}; a race continues only on its own terms "
                                 f"({path}), so pass a new --logdir")
         return False

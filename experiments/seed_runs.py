@@ -26,6 +26,7 @@ from experiments.launch import (
     read_run,
     recipe_flags,
     recipe_name,
+    resolved_recipe,
     run_all_in_console,
     run_dir,
     train_command,
@@ -47,20 +48,27 @@ class SeedsError(OneLineError, RuntimeError):
 
 
 def check_recipe(flagfile, logdir):
-    """Records the flagfile's text in ``<logdir>/<recipe>.seeds.json``, or refuses when it records another."""
+    """Records the flagfile's text and its resolved flags (``resolved_recipe``) in ``<logdir>/<recipe>.seeds.json``,
+    or refuses when it records another; a record of older code, without the resolved flags, gets them."""
     with open(flagfile) as file:
         text = file.read()
+    resolved = resolved_recipe(flagfile, SeedsError)
     manifest = os.path.join(logdir, f"{recipe_name(flagfile)}.seeds.json")
+    record = dict(flagfile=flagfile, flagfile_text=text, resolved_flags=resolved)
     if os.path.lexists(manifest):
-        recorded = read_json_object(manifest, "the recipe's text under flagfile_text").get("flagfile_text")
-        if not isinstance(recorded, str):
+        recorded = read_json_object(manifest, "the recipe's text under flagfile_text")
+        if not isinstance(recorded.get("flagfile_text"), str):
             raise SeedsError(f"{manifest}: holds no flagfile_text (the recipe's text); move it away")
-        if recipe_flags(recorded) != recipe_flags(text):
+        if recipe_flags(recorded["flagfile_text"]) != recipe_flags(text):
             raise SeedsError(f"{logdir} holds seeds of another version of {flagfile} ({manifest}); pass a new "
                              f"--logdir")
-        return
+        if recorded.get("resolved_flags", resolved) != resolved:  # the same file, another base flagfile under it
+            raise SeedsError(f"{logdir} holds seeds of another version of {flagfile}: a flagfile it includes has "
+                             f"changed since ({manifest}); pass a new --logdir")
+        if "resolved_flags" in recorded:
+            return
     os.makedirs(logdir, exist_ok=True)
-    run_files.write_atomically(manifest, json.dumps(dict(flagfile=flagfile, flagfile_text=text), indent=2))
+    run_files.write_atomically(manifest, json.dumps(record, indent=2))
 
 
 # The results.json fields the table reads.

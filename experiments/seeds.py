@@ -22,7 +22,10 @@ FLAGS = absl_flags.FLAGS
 def main(arguments):
     del arguments
     from experiments import seed_runs
+    from flags import train_flags
 
+    # The recipe as its runs will train it, checked before its record is written into the --logdir.
+    train_flags.recipe_config(FLAGS.recipe, "--seed=0", *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []))
     command = shlex.join([os.path.basename(sys.executable), "-m", "experiments.seeds", *sys.argv[1:]])
     flagfile = FLAGS.recipe
     out = seed_runs.table_path(FLAGS.out, FLAGS.logdir, flagfile)

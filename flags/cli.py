@@ -8,6 +8,7 @@ from absl import app, logging
 from absl import flags as absl_flags
 
 from flags import console
+from training import flagfiles
 from training.errors import OneLineError
 
 
@@ -43,7 +44,11 @@ def run(program, body, positional=False, stopped="stopped by a signal"):
     KeyboardInterrupt says, else stopped>``, and exits with ``STOPPED`` (130).
 
     Every entry point starts here, so here the console is quieted, before any body imports TensorFlow (entry
-    points import only TensorFlow-free flag modules at the top: tests/test_layout.py)."""
+    points import only TensorFlow-free flag modules at the top: tests/test_layout.py). A flagfile that cannot
+    be read as flags (a named pipe would block every reader) is refused first, in one line with exit 2."""
+    unreadable = flagfiles.problem(sys.argv[1:])
+    if unreadable:
+        fail(program, printable(unreadable), status=2)
     console.quiet(sys.argv)
 
     def main(argv):

@@ -29,4 +29,4 @@ def define_flags():
               "must name two or more existing flagfiles, the baseline first")
     cli.check("target_accuracy", lambda v: v is None or 0 < v <= 1, "must be in (0, 1]")
     cli.check("seeds", lambda v: 0 < v <= MAX_SEEDS, f"must be a positive integer, at most {MAX_SEEDS}")
-    cli.check("eval_every_epochs", lambda v: v >= 0, "must be >= 0")
+    cli.check("eval_every_epochs", lambda v: 0 <= v <= 1e6, "must be in [0, 1e6]")

@@ -100,6 +100,12 @@ def _mlp(width, depth):
     return "-".join([f"d{width}"] * depth)
 
 
+def _quoted_mlp(width, depth):
+    """That MLP as an error message names it: in full up to 4 layers, else its ends and depth (--mlp_depth goes to
+    1,000, and the message stays one readable line)."""
+    return f"'{_mlp(width, depth)}'" if depth <= 4 else f"'d{width}-...-d{width}' ({depth} layers)"
+
+
 def _mlp_params(width, depth, inputs, num_classes):
     """Parameters of ``depth`` dense layers of ``width`` units on ``inputs`` features, plus the logits."""
     return (inputs + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * num_classes
@@ -143,8 +149,8 @@ def similar_mlp(arch, input_shape, num_classes, depth=None, tolerance=0.02, by="
     closest = count(best, depth, inputs, num_classes)
     what = "parameter count" if by == "params" else "multiply-adds per image"
     if abs(closest - target) > tolerance * target:
-        why = (f"even the smallest, '{_mlp(1, depth)}', has {closest:,}" if target < closest and best == 1 else
-               f"the closest, '{_mlp(best, depth)}', has {closest:,}")
+        why = (f"even the smallest, {_quoted_mlp(1, depth)}, has {closest:,}" if target < closest and best == 1 else
+               f"the closest, {_quoted_mlp(best, depth)}, has {closest:,}")
         raise ValueError(f"no MLP of {depth} equal hidden layer(s) on {_shape(input_shape)} images has its "
                          f"{what} within {tolerance:.0%} of the {target:,} of '{A.resolve(arch)}': {why}")
     return _mlp(best, depth)

@@ -205,3 +205,19 @@ def test_entry_point_refuses_a_bad_arch_in_one_line(commands):
     assert process.stderr.splitlines()[-1] == (
         "analyze.py: error: flags arch=c32k5-x7, dataset=mnist: --arch architecture token 'x7' in 'c32k5-x7' is "
         "not one of: " + models.architecture.GRAMMAR)
+
+
+def test_entry_point_refuses_an_mlp_depth_beyond_the_bound_in_one_line():
+    # A depth of 10^9 once built a string of 10^9 tokens (gigabytes) before anything was printed.
+    process = _analyze("--mlp_depth=1000000000")
+    assert process.returncode == USAGE_ERROR and "Traceback" not in process.stderr
+    assert process.stdout == ""
+    assert process.stderr.splitlines()[-1] == (
+        "analyze.py: error: flag --mlp_depth=1000000000: --mlp_depth must be a positive integer, at most 1000")
+
+
+def test_similar_mlp_names_a_deep_mlp_by_its_ends_and_depth():
+    # d10-d10 on MNIST: 785*10 + 11*10 + 11*10 = 8,070 parameters; 1,000 layers of 2 units:
+    # 785*2 + 999*3*2 + 3*10 = 7,594, 6% off. The message names that MLP in 13 characters, not 2,999.
+    with pytest.raises(ValueError, match=r"the closest, 'd2-\.\.\.-d2' \(1000 layers\), has 7,594$"):
+        analysis.similar_mlp("d10-d10", MNIST_SHAPE, 10, depth=1000)

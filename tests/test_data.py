@@ -659,6 +659,9 @@ def test_split_validation_of_zero_returns_the_dataset_unchanged():
     (1.0, "split_validation: fraction must be in [0, 1), got 1.0"),
     (-0.1, "split_validation: fraction must be in [0, 1), got -0.1"),
     (0.99, "split_validation: fraction 0.99 of 40 examples leaves none to train on"),
+    # 0.01 x 40 = 0.4 images: none held out, where a run would have logged validation accuracy 0.0 as measured.
+    (0.01, "--validation_split 0.01 of 40 training images holds out none (it rounds to 0 images): give at least "
+           "0.025, or 0 for no validation set"),
 ])
 def test_split_validation_refuses_bad_fractions(fraction, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -5,11 +5,14 @@ The folders are written here from the bundled MNIST subset (digits 0, 1 and 7 as
 and seven, so that the sorted names are not the digits' order) and from a few drawn RGB images.
 """
 
+import io
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -213,6 +216,75 @@ def test_a_bad_folder_stops_the_command_at_its_flags_in_one_line(tmp_path):
     assert process.stderr == (f"train.py: error: flags dataset=folder, data_dir={tmp_path}: "
                               f"{BAD_FOLDERS['empty_class'][1].format(root=tmp_path)}\n")
     assert not (tmp_path / "run").exists()
+
+
+BOMB_SIDE = 20_000  # pixels a side a header declares: 400,000,000 in all, more than Pillow opens
+# Pillow refuses to open more than twice its MAX_IMAGE_PIXELS (89,478,485 in Pillow 13: 178,956,970); it only warns
+# between the two.
+PILLOW_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
+
+
+def declaring(side, pixels=GREY):
+    """A PNG of ``pixels`` whose header declares ``side`` x ``side`` pixels (its IHDR chunk rewritten, with its
+    CRC): all that Pillow reads of a decompression bomb before refusing it."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", side, side)  # IHDR's width and height, after the signature, length and type
+    png[29:33] = struct.pack(">I", zlib.crc32(png[12:29]))  # the CRC of IHDR's type and data
+    return bytes(png)
+
+
+def test_an_image_declaring_more_pixels_than_pillow_opens_is_refused_in_one_line_at_the_flags(tmp_path):
+    _two_classes(tmp_path)
+    for path in tmp_path.glob("*/*.png"):
+        path.write_bytes(declaring(BOMB_SIDE))
+    first = image_folder.scan(str(tmp_path)).train_files[0]  # the image whose header the flags read
+    why = (f"its header declares 400,000,000 pixels, more than Pillow's limit of {PILLOW_LIMIT:,}: a damaged file "
+           "or a decompression bomb")
+    with pytest.raises(image_folder.FolderError) as raised:
+        image_folder.image_header(first)
+    assert raised.type is image_folder.FolderError
+    assert str(raised.value) == f"{first}: cannot be read as an image ({why})"
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(dataset="folder", data_dir=str(tmp_path)).check_on_disk()
+    assert str(raised.value).endswith(f": {first}: cannot be read as an image ({why})")
+    # Pillow says the same of any such image TensorFlow fails to decode later (data.py quotes it), also of one
+    # read from memory, as a TFDS record is.
+    assert image_folder.why_undecodable(str(tmp_path / "b" / "2.png")) == why
+    assert image_folder.why_undecodable(io.BytesIO(declaring(BOMB_SIDE))) == why
+
+
+# Folders nested in a class folder: past Python's default recursion limit, the one the flags are checked under
+# (TensorFlow, imported later, raises it to 3,000, deeper than a path of PATH_MAX, 4,096 bytes, can nest folders).
+DEEP = 1_100
+DEFAULT_RECURSION_LIMIT = 1_000
+
+
+def test_images_nested_deeper_than_the_recursion_limit_are_found_in_sorted_path_order(tmp_path):
+    _two_classes(tmp_path / "train")
+    _two_classes(tmp_path / "test")
+    class_b = tmp_path / "train" / "b"
+    folder = class_b
+    for depth in range(1, DEEP + 1):
+        folder /= "d"
+        folder.mkdir()  # a level at a time: os.makedirs recurses once per level too
+        if depth == DEEP // 2:
+            middle = folder / "e.png"  # after the folder d beside it in sorted order: found after what d holds
+    for path in (middle, folder / "bottom.png", class_b / "z.png"):
+        _image(path, GREY)
+    (folder / ".hidden.png").write_bytes(b"skipped: its name starts with a dot")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(DEFAULT_RECURSION_LIMIT)  # as in a command's flag checks, before TensorFlow is imported
+    try:
+        layout = image_folder.scan(str(tmp_path))
+    finally:
+        sys.setrecursionlimit(limit)
+    class_a = tmp_path / "train" / "a"
+    assert layout.train_files == tuple(str(path) for path in (
+        class_a / "0.png", class_a / "1.png", class_a / "2.png",
+        class_b / "0.png", class_b / "1.png", class_b / "2.png", folder / "bottom.png", middle, class_b / "z.png"))
+    assert layout.train_labels == (0, 0, 0, 1, 1, 1, 1, 1, 1)
 
 
 def test_a_folder_config_checks_its_settings_and_its_folder():

@@ -1,11 +1,13 @@
 """A profiled run records its chosen steps as steps, and TensorBoard serves its scalars and profile.
 
 One tiny run (in this process, default strategy) profiles steps 3 to 5 of 6; the tests read its XSpace
-protobuf directly, then through a real TensorBoard server on a free localhost port.
+protobuf directly, then through a real TensorBoard server on a free localhost port. A damaged profile, and
+``experiments.op_time``'s flags, are checked on tiny hand-made sessions without it.
 """
 
 import gzip
 import json
+import random
 import re
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import urllib.request
 
 import pytest
 import tensorflow as tf
+from conftest import REPO_ROOT
 
 from experiments import profile_stats
 from training import trainer
@@ -271,3 +274,90 @@ def test_op_time_prints_the_overview_pages_step_time_breakdown(profiled_run):
     assert text[0].startswith("Step time (CPU_ONLY): ") and " on average over 3 profiled steps (" in text[0]
     assert text[2] == "| step | step time ms | " + " | ".join(f"{label} ms" for label in categories) + " |"
     assert [line.split(" | ")[0] for line in text[4:8]] == ["| train 3", "| train 4", "| train 5", "| mean"]
+
+
+# --- A profile that cannot be read, and op_time's flags -----------------------------------------------------
+
+# op_time imports TensorFlow through the profile plugin before it reads a session (3-10 s on a loaded machine).
+OP_TIME_TIMEOUT_SECONDS = 120
+USAGE_ERROR = 2  # absl's status for a flag refused at parse time; an error while running exits with 1
+
+
+def one_plane_xspace():
+    """A small whole XSpace: one host plane with one event."""
+    pb2 = xplane_pb2()
+    event = pb2.XEvent(metadata_id=1, offset_ps=0, duration_ps=10)
+    return pb2.XSpace(planes=[pb2.XPlane(id=1, name="/host:CPU", lines=[pb2.XLine(id=1, events=[event])])])
+
+
+def session_holding(tmp_path, xplane_bytes):
+    session = tmp_path / "run" / "plugins" / "profile" / "2026_01_01_00_00_00"
+    session.mkdir(parents=True)
+    (session / "host.xplane.pb").write_bytes(xplane_bytes)
+    return session
+
+
+DAMAGED = {
+    "random": (random.Random(0).randbytes(100), "its host.xplane.pb is damaged"),
+    # What a kill -9 while the profiler writes leaves: a whole XSpace cut short.
+    "truncated": (one_plane_xspace().SerializeToString()[:15], "its host.xplane.pb is damaged"),
+    "empty": (b"", "its host.xplane.pb is empty"),
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGED)
+def test_a_damaged_or_empty_profile_is_one_error_naming_its_session(tmp_path, kind):
+    xplane_bytes, why = DAMAGED[kind]
+    session = session_holding(tmp_path, xplane_bytes)
+    for read in (profile_stats.op_time_shares, profile_stats.step_breakdown):
+        with pytest.raises(profile_stats.ProfileError) as raised:
+            read(session)
+        assert str(raised.value) == f"{session}: no readable profile ({why})"
+
+
+@pytest.mark.parametrize("converter_says", ["nothing", "an exception"])
+def test_a_profile_the_converter_cannot_read_is_one_error_naming_its_session(tmp_path, monkeypatch, converter_says):
+    from tensorboard_plugin_profile import convert
+
+    def convert_nothing(paths, tool, params):
+        return None, "application/json"  # what the converter returns when it cannot read an XSpace
+
+    def convert_raising(paths, tool, params):
+        raise RuntimeError("converter failed\nwith a second line")
+
+    monkeypatch.setattr(convert.raw_to_tool_data, "xspace_to_tool_data",
+                        convert_nothing if converter_says == "nothing" else convert_raising)
+    session = session_holding(tmp_path, one_plane_xspace().SerializeToString())
+    with pytest.raises(profile_stats.ProfileError) as raised:
+        profile_stats.op_time_shares(session)
+    why = "" if converter_says == "nothing" else ": converter failed"
+    assert str(raised.value) == (
+        f"{session}: no readable profile (the profile converter cannot read its host.xplane.pb{why})")
+
+
+def _op_time(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.op_time", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=OP_TIME_TIMEOUT_SECONDS)
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_op_time_on_a_damaged_profile_fails_in_one_line_naming_the_session(tmp_path, earlier):
+    session = session_holding(tmp_path, DAMAGED["random"][0])
+    hint = ""
+    if earlier:  # op_time reads the newest session only; the message says how to read the one before
+        (session.parent / "2025_12_31_00_00_00").mkdir()
+        hint = "; move it out of plugins/profile/ to read the one before, 2025_12_31_00_00_00"
+    process = _op_time(f"--logdir={tmp_path / 'run'}")
+    assert process.returncode == 1 and "Traceback" not in process.stderr
+    assert process.stdout == ""
+    assert "Can't parse" not in process.stderr  # the converter's own line, naming its temporary copy
+    assert process.stderr.splitlines()[-1] == (
+        f"op_time: error: {session}: no readable profile (its host.xplane.pb is damaged){hint}")
+
+
+@pytest.mark.parametrize("top", ["0", "-1"])
+def test_op_time_refuses_a_top_below_one_at_parse_time(tmp_path, top):
+    # --top=-1 once listed all but the last op type and summed "-1 other op types".
+    process = _op_time(f"--logdir={tmp_path}", f"--top={top}")
+    assert process.returncode == USAGE_ERROR and "Traceback" not in process.stderr
+    assert process.stderr.splitlines()[-1] == f"op_time.py: error: flag --top={top}: --top must be a positive integer"

@@ -188,6 +188,23 @@ def test_entrant_names_take_as_many_folders_as_tell_the_flagfiles_apart():
         "x-y-fast", "z-y-fast", "slow"]
 
 
+def test_a_race_whose_recipe_includes_a_flagfile_that_changed_is_refused(tmp_path, flagfiles):
+    base = tmp_path / "base.cfg"
+    base.write_text("--learning_rate=0.003\n")
+    with open(flagfiles[1], "a") as file:
+        file.write(f"--flagfile={base}\n")
+    logdir, launched = str(tmp_path / "race"), []
+    racing.race_and_report(flagfiles, 0.99, 2, logdir, str(tmp_path / "r.md"), "c", launch=_fake_training(launched))
+    base.write_text("# a comment is not another recipe\n--learning_rate=0.003\n")
+    racing.race_and_report(flagfiles, 0.99, 2, logdir, str(tmp_path / "r.md"), "c", launch=_fake_training(launched))
+    base.write_text("--learning_rate=0.5\n")  # before: the race went on, its later runs another recipe
+    message = (f"{logdir} holds a race with other recipes (a flagfile they include has changed); a race continues "
+               f"only on its own terms ({logdir}/race.json), so pass a new --logdir")
+    with pytest.raises(racing.RaceError, match=f"^{re.escape(message)}$"):
+        racing.race_and_report(flagfiles, 0.99, 2, logdir, str(tmp_path / "r.md"), "c", launch=_fake_training(launched))
+    assert len(launched) == 4
+
+
 def test_the_same_flagfile_twice_is_refused_in_one_line(tmp_path, flagfiles):
     for twice, named in ((flagfiles[0], "twice"),
                          (os.path.join(os.path.dirname(flagfiles[0]), ".", "slow.cfg"),

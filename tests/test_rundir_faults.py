@@ -458,6 +458,15 @@ def test_a_json_file_that_is_no_small_file_is_refused_without_reading_it(tmp_pat
     assert error.value.strerror == why
 
 
+def test_a_json_file_nested_too_deeply_is_a_value_error_as_any_other_damage(tmp_path):
+    # Every reader of run files takes ValueError for a damaged file (one line, or timed again for the numerics
+    # cache); the decoder's RecursionError was a traceback wherever the file was read.
+    path = tmp_path / "race.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(ValueError, match="^JSON nested too deeply$"):
+        run_files.read_json(path)
+
+
 def test_a_finished_run_whose_results_json_is_a_named_pipe_is_finished_again(finished_run, tmp_path, tiny_mnist):
     config, logdir = _copy(finished_run, tmp_path, train_steps=BASE_STEPS)
     (logdir / "results.json").unlink()

@@ -87,6 +87,28 @@ def test_another_version_of_the_recipe_is_refused(tmp_path, recipe):
     assert launched == [0]
 
 
+def test_a_recipe_whose_included_flagfile_changed_is_refused_and_an_older_record_learns_it(tmp_path, recipe):
+    base = tmp_path / "base.cfg"
+    base.write_text("--learning_rate=0.003\n")
+    with open(recipe, "a") as file:
+        file.write(f"--flagfile={base}\n")
+    runs, launched = tmp_path / "runs", []
+    seed_runs.run_seeds(recipe, 1, str(runs), launch=_fake_training(launched))
+    record = json.loads((runs / "recipe.seeds.json").read_text())
+    assert record["resolved_flags"] == ["--dataset=mnist", "--arch=c4k3-m2-d16", "--learning_rate=0.003"]
+    base.write_text("--learning_rate=0.5\n")  # before: read seed 0, trained seed 1 on the new rate, one table
+    with pytest.raises(SeedsError, match=f"^{runs} holds seeds of another version of {recipe}: a flagfile it "
+                                         f"includes has changed since "):
+        seed_runs.run_seeds(recipe, 2, str(runs), launch=_fake_training(launched))
+    assert launched == [0]
+    # A record written by older code holds the recipe's own text only: it goes on, and pins the included files.
+    del record["resolved_flags"]
+    (runs / "recipe.seeds.json").write_text(json.dumps(record))
+    seed_runs.run_seeds(recipe, 2, str(runs), launch=_fake_training(launched))
+    assert launched == [0, 1]
+    assert json.loads((runs / "recipe.seeds.json").read_text())["resolved_flags"][-1] == "--learning_rate=0.5"
+
+
 def test_a_failed_seed_stops_the_command_in_one_line(tmp_path, recipe):
     def first_fails(commands, jobs, on_exit):  # as the pool does: nothing starts after a failure
         on_exit(0, 2)

@@ -12,8 +12,10 @@ import io
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -290,6 +292,56 @@ def test_a_bad_prepared_dataset_is_refused_in_one_line_naming_it(tmp_path, name)
     with pytest.raises(OneLineError) as raised:
         data_lib.load("tfds", str(tmp_path), tfds_name=tfds_name, image_size=image_size)
     assert str(raised.value) == message.format(root=tmp_path, shard=_shard(folder), test=_shard(folder, "test"))
+
+
+BOMB_SIDE = 20_000  # pixels a side a header declares: 400,000,000 in all, more than Pillow opens
+PILLOW_LIMIT = 2 * Image.MAX_IMAGE_PIXELS  # what Pillow refuses to open: 178,956,970 pixels in Pillow 13
+
+
+def declaring(side):
+    """A PNG whose header declares ``side`` x ``side`` pixels (an 8x8 one's IHDR chunk rewritten, with its CRC): all
+    that Pillow reads of a decompression bomb before refusing it."""
+    image = bytearray(png(GREY))
+    image[16:24] = struct.pack(">II", side, side)  # IHDR's width and height, after the signature, length and type
+    image[29:33] = struct.pack(">I", zlib.crc32(image[12:29]))  # the CRC of IHDR's type and data
+    return bytes(image)
+
+
+def test_a_first_image_declaring_more_pixels_than_pillow_opens_is_refused_in_one_line(tmp_path):
+    # A size the feature leaves open (-1) is read from the first training image's header.
+    folder = _small(tmp_path, shape=(-1, -1, 1), images={("train", 0): declaring(BOMB_SIDE)})
+    prepared = prepared_tfds.scan(str(tmp_path), "digits")
+    with pytest.raises(prepared_tfds.TfdsError) as raised:
+        dataset_info.tfds_info(prepared)
+    assert raised.type is prepared_tfds.TfdsError
+    assert str(raised.value) == (f"{_shard(folder)} record 0: cannot be read as an image (its header declares "
+                                 f"400,000,000 pixels, more than Pillow's limit of {PILLOW_LIMIT:,}: a damaged file "
+                                 "or a decompression bomb)")
+
+
+def _too_many_classes_in_features_json(data_dir):
+    # No label.labels.txt: the class names would be the label numbers, a trillion of them.
+    _small(data_dir, names=(), features={"image": image_feature((8, 8, 1)), "label": class_label(10**12)})
+
+
+def _too_many_classes_in_dataset_info(data_dir):
+    # dataset_info.json's own features come before features.json's (3 classes here), as TFDS reads them.
+    _dataset_info(data_dir, features={"featuresDict": {"features": {"image": image_feature((8, 8, 1)),
+                                                                    "label": class_label(10**6 + 1)}}})
+
+
+@pytest.mark.parametrize("make, where, declared", [
+    (_too_many_classes_in_features_json, "features.json", "1000000000000"),
+    (_too_many_classes_in_dataset_info, "dataset_info.json", "1000001"),
+])
+def test_a_class_label_of_more_than_a_million_classes_is_refused_in_one_line_naming_its_file(tmp_path, make, where,
+                                                                                            declared):
+    make(tmp_path)
+    with pytest.raises(prepared_tfds.TfdsError) as raised:
+        prepared_tfds.scan(str(tmp_path), "digits")
+    assert raised.type is prepared_tfds.TfdsError
+    assert str(raised.value) == (f"{tmp_path}/digits/1.0.0/{where}: its class label 'label' declares numClasses "
+                                 f"{declared}, more than the 1,000,000 classes this code reads")
 
 
 def test_a_dataset_not_prepared_stops_the_command_at_its_flags_in_one_line(tmp_path):

@@ -404,10 +404,13 @@ def split_validation(dataset, fraction, seed):
         raise ValueError(f"split_validation: fraction must be in [0, 1), got {fraction}")
     num_train = len(dataset.x_train)
     num_val = held_out_count(num_train, fraction)
-    if num_val == 0:
+    if fraction == 0:
         return dataset, (dataset.x_train[:0], dataset.y_train[:0])
+    if num_val == 0:  # an empty validation set would be evaluated as accuracy 0.0, not as missing
+        raise DataError(f"--validation_split {fraction:g} of {num_train} training images holds out none (it rounds "
+                        f"to 0 images): give at least {1 / num_train:.2g}, or 0 for no validation set")
     if num_val == num_train:
-        raise ValueError(f"split_validation: fraction {fraction} of {num_train} examples leaves none to train on")
+        raise DataError(f"split_validation: fraction {fraction} of {num_train} examples leaves none to train on")
     order = np.random.default_rng(seed).permutation(num_train)
     held_out, kept = np.sort(order[:num_val]), np.sort(order[num_val:])
     coarse = {} if dataset.y_train_coarse is None else {"y_train_coarse": dataset.y_train_coarse[kept]}

@@ -25,6 +25,7 @@ images. A folder that cannot be a dataset is a ``FolderError`` whose one line na
 
 import dataclasses
 import os
+import re
 import stat
 
 from training.errors import DataDirError, first_line
@@ -33,6 +34,9 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # image_dataset_fr
 TRAIN, TEST = "train", "test"
 TEST_FRACTION = 0.2  # of each class's images, held out as the test set when the folder has no test/
 TEST_SPLIT_SEED = 0  # fixed, not --seed: one test set for every run on a folder
+# Pillow's DecompressionBombError message (PIL/Image.py, _decompression_bomb_check): "Image size (<pixels>
+# pixels) exceeds limit of <limit> pixels, ...", the limit twice Image.MAX_IMAGE_PIXELS.
+_TOO_MANY_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
 
 
 class FolderError(DataDirError):
@@ -89,11 +93,15 @@ def scan(root):
 
 def _subfolders(root):
     """Names of the folders directly in ``root`` (links to folders included), sorted, without hidden ones."""
+    return [entry.name for entry in _sorted_entries(root) if not entry.name.startswith(".") and entry.is_dir()]
+
+
+def _sorted_entries(folder):
+    """An iterator over the entries of ``folder`` in name order, or a ``FolderError`` when it cannot be listed."""
     try:
-        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+        return iter(sorted(os.scandir(folder), key=lambda entry: entry.name))
     except OSError as error:
-        raise FolderError(f"{root}: cannot be listed ({error.strerror})") from None
-    return [entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir()]
+        raise FolderError(f"{folder}: cannot be listed ({error.strerror})") from None
 
 
 def _classes(root):
@@ -129,17 +137,19 @@ def _images_in(folder, recursive=True):
     or never end.
     """
     images, skipped = [], 0
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError as error:
-        raise FolderError(f"{folder}: cannot be listed ({error.strerror})") from None
-    for entry in entries:
-        if entry.name.startswith("."):
+    # The folders being listed, innermost last, each as an iterator over its remaining entries: a depth-first walk
+    # in the order of a recursive one, without recursion, so that folders nested deeper than Python's recursion
+    # limit (1,000 frames by default) are walked too.
+    listing = [_sorted_entries(folder)]
+    while listing:
+        entry = next(listing[-1], None)
+        if entry is None:
+            listing.pop()
+        elif entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=False):
+        elif entry.is_dir(follow_symlinks=False):
             if recursive:
-                found, more = _images_in(entry.path)
-                images, skipped = images + found, skipped + more
+                listing.append(_sorted_entries(entry.path))
         elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
             if not _is_regular(entry.path):
                 raise FolderError(f"{entry.path}: not a regular file; an image folder holds image files")
@@ -203,8 +213,8 @@ def image_header(path, name=None):
         with Image.open(path) as image:
             (width, height), mode, kind = image.size, image.mode, image.format
             bands = len(image.getbands())
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise FolderError(f"{name or path}: cannot be read as an image ({first_line(error)})") from None
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
+        raise FolderError(f"{name or path}: cannot be read as an image ({_why_pillow_failed(error)})") from None
     if kind == "GIF" or mode in ("P", "PA"):
         channels = 3  # TensorFlow decodes GIFs and palette PNGs to RGB
     else:
@@ -224,6 +234,22 @@ def why_undecodable(path):
             kind = image.format
     except Exception as error:  # noqa: BLE001  Pillow raises anything from a damaged file
         if isinstance(path, (str, bytes, os.PathLike)):
-            return first_line(error)
-        return first_line(error).replace(f" {path!r}", "")  # a file object's repr says nothing but an address
+            return _why_pillow_failed(error)
+        return _why_pillow_failed(error).replace(f" {path!r}", "")  # a file object's repr says nothing but an address
     return f"it is {kind or 'an image'} to Pillow, but not a PNG, JPEG, BMP or GIF that TensorFlow decodes"
+
+
+def _why_pillow_failed(error):
+    """What a one-line error quotes of the ``error`` Pillow raised opening or decoding an image: its first line, or
+    for a header declaring more pixels than Pillow opens (``DecompressionBombError``), the count and the limit.
+
+    Pillow raises that error before it gives the image's size, so the count is read from its message; a message
+    worded otherwise is quoted as it is."""
+    from PIL import Image
+
+    counts = _TOO_MANY_PIXELS.search(str(error)) if isinstance(error, Image.DecompressionBombError) else None
+    if not counts:
+        return first_line(error)
+    pixels, limit = map(int, counts.groups())
+    return (f"its header declares {pixels:,} pixels, more than Pillow's limit of {limit:,}: a damaged file or a "
+            "decompression bomb")

@@ -70,6 +70,10 @@ TFRECORD = "tfrecord"
 SHARD_DIGITS = 5  # at least, in shard numbers
 MAX_JSON_BYTES = 2**26  # 64 MiB: a dataset_info.json with statistics of many features is a few MB
 UNLABELLED = -1  # the label TFDS stores for an example without one
+# Classes of a class label, at most: far above the ~22,000 of ImageNet-21k, the largest common image classification
+# label, and few enough that their names (the label numbers, without a labels.txt) take about 60 MB, where a
+# damaged numClasses of 10**12 would fill the memory building them.
+MAX_CLASSES = 10**6
 
 # NAME[/CONFIG][:VERSION], as tfds.load names a dataset (``naming._NAME_REG``), without namespaces, wildcards or
 # builder arguments; a config starts with a letter or digit, so that it never climbs out of the data_dir.
@@ -281,12 +285,21 @@ def _image_and_label(path, info, features):
     shape, dtype = _image_shape(path, image, features[image][1])
     if dtype != "uint8":
         raise TfdsError(f"{path}: its images '{image}' are {dtype}; this code reads uint8 images (PNG or JPEG)")
-    content = features[label][1]
+    return image, label, shape, _num_classes(path, info, label, features[label][1])
+
+
+def _num_classes(path, info, key, content):
+    """The number of classes the class label ``key`` declares (``content``, as ``_kind`` gives it), at most
+    ``MAX_CLASSES``."""
     try:
         num_classes = int(_get(content, "numClasses") or len(_get(content, "names", ())))
     except (TypeError, ValueError):
-        raise TfdsError(f"{path}: its class label '{label}' gives no number of classes") from None
-    return image, label, shape, num_classes
+        raise TfdsError(f"{path}: its class label '{key}' gives no number of classes") from None
+    if num_classes > MAX_CLASSES:
+        features_file = DATASET_INFO if info.get("features") else FEATURES  # where scan read the features from
+        raise TfdsError(f"{os.path.join(path, features_file)}: its class label '{key}' declares numClasses "
+                        f"{num_classes}, more than the {MAX_CLASSES:,} classes this code reads")
+    return num_classes
 
 
 def _supervised_keys(info):

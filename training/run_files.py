@@ -79,10 +79,10 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def read_json(path):
-    """The JSON value in the file ``path``. ``OSError`` when it cannot be read, is no regular file (a named pipe
-    would block the reader for ever, ``/dev/zero`` fill the memory: both were planted as run files and the
-    numerics cache) or is larger than ``MAX_JSON_BYTES``; ``ValueError`` when it is not JSON.
+def read_small_file(path, limit, written_by="any JSON file this code writes"):
+    """The bytes of the file ``path``. ``OSError`` when it cannot be read, is no regular file (a named pipe would
+    block the reader for ever, ``/dev/zero`` fill the memory: both were planted as run files, the numerics cache
+    and flagfiles) or is larger than ``limit`` bytes, the most that ``written_by`` holds.
 
     The file is opened without blocking (a named pipe swapped in after a check) and checked on the descriptor.
     """
@@ -92,15 +92,24 @@ def read_json(path):
         if not stat.S_ISREG(status.st_mode):
             kind = next((kind for is_kind, kind in _KINDS if is_kind(status.st_mode)), "a special file")
             raise OSError(errno.EINVAL, f"{kind}, not a regular file", path)
-        if status.st_size > MAX_JSON_BYTES:
-            raise OSError(errno.EFBIG, f"{status.st_size:,} bytes, more than the {MAX_JSON_BYTES:,} of any JSON "
-                                       f"file this code writes", path)
+        if status.st_size > limit:
+            raise OSError(errno.EFBIG, f"{status.st_size:,} bytes, more than the {limit:,} of {written_by}", path)
         file = os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)
         raise
     with file:
-        return json.loads(file.read(MAX_JSON_BYTES + 1))
+        return file.read(limit + 1)
+
+
+def read_json(path):
+    """The JSON value in the file ``path``: ``read_small_file``'s ``OSError``s, at most ``MAX_JSON_BYTES``;
+    ``ValueError`` when it is not JSON."""
+    text = read_small_file(path, MAX_JSON_BYTES)
+    try:
+        return json.loads(text)
+    except RecursionError:  # "[[[[..." a hundred thousand deep: not JSON any command here wrote
+        raise ValueError("JSON nested too deeply") from None
 
 
 # What a refused link's line says to do, for a run's own file.
