@@ -21,6 +21,7 @@ import time
 
 from absl import logging
 
+from experiments import stats
 from experiments.launch import (
     how_it_ended,
     progress_text,
@@ -180,6 +181,25 @@ def _ratio(value, baseline):
     return f"{value / baseline:.3f}" if value is not None and baseline else "—"
 
 
+def paired_ratios(entrants):
+    """The lines saying, for each recipe after the baseline, its time over the baseline's seed by seed: the
+    geometric mean of the per-seed ratios with its 95% interval, of the seconds to target (over the seeds both
+    reached it in) and of the whole runs' training time. Empty with fewer than two seeds of a pair."""
+    baseline, lines = entrants[0], []
+    for entrant in entrants[1:]:
+        pairs = list(zip(baseline.runs, entrant.runs))
+        to_target = [(ours["seconds_to_target"], theirs["seconds_to_target"]) for ours, theirs in pairs
+                     if ours["seconds_to_target"] and theirs["seconds_to_target"]]
+        parts = [f"{what}: {stats.paired_ratio(*zip(*values)).text()}"
+                 for what, values in (("seconds to target", to_target),
+                                      ("training s per run", [(a["train_seconds"], b["train_seconds"])
+                                                              for a, b in pairs]))
+                 if len(values) >= 2]
+        if parts:
+            lines += [f"`{entrant.flagfile}` over the baseline, paired by seed: {'; '.join(parts)}.", ""]
+    return lines
+
+
 def make_report(entrants, target, seeds, command, record, elapsed_seconds):
     done = sum(len(e.runs) for e in entrants)
     resumed = sum(starts > 1 for e in entrants for starts in e.starts)
@@ -202,7 +222,8 @@ def make_report(entrants, target, seeds, command, record, elapsed_seconds):
         "target: optimizer steps until that evaluation times the batch size. Final test accuracy: at the end of "
         "each run. Training s per run: the whole run's training time (evaluations excluded), whether or not it "
         "reached the target. images/s: training throughput without the compiling call. A resumed run's training "
-        "time is summed over its starts, from the checkpoint it resumed at (each start compiles again).", ""]
+        "time is summed over its starts, from the checkpoint it resumed at (each start compiles again).", "",
+        *paired_ratios(entrants)]
     return "\n".join(lines)
 
 

@@ -89,6 +89,33 @@ def welch_difference(a, b):
     return Difference(False, min(len(a), len(b)), mean, mean - half, mean + half)
 
 
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    """``b / a`` over pairs: the geometric mean of the per-pair ratios and its interval, the t-interval of the
+    mean of their logarithms taken back (a ratio's spread is multiplicative: 0.5x and 2x are as far from 1)."""
+
+    n: int
+    geometric_mean: float
+    low: float
+    high: float
+
+    def text(self, digits=3):
+        f = lambda v: f"{v:.{digits}f}"  # noqa: E731
+        if math.isnan(self.low):
+            return f"{f(self.geometric_mean)} (n={self.n}, no interval)"
+        return f"{f(self.geometric_mean)} [{f(self.low)}, {f(self.high)}] (paired, n={self.n}; geometric mean)"
+
+
+def paired_ratio(a, b):
+    """``b / a`` over positive values paired by position (the same seeds, in the same order), as a ``Ratio``."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values must come in pairs: {len(a)} and {len(b)}")
+    if any(value <= 0 for value in (*a, *b)):
+        raise ValueError("a ratio is taken of positive values")
+    summary = summarize([math.log(y / x) for x, y in zip(a, b)])
+    return Ratio(summary.n, math.exp(summary.mean), math.exp(summary.low), math.exp(summary.high))
+
+
 @functools.cache  # ~30 ms a call; a table asks for the same few quantiles once per point
 def t_quantile(p, dof):
     """The ``p`` quantile (0.5 < p < 1) of Student's t with ``dof`` degrees of freedom (any real > 0), by bisection

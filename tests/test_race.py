@@ -29,6 +29,10 @@ def test_the_table_gives_medians_ranges_and_the_ratio_of_medians():
                        "99.10 (99.00–99.20) | 220.0 | 1.000 | 100 |")
     assert rows[1] == ("| `flags/fast.cfg` | 3/3 | 22.0 (20.0–25.0) | 0.200 | 22,528 (20,480–25,600) | "
                        "99.10 (99.00–99.30) | 44.0 | 0.200 | 100 |")
+    # Seed by seed: 20/100, 25/120 and 22/110, a geometric mean of 0.203 (0.2 x 0.2083 x 0.2, cube root).
+    assert racing.paired_ratios([baseline, candidate]) == [
+        "`flags/fast.cfg` over the baseline, paired by seed: seconds to target: 0.203 [0.191, 0.215] (paired, n=3; "
+        "geometric mean); training s per run: 0.203 [0.191, 0.215] (paired, n=3; geometric mean).", ""]
 
 
 def test_no_ratio_when_a_seed_missed_the_target():
@@ -38,6 +42,10 @@ def test_no_ratio_when_a_seed_missed_the_target():
     assert row.startswith("| `flags/fast.cfg` | 1/2 | 20.0 (20.0–20.0) | — |")
     # The whole runs' training times still compare: medians 520 (40 and 1000) against 220 (200 and 240).
     assert row.endswith("| 520.0 | 2.364 | 100 |")
+    # Seed by seed only the whole runs compare (one seed reached the target in both, too few for an interval):
+    # 40/200 and 1000/240, a geometric mean of sqrt(0.2 x 4.167) = 0.913, its two-seed interval very wide.
+    assert racing.paired_ratios([baseline, candidate])[0].startswith(
+        "`flags/fast.cfg` over the baseline, paired by seed: training s per run: 0.913 [0.000, ")
 
 
 @pytest.fixture

@@ -41,3 +41,15 @@ def test_one_value_gives_no_interval_and_no_finding():
     assert math.isnan(difference.low) and not difference.is_finding
     with pytest.raises(ValueError, match="paired values must come in pairs: 2 and 1"):
         stats.paired_difference([0.9, 0.8], [0.95])
+
+
+def test_a_paired_ratio_is_the_geometric_mean_with_the_interval_of_its_logarithms():
+    # Ratios 0.4, 0.5, 0.625: their logarithms are ln 0.5 -+ 0.2231, so the geometric mean is 0.5 exactly; the
+    # half-width is t(0.975, 2) x 0.2231 / sqrt(3) = 4.303 x 0.1288 = 0.5543, so [0.5 e^-0.5543, 0.5 e^0.5543].
+    ratio = stats.paired_ratio([100, 120, 80], [40, 60, 50])
+    assert ratio.geometric_mean == pytest.approx(0.5, abs=1e-12)
+    assert (ratio.low, ratio.high) == pytest.approx((0.2872, 0.8703), abs=1e-4)
+    assert ratio.text() == "0.500 [0.287, 0.870] (paired, n=3; geometric mean)"
+    assert stats.paired_ratio([10], [5]).text() == "0.500 (n=1, no interval)"
+    with pytest.raises(ValueError, match="positive"):
+        stats.paired_ratio([10, 0], [5, 5])
