@@ -17,9 +17,9 @@ _FLAGFILE = ("--flagfile", "-flagfile")
 
 
 def _flagfile_value(argument):
-    """The path of a ``--flagfile=<path>`` argument or line, else None."""
+    """The path of a ``--flagfile=<path>`` argument or line, ``~`` expanded as absl expands it, else None."""
     name, equals, value = argument.strip().partition("=")
-    return value if equals and name in _FLAGFILE else None
+    return os.path.expanduser(value) if equals and name in _FLAGFILE else None
 
 
 def named(argv):
@@ -27,7 +27,7 @@ def named(argv):
     paths = []
     for index, argument in enumerate(argv):
         if argument in _FLAGFILE and index + 1 < len(argv):
-            paths.append(argv[index + 1])
+            paths.append(os.path.expanduser(argv[index + 1]))
         elif (value := _flagfile_value(argument)) is not None:
             paths.append(value)
     return paths
@@ -40,8 +40,9 @@ def read(path):
 
 
 def flag_lines(text):
-    """The flag lines of a flagfile's ``text``, without its comments and blank lines: what a recipe trains."""
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    """The flag lines of a flagfile's ``text``, without its comments (``#`` or ``//``, as absl reads them) and
+    blank lines: what a recipe trains."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith(("#", "//"))]
 
 
 def problem(argv):
