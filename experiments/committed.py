@@ -2,7 +2,9 @@
 
 A sweep's table (``# Sweep `<grid>` on <dataset>``) is remade by ``report.make_table`` from the runs in
 ``<runs>/sweeps/<grid>/<dataset>/<label>-seed<k>``, a seeds table (``# <recipe>: <n> of <m> seeds``) by
-``seed_runs.make_table`` from ``<runs>/seeds/<recipe>-seed<k>``. The two tables are compared cell by cell, by row
+``seed_runs.make_table`` from ``<runs>/seeds/<recipe>-seed<k>`` (or its command's ``--logdir``), a race's
+(``# Race to <target>% test accuracy``) by ``racing.make_table`` from the runs under its command's ``--logdir``
+when that is in ``sweeps/runs``. The two tables are compared cell by cell, by row
 (point or seed) and column name, so a table written by older code, with fewer columns or rows, is compared on what
 it has. A sweep's pick on validation is compared too, its paired differences (``report.paired_differences``: a
 sweep table without them is a difference, mended by ``--add_pairs``), and every run's step count against the
@@ -19,7 +21,7 @@ import dataclasses
 import os
 import re
 
-from experiments import grids, launch, report, seed_runs
+from experiments import grids, launch, racing, report, seed_runs
 from experiments.points import TABLE_FIELDS, PointResult, RunRecord, run_dir
 from training import run_files
 
@@ -83,18 +85,22 @@ def _rows(lines, first_columns):
 PAIRED_WITH = "## Paired with `"  # the heading of a seeds table's comparison with another recipe (seed_runs)
 
 
-def parse_table(text):
-    """The ``Table`` of a sweep's or seeds command's markdown (the table whose first column is ``point`` or
-    ``seed``, and a sweep's paired differences, first column ``pair``), or None when it holds none."""
+TABLE_COLUMNS, RACE_COLUMNS = ("point", "seed"), ("recipe",)  # the first column of the table a command writes
+
+
+def parse_table(text, first_columns=TABLE_COLUMNS):
+    """The ``Table`` of a sweep's or seeds command's markdown (the table whose first column is one of
+    ``first_columns``: ``RACE_COLUMNS`` for a race's, whose header has no such row), with a sweep's paired
+    differences (first column ``pair``) and the sentences of paired comparisons; None when it holds none."""
     lines = text.splitlines()
-    found = _rows(lines, ("point", "seed"))
+    found = _rows(lines, first_columns)
     if found is None:
         return None
     pick, pairs = PICK.search(text), _rows(lines, ("pair",))
     paired_with = next((i for i, line in enumerate(lines) if line.startswith(PAIRED_WITH)), None)
     if paired_with is not None:
         pairs = _rows(lines[paired_with:], ("seed",))
-    notes = [line for line in lines if line.startswith(seed_runs.PAIRED_SENTENCE)]
+    notes = [line for line in lines if line.startswith(seed_runs.PAIRED_SENTENCE) or racing.PAIRED_RATIOS in line]
     return Table(*found, pick.groupdict() if pick else {}, pairs=pairs[1] if pairs else {}, notes=notes)
 
 
@@ -218,6 +224,40 @@ def remake_seeds(path, text, runs_dir):
     return remade
 
 
+def _runs_folder(text, runs_dir):
+    """Where the runs of a race table are: its command's ``--logdir``, a folder of ``sweeps/runs`` read under
+    ``runs_dir``; None when the command wrote them elsewhere (not committed)."""
+    match = re.search(r"--logdir=sweeps/runs/([\w./-]+)", _header(text, "command") or "")
+    if match is None or ".." in match.group(1).split("/"):
+        return None
+    return os.path.join(runs_dir, match.group(1).strip("/"))
+
+
+def remake_race(path, text, runs_dir):
+    """The race table ``text`` (from ``path``) made again from the runs its command wrote under ``sweeps/runs``."""
+    logdir = _runs_folder(text, runs_dir)
+    if logdir is None:
+        return Remade(unchecked="its runs were written outside the repository (its command's --logdir)")
+    flagfiles = re.findall(r"`([^`]+)`", _header(text, "recipes") or "")
+    seeds = [int(seed) for seed in re.findall(r"\d+", (_header(text, "seeds") or "").split(",  run")[0])]
+    target = float(re.search(r"^# Race to ([\d.]+)% test accuracy", text, re.M).group(1)) / 100
+    entrants = [racing.Entrant(name, flagfile) for name, flagfile in zip(racing.entrant_names(flagfiles), flagfiles)]
+    remade = Remade()
+    for entrant in entrants:
+        for seed in seeds:
+            run_path = launch.run_dir(logdir, entrant.name, seed)
+            results = launch.read_results(run_path, racing.TABLE_FIELDS)
+            if results is None:
+                remade.differences.append(Difference(path, f"{entrant.name} seed {seed}", "a run",
+                                                     f"no run files in {run_path}"))
+            entrant.runs.append(results)
+    if remade.differences:
+        return remade
+    remade.table = parse_table("\n".join([racing.make_table(entrants, target), "", *racing.paired_ratios(entrants)]),
+                               RACE_COLUMNS)
+    return remade
+
+
 def _compare_rows(path, stated_rows, remade_rows, columns):
     """``(differences, cells compared)`` of the rows both hold, on ``columns`` (after the first) both hold."""
     differences, compared = [], 0
@@ -296,10 +336,12 @@ def check_table(path, text, runs_dir):
         kind, remake = "sweep", remake_sweep
     elif re.match(r"# \S+: \d+ of \d+ seeds", text):
         kind, remake = "seeds", remake_seeds
+    elif text.startswith("# Race to "):
+        kind, remake = "race", remake_race
     else:
-        return TableCheck(path, "other", [], unchecked="not a sweep's or seeds table")
+        return TableCheck(path, "other", [], unchecked="not a sweep's, seeds or race table")
     remade = remake(path, text, runs_dir)
-    stated = parse_table(text)
+    stated = parse_table(text, RACE_COLUMNS if kind == "race" else TABLE_COLUMNS)
     if remade.table is None:
         return TableCheck(path, kind, remade.differences, unchecked=remade.unchecked, stated=stated)
     differences, compared = compare(path, stated, remade.table)

@@ -181,6 +181,9 @@ def _ratio(value, baseline):
     return f"{value / baseline:.3f}" if value is not None and baseline else "—"
 
 
+PAIRED_RATIOS = " over the baseline, paired by seed: "  # what a race table's paired ratios say (committed reads)
+
+
 def paired_ratios(entrants):
     """The lines saying, for each recipe after the baseline, its time over the baseline's seed by seed: the
     geometric mean of the per-seed ratios with its 95% interval, of the seconds to target (over the seeds both
@@ -196,7 +199,7 @@ def paired_ratios(entrants):
                                                               for a, b in pairs]))
                  if len(values) >= 2]
         if parts:
-            lines += [f"`{entrant.flagfile}` over the baseline, paired by seed: {'; '.join(parts)}.", ""]
+            lines += [f"`{entrant.flagfile}`{PAIRED_RATIOS}{'; '.join(parts)}.", ""]
     return lines
 
 

@@ -2,7 +2,7 @@
 
 Prints a table of each figure as stated and as measured at this commit (``experiments/figures.py``); exit status
 1 when one no longer holds. ``--notrain`` checks the counts only (a second), without training the main job.
-``--tables`` instead makes every sweep and seeds table in ``sweeps/`` again from its committed run files
+``--tables`` instead makes every sweep, seeds and race table in ``sweeps/`` again from its committed run files
 (``experiments/committed.py``), and lists each figure of a table, or quoted from one in WORKSPACE.md, that
 differs; exit status 1 when one does. ``--add_pairs`` first writes the paired differences into each sweep table
 that lacks them, made from its committed run files (tables written before the sweep command wrote them).

@@ -8,7 +8,7 @@ import sys
 
 from conftest import CLI_TIMEOUT_SECONDS, REPO_ROOT
 
-from experiments import committed, report, seed_runs
+from experiments import committed, racing, report, seed_runs
 from experiments.points import PointResult, RunRecord, run_dir
 
 # Two points of the real `downsampling` grid on MNIST, two seeds each: (test, validation) accuracy per seed.
@@ -151,6 +151,33 @@ def test_a_quote_in_the_notebook_that_no_figure_of_its_table_holds_is_caught(tmp
     assert differences[0].found == "no figure of downsampling-mnist.md (as committed: no run files) is that"
 
 
+def test_a_race_table_is_remade_from_the_runs_its_command_wrote(tmp_path):
+    logdir = tmp_path / "races" / "r"
+    for name, seconds in (("slow", (100.0, 120.0)), ("fast", (20.0, 30.0))):
+        for seed, second in enumerate(seconds):
+            _write_json(str(logdir / f"{name}-seed{seed}" / "results.json"), dict(
+                seconds_to_target=second, images_to_target=1024 * int(second), test_accuracy=0.991,
+                train_seconds=second + 100, images_per_second=100.0))
+    entrants = [racing.Entrant(name, f"flags/{name}.cfg", [
+        json.loads((logdir / f"{name}-seed{seed}" / "results.json").read_text()) for seed in (0, 1)])
+        for name in ("slow", "fast")]
+    command = "python3 -m experiments.race --flagfiles=flags/slow.cfg,flags/fast.cfg --logdir=sweeps/runs/races/r"
+    text = "\n".join(["# Race to 99.00% test accuracy", "", "| | |", "| --- | --- |",
+                      "| recipes | `flags/slow.cfg`, `flags/fast.cfg` (the first is the baseline) |",
+                      "| seeds | 0, 1, run alternately |", f"| command | `{command}` |", "",
+                      racing.make_table(entrants, 0.99), "", *racing.paired_ratios(entrants)])
+    check = committed.check_table("sweeps/race-r.md", text, str(tmp_path))
+    # 2 recipes x 8 columns after the recipe, and the paired ratios' sentence.
+    assert (check.kind, check.differences, check.compared) == ("race", [], 2 * 8 + 1)
+    # 20/100 and 30/120: a geometric mean of sqrt(0.2 x 0.25) = 0.224.
+    assert "| `flags/fast.cfg` | 2/2 | 25.0 (20.0–30.0) | 0.227 |" in text and " 0.224 [" in text
+    changed = committed.check_table("sweeps/race-r.md", text.replace("30.0) | 0.227 |", "30.0) | 0.207 |"),
+                                    str(tmp_path))
+    assert [(d.what, d.stated) for d in changed.differences] == [("`flags/fast.cfg`: ratio to baseline", "0.207")]
+    elsewhere = committed.check_table("sweeps/race-r.md", text.replace("sweeps/runs/races/r", "/tmp/r"), str(tmp_path))
+    assert elsewhere.unchecked == "its runs were written outside the repository (its command's --logdir)"
+
+
 def test_a_seeds_table_is_remade_from_the_logdir_its_command_names():
     def command(arguments):
         return f"| command | `python3 -m experiments.seeds --recipe=flags/r.cfg {arguments}` |\n"
@@ -167,10 +194,11 @@ def test_the_committed_tables_hold_against_their_run_files(monkeypatch):
     checks, quotes, quotes_checked = committed.check_all(sweeps, os.path.join(sweeps, "runs"),
                                                          os.path.join(REPO_ROOT, "WORKSPACE.md"))
     assert [d.text() for check in checks for d in check.differences] + [d.text() for d in quotes] == []
-    # Tables whose runs were written outside the repository, and the races (not a sweep's or seeds table).
-    races = sorted(f"sweeps/{name}" for name in os.listdir(sweeps) if name.startswith("race-"))
+    # Tables whose runs were written outside the repository.
     assert sorted(check.path for check in checks if check.unchecked) == sorted([
-        "sweeps/pooling-fashion_mnist.md", "sweeps/pooling-mnist.md", "sweeps/seeds-cifar10_speed.md", *races])
+        "sweeps/pooling-fashion_mnist.md", "sweeps/pooling-mnist.md", "sweeps/race-cifar10.md", "sweeps/race-mnist.md",
+        "sweeps/seeds-cifar10_speed.md"])
+    assert "race" in {check.kind for check in checks if not check.unchecked}
     assert all(check.compared > 0 for check in checks if not check.unchecked)
     assert quotes_checked > 100
     # Each quote the check leaves out is in the notebook and is no figure of its table: none is stale.
