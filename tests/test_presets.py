@@ -57,8 +57,9 @@ def test_every_preset_parses_into_the_run_its_comment_names():
                                          "cifar10_speed_12epochs.cfg",
                                          "cifar10_speed_55c5129.cfg", "cifar10_speed_curves.cfg",
                                          "cifar10_speed_float32.cfg",
-                                         "fashion_mnist_resnet_small.cfg", "keras_mnist_baseline.cfg",
-                                         "main_job_curves.cfg", "mnist_full.cfg", "mnist_onecycle.cfg",
+                                         "fashion_mnist_resnet_small.cfg", "fashion_mnist_resnet_small_curves.cfg",
+                                         "keras_mnist_baseline.cfg", "main_job_curves.cfg", "mnist_full.cfg",
+                                         "mnist_full_curves.cfg", "mnist_onecycle.cfg",
                                          "mnist_onecycle_bfloat16.cfg", "mnist_onecycle_curves.cfg", "mnist_speed.cfg"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run([sys.executable, "-c", _PARSE_ALL, *map(str, PRESETS)], cwd=REPO_ROOT, env=env,
@@ -115,10 +116,13 @@ def test_every_preset_parses_into_the_run_its_comment_names():
     for variant, base, validation_split, every, budget in (
             ("cifar10_speed_curves", "cifar10_speed", 0.1, 2.0, twelve_epochs),
             ("cifar100_speed_curves", "cifar100_speed", 0.1, 2.0, {}),
-            ("mnist_onecycle_curves", "mnist_onecycle", 0.1, 0.125, {})):
+            ("mnist_onecycle_curves", "mnist_onecycle", 0.1, 0.125, {}),
+            ("mnist_full_curves", "mnist_full", 0.1, 1.0, {}),
+            ("fashion_mnist_resnet_small_curves", "fashion_mnist_resnet_small", 0.1, 1.0, {})):
         variant, base = (configs[str(REPO_ROOT / "flags" / f"{name}.cfg")] for name in (variant, base))
         assert {name for name in base if base[name] != variant[name]} <= {"validation_split", "eval_every_epochs",
-                                                                          "logdir", *budget}
+                                                                          "eval_every", "logdir", *budget}
+        assert variant["eval_every"] == 0
         assert {name: variant[name] for name in budget} == budget
         assert (variant["validation_split"], variant["eval_every_epochs"]) == (validation_split, every)
     # The budget's shorter arm: 10 epochs, the warmup the same share of the steps (132 / 516 x 430 = 110).
