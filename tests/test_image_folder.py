@@ -280,6 +280,13 @@ def test_images_nested_deeper_than_the_recursion_limit_are_found_in_sorted_path_
         layout = image_folder.scan(str(tmp_path))
     finally:
         sys.setrecursionlimit(limit)
+        # pytest's later removal of old temporary folders recurses once per level: the tree goes now, bottom up.
+        for path in (middle, folder / "bottom.png", folder / ".hidden.png"):
+            path.unlink()
+        deepest = folder
+        while deepest != class_b:
+            deepest.rmdir()
+            deepest = deepest.parent
     class_a = tmp_path / "train" / "a"
     assert layout.train_files == tuple(str(path) for path in (
         class_a / "0.png", class_a / "1.png", class_a / "2.png",

@@ -16,7 +16,7 @@ RUNS_DIR = os.path.join(REPO_ROOT, "sweeps", "runs")
 PLOTS = ("sweep_filter_size.png", "sweep_downsampling.png", "sweep_cnn_vs_mlp_params.png", "sweep_cnn_vs_mlp_macs.png",
          "sweep_optimizer.png", "curves_cifar100_speed_curves.png", "curves_cifar10_speed_10epochs_curves.png",
          "curves_cifar10_speed_curves.png",
-         "curves_main_job_curves.png",
+         "curves_main_job_curves.png", "curves_mnist_full_curves.png",
          "curves_mnist_onecycle_curves.png")
 
 
