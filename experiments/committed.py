@@ -193,12 +193,19 @@ RUNS_ELSEWHERE = {
 }
 
 
-def _seeds_logdir(text, runs_dir):
-    """Where a seeds table's runs are: its command's ``--logdir`` when that is a folder of ``sweeps/runs``
-    (``sweeps/runs/seeds_10epochs``), read under ``runs_dir``; else ``<runs_dir>/seeds``."""
+def _command_logdir(text, runs_dir):
+    """Where a table's runs are: its command's ``--logdir`` when that is a folder of ``sweeps/runs``
+    (``sweeps/runs/seeds_10epochs``), read under ``runs_dir``; None when the command names none there (its runs
+    were written outside the repository, or where a seeds command puts them by default)."""
     match = re.search(r"--logdir=sweeps/runs/([\w./-]+)", _header(text, "command") or "")
-    folder = match.group(1).strip("/") if match else "seeds"
-    return os.path.join(runs_dir, "seeds" if ".." in folder.split("/") else folder)
+    if match is None or ".." in match.group(1).split("/"):
+        return None
+    return os.path.join(runs_dir, match.group(1).strip("/"))
+
+
+def _seeds_logdir(text, runs_dir):
+    """Where a seeds table's runs are: ``_command_logdir``, else ``<runs_dir>/seeds``."""
+    return _command_logdir(text, runs_dir) or os.path.join(runs_dir, "seeds")
 
 
 def remake_seeds(path, text, runs_dir):
@@ -224,22 +231,13 @@ def remake_seeds(path, text, runs_dir):
     return remade
 
 
-def _runs_folder(text, runs_dir):
-    """Where the runs of a race table are: its command's ``--logdir``, a folder of ``sweeps/runs`` read under
-    ``runs_dir``; None when the command wrote them elsewhere (not committed)."""
-    match = re.search(r"--logdir=sweeps/runs/([\w./-]+)", _header(text, "command") or "")
-    if match is None or ".." in match.group(1).split("/"):
-        return None
-    return os.path.join(runs_dir, match.group(1).strip("/"))
-
-
 def remake_race(path, text, runs_dir):
     """The race table ``text`` (from ``path``) made again from the runs its command wrote under ``sweeps/runs``."""
-    logdir = _runs_folder(text, runs_dir)
+    logdir = _command_logdir(text, runs_dir)
     if logdir is None:
         return Remade(unchecked="its runs were written outside the repository (its command's --logdir)")
     flagfiles = re.findall(r"`([^`]+)`", _header(text, "recipes") or "")
-    seeds = [int(seed) for seed in re.findall(r"\d+", (_header(text, "seeds") or "").split(",  run")[0])]
+    seeds = [int(seed) for seed in re.findall(r"\d+", _header(text, "seeds") or "")]  # "0, 1, 2, run alternately"
     target = float(re.search(r"^# Race to ([\d.]+)% test accuracy", text, re.M).group(1)) / 100
     entrants = [racing.Entrant(name, flagfile) for name, flagfile in zip(racing.entrant_names(flagfiles), flagfiles)]
     remade = Remade()

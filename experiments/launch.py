@@ -40,12 +40,6 @@ def _clock(seconds):
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
 
 
-def recipe_flags(text):
-    """The flag lines of a flagfile's ``text``, without its comments and blank lines: what a recipe trains. Seeds
-    and races compare recipes by these, so a corrected comment does not make a recipe another one."""
-    return flagfiles.flag_lines(text)
-
-
 def resolved_recipe(flagfile, error_type):
     """``flagfiles.resolved_flags`` of ``flagfile``: what it trains, the flagfiles it includes expanded; a nested
     flagfile that cannot be read raises ``error_type`` in one line."""

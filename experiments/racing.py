@@ -28,7 +28,6 @@ from experiments.launch import (
     read_history,
     read_json_object,
     read_run,
-    recipe_flags,
     resolved_recipe,
     run_dir,
     run_in_console,
@@ -38,6 +37,7 @@ from experiments.report import TableWriter, machine_record, text_digest
 from experiments.reuse import OneDataset, reusable_results
 from training import run_files
 from training.errors import OneLineError
+from training.flagfiles import flag_lines
 
 RACE_TERMS = "race.json"
 
@@ -265,8 +265,8 @@ def check_terms(logdir, terms):
         for key, value in terms.items():
             earlier = recorded.get(key)
             if key == "recipes" and isinstance(earlier, dict):  # what they train, not their comments
-                earlier = {name: recipe_flags(text) for name, text in earlier.items() if isinstance(text, str)}
-                value = {name: recipe_flags(text) for name, text in value.items()}
+                earlier = {name: flag_lines(text) for name, text in earlier.items() if isinstance(text, str)}
+                value = {name: flag_lines(text) for name, text in value.items()}
             if earlier != value:
                 shown = {"recipes": "recipes", "resolved_flags": "recipes (a flagfile they include has changed)"}.get(
                     key, f"{key} ({earlier}; here {value})")

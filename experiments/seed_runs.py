@@ -24,7 +24,6 @@ from experiments.launch import (
     read_history,
     read_json_object,
     read_run,
-    recipe_flags,
     recipe_name,
     resolved_recipe,
     run_all_in_console,
@@ -41,6 +40,7 @@ from experiments.report import (
 from experiments.reuse import OneDataset, ReuseError, reusable_results
 from training import run_files
 from training.errors import OneLineError
+from training.flagfiles import flag_lines
 
 
 class SeedsError(OneLineError, RuntimeError):
@@ -59,7 +59,7 @@ def check_recipe(flagfile, logdir):
         recorded = read_json_object(manifest, "the recipe's text under flagfile_text")
         if not isinstance(recorded.get("flagfile_text"), str):
             raise SeedsError(f"{manifest}: holds no flagfile_text (the recipe's text); move it away")
-        if recipe_flags(recorded["flagfile_text"]) != recipe_flags(text):
+        if flag_lines(recorded["flagfile_text"]) != flag_lines(text):
             raise SeedsError(f"{logdir} holds seeds of another version of {flagfile} ({manifest}); pass a new "
                              f"--logdir")
         if recorded.get("resolved_flags", resolved) != resolved:  # the same file, another base flagfile under it
